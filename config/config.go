@@ -1,0 +1,197 @@
+package config
+
+import (
+	"time"
+)
+
+// Config is a loaded, validated configuration with every default filled in.
+type Config struct {
+	Global Global `toml:"global"`
+	Log    Log    `toml:"log"`
+	// Profiles holds every TCP profile by name, resolved through its parents,
+	// including the built-in root "tcp".
+	Profiles map[string]TCPProfile `toml:"tcp_profile"`
+	// Pools by name.
+	Pools map[string]Pool `toml:"pool"`
+	// VirtualServers in file order.
+	VirtualServers []VirtualServer `toml:"virtual_server"`
+
+	// Warnings are valid-but-suspicious settings (`tether check` prints them).
+	Warnings []string `toml:"-"`
+}
+
+// Global holds process-wide settings.
+type Global struct {
+	// ShutdownTimeout bounds how long SIGTERM waits for open connections to
+	// finish before closing them. Default 30 s; 0 = close them at once.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `toml:"level"`  // debug | info | warn | error; default info
+	Format string `toml:"format"` // json | console; default json
+	// Access enables the one-line-per-connection access log. Default true.
+	Access bool `toml:"access"`
+}
+
+// CloseMode says how tether closes a socket it decides to close.
+type CloseMode string
+
+// Close modes.
+const (
+	// CloseGraceful sends FIN; TIME_WAIT lands on whichever side closes first.
+	CloseGraceful CloseMode = "graceful"
+	// CloseReset sends RST at once (SO_LINGER 0): unsent data is discarded
+	// and no TIME_WAIT is left.
+	CloseReset CloseMode = "reset"
+	// CloseDrainReset waits until the kernel send queue is acknowledged
+	// (bounded by DrainTimeout), then sends RST: no data lost, no TIME_WAIT.
+	CloseDrainReset CloseMode = "drain-reset"
+)
+
+// TCPProfile is a fully resolved set of socket settings. It is plain data;
+// package sockopt turns it into socket options.
+type TCPProfile struct {
+	Name   string `toml:"-"`
+	Parent string `toml:"parent,omitempty"`
+
+	// Keepalive sets SO_KEEPALIVE. The three settings below apply only when
+	// it is on.
+	Keepalive         bool          `toml:"keepalive"`
+	KeepaliveIdle     time.Duration `toml:"keepalive_idle"`     // TCP_KEEPIDLE, whole seconds, >= 1 s
+	KeepaliveInterval time.Duration `toml:"keepalive_interval"` // TCP_KEEPINTVL, whole seconds, >= 1 s
+	KeepaliveProbes   int           `toml:"keepalive_probes"`   // TCP_KEEPCNT, 1..127
+
+	// IdleTimeout closes a proxied connection when no byte moved either way
+	// for this long. 0 = never.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// UserTimeout sets TCP_USER_TIMEOUT: how long sent data may stay
+	// unacknowledged before the kernel drops the connection. 0 = kernel default.
+	UserTimeout time.Duration `toml:"user_timeout"`
+	// NoDelay sets TCP_NODELAY (disables Nagle).
+	NoDelay bool `toml:"nodelay"`
+	// Close is how tether closes this side: graceful | reset | drain-reset.
+	Close CloseMode `toml:"close"`
+	// DrainTimeout bounds drain-reset's wait for the send queue to empty.
+	DrainTimeout time.Duration `toml:"drain_timeout"`
+	// FinWait2Timeout sets TCP_LINGER2. 0 = kernel default (tcp_fin_timeout).
+	FinWait2Timeout time.Duration `toml:"fin_wait2_timeout"`
+	// SendBuffer / RecvBuffer set SO_SNDBUF / SO_RCVBUF in bytes (the kernel
+	// doubles the value). 0 = kernel autotuning.
+	SendBuffer int `toml:"send_buffer"`
+	RecvBuffer int `toml:"recv_buffer"`
+	// ReusePort sets SO_REUSEPORT on listeners (client side only).
+	ReusePort bool `toml:"reuse_port"`
+	// DeferAccept sets TCP_DEFER_ACCEPT on listeners, whole seconds. 0 = off.
+	DeferAccept time.Duration `toml:"defer_accept"`
+	// FastOpen is the TCP_FASTOPEN queue length on listeners; on the server
+	// side any value > 0 turns on TCP_FASTOPEN_CONNECT. 0 = off.
+	FastOpen int `toml:"fastopen"`
+	// Backlog is the listen(2) backlog (capped by net.core.somaxconn).
+	Backlog int `toml:"backlog"`
+}
+
+// Balancing methods.
+const (
+	MethodRoundRobin = "round-robin"
+	MethodWeighted   = "weighted"
+	MethodLeastConns = "least-conns"
+	MethodRandomTwo  = "random-two"
+	MethodSourceHash = "source-hash"
+)
+
+// Methods lists the balancing methods in documentation order.
+var Methods = []string{MethodRoundRobin, MethodWeighted, MethodLeastConns, MethodRandomTwo, MethodSourceHash}
+
+// Pool is a named set of members with a balancing method and a health monitor.
+type Pool struct {
+	Name string `toml:"-"`
+	// Method picks a member for each new connection.
+	Method string `toml:"method"`
+	// ConnectTimeout bounds one connect to a member.
+	ConnectTimeout time.Duration `toml:"connect_timeout"`
+	// ConnectRetries is how many further members are tried after a failed
+	// connect (each member at most once per client connection). 0 = no retry.
+	ConnectRetries int `toml:"connect_retries"`
+	// Preconnect keeps this many established, idle server-side connections
+	// ready per server profile that uses the pool, spread over the members
+	// that are up. Each is used once. 0 = off.
+	Preconnect int      `toml:"preconnect"`
+	Members    []Member `toml:"members"`
+	Health     Health   `toml:"health"`
+}
+
+// Member states settable in the config.
+const (
+	StateEnabled  = "enabled"
+	StateDisabled = "disabled"
+)
+
+// Member is one backend address of a pool.
+type Member struct {
+	Address string `toml:"address"`
+	// Weight is the member's share for the weighted method (>= 1). Default 1.
+	Weight int `toml:"weight"`
+	// MaxConnections caps concurrent server-side connections to the member,
+	// preconnected ones included. 0 = no limit.
+	MaxConnections int `toml:"max_connections"`
+	// State is enabled (default) or disabled (gets no new connections).
+	State string `toml:"state"`
+}
+
+// Health monitor types.
+const (
+	HealthTCP  = "tcp"
+	HealthNone = "none"
+)
+
+// Health is a pool's active health monitor.
+type Health struct {
+	Type     string        `toml:"type"`     // tcp | none; default tcp
+	Interval time.Duration `toml:"interval"` // between checks of one member
+	Timeout  time.Duration `toml:"timeout"`  // one check; must be <= interval
+	Rise     int           `toml:"rise"`     // consecutive successes to mark up
+	Fall     int           `toml:"fall"`     // consecutive failures to mark down
+}
+
+// Virtual server modes.
+const (
+	ModeTCP = "tcp"
+)
+
+// VirtualServer is one listening address.
+type VirtualServer struct {
+	Name   string `toml:"name"`
+	Listen string `toml:"listen"`
+	Mode   string `toml:"mode"`
+	Pool   string `toml:"pool"`
+	// ClientProfile is applied to the listener and accepted client sockets;
+	// ServerProfile to sockets dialed to members. Both default to "tcp".
+	ClientProfile string `toml:"client_profile"`
+	ServerProfile string `toml:"server_profile"`
+	// MaxConnections caps concurrent client connections; at the limit tether
+	// stops accepting (the kernel backlog holds the rest). 0 = no limit.
+	MaxConnections int `toml:"max_connections"`
+}
+
+// Client returns the resolved client-side profile of vs.
+func (c *Config) Client(vs VirtualServer) TCPProfile { return c.Profiles[vs.ClientProfile] }
+
+// Server returns the resolved server-side profile of vs.
+func (c *Config) Server(vs VirtualServer) TCPProfile { return c.Profiles[vs.ServerProfile] }
+
+// RelayIdleTimeout is the idle timeout of a proxied connection: the shorter
+// of the two sides' idle timeouts, where 0 (never) yields to the other.
+func RelayIdleTimeout(client, server TCPProfile) time.Duration {
+	a, b := client.IdleTimeout, server.IdleTimeout
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	case a < b:
+		return a
+	}
+	return b
+}

@@ -1,0 +1,68 @@
+package config
+
+import "time"
+
+// RootProfile is the name of the built-in TCP profile every other profile
+// descends from. It cannot be redefined; a profile without `parent` inherits
+// from it.
+const RootProfile = "tcp"
+
+// Every default tether applies lives in this file, and only here.
+//
+// References: F5 BIG-IP's "tcp" profile (keepalive interval 1800 s, idle
+// timeout 300 s, reset on timeout), Linux (keepalive 75 s x 9 probes),
+// HAProxy/nginx (3 s connect timeout, 2 s health interval, rise 2 / fall 3).
+
+// DefaultProfile returns the built-in root TCP profile "tcp".
+func DefaultProfile() TCPProfile {
+	return TCPProfile{
+		Name:              RootProfile,
+		Keepalive:         true,
+		KeepaliveIdle:     1800 * time.Second, // F5 "Keep Alive Interval"
+		KeepaliveInterval: 75 * time.Second,   // Linux tcp_keepalive_intvl
+		KeepaliveProbes:   9,                  // Linux tcp_keepalive_probes
+		IdleTimeout:       300 * time.Second,  // F5 idle timeout
+		UserTimeout:       0,                  // kernel default
+		NoDelay:           true,
+		Close:             CloseGraceful,
+		DrainTimeout:      2 * time.Second,
+		FinWait2Timeout:   0, // kernel default (net.ipv4.tcp_fin_timeout, 60 s)
+		SendBuffer:        0, // kernel autotuning
+		RecvBuffer:        0, // kernel autotuning
+		ReusePort:         false,
+		DeferAccept:       0,
+		FastOpen:          0,
+		Backlog:           4096,
+	}
+}
+
+// Pool defaults.
+const (
+	DefaultMethod         = MethodRoundRobin
+	DefaultConnectTimeout = 3 * time.Second
+	DefaultConnectRetries = 2 // after a failed connect, up to 2 more members are tried
+	DefaultWeight         = 1
+)
+
+// DefaultHealth is the health monitor a pool gets when it names none: a TCP
+// connect every 2 s, 1 s to answer, up after 2 successes, down after 3
+// failures (HAProxy's inter/rise/fall).
+func DefaultHealth() Health {
+	return Health{
+		Type:     HealthTCP,
+		Interval: 2 * time.Second,
+		Timeout:  1 * time.Second,
+		Rise:     2,
+		Fall:     3,
+	}
+}
+
+// Virtual server defaults.
+const (
+	DefaultMode              = ModeTCP
+	DefaultVSMaxConnections  = 10000
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "json"
+	DefaultAccessLog         = true
+)

@@ -1,0 +1,662 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// duration is a TOML duration: a string such as "300s" or "1.5s". Integers
+// are refused (a bare 1800 would be ambiguous).
+type duration struct{ d time.Duration }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use a string like \"300s\" or \"1.5s\")", string(b))
+	}
+	d.d = v
+	return nil
+}
+
+// The raw* types mirror the file: pointers tell "unset" from a zero value,
+// which profile inheritance and defaulting need.
+
+type rawFile struct {
+	Global         rawGlobal             `toml:"global"`
+	Log            rawLog                `toml:"log"`
+	Profiles       map[string]rawProfile `toml:"tcp_profile"`
+	Pools          map[string]rawPool    `toml:"pool"`
+	VirtualServers []rawVirtualServer    `toml:"virtual_server"`
+}
+
+type rawGlobal struct {
+	ShutdownTimeout *duration `toml:"shutdown_timeout"`
+}
+
+type rawLog struct {
+	Level  *string `toml:"level"`
+	Format *string `toml:"format"`
+	Access *bool   `toml:"access"`
+}
+
+type rawProfile struct {
+	Parent            *string   `toml:"parent"`
+	Keepalive         *bool     `toml:"keepalive"`
+	KeepaliveIdle     *duration `toml:"keepalive_idle"`
+	KeepaliveInterval *duration `toml:"keepalive_interval"`
+	KeepaliveProbes   *int      `toml:"keepalive_probes"`
+	IdleTimeout       *duration `toml:"idle_timeout"`
+	UserTimeout       *duration `toml:"user_timeout"`
+	NoDelay           *bool     `toml:"nodelay"`
+	Close             *string   `toml:"close"`
+	DrainTimeout      *duration `toml:"drain_timeout"`
+	FinWait2Timeout   *duration `toml:"fin_wait2_timeout"`
+	SendBuffer        *int      `toml:"send_buffer"`
+	RecvBuffer        *int      `toml:"recv_buffer"`
+	ReusePort         *bool     `toml:"reuse_port"`
+	DeferAccept       *duration `toml:"defer_accept"`
+	FastOpen          *int      `toml:"fastopen"`
+	Backlog           *int      `toml:"backlog"`
+}
+
+type rawPool struct {
+	Method         *string     `toml:"method"`
+	ConnectTimeout *duration   `toml:"connect_timeout"`
+	ConnectRetries *int        `toml:"connect_retries"`
+	Preconnect     *int        `toml:"preconnect"`
+	Members        []rawMember `toml:"members"`
+	Health         rawHealth   `toml:"health"`
+}
+
+type rawMember struct {
+	Address        *string `toml:"address"`
+	Weight         *int    `toml:"weight"`
+	MaxConnections *int    `toml:"max_connections"`
+	State          *string `toml:"state"`
+}
+
+type rawHealth struct {
+	Type     *string   `toml:"type"`
+	Interval *duration `toml:"interval"`
+	Timeout  *duration `toml:"timeout"`
+	Rise     *int      `toml:"rise"`
+	Fall     *int      `toml:"fall"`
+}
+
+type rawVirtualServer struct {
+	Name           *string `toml:"name"`
+	Listen         *string `toml:"listen"`
+	Mode           *string `toml:"mode"`
+	Pool           *string `toml:"pool"`
+	ClientProfile  *string `toml:"client_profile"`
+	ServerProfile  *string `toml:"server_profile"`
+	MaxConnections *int    `toml:"max_connections"`
+}
+
+// LoadFile reads and validates the TOML file at path.
+func LoadFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes TOML strictly (an unknown key is an error naming it),
+// resolves profiles, fills defaults and validates. All problems found are
+// returned together, one per line.
+func Parse(b []byte) (*Config, error) {
+	var raw rawFile
+	md, err := toml.NewDecoder(strings.NewReader(string(b))).Decode(&raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, parseMessage(pe))
+		}
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var errs []error
+		for _, k := range und {
+			errs = append(errs, unknownKey(k))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return build(&raw)
+}
+
+func parseMessage(pe toml.ParseError) string {
+	if pe.LastKey != "" {
+		return fmt.Sprintf("%s: %s", pe.LastKey, pe.Message)
+	}
+	return pe.Message
+}
+
+// unknownKey names the key and, when one is close, the key that was meant.
+func unknownKey(k toml.Key) error {
+	msg := fmt.Sprintf("unknown key %q", k.String())
+	if len(k) > 0 {
+		if s := suggest(k[len(k)-1], knownKeys(k)); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+	}
+	return errors.New(msg)
+}
+
+func knownKeys(k toml.Key) []string {
+	switch {
+	case len(k) >= 3 && k[0] == "tcp_profile":
+		return tagNames(rawProfile{})
+	case len(k) >= 4 && k[0] == "pool" && k[2] == "health":
+		return tagNames(rawHealth{})
+	case len(k) >= 4 && k[0] == "pool" && k[2] == "members":
+		return tagNames(rawMember{})
+	case len(k) >= 3 && k[0] == "pool":
+		return tagNames(rawPool{})
+	case len(k) >= 2 && k[0] == "virtual_server":
+		return tagNames(rawVirtualServer{})
+	case len(k) >= 2 && k[0] == "log":
+		return tagNames(rawLog{})
+	case len(k) >= 2 && k[0] == "global":
+		return tagNames(rawGlobal{})
+	}
+	return tagNames(rawFile{})
+}
+
+func suggest(got string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(got, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func build(raw *rawFile) (*Config, error) {
+	v := &validator{}
+	cfg := &Config{
+		Global: Global{ShutdownTimeout: durOr(raw.Global.ShutdownTimeout, DefaultShutdownTimeout)},
+		Log: Log{
+			Level:  strOr(raw.Log.Level, DefaultLogLevel),
+			Format: strOr(raw.Log.Format, DefaultLogFormat),
+			Access: boolOr(raw.Log.Access, DefaultAccessLog),
+		},
+		Profiles: map[string]TCPProfile{RootProfile: DefaultProfile()},
+		Pools:    map[string]Pool{},
+	}
+	v.nonNegative("global: shutdown_timeout", cfg.Global.ShutdownTimeout)
+	v.oneOf("log: level", cfg.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log: format", cfg.Log.Format, "json", "console")
+
+	// Profiles, in name order so that messages come out stable.
+	r := &resolver{raw: raw.Profiles, out: cfg.Profiles, v: v, state: map[string]int{}}
+	if _, ok := raw.Profiles[RootProfile]; ok {
+		v.add(`tcp_profile "tcp"`, "", `the built-in root profile cannot be redefined; define another profile with parent = "tcp"`)
+		delete(raw.Profiles, RootProfile)
+	}
+	for _, name := range sortedKeys(raw.Profiles) {
+		r.resolve(name, nil)
+	}
+
+	for _, name := range sortedKeys(raw.Pools) {
+		cfg.Pools[name] = buildPool(name, raw.Pools[name], v)
+	}
+
+	seenName := map[string]bool{}
+	seenListen := map[string]string{}
+	for i, rvs := range raw.VirtualServers {
+		vs := VirtualServer{
+			Name:           strOr(rvs.Name, ""),
+			Listen:         strOr(rvs.Listen, ""),
+			Mode:           strOr(rvs.Mode, DefaultMode),
+			Pool:           strOr(rvs.Pool, ""),
+			ClientProfile:  strOr(rvs.ClientProfile, RootProfile),
+			ServerProfile:  strOr(rvs.ServerProfile, RootProfile),
+			MaxConnections: intOr(rvs.MaxConnections, DefaultVSMaxConnections),
+		}
+		path := fmt.Sprintf("virtual_server %d", i+1)
+		if vs.Name == "" {
+			v.add(path, "name", "is required")
+		} else {
+			path = fmt.Sprintf("virtual_server %q", vs.Name)
+			if seenName[vs.Name] {
+				v.add(path, "name", "is used by another virtual_server")
+			}
+			seenName[vs.Name] = true
+		}
+		if vs.Listen == "" {
+			v.add(path, "listen", "is required")
+		} else if err := checkHostPort(vs.Listen); err != nil {
+			v.add(path, fmt.Sprintf("listen %q", vs.Listen), err.Error())
+		} else if other, dup := seenListen[vs.Listen]; dup {
+			v.add(path, fmt.Sprintf("listen %q", vs.Listen), "is also the address of virtual_server "+other)
+		} else {
+			seenListen[vs.Listen] = fmt.Sprintf("%q", vs.Name)
+		}
+		if vs.Mode != ModeTCP {
+			v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q)", vs.Mode, ModeTCP))
+		}
+		if vs.Pool == "" {
+			v.add(path, "pool", "is required")
+		} else if _, ok := raw.Pools[vs.Pool]; !ok {
+			v.add(path, fmt.Sprintf("pool %q", vs.Pool), "is not defined (no [pool."+vs.Pool+"])")
+		}
+		for _, p := range []struct{ key, name string }{{"client_profile", vs.ClientProfile}, {"server_profile", vs.ServerProfile}} {
+			if _, ok := cfg.Profiles[p.name]; !ok && !r.failed[p.name] {
+				v.add(path, fmt.Sprintf("%s %q", p.key, p.name), "is not defined (no [tcp_profile."+p.name+"])")
+			}
+		}
+		if vs.MaxConnections < 0 {
+			v.add(path, "max_connections", "must be >= 0 (0 = no limit)")
+		}
+		if cp, ok := cfg.Profiles[vs.ClientProfile]; ok {
+			warnProfile(cfg, path+": client_profile "+quote(cp.Name), cp)
+		}
+		if sp, ok := cfg.Profiles[vs.ServerProfile]; ok {
+			warnProfile(cfg, path+": server_profile "+quote(sp.Name), sp)
+			if sp.ReusePort || sp.DeferAccept > 0 {
+				cfg.Warnings = append(cfg.Warnings, path+": server_profile "+quote(sp.Name)+
+					": reuse_port and defer_accept apply to listeners only; they have no effect on the server side")
+			}
+		}
+		cfg.VirtualServers = append(cfg.VirtualServers, vs)
+	}
+	if len(raw.VirtualServers) == 0 {
+		cfg.Warnings = append(cfg.Warnings, "no virtual_server is defined: tether will listen on nothing")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func quote(s string) string { return fmt.Sprintf("%q", s) }
+
+// warnProfile records the valid but suspicious settings of a profile used by
+// a virtual server.
+func warnProfile(cfg *Config, path string, p TCPProfile) {
+	if p.Keepalive && p.IdleTimeout > 0 && p.KeepaliveIdle >= p.IdleTimeout {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(
+			"%s: keepalive_idle (%s) >= idle_timeout (%s): the idle timeout closes the connection before the first keepalive probe, so keepalive can never fire",
+			path, p.KeepaliveIdle, p.IdleTimeout))
+	}
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, key, msg string) {
+	if key == "" {
+		v.errs = append(v.errs, fmt.Errorf("%s: %s", path, msg))
+		return
+	}
+	v.errs = append(v.errs, fmt.Errorf("%s: %s: %s", path, key, msg))
+}
+
+func (v *validator) oneOf(key, got string, allowed ...string) {
+	for _, a := range allowed {
+		if got == a {
+			return
+		}
+	}
+	i := strings.LastIndex(key, ": ")
+	v.add(key[:i], key[i+2:], fmt.Sprintf("%q is not one of %s", got, strings.Join(allowed, " | ")))
+}
+
+func (v *validator) nonNegative(key string, d time.Duration) {
+	if d < 0 {
+		i := strings.LastIndex(key, ": ")
+		v.add(key[:i], key[i+2:], "must be >= 0")
+	}
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+// resolver resolves profiles through their parents with cycle detection.
+type resolver struct {
+	raw    map[string]rawProfile
+	out    map[string]TCPProfile
+	v      *validator
+	state  map[string]int // 1 = resolving, 2 = done
+	failed map[string]bool
+}
+
+func (r *resolver) fail(name string) {
+	if r.failed == nil {
+		r.failed = map[string]bool{}
+	}
+	r.failed[name] = true
+}
+
+// resolve returns the resolved profile and whether it resolved cleanly.
+func (r *resolver) resolve(name string, chain []string) (TCPProfile, bool) {
+	if p, ok := r.out[name]; ok {
+		return p, true
+	}
+	path := fmt.Sprintf("tcp_profile %q", name)
+	if name == RootProfile {
+		// Only reached when the file defines [tcp_profile.tcp].
+		return TCPProfile{}, false
+	}
+	switch r.state[name] {
+	case 1:
+		cycle := append(append([]string{}, chain...), name)
+		i := 0
+		for cycle[i] != name {
+			i++
+		}
+		r.v.add(path, "parent", "inheritance cycle: "+strings.Join(cycle[i:], " -> "))
+		r.fail(name)
+		return TCPProfile{}, false
+	case 2:
+		return TCPProfile{}, false // failed before
+	}
+	rp, ok := r.raw[name]
+	if !ok {
+		return TCPProfile{}, false
+	}
+	r.state[name] = 1
+	defer func() { r.state[name] = 2 }()
+
+	parentName := strOr(rp.Parent, RootProfile)
+	var parent TCPProfile
+	if parentName == RootProfile {
+		parent = r.out[RootProfile]
+	} else if _, defined := r.raw[parentName]; !defined {
+		r.v.add(path, fmt.Sprintf("parent %q", parentName), "is not defined")
+		r.fail(name)
+		return TCPProfile{}, false
+	} else if parent, ok = r.resolve(parentName, append(chain, name)); !ok {
+		r.fail(name)
+		return TCPProfile{}, false
+	}
+
+	p := parent
+	p.Name = name
+	p.Parent = parentName
+	setBool(&p.Keepalive, rp.Keepalive)
+	setDur(&p.KeepaliveIdle, rp.KeepaliveIdle)
+	setDur(&p.KeepaliveInterval, rp.KeepaliveInterval)
+	setInt(&p.KeepaliveProbes, rp.KeepaliveProbes)
+	setDur(&p.IdleTimeout, rp.IdleTimeout)
+	setDur(&p.UserTimeout, rp.UserTimeout)
+	setBool(&p.NoDelay, rp.NoDelay)
+	if rp.Close != nil {
+		p.Close = CloseMode(*rp.Close)
+	}
+	setDur(&p.DrainTimeout, rp.DrainTimeout)
+	setDur(&p.FinWait2Timeout, rp.FinWait2Timeout)
+	setInt(&p.SendBuffer, rp.SendBuffer)
+	setInt(&p.RecvBuffer, rp.RecvBuffer)
+	setBool(&p.ReusePort, rp.ReusePort)
+	setDur(&p.DeferAccept, rp.DeferAccept)
+	setInt(&p.FastOpen, rp.FastOpen)
+	setInt(&p.Backlog, rp.Backlog)
+
+	n := len(r.v.errs)
+	validateProfile(r.v, path, p)
+	if len(r.v.errs) > n {
+		r.fail(name)
+		return TCPProfile{}, false
+	}
+	r.out[name] = p
+	return p, true
+}
+
+func validateProfile(v *validator, path string, p TCPProfile) {
+	if p.Name == RootProfile {
+		return
+	}
+	wholeSeconds := func(key string, d time.Duration, min time.Duration) {
+		switch {
+		case d < min:
+			v.add(path, key, fmt.Sprintf("must be >= %s", min))
+		case d%time.Second != 0:
+			v.add(path, key, fmt.Sprintf("%s: the kernel takes whole seconds", d))
+		case d > 32767*time.Second:
+			v.add(path, key, "must be <= 32767s (the kernel's limit)")
+		}
+	}
+	wholeSeconds("keepalive_idle", p.KeepaliveIdle, time.Second)
+	wholeSeconds("keepalive_interval", p.KeepaliveInterval, time.Second)
+	if p.KeepaliveProbes < 1 || p.KeepaliveProbes > 127 {
+		v.add(path, "keepalive_probes", "must be between 1 and 127")
+	}
+	if p.IdleTimeout < 0 {
+		v.add(path, "idle_timeout", "must be >= 0 (0 = never)")
+	}
+	switch {
+	case p.UserTimeout < 0:
+		v.add(path, "user_timeout", "must be >= 0 (0 = kernel default)")
+	case p.UserTimeout%time.Millisecond != 0:
+		v.add(path, "user_timeout", "the kernel takes whole milliseconds")
+	case p.UserTimeout > time.Duration(1<<31-1)*time.Millisecond:
+		v.add(path, "user_timeout", "too large")
+	}
+	switch p.Close {
+	case CloseGraceful, CloseReset, CloseDrainReset:
+	default:
+		v.add(path, "close", fmt.Sprintf("%q is not one of graceful | reset | drain-reset", string(p.Close)))
+	}
+	if p.DrainTimeout <= 0 {
+		v.add(path, "drain_timeout", "must be > 0")
+	}
+	if p.FinWait2Timeout < 0 {
+		v.add(path, "fin_wait2_timeout", "must be >= 0 (0 = kernel default)")
+	} else if p.FinWait2Timeout > 0 {
+		wholeSeconds("fin_wait2_timeout", p.FinWait2Timeout, time.Second)
+	}
+	if p.SendBuffer < 0 || p.SendBuffer > 1<<30 {
+		v.add(path, "send_buffer", "must be between 0 (autotuning) and 1073741824")
+	}
+	if p.RecvBuffer < 0 || p.RecvBuffer > 1<<30 {
+		v.add(path, "recv_buffer", "must be between 0 (autotuning) and 1073741824")
+	}
+	if p.DeferAccept < 0 {
+		v.add(path, "defer_accept", "must be >= 0 (0 = off)")
+	} else if p.DeferAccept > 0 {
+		wholeSeconds("defer_accept", p.DeferAccept, time.Second)
+	}
+	if p.FastOpen < 0 {
+		v.add(path, "fastopen", "must be >= 0 (0 = off)")
+	}
+	if p.Backlog < 1 || p.Backlog > 1<<20 {
+		v.add(path, "backlog", "must be between 1 and 1048576")
+	}
+}
+
+func buildPool(name string, rp rawPool, v *validator) Pool {
+	path := fmt.Sprintf("pool %q", name)
+	dh := DefaultHealth()
+	p := Pool{
+		Name:           name,
+		Method:         strOr(rp.Method, DefaultMethod),
+		ConnectTimeout: durOr(rp.ConnectTimeout, DefaultConnectTimeout),
+		ConnectRetries: intOr(rp.ConnectRetries, DefaultConnectRetries),
+		Preconnect:     intOr(rp.Preconnect, 0),
+		Health: Health{
+			Type:     strOr(rp.Health.Type, dh.Type),
+			Interval: durOr(rp.Health.Interval, dh.Interval),
+			Timeout:  durOr(rp.Health.Timeout, dh.Timeout),
+			Rise:     intOr(rp.Health.Rise, dh.Rise),
+			Fall:     intOr(rp.Health.Fall, dh.Fall),
+		},
+	}
+	v.oneOf(path+": method", p.Method, Methods...)
+	if p.ConnectTimeout <= 0 {
+		v.add(path, "connect_timeout", "must be > 0")
+	}
+	if p.ConnectRetries < 0 {
+		v.add(path, "connect_retries", "must be >= 0")
+	}
+	if p.Preconnect < 0 {
+		v.add(path, "preconnect", "must be >= 0 (0 = off)")
+	}
+	if len(rp.Members) == 0 {
+		v.add(path, "members", "at least one member is required")
+	}
+	seen := map[string]int{}
+	for i, rm := range rp.Members {
+		m := Member{
+			Address:        strOr(rm.Address, ""),
+			Weight:         intOr(rm.Weight, DefaultWeight),
+			MaxConnections: intOr(rm.MaxConnections, 0),
+			State:          strOr(rm.State, StateEnabled),
+		}
+		mpath := fmt.Sprintf("%s: member %d", path, i+1)
+		if m.Address == "" {
+			v.add(mpath, "address", "is required")
+		} else if err := checkHostPort(m.Address); err != nil {
+			v.add(mpath, fmt.Sprintf("address %q", m.Address), err.Error())
+		} else if j, dup := seen[m.Address]; dup {
+			v.add(mpath, fmt.Sprintf("address %q", m.Address), fmt.Sprintf("is also member %d", j))
+		} else {
+			seen[m.Address] = i + 1
+		}
+		if m.Weight < 1 {
+			v.add(mpath, "weight", "must be >= 1")
+		}
+		if m.MaxConnections < 0 {
+			v.add(mpath, "max_connections", "must be >= 0 (0 = no limit)")
+		}
+		v.oneOf(mpath+": state", m.State, StateEnabled, StateDisabled)
+		p.Members = append(p.Members, m)
+	}
+	hpath := path + ": health"
+	v.oneOf(hpath+": type", p.Health.Type, HealthTCP, HealthNone)
+	if p.Health.Type != HealthNone {
+		if p.Health.Interval <= 0 {
+			v.add(hpath, "interval", "must be > 0")
+		}
+		if p.Health.Timeout <= 0 {
+			v.add(hpath, "timeout", "must be > 0")
+		} else if p.Health.Timeout > p.Health.Interval {
+			v.add(hpath, "timeout", fmt.Sprintf("must be <= interval (%s)", p.Health.Interval))
+		}
+		if p.Health.Rise < 1 {
+			v.add(hpath, "rise", "must be >= 1")
+		}
+		if p.Health.Fall < 1 {
+			v.add(hpath, "fall", "must be >= 1")
+		}
+	}
+	return p
+}
+
+// checkHostPort accepts "host:port" with a numeric port 1..65535. The host
+// may be a name (resolved when connecting) or empty on listeners.
+func checkHostPort(s string) error {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return errors.New("missing port (want host:port)")
+	}
+	host, port := s[:i], s[i+1:]
+	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
+		return errors.New("unbalanced brackets around an IPv6 address")
+	}
+	if strings.Contains(strings.Trim(host, "[]"), ":") && !strings.HasPrefix(host, "[") {
+		return errors.New("an IPv6 address needs brackets: [addr]:port")
+	}
+	n := 0
+	if port == "" {
+		return errors.New("missing port (want host:port)")
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return fmt.Errorf("port %q is not a number", port)
+		}
+		n = n*10 + int(c-'0')
+		if n > 65535 {
+			break
+		}
+	}
+	if n < 1 || n > 65535 {
+		return fmt.Errorf("port %s is out of range 1-65535", port)
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func strOr(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func durOr(p *duration, def time.Duration) time.Duration {
+	if p == nil {
+		return def
+	}
+	return p.d
+}
+
+func setBool(dst *bool, p *bool) {
+	if p != nil {
+		*dst = *p
+	}
+}
+
+func setInt(dst *int, p *int) {
+	if p != nil {
+		*dst = *p
+	}
+}
+
+func setDur(dst *time.Duration, p *duration) {
+	if p != nil {
+		*dst = p.d
+	}
+}
