@@ -280,17 +280,20 @@ func build(raw *rawFile) (*Config, error) {
 		if vs.MaxConnections < 0 {
 			v.add(path, "max_connections", "must be >= 0 (0 = no limit)")
 		}
-		if cp, ok := cfg.Profiles[vs.ClientProfile]; ok {
-			warnProfile(cfg, path+": client_profile "+quote(cp.Name), cp)
-		}
-		if sp, ok := cfg.Profiles[vs.ServerProfile]; ok {
-			warnProfile(cfg, path+": server_profile "+quote(sp.Name), sp)
-			if sp.ReusePort || sp.DeferAccept > 0 {
-				cfg.Warnings = append(cfg.Warnings, path+": server_profile "+quote(sp.Name)+
-					": reuse_port and defer_accept apply to listeners only; they have no effect on the server side")
-			}
+		if sp, ok := cfg.Profiles[vs.ServerProfile]; ok && (sp.ReusePort || sp.DeferAccept > 0) {
+			cfg.Warnings = append(cfg.Warnings, path+": server_profile "+quote(sp.Name)+
+				": reuse_port and defer_accept apply to listeners only; they have no effect on the server side")
 		}
 		cfg.VirtualServers = append(cfg.VirtualServers, vs)
+	}
+	warned := map[string]bool{}
+	for _, vs := range cfg.VirtualServers {
+		for _, name := range []string{vs.ClientProfile, vs.ServerProfile} {
+			if p, ok := cfg.Profiles[name]; ok && !warned[name] {
+				warned[name] = true
+				warnProfile(cfg, "tcp_profile "+quote(name), p)
+			}
+		}
 	}
 	if len(raw.VirtualServers) == 0 {
 		cfg.Warnings = append(cfg.Warnings, "no virtual_server is defined: tether will listen on nothing")

@@ -1,0 +1,265 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const base = `
+[pool.p]
+members = [{ address = "127.0.0.1:6379" }]
+[[virtual_server]]
+name = "vs"
+listen = "127.0.0.1:7379"
+pool = "p"
+`
+
+func TestDefaultsFilledEverywhere(t *testing.T) {
+	cfg, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := cfg.VirtualServers[0]
+	if vs.Mode != ModeTCP || vs.ClientProfile != RootProfile || vs.ServerProfile != RootProfile || vs.MaxConnections != DefaultVSMaxConnections {
+		t.Fatalf("virtual server defaults not applied: %+v", vs)
+	}
+	if got, want := cfg.Client(vs), DefaultProfile(); got != want {
+		t.Fatalf("root profile = %+v, want %+v", got, want)
+	}
+	p := cfg.Pools["p"]
+	if p.Method != MethodRoundRobin || p.ConnectTimeout != DefaultConnectTimeout || p.Health != DefaultHealth() {
+		t.Fatalf("pool defaults not applied: %+v", p)
+	}
+	if m := p.Members[0]; m.Weight != 1 || m.State != StateEnabled || m.MaxConnections != 0 {
+		t.Fatalf("member defaults not applied: %+v", m)
+	}
+	if cfg.Global.ShutdownTimeout != DefaultShutdownTimeout || cfg.Log.Level != "info" || !cfg.Log.Access {
+		t.Fatalf("global/log defaults not applied: %+v %+v", cfg.Global, cfg.Log)
+	}
+}
+
+func TestProfileInheritsOnlyWhatIsSet(t *testing.T) {
+	cfg, err := Parse([]byte(`
+[tcp_profile.base]
+keepalive_idle = "60s"
+close = "reset"
+[tcp_profile.child]
+parent = "base"
+keepalive_interval = "5s"
+nodelay = false
+[tcp_profile.grandchild]
+parent = "child"
+close = "drain-reset"
+` + base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := cfg.Profiles["grandchild"]
+	if gc.KeepaliveIdle != 60*time.Second || gc.KeepaliveInterval != 5*time.Second || gc.NoDelay ||
+		gc.Close != CloseDrainReset || gc.KeepaliveProbes != 9 || gc.IdleTimeout != 300*time.Second {
+		t.Fatalf("grandchild resolved wrong: %+v", gc)
+	}
+	if c := cfg.Profiles["child"]; c.Close != CloseReset || c.Parent != "base" {
+		t.Fatalf("child resolved wrong: %+v", c)
+	}
+	if b := cfg.Profiles["base"]; b.Parent != RootProfile || !b.NoDelay {
+		t.Fatalf("base resolved wrong: %+v", b)
+	}
+}
+
+func TestBadConfigNamesKeyAndReason(t *testing.T) {
+	cases := []struct {
+		name, toml string
+		want       []string
+	}{
+		{"unknown key", `[tcp_profile.lan]
+keepalve = true
+` + base, []string{`unknown key "tcp_profile.lan.keepalve"`, `did you mean "keepalive"`}},
+		{"unknown top-level table", "[virtual_servers]\nx = 1\n" + base, []string{`unknown key "virtual_servers.x"`}},
+		{"unknown member key", `[pool.q]
+members = [{ adress = "127.0.0.1:1" }]
+` + base, []string{`unknown key "pool.q.members.adress"`, `"address"`}},
+		{"bad duration", `[tcp_profile.lan]
+idle_timeout = "5 minutes"
+` + base, []string{"line 2", "idle_timeout", `invalid duration "5 minutes"`}},
+		{"integer duration", `[tcp_profile.lan]
+idle_timeout = 300
+` + base, []string{"line 2", "idle_timeout", `invalid duration "300"`}},
+		{"syntax error has line and column", "[log]\nlevel = = 1\n" + base, []string{"line 2, column"}},
+		{"unknown client profile", base + `client_profile = "wan"`, []string{`virtual_server "vs": client_profile "wan": is not defined`}},
+		{"unknown server profile", base + `server_profile = "x"`, []string{`virtual_server "vs": server_profile "x": is not defined`}},
+		{"unknown pool", strings.Replace(base, `pool = "p"`, `pool = "nope"`, 1), []string{`virtual_server "vs": pool "nope": is not defined`}},
+		{"parent cycle", `[tcp_profile.a]
+parent = "b"
+[tcp_profile.b]
+parent = "a"
+` + base, []string{`parent: inheritance cycle: a -> b -> a`}},
+		{"self parent", `[tcp_profile.a]
+parent = "a"
+` + base, []string{`tcp_profile "a": parent: inheritance cycle: a -> a`}},
+		{"unknown parent", `[tcp_profile.a]
+parent = "zz"
+` + base, []string{`tcp_profile "a": parent "zz": is not defined`}},
+		{"redefine root", `[tcp_profile.tcp]
+nodelay = false
+` + base, []string{`tcp_profile "tcp": the built-in root profile cannot be redefined`}},
+		{"keepalive interval zero", `[tcp_profile.lan]
+keepalive_interval = "0s"
+` + base, []string{`tcp_profile "lan": keepalive_interval: must be >= 1s`}},
+		{"keepalive idle fraction", `[tcp_profile.lan]
+keepalive_idle = "1.5s"
+` + base, []string{`tcp_profile "lan": keepalive_idle: 1.5s: the kernel takes whole seconds`}},
+		{"probes out of range", `[tcp_profile.lan]
+keepalive_probes = 0
+` + base, []string{`keepalive_probes: must be between 1 and 127`}},
+		{"bad close mode", `[tcp_profile.lan]
+close = "abort"
+` + base, []string{`tcp_profile "lan": close: "abort" is not one of graceful | reset | drain-reset`}},
+		{"negative idle timeout", `[tcp_profile.lan]
+idle_timeout = "-1s"
+` + base, []string{`idle_timeout: must be >= 0`}},
+		{"bad method", strings.Replace(base, "[pool.p]", "[pool.p]\nmethod = \"fastest\"", 1), []string{`pool "p": method: "fastest" is not one of`}},
+		{"member without port", `[pool.q]
+members = [{ address = "127.0.0.1" }]
+` + base, []string{`pool "q": member 1: address "127.0.0.1": missing port`}},
+		{"member port out of range", `[pool.q]
+members = [{ address = "127.0.0.1:70000" }]
+` + base, []string{`pool "q": member 1: address "127.0.0.1:70000": port 70000 is out of range`}},
+		{"duplicate member", `[pool.q]
+members = [{ address = "127.0.0.1:1" }, { address = "127.0.0.1:1" }]
+` + base, []string{`pool "q": member 2: address "127.0.0.1:1": is also member 1`}},
+		{"zero weight", `[pool.q]
+members = [{ address = "127.0.0.1:1", weight = 0 }]
+` + base, []string{`pool "q": member 1: weight: must be >= 1`}},
+		{"empty pool", "[pool.q]\nmethod = \"random-two\"\n" + base, []string{`pool "q": members: at least one member is required`}},
+		{"health timeout above interval", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n[[virtual_server]]", 1),
+			[]string{`pool "p": health: timeout: must be <= interval (1s)`}},
+		{"missing name", strings.Replace(base, `name = "vs"`, "", 1), []string{`virtual_server 1: name: is required`}},
+		{"duplicate listen", base + strings.Replace(base[strings.Index(base, "[[virtual_server]]"):], `"vs"`, `"vs2"`, 1),
+			[]string{`virtual_server "vs2": listen "127.0.0.1:7379": is also the address of virtual_server "vs"`}},
+		{"bad mode", base + `mode = "udp"`, []string{`virtual_server "vs": mode: "udp" is not a mode`}},
+		{"negative max connections", base + `max_connections = -1`, []string{`virtual_server "vs": max_connections: must be >= 0`}},
+		{"bad log level", "[log]\nlevel = \"loud\"\n" + base, []string{`log: level: "loud" is not one of`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.toml))
+			if err == nil {
+				t.Fatalf("accepted, want an error containing %q; got %+v", tc.want, cfg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAllProblemsReportedTogether(t *testing.T) {
+	_, err := Parse([]byte(`[tcp_profile.lan]
+keepalive_probes = 0
+close = "x"
+` + base + `client_profile = "missing"`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n < 3 {
+		t.Fatalf("want every problem reported, got %d line(s): %v", n, err)
+	}
+}
+
+func TestWarnsWhenKeepaliveCanNeverFire(t *testing.T) {
+	cfg, err := Parse([]byte(`[tcp_profile.lan]
+keepalive_idle = "60s"
+idle_timeout = "30s"
+[tcp_profile.ok]
+keepalive_idle = "10s"
+idle_timeout = "30s"
+` + base + `client_profile = "lan"
+server_profile = "ok"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lan, ok int
+	for _, w := range cfg.Warnings {
+		if strings.Contains(w, `tcp_profile "lan"`) && strings.Contains(w, "keepalive can never fire") {
+			lan++
+		}
+		if strings.Contains(w, `tcp_profile "ok"`) {
+			ok++
+		}
+	}
+	if lan != 1 || ok != 0 {
+		t.Fatalf("want one warning for lan and none for ok, got %q", cfg.Warnings)
+	}
+}
+
+func TestEffectiveRoundTrips(t *testing.T) {
+	cfg, err := Parse([]byte(`[tcp_profile.lan]
+keepalive_idle = "60s"
+idle_timeout = "90s"
+close = "drain-reset"
+` + base + `client_profile = "lan"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Effective(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The printed config must itself be a valid config meaning the same thing,
+	// except that the root profile is printed for reference.
+	out = strings.Replace(out, "[tcp_profile.tcp]", "[tcp_profile.root_copy]", 1)
+	again, err := Parse([]byte(out))
+	if err != nil {
+		t.Fatalf("effective config does not parse: %v\n%s", err, out)
+	}
+	if a, b := again.Profiles["lan"], cfg.Profiles["lan"]; a != b {
+		t.Fatalf("lan differs after round trip:\n%+v\n%+v", a, b)
+	}
+	if len(again.VirtualServers) != 1 || again.VirtualServers[0] != cfg.VirtualServers[0] {
+		t.Fatalf("virtual servers differ after round trip")
+	}
+}
+
+func TestDefaultsPrintsRootProfile(t *testing.T) {
+	out, err := Defaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[tcp_profile.tcp]", `keepalive_idle = "30m0s"`, `idle_timeout = "5m0s"`, "keepalive_probes = 9", `connect_timeout = "3s"`, "backlog = 4096"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("defaults lack %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRelayIdleTimeoutIsShorterNonZero(t *testing.T) {
+	p := func(d time.Duration) TCPProfile { return TCPProfile{IdleTimeout: d} }
+	for _, c := range []struct{ a, b, want time.Duration }{
+		{0, 0, 0}, {0, 5, 5}, {5, 0, 5}, {3, 5, 3}, {7, 5, 5},
+	} {
+		if got := RelayIdleTimeout(p(c.a), p(c.b)); got != c.want {
+			t.Errorf("RelayIdleTimeout(%v, %v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestLoadFileNamesThePath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(path, []byte("[log]\nlevel = = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadFile(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+": line 2, column") {
+		t.Fatalf("want error starting with the path and line, got %v", err)
+	}
+}
