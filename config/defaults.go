@@ -59,10 +59,10 @@ func DefaultHealth() Health {
 
 // Virtual server defaults.
 const (
-	DefaultMode              = ModeTCP
-	DefaultVSMaxConnections  = 10000
-	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "json"
-	DefaultAccessLog         = true
+	DefaultMode             = ModeTCP
+	DefaultVSMaxConnections = 10000
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "json"
+	DefaultAccessLog        = true
 )
