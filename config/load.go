@@ -257,9 +257,9 @@ func build(raw *rawFile) (*Config, error) {
 		}
 		if vs.Listen == "" {
 			v.add(path, "listen", "is required")
-		} else if err := checkHostPort(vs.Listen); err != nil {
+		} else if err := checkHostPort(vs.Listen, true); err != nil {
 			v.add(path, fmt.Sprintf("listen %q", vs.Listen), err.Error())
-		} else if other, dup := seenListen[vs.Listen]; dup {
+		} else if other, dup := seenListen[vs.Listen]; dup && !strings.HasSuffix(vs.Listen, ":0") {
 			v.add(path, fmt.Sprintf("listen %q", vs.Listen), "is also the address of virtual_server "+other)
 		} else {
 			seenListen[vs.Listen] = fmt.Sprintf("%q", vs.Name)
@@ -539,7 +539,7 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 		mpath := fmt.Sprintf("%s: member %d", path, i+1)
 		if m.Address == "" {
 			v.add(mpath, "address", "is required")
-		} else if err := checkHostPort(m.Address); err != nil {
+		} else if err := checkHostPort(m.Address, false); err != nil {
 			v.add(mpath, fmt.Sprintf("address %q", m.Address), err.Error())
 		} else if j, dup := seen[m.Address]; dup {
 			v.add(mpath, fmt.Sprintf("address %q", m.Address), fmt.Sprintf("is also member %d", j))
@@ -576,9 +576,10 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 	return p
 }
 
-// checkHostPort accepts "host:port" with a numeric port 1..65535. The host
-// may be a name (resolved when connecting) or empty on listeners.
-func checkHostPort(s string) error {
+// checkHostPort accepts "host:port" with a numeric port 1..65535 (0 too when
+// zeroOK: a listener on port 0 gets a free port). The host may be a name
+// (resolved when connecting) or empty on listeners (all addresses).
+func checkHostPort(s string, zeroOK bool) error {
 	i := strings.LastIndex(s, ":")
 	if i < 0 {
 		return errors.New("missing port (want host:port)")
@@ -603,7 +604,7 @@ func checkHostPort(s string) error {
 			break
 		}
 	}
-	if n < 1 || n > 65535 {
+	if (n == 0 && !zeroOK) || n > 65535 {
 		return fmt.Errorf("port %s is out of range 1-65535", port)
 	}
 	return nil
