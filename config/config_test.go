@@ -263,3 +263,24 @@ func TestLoadFileNamesThePath(t *testing.T) {
 		t.Fatalf("want error starting with the path and line, got %v", err)
 	}
 }
+
+// Every key of the schema appears in the README's configuration reference.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := string(readme)
+	if i := strings.Index(ref, "## Configuration reference"); i >= 0 {
+		ref = ref[i:]
+	} else {
+		t.Fatal("README has no configuration reference")
+	}
+	for _, v := range []any{rawGlobal{}, rawLog{}, rawProfile{}, rawPool{}, rawMember{}, rawHealth{}, rawVirtualServer{}} {
+		for _, k := range tagNames(v) {
+			if !strings.Contains(ref, "`"+k+"`") {
+				t.Errorf("key %q (%T) is not in the README's configuration reference", k, v)
+			}
+		}
+	}
+}
