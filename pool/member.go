@@ -1,0 +1,194 @@
+package pool
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/tetherproxy/tether/config"
+)
+
+// MemberState is what a member offers to new connections.
+type MemberState uint8
+
+// Member states.
+const (
+	// Up: enabled and healthy (or health checks are off); gets connections.
+	Up MemberState = iota
+	// Down: enabled but failed its health checks; gets no connections.
+	Down
+	// Disabled: switched off in the config or at run time; gets no new
+	// connections whatever its health.
+	Disabled
+)
+
+// String returns "up", "down" or "disabled".
+func (s MemberState) String() string {
+	switch s {
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	case Disabled:
+		return "disabled"
+	}
+	return "unknown"
+}
+
+// Member is one backend address of a pool. Its methods are safe for
+// concurrent use.
+type Member struct {
+	pool     *Pool
+	index    int // position in Pool.members
+	addr     string
+	weight   int
+	maxConns int    // 0 = no limit
+	seed     uint64 // source-hash seed derived from addr
+
+	enabled atomic.Bool
+	healthy atomic.Bool
+
+	// active counts every server-side conn to the member: in use, idle in a
+	// preconnect stock, and dials in flight (reserved before dialing so the
+	// limit holds). idle counts the preconnected idle ones among them.
+	active atomic.Int64
+	idle   atomic.Int64
+
+	connects          atomic.Uint64
+	connectFailures   atomic.Uint64
+	preconnectHits    atomic.Uint64
+	staleDropped      atomic.Uint64
+	healthTransitions atomic.Uint64
+	checks            atomic.Uint64
+	checkFailures     atomic.Uint64
+
+	// hmu guards the consecutive result streaks. The health monitor and
+	// passive results from connects both feed them.
+	hmu       sync.Mutex
+	okStreak  int
+	badStreak int
+}
+
+func newMember(p *Pool, index int, cm config.Member) *Member {
+	m := &Member{
+		pool:     p,
+		index:    index,
+		addr:     cm.Address,
+		weight:   max(cm.Weight, 1),
+		maxConns: cm.MaxConnections,
+		seed:     hashString(cm.Address),
+	}
+	m.enabled.Store(cm.State != config.StateDisabled)
+	m.healthy.Store(true) // optimistic start, like HAProxy
+	return m
+}
+
+// Address returns the member's host:port.
+func (m *Member) Address() string { return m.addr }
+
+// Weight returns the member's weight for the weighted method (>= 1).
+func (m *Member) Weight() int { return m.weight }
+
+// MaxConnections returns the member's connection cap; 0 = no limit.
+func (m *Member) MaxConnections() int { return m.maxConns }
+
+// State returns Disabled when the member is switched off, else Up or Down
+// from its health.
+func (m *Member) State() MemberState {
+	if !m.enabled.Load() {
+		return Disabled
+	}
+	if !m.healthy.Load() {
+		return Down
+	}
+	return Up
+}
+
+// Active returns the member's current server-side conns, preconnected idle
+// ones (and dials in flight) included.
+func (m *Member) Active() int { return int(m.active.Load()) }
+
+// load is what least-conns and random-two compare: the conns actually
+// carrying traffic, so that an idle preconnect stock does not make a member
+// look busy.
+func (m *Member) load() int64 { return m.active.Load() - m.idle.Load() }
+
+// SetEnabled switches the member on or off at run time. A disabled member
+// gets no new connections and its preconnected idle conns are closed; its
+// health monitor keeps running so its state is known when it comes back.
+func (m *Member) SetEnabled(on bool) {
+	if m.enabled.Swap(on) == on {
+		return
+	}
+	if m.pool != nil {
+		m.pool.memberChanged(m, on, "admin")
+	}
+}
+
+// eligible reports whether the member may get new connections.
+func (m *Member) eligible() bool { return m.enabled.Load() && m.healthy.Load() }
+
+// hasRoom reports whether one more conn would stay within MaxConnections.
+func (m *Member) hasRoom() bool {
+	return m.maxConns <= 0 || m.active.Load() < int64(m.maxConns)
+}
+
+// tryAcquire reserves one conn slot; it refuses when the member is at its
+// limit.
+func (m *Member) tryAcquire() bool {
+	if m.maxConns <= 0 {
+		m.active.Add(1)
+		return true
+	}
+	for {
+		n := m.active.Load()
+		if n >= int64(m.maxConns) {
+			return false
+		}
+		if m.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release gives back one conn slot. A freed slot of a limited member may let
+// a preconnect stock refill; callers that free one outside the fillers' own
+// paths wake them (Conn.Release does).
+func (m *Member) release() { m.active.Add(-1) }
+
+// MemberStats is a snapshot of a member's state and counters.
+type MemberStats struct {
+	Address        string
+	State          MemberState
+	Weight         int
+	MaxConnections int // 0 = no limit
+	Active         int // conns incl. preconnected idle ones and dials in flight
+	Idle           int // preconnected idle conns (all stocks)
+
+	Connects          uint64 // successful dials (client and preconnect)
+	ConnectFailures   uint64 // failed dials (client and preconnect)
+	PreconnectHits    uint64 // preconnected conns handed to a client
+	StaleDropped      uint64 // preconnected conns found closed/stale and dropped
+	HealthTransitions uint64 // up->down and down->up changes
+	Checks            uint64 // active health checks run
+	CheckFailures     uint64 // active health checks failed
+}
+
+// Stats returns a snapshot of the member's counters. The fields are read one
+// by one, so they may be from slightly different instants.
+func (m *Member) Stats() MemberStats {
+	return MemberStats{
+		Address:           m.addr,
+		State:             m.State(),
+		Weight:            m.weight,
+		MaxConnections:    m.maxConns,
+		Active:            int(m.active.Load()),
+		Idle:              int(m.idle.Load()),
+		Connects:          m.connects.Load(),
+		ConnectFailures:   m.connectFailures.Load(),
+		PreconnectHits:    m.preconnectHits.Load(),
+		StaleDropped:      m.staleDropped.Load(),
+		HealthTransitions: m.healthTransitions.Load(),
+		Checks:            m.checks.Load(),
+		CheckFailures:     m.checkFailures.Load(),
+	}
+}

@@ -1,0 +1,184 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+// ErrNoMember means no member can take a new connection: none is up and
+// enabled (or every one was tried already). Connect returns it at once.
+var ErrNoMember = errors.New("pool: no member available")
+
+// ErrMemberLimit means members are up but every one is at its
+// max_connections. It wraps ErrNoMember, so errors.Is(err, ErrNoMember)
+// holds for it too.
+var ErrMemberLimit = fmt.Errorf("%w: every member at its connection limit", ErrNoMember)
+
+// Pool is a named set of members with a balancer, a health monitor and
+// preconnect stocks. Build it with New, then Start; Close stops it.
+type Pool struct {
+	cfg     config.Pool
+	log     *zap.Logger
+	members []*Member
+	bal     balancer
+	probe   *net.Dialer // health checks: the root profile, fastopen off
+
+	ctx    context.Context // cancelled by Close; bounds every background dial
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the pool starts
+
+	mu      sync.Mutex
+	dialers map[string]*Dialer // by server profile name
+	order   []*Dialer          // dialers in creation order
+	started bool
+	closed  bool
+}
+
+// New builds a pool from a validated config. logger may be nil (no logs).
+// Nothing runs until Start.
+func New(cfg config.Pool, logger *zap.Logger) (*Pool, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if len(cfg.Members) == 0 {
+		return nil, fmt.Errorf("pool %q: no members", cfg.Name)
+	}
+	bal, err := newBalancer(cfg.Method, len(cfg.Members))
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", cfg.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{
+		cfg:     cfg,
+		log:     logger.With(zap.String("pool", cfg.Name)),
+		bal:     bal,
+		ctx:     ctx,
+		cancel:  cancel,
+		dialers: make(map[string]*Dialer),
+	}
+	if cfg.Health.Type == config.HealthTCP {
+		p.probe = sockopt.Dialer(config.DefaultProfile(), cfg.Health.Timeout)
+	}
+	for i, cm := range cfg.Members {
+		p.members = append(p.members, newMember(p, i, cm))
+	}
+	return p, nil
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.cfg.Name }
+
+// Members returns the pool's members in config order. The slice is shared:
+// do not modify it.
+func (p *Pool) Members() []*Member { return p.members }
+
+// Stats returns a snapshot of every member's counters, in config order.
+func (p *Pool) Stats() []MemberStats {
+	s := make([]MemberStats, len(p.members))
+	for i, m := range p.members {
+		s[i] = m.Stats()
+	}
+	return s
+}
+
+// Start starts one health monitor per member (health type tcp) and the
+// preconnect filler of every Dialer handed out so far; Dialers handed out
+// later start theirs at once. Start returns at once; calling it again, or
+// after Close, does nothing.
+func (p *Pool) Start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.closed {
+		return
+	}
+	p.started = true
+	if p.cfg.Health.Type == config.HealthTCP {
+		for _, m := range p.members {
+			p.wg.Add(1)
+			go p.monitor(m)
+		}
+	}
+	for _, d := range p.order {
+		d.startLocked()
+	}
+}
+
+// Close stops every goroutine of the pool, waits for them, then closes the
+// preconnected idle conns with RST (no TIME_WAIT on tether's ports). Conns
+// handed out by Connect are the caller's and stay open. Connect keeps
+// working after Close with fresh dials only (no preconnect, no active
+// health). Close is idempotent.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	dialers := p.order
+	p.mu.Unlock()
+
+	p.cancel()
+	p.wg.Wait()
+	for _, d := range dialers {
+		d.closeStock()
+	}
+}
+
+// Dialer returns the handle through which virtual servers using the server
+// profile reach the pool's members. Virtual servers with the same profile
+// name share one handle and so one preconnect stock.
+func (p *Pool) Dialer(profile config.TCPProfile) *Dialer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.dialers[profile.Name]; ok {
+		return d
+	}
+	d := newDialer(p, profile)
+	p.dialers[profile.Name] = d
+	p.order = append(p.order, d)
+	if p.started && !p.closed {
+		d.startLocked()
+	}
+	return d
+}
+
+// wakeFillers asks every preconnect filler to look at its stock again.
+func (p *Pool) wakeFillers() {
+	if p.cfg.Preconnect <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.order {
+		d.kick()
+	}
+}
+
+// memberChanged runs after a member became eligible or not (health or
+// admin). It logs the change and wakes the fillers, which drop the stock of
+// a member that went away and fill one that came back.
+func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
+	if eligible {
+		p.mu.Lock()
+		for _, d := range p.order {
+			d.resetBackoff(m)
+		}
+		p.mu.Unlock()
+	}
+	p.wakeFillers()
+	if reason == "admin" {
+		p.log.Info("member state changed",
+			zap.String("member", m.addr),
+			zap.Stringer("state", m.State()),
+			zap.String("reason", "set by admin"))
+	}
+}
