@@ -37,7 +37,7 @@ const (
 	// pending SYN_RECV included); bit 13 (bound, inactive) stays out.
 	allStates  = 1<<12 - 2
 	dumpTries  = 3
-	recvBufLen = 64 << 10
+	recvBufLen = 64 << 10 // > the kernel's largest dump part (32 KiB)
 )
 
 // Sockets lists every TCP socket, IPv4 and IPv6, in every state, through one
@@ -100,12 +100,15 @@ func dumpOnce(dst []Socket, family uint8) (_ []Socket, interrupted bool, err err
 	n0 := len(dst)
 	buf := make([]byte, recvBufLen)
 	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
+		n, _, rflags, _, err := unix.Recvmsg(fd, buf, nil, 0)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return nil, false, fmt.Errorf("sockopt: sock_diag receive: %w", err)
+		}
+		if rflags&unix.MSG_TRUNC != 0 { // cannot happen: the kernel caps dump parts at 32 KiB
+			return nil, false, fmt.Errorf("sockopt: sock_diag: answer truncated at %d bytes", n)
 		}
 		for b := buf[:n]; len(b) >= sizeofNlMsghdr; {
 			mlen := int(binary.NativeEndian.Uint32(b[0:4]))

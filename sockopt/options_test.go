@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -291,6 +292,19 @@ func TestListenerIsPlainTCP(t *testing.T) {
 	ln := listen(t, config.DefaultProfile())
 	if got := getInt(t, ln, unix.SOL_SOCKET, unix.SO_PROTOCOL); got != unix.IPPROTO_TCP {
 		t.Errorf("SO_PROTOCOL = %d, want IPPROTO_TCP (%d), not MPTCP", got, unix.IPPROTO_TCP)
+	}
+	// The control: where the kernel has MPTCP on, Go's default listener is
+	// MPTCP (IPPROTO_MPTCP, 262), so the check above is not vacuous.
+	if b, err := os.ReadFile("/proc/sys/net/mptcp/enabled"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		var lc net.ListenConfig
+		plain, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer plain.Close()
+		if got := getInt(t, plain.(*net.TCPListener), unix.SOL_SOCKET, unix.SO_PROTOCOL); got != unix.IPPROTO_MPTCP {
+			t.Logf("note: Go's default listener has SO_PROTOCOL %d, not MPTCP", got)
+		}
 	}
 }
 
