@@ -151,7 +151,7 @@ func testPool(method string, addrs ...string) config.Pool {
 }
 
 func fastHealth(rise, fall int) config.Health {
-	return config.Health{Type: config.HealthTCP, Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: rise, Fall: fall}
+	return config.Health{Type: config.HealthTCP, Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, Rise: rise, Fall: fall}
 }
 
 // startPool builds and starts a pool that the test closes at its end (before
