@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,44 +14,61 @@ import (
 // reset it, or sent bytes nobody asked for.
 var ErrStale = errors.New("sockopt: connection is stale")
 
-// errUnexpectedData is wrapped in ErrStale when the peer sent bytes.
-var errUnexpectedData = errors.New("unexpected data")
+// Errors wrapped in ErrStale for the reasons without an errno.
+var (
+	errStaleEOF  = fmt.Errorf("%w: %w", ErrStale, io.EOF)
+	errStaleData = fmt.Errorf("%w: unexpected data", ErrStale)
+)
 
 // Alive is the stale check before an idle connection is reused: a one-byte
 // recv(MSG_PEEK|MSG_DONTWAIT). Nothing to read (EAGAIN) means healthy and
 // returns nil; EOF returns ErrStale wrapping io.EOF; waiting data returns
-// ErrStale ("unexpected data", left in place: nothing is consumed); any other
-// error (ECONNRESET, ...) returns ErrStale wrapping it. A closed conn returns
-// its error (net.ErrClosed), not ErrStale.
+// ErrStale ("unexpected data"), the data left in place (nothing is
+// consumed); any other error (ECONNRESET, ETIMEDOUT ...) returns ErrStale
+// wrapping it. A closed conn returns its error (net.ErrClosed), not ErrStale.
 //
 // Unlike go-sql-driver/mysql's connCheck it peeks through RawConn.Control,
 // not RawConn.Read: Read takes the conn's read lock and checks its read
 // deadline first, so it could block behind a concurrent reader or report an
 // expired deadline left on an idle conn as stale. Control does neither, and
-// MSG_DONTWAIT makes the peek non-blocking by itself.
+// MSG_DONTWAIT makes the peek non-blocking by itself. A healthy check does
+// not allocate.
 func Alive(c *net.TCPConn) error {
-	var peekErr error
-	err := connControl(c, func(fd int) error {
-		var b [1]byte
-		for {
-			n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				peekErr = nil
-			case err != nil:
-				peekErr = fmt.Errorf("%w: %w", ErrStale, err)
-			case n == 0:
-				peekErr = fmt.Errorf("%w: %w", ErrStale, io.EOF)
-			default:
-				peekErr = fmt.Errorf("%w: %w", ErrStale, errUnexpectedData)
-			}
-			return nil
-		}
-	})
-	if err != nil {
-		return err
+	if c == nil {
+		return ErrNilConn
 	}
-	return peekErr
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	var n int
+	var errno unix.Errno
+	if err := raw.Control(func(fd uintptr) { n, errno = peek(fd) }); err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	switch {
+	case errno == unix.EAGAIN:
+		return nil
+	case errno != 0:
+		return fmt.Errorf("%w: %w", ErrStale, errno)
+	case n == 0:
+		return errStaleEOF
+	default:
+		return errStaleData
+	}
+}
+
+// peek is recv(fd, buf, 1, MSG_PEEK|MSG_DONTWAIT) as a direct system call:
+// unix.Recvfrom allocates a sockaddr on every call, and Alive runs before
+// every reuse of a pooled connection. The pointer-to-uintptr conversion in
+// the call's arguments is the form unsafe.Pointer rule (4) allows.
+func peek(fd uintptr) (int, unix.Errno) {
+	var b [1]byte
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
 }

@@ -105,3 +105,16 @@ func TestAliveOnClosedConnIsNotStale(t *testing.T) {
 		t.Errorf("Alive on a closed conn = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestAliveDoesNotAllocate: Alive runs before every reuse of a pooled
+// connection, on the http path that must not allocate per request.
+func TestAliveDoesNotAllocate(t *testing.T) {
+	c, _ := pair(t, config.DefaultProfile())
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := Alive(c); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Alive allocates %v times per call, want 0", allocs)
+	}
+}

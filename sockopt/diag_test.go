@@ -19,11 +19,16 @@ func TestCountStatesSeesListenEstablishedAndTimeWait(t *testing.T) {
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	dialed, accepted := connect(t, ln, p)
 
+	// Port numbers are not unique to this test: a client of an earlier
+	// listener that had the same port number may still sit in TIME_WAIT
+	// with it as remote port. So TIME_WAIT is asserted per 4-tuple, and
+	// the other states exactly (nothing else can be LISTEN or ESTABLISHED
+	// on a port bound here).
 	counts, err := CountStates(port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts[StateListen] != 1 || counts[StateEstablished] != 2 || len(counts) != 2 {
+	if counts[StateListen] != 1 || counts[StateEstablished] != 2 {
 		t.Errorf("CountStates(%d) = %v, want LISTEN 1, ESTABLISHED 2", port, counts)
 	}
 
@@ -31,19 +36,21 @@ func TestCountStatesSeesListenEstablishedAndTimeWait(t *testing.T) {
 	Close(dialed, config.CloseGraceful, 0)
 	readErr(t, accepted)
 	Close(accepted, config.CloseGraceful, 0)
-	waitFor(t, 5*time.Second, "LISTEN 1 and TIME_WAIT 1 on the port", func() bool {
+	waitFor(t, 5*time.Second, "LISTEN 1, TIME_WAIT >= 1, nothing else on the port", func() bool {
 		counts, err = CountStates(port)
-		return err == nil && counts[StateListen] == 1 && counts[StateTimeWait] == 1 && len(counts) == 2
+		others := len(counts)
+		if counts[StateTimeWait] > 0 {
+			others--
+		}
+		return err == nil && counts[StateListen] == 1 && counts[StateTimeWait] >= 1 && others == 1
 	})
 	// The TIME_WAIT is the client's, and /proc/net/tcp agrees.
 	if got := statesOf(t, clientTu); !slices.Equal(got, []State{StateTimeWait}) {
 		t.Errorf("client %v is %v, want [TIME_WAIT]", clientTu, got)
 	}
-
-	// The client's ephemeral port alone finds the same TIME_WAIT.
 	counts, err = CountStates(clientTu.local.Port())
-	if err != nil || counts[StateTimeWait] != 1 {
-		t.Errorf("CountStates(client port) = %v, %v", counts, err)
+	if err != nil || counts[StateTimeWait] < 1 {
+		t.Errorf("CountStates(client port) = %v, %v; want TIME_WAIT >= 1", counts, err)
 	}
 }
 

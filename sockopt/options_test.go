@@ -323,3 +323,22 @@ func TestSecondsAndMillisRoundUp(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelClampsShowInReadBack pins down values the kernel changes
+// silently, which config validation cannot see: TCP_LINGER2 is capped at
+// 120 s (TCP_FIN_TIMEOUT_MAX) and SO_SNDBUF/SO_RCVBUF at net.core.wmem_max /
+// rmem_max (then doubled).
+func TestKernelClampsShowInReadBack(t *testing.T) {
+	wmemMax := readSysctl(t, "/proc/sys/net/core/wmem_max")
+	rmemMax := readSysctl(t, "/proc/sys/net/core/rmem_max")
+	p := config.DefaultProfile()
+	p.FinWait2Timeout = 300 * time.Second
+	p.SendBuffer = wmemMax + 4096
+	p.RecvBuffer = rmemMax + 4096
+	dialed, _ := pair(t, p)
+	checkOpts(t, "dialed", dialed, []opt{
+		{"TCP_LINGER2", unix.IPPROTO_TCP, unix.TCP_LINGER2, 120},
+		{"SO_SNDBUF", unix.SOL_SOCKET, unix.SO_SNDBUF, 2 * wmemMax},
+		{"SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF, 2 * rmemMax},
+	})
+}
