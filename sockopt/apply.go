@@ -1,6 +1,7 @@
 package sockopt
 
 import (
+	"fmt"
 	"net"
 
 	"github.com/tetherproxy/tether/config"
@@ -17,8 +18,21 @@ import (
 // sizes are not set here: accepted sockets inherit them from the listener and
 // Dialer sets them before connect, which is when they matter (window scale).
 //
-// Apply costs one RawConn and a handful of setsockopt calls; the first
-// failing option stops it and is named in the error.
+// Apply is a handful of setsockopt calls and does not allocate unless an
+// option fails; the first failing option stops it and is named in the error.
 func Apply(c *net.TCPConn, p config.TCPProfile) error {
-	return connControl(c, func(fd int) error { return setConnOptions(fd, p) })
+	if c == nil {
+		return ErrNilConn
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	// Not through control(): its generic callback makes p escape, and Apply
+	// runs on every accept.
+	var opErr error
+	if err := raw.Control(func(fd uintptr) { opErr = setConnOptions(int(fd), &p) }); err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	return opErr
 }

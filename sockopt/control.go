@@ -88,7 +88,7 @@ func setBuffers(fd int, p config.TCPProfile) error {
 // its three timers, or SO_KEEPALIVE 0), TCP_NODELAY, TCP_USER_TIMEOUT and
 // TCP_LINGER2. Zero user timeout / linger2 leave the kernel's value. It is
 // used on listeners (accepted sockets inherit), before connect and by Apply.
-func setConnOptions(fd int, p config.TCPProfile) error {
+func setConnOptions(fd int, p *config.TCPProfile) error {
 	if p.Keepalive {
 		// Timers first, so keepalive is never armed with the kernel's 7200 s.
 		if p.KeepaliveIdle > 0 {

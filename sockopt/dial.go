@@ -50,5 +50,5 @@ func setDialOptions(fd int, p config.TCPProfile) error {
 			return err
 		}
 	}
-	return setConnOptions(fd, p)
+	return setConnOptions(fd, &p)
 }

@@ -74,7 +74,7 @@ func setListenerOptions(fd int, p config.TCPProfile) error {
 	if err := setBuffers(fd, p); err != nil {
 		return err
 	}
-	return setConnOptions(fd, p)
+	return setConnOptions(fd, &p)
 }
 
 // setBacklog calls listen(2) again on the listening socket: Linux accepts it

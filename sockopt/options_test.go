@@ -342,3 +342,16 @@ func TestKernelClampsShowInReadBack(t *testing.T) {
 		{"SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF, 2 * rmemMax},
 	})
 }
+
+// TestApplyDoesNotAllocate: Apply runs on every accept.
+func TestApplyDoesNotAllocate(t *testing.T) {
+	p := testProfile()
+	c, _ := pair(t, p)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := Apply(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Apply allocates %v times per call, want 0", allocs)
+	}
+}
