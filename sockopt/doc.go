@@ -7,10 +7,12 @@
 //   - switching Go's own defaults off (15 s keepalive on every conn,
 //     TCP_NODELAY forced on, MPTCP listeners) so that what the profile says is
 //     what the kernel holds;
-//   - reading TCP_INFO ([GetInfo]) and the send queue ([OutQueue]);
+//   - reading TCP_INFO ([GetInfo]), the send queue ([OutQueue]) and a
+//     listener's backlog ([Backlog]);
 //   - the census of TCP sockets by state through sock_diag netlink
 //     ([Sockets], [CountStates]) — never by parsing ss or /proc;
-//   - the three close modes, graceful, reset and drain-reset ([Close]);
+//   - the three close modes, graceful, reset and drain-reset ([Close]),
+//     drain-reset reporting discarded data as [ErrUndelivered];
 //   - the stale check before an idle connection is reused ([Alive]).
 //
 // It must not know about pools, members, virtual servers or HTTP: callers
@@ -19,5 +21,6 @@
 // relay can keep splicing and nothing here wraps a connection.
 //
 // Errors name the option or call that failed and wrap the errno once, so
-// callers can test them with errors.Is (for example unix.EINVAL).
+// callers can test them with errors.Is (unix.EINVAL, net.ErrClosed ...).
+// Apply and Alive run per accept / per reuse and do not allocate.
 package sockopt
