@@ -1,0 +1,607 @@
+#!/usr/bin/env bash
+# bench/compare.sh — tether against HAProxy (and against no proxy at all) on
+# 127.0.0.1:
+#
+#   1. iperf3, one stream: Gbit/s, and Gbit per proxy CPU-second;
+#   2. redis-benchmark -c 50 (SET, GET): requests/s, and per proxy CPU-second;
+#   3. memory per idle proxied connection (RSS delta of the proxy / N conns).
+#
+# The proxy runs alone on CPU 0 (tether with GOMAXPROCS=1, HAProxy with
+# nbthread 1); load generators and backends share CPU 1. Nothing leaves
+# 127.0.0.1. Every process this script starts is killed when it exits.
+#
+# Usage (from the repo root):
+#   bash bench/compare.sh            # full run, about 1-2 minutes
+#   bash bench/compare.sh --quick    # smoke check: 1 s iperf3, fewer requests, 1000 idle conns
+#
+# Environment:
+#   TETHER_BIN=path     use this tether binary instead of building ./cmd/tether
+#   HAPROXY_SPLICE=1    add "option splice-auto" to HAProxy (stock config otherwise)
+#   IDLE_CONNS=N        idle connections for the memory test (default 5000; 1000 with --quick)
+#   KEEP_TMP=1          keep the temp dir (configs, logs) for inspection
+#
+# Writes the table to stdout and the same figures as JSON to
+# bench/results/compare-DATE.json (gitignored).
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+QUICK=0
+for arg in "$@"; do
+	case "$arg" in
+	--quick) QUICK=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "compare.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+	esac
+done
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+if ((QUICK)); then
+	IPERF_SECS=1 REDIS_N=20000
+	IDLE_N=${IDLE_CONNS:-1000}
+else
+	IPERF_SECS=5 REDIS_N=200000
+	IDLE_N=${IDLE_CONNS:-5000}
+fi
+REDIS_CLIENTS=50
+PROXY_CPU=0 LOAD_CPU=1
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+warn() { printf '%s WARNING: %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- tools
+declare -A PKG=(
+	[haproxy]=haproxy [iperf3]=iperf3 [redis-server]=redis-server
+	[redis-benchmark]=redis-tools [taskset]=util-linux [python3]=python3
+	[timeout]=coreutils [ss]=iproute2 [go]=golang-go
+)
+missing=()
+for p in haproxy iperf3 redis-server redis-benchmark taskset python3 timeout ss go; do
+	command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	pkgs=$(for p in "${missing[@]}"; do echo "${PKG[$p]}"; done | sort -u | tr '\n' ' ')
+	die "missing: ${missing[*]}
+install them with:  apt-get install -y ${pkgs}"
+fi
+ncpu=$(nproc)
+if ((ncpu < 2)); then
+	warn "only $ncpu CPU: proxy and load share CPU 0; figures will be pessimistic"
+	LOAD_CPU=0
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- cleanup
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-compare.XXXXXX")
+PIDS=()
+cleanup() {
+	local rc=$? pid i
+	trap - EXIT INT TERM
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${PIDS[i]}" 2>/dev/null || true
+	done
+	for i in $(seq 30); do
+		local alive=0
+		for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	if [[ ${KEEP_TMP:-0} == 1 ]]; then
+		echo "temp dir kept: $tmp" >&2
+	else
+		rm -rf "$tmp"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start_bg NAME CMD...: start CMD in the background, output to $tmp/NAME.log;
+# sets BG_PID. `taskset` and `env` exec, so the PID is the program's own.
+start_bg() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 </dev/null &
+	BG_PID=$!
+	PIDS+=("$BG_PID")
+}
+
+# stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for i in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# wait_until SECS DESC CMD...: poll CMD every 0.1 s until it succeeds.
+wait_until() {
+	local secs=$1 desc=$2 i
+	shift 2
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	warn "timed out after ${secs}s waiting for $desc"
+	return 1
+}
+
+listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+alive() { kill -0 "$1" 2>/dev/null; }
+# wait_listen PID PORT...: every PORT listening while PID is still alive.
+wait_listen() {
+	local pid=$1 p
+	shift
+	for p in "$@"; do
+		wait_until 15 "port $p to listen" bash -c "kill -0 $pid 2>/dev/null || exit 0; [[ -n \$(ss -Hltn 'sport = :$p') ]]" || return 1
+		alive "$pid" || return 1
+	done
+}
+
+# Ports: below the ephemeral range (32768-60999), so that thousands of client
+# connections cannot take one, never one handed out before, and free now.
+USED_PORTS=" "
+pick_port() {
+	local p
+	p=$(python3 - "$USED_PORTS" <<'EOF'
+import random, socket, sys
+used = set(sys.argv[1].split())
+for _ in range(500):
+    p = random.randint(20000, 32000)
+    if str(p) in used:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    sys.exit("no free port")
+EOF
+	)
+	USED_PORTS+="$p "
+	echo "$p"
+}
+
+cpu_ticks() { # utime+stime of PID, in clock ticks
+	python3 -c 'import sys; f=open("/proc/%s/stat"%sys.argv[1]).read().rsplit(")",1)[1].split(); print(int(f[11])+int(f[12]))' "$1"
+}
+# cpu_stat: "busy0 total0 busy1 total1" ticks of the proxy and load CPUs (/proc/stat).
+cpu_stat() {
+	awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '
+		$1 == a || $1 == b { busy = $2 + $3 + $4 + $7 + $8 + $9; tot = busy + $5 + $6; v[$1] = busy " " tot }
+		END { print v[a], v[b] }' /proc/stat
+}
+# put_cpu_util PREFIX "BEFORE" "AFTER": busy fraction of each CPU between two cpu_stat readings.
+put_cpu_util() {
+	local u u0 u1 b0
+	u=$(python3 -c 'import sys; a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split()))
+print("%.3f %.3f %.3f" % ((b[0]-a[0])/max(1,b[1]-a[1]), (b[2]-a[2])/max(1,b[3]-a[3]), (b[0]-a[0])/int(sys.argv[3])))' "$2" "$3" "$CLK_TCK")
+	read -r u0 u1 b0 <<<"$u"
+	put "$1.cpu_proxy_util" "$u0"
+	put "$1.cpu_load_util" "$u1"
+	put "$1.cpu_proxy_busy_s" "$b0"
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+RESULTS=$tmp/results.txt
+: >"$RESULTS"
+put() { echo "$1 $2" >>"$RESULTS"; } # put KEY VALUE
+
+# ---------------------------------------------------------------- limits
+# HAProxy wants ~2*maxconn fds (60015 for maxconn 30000) and refuses to start
+# without them; a spliced proxied conn holds ~6 fds in tether (2 sockets + one
+# pipe per direction). Raise the limit as far as allowed (needs
+# CAP_SYS_RESOURCE beyond the hard limit), then fit the tests into it.
+want_fds=$((IDLE_N * 6 + 1024))
+((want_fds >= 61000)) || want_fds=61000
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((hard < want_fds)); then
+	ulimit -Hn "$want_fds" 2>/dev/null || true
+fi
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+FDS=$(ulimit -n)
+[[ $FDS == unlimited ]] && FDS=1048576
+HAPROXY_MAXCONN=30000
+# 2 fds per conn, plus with splice 2 per pipe (maxpipes defaults to maxconn/4).
+if [[ ${HAPROXY_SPLICE:-0} == 1 ]]; then ha_fit=$(((FDS - 200) * 2 / 5)); else ha_fit=$(((FDS - 200) / 2)); fi
+if ((ha_fit < HAPROXY_MAXCONN)); then
+	HAPROXY_MAXCONN=$ha_fit
+	warn "ulimit -n is $FDS (hard limit; raising it needs CAP_SYS_RESOURCE): HAProxy maxconn lowered from 30000 to $HAPROXY_MAXCONN"
+fi
+if ((IDLE_N * 6 + 1024 > FDS)); then
+	new_n=$(((FDS - 1024) / 6 / 50 * 50))
+	warn "ulimit -n is $FDS: tether needs ~6 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
+	IDLE_N=$new_n
+fi
+
+# ---------------------------------------------------------------- builds
+log "temp dir $tmp; quick=$QUICK iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N"
+TETHER=""
+if [[ -n ${TETHER_BIN:-} ]]; then
+	[[ -x $TETHER_BIN ]] || die "TETHER_BIN=$TETHER_BIN is not executable"
+	TETHER=$TETHER_BIN
+elif go build -o "$tmp/tether" ./cmd/tether >"$tmp/build-tether.log" 2>&1; then
+	TETHER=$tmp/tether
+else
+	warn "tether does not build; its column will read n/a. First errors:"
+	head -n 8 "$tmp/build-tether.log" | sed 's/^/    /' >&2
+fi
+IDLECONNS=""
+if go build -o "$tmp/idleconns" ./bench/idleconns >"$tmp/build-idleconns.log" 2>&1; then
+	IDLECONNS=$tmp/idleconns
+else
+	warn "bench/idleconns does not build; the memory test is skipped:"
+	head -n 8 "$tmp/build-idleconns.log" | sed 's/^/    /' >&2
+fi
+TETHER_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain -- cmd config pool proxy sockopt 2>/dev/null) ]]; then
+	TETHER_COMMIT+="+dirty"
+fi
+
+# ---------------------------------------------------------------- proxy configs
+# haproxy_cfg FILE FRONT_PORT:BACK_PORT...
+haproxy_cfg() {
+	local file=$1 pair i=0
+	shift
+	{
+		cat <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode tcp
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 3s
+    timeout client 300s
+    timeout server 300s
+    timeout client-fin 30s
+    timeout server-fin 30s
+EOF
+		[[ ${HAPROXY_SPLICE:-0} == 1 ]] && echo "    option splice-auto"
+		for pair in "$@"; do
+			i=$((i + 1))
+			cat <<EOF
+
+listen l$i
+    bind 127.0.0.1:${pair%%:*}
+    server s1 127.0.0.1:${pair##*:}
+EOF
+		done
+	} >"$file"
+}
+
+# tether_cfg FILE FRONT_PORT:BACK_PORT...
+tether_cfg() {
+	local file=$1 pair i=0
+	shift
+	{
+		cat <<EOF
+[global]
+shutdown_timeout = "2s"
+
+[log]
+level = "warn"
+format = "console"
+access = false
+EOF
+		for pair in "$@"; do
+			i=$((i + 1))
+			cat <<EOF
+
+[pool.p$i]
+method = "round-robin"
+preconnect = 0
+members = [ { address = "127.0.0.1:${pair##*:}" } ]
+
+[pool.p$i.health]
+type = "none"
+
+[[virtual_server]]
+name = "vs$i"
+listen = "127.0.0.1:${pair%%:*}"
+mode = "tcp"
+pool = "p$i"
+client_profile = "tcp"
+server_profile = "tcp"
+max_connections = 30000
+EOF
+		done
+	} >"$file"
+}
+
+# start_proxy KIND TAG PAIR...: start haproxy|tether on CPU 0 proxying each
+# FRONT:BACK pair; sets PROXY_PID (empty when it could not start).
+start_proxy() {
+	local kind=$1 tag=$2 pair fronts=()
+	shift 2
+	PROXY_PID=""
+	for pair in "$@"; do fronts+=("${pair%%:*}"); done
+	case $kind in
+	haproxy)
+		haproxy_cfg "$tmp/haproxy-$tag.cfg" "$@"
+		if ! haproxy -c -q -f "$tmp/haproxy-$tag.cfg" >"$tmp/haproxy-$tag.check" 2>&1; then
+			warn "haproxy rejects its config:"; sed 's/^/    /' "$tmp/haproxy-$tag.check" >&2
+			return 1
+		fi
+		start_bg "haproxy-$tag" taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy-$tag.cfg"
+		;;
+	tether)
+		[[ -n $TETHER ]] || return 1
+		tether_cfg "$tmp/tether-$tag.toml" "$@"
+		if ! "$TETHER" check -c "$tmp/tether-$tag.toml" >"$tmp/tether-$tag.check" 2>&1; then
+			warn "tether check rejects its config:"; sed 's/^/    /' "$tmp/tether-$tag.check" >&2
+			return 1
+		fi
+		start_bg "tether-$tag" env GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$TETHER" run -c "$tmp/tether-$tag.toml"
+		;;
+	esac
+	if ! wait_listen "$BG_PID" "${fronts[@]}" || ! alive "$BG_PID"; then
+		warn "$kind did not start; its log:"; tail -n 20 "$tmp/$kind-$tag.log" | sed 's/^/    /' >&2
+		stop_pid "$BG_PID"
+		return 1
+	fi
+	PROXY_PID=$BG_PID
+	sleep 0.3 # let it settle (health state, first GC) before measuring
+}
+
+# ---------------------------------------------------------------- 1+2: throughput
+IPERF_PORT=$(pick_port) REDIS_PORT=$(pick_port)
+HA_IPERF=$(pick_port) HA_REDIS=$(pick_port)
+TE_IPERF=$(pick_port) TE_REDIS=$(pick_port)
+
+log "starting backends on CPU $LOAD_CPU: iperf3 -s :$IPERF_PORT, redis-server :$REDIS_PORT"
+start_bg iperf3-server taskset -c "$LOAD_CPU" iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
+IPERF_SRV=$BG_PID
+start_bg redis-server taskset -c "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+	--save "" --appendonly no --protected-mode no --maxclients 20000 --daemonize no --loglevel warning
+REDIS_SRV=$BG_PID
+wait_listen "$IPERF_SRV" "$IPERF_PORT" || die "iperf3 -s did not start: $(tail -n 5 "$tmp/iperf3-server.log")"
+wait_listen "$REDIS_SRV" "$REDIS_PORT" || die "redis-server did not start: $(tail -n 5 "$tmp/redis-server.log")"
+
+# run_iperf TARGET PORT [PROXY_PID]
+run_iperf() {
+	local target=$1 port=$2 ppid=${3:-} t0 t1 out=$tmp/iperf-$1.json gbps s0 s1
+	[[ -n $ppid ]] && t0=$(cpu_ticks "$ppid")
+	s0=$(cpu_stat)
+	if ! timeout -k 5 $((IPERF_SECS + 30)) taskset -c "$LOAD_CPU" \
+		iperf3 -c 127.0.0.1 -p "$port" -t "$IPERF_SECS" -J >"$out" 2>"$tmp/iperf-$target.err"; then
+		warn "iperf3 via $target failed: $(jq -r '.error // empty' "$out" 2>/dev/null) $(head -c 300 "$tmp/iperf-$target.err")"
+		return 0
+	fi
+	[[ -n $ppid ]] && t1=$(cpu_ticks "$ppid")
+	s1=$(cpu_stat)
+	put_cpu_util "iperf.$target" "$s0" "$s1"
+	gbps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' "$out")
+	put "iperf.$target.gbps" "$gbps"
+	if [[ -n $ppid ]]; then
+		put "iperf.$target.cpu_s" "$(python3 -c "print('%.3f' % (($t1-$t0)/$CLK_TCK))")"
+		put "iperf.$target.secs" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["seconds"])' "$out")"
+	fi
+	log "iperf3 $target: $gbps Gbit/s"
+}
+
+# run_redis TARGET PORT [PROXY_PID]
+run_redis() {
+	local target=$1 port=$2 ppid=${3:-} t0 t1 out=$tmp/redis-$1.csv line name rps s0 s1
+	[[ -n $ppid ]] && t0=$(cpu_ticks "$ppid")
+	s0=$(cpu_stat)
+	if ! timeout -k 5 300 taskset -c "$LOAD_CPU" redis-benchmark -h 127.0.0.1 -p "$port" \
+		-c "$REDIS_CLIENTS" -n "$REDIS_N" -t set,get --csv >"$out" 2>"$tmp/redis-$target.err"; then
+		warn "redis-benchmark via $target failed: $(head -c 300 "$tmp/redis-$target.err")"
+		return 0
+	fi
+	[[ -n $ppid ]] && t1=$(cpu_ticks "$ppid")
+	s1=$(cpu_stat)
+	put_cpu_util "redis.$target" "$s0" "$s1"
+	while IFS=' ' read -r name rps; do
+		put "redis.$target.$name" "$rps"
+	done < <(python3 -c '
+import csv, sys
+for row in csv.reader(open(sys.argv[1])):
+    if len(row) >= 2 and row[0] in ("SET", "GET"):
+        print(row[0], row[1])' "$out")
+	if [[ -n $ppid ]]; then
+		put "redis.$target.cpu_s" "$(python3 -c "print('%.3f' % (($t1-$t0)/$CLK_TCK))")"
+	fi
+	log "redis-benchmark $target: $(grep -E '^"(SET|GET)"' "$out" | cut -d, -f1,2 | tr '\n' ' ')"
+}
+
+log "direct"
+run_iperf direct "$IPERF_PORT"
+run_redis direct "$REDIS_PORT"
+
+for kind in haproxy tether; do
+	if [[ $kind == haproxy ]]; then fport=$HA_IPERF rport=$HA_REDIS; else fport=$TE_IPERF rport=$TE_REDIS; fi
+	log "$kind (CPU $PROXY_CPU): :$fport -> iperf3, :$rport -> redis"
+	if start_proxy "$kind" tput "$fport:$IPERF_PORT" "$rport:$REDIS_PORT"; then
+		run_iperf "$kind" "$fport" "$PROXY_PID"
+		run_redis "$kind" "$rport" "$PROXY_PID"
+		alive "$PROXY_PID" || warn "$kind died during the run: $(tail -n 5 "$tmp/$kind-tput.log")"
+		stop_pid "$PROXY_PID"
+	else
+		warn "$kind unavailable for the throughput tests"
+	fi
+done
+stop_pid "$IPERF_SRV"
+stop_pid "$REDIS_SRV"
+
+# ---------------------------------------------------------------- 3: idle memory
+holder_count() { awk '/^accepted/ {n=$2} END {print n+0}' "$tmp/holder.log"; }
+
+# measure_idle KIND: RSS delta of a fresh proxy holding IDLE_N idle conns.
+measure_idle() {
+	local kind=$1 front rss0 rss1 fds0 fds1 cpid base
+	front=$(pick_port)
+	start_proxy "$kind" idle "$front:$HOLD_PORT" || { warn "$kind unavailable for the memory test"; return 0; }
+	sleep 1
+	rss0=$(rss_kb "$PROXY_PID")
+	fds0=$(ls "/proc/$PROXY_PID/fd" | wc -l)
+	base=$(holder_count)
+	start_bg "idleconns-$kind" taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -connect "127.0.0.1:$front" -n "$IDLE_N" -timeout 60s
+	cpid=$BG_PID
+	if ! wait_until 70 "$IDLE_N client connections via $kind" \
+		bash -c "grep -q '^ready' '$tmp/idleconns-$kind.log' || ! kill -0 $cpid 2>/dev/null" ||
+		! grep -q '^ready' "$tmp/idleconns-$kind.log"; then
+		warn "idle clients via $kind failed: $(tail -n 3 "$tmp/idleconns-$kind.log")"
+		stop_pid "$cpid"; stop_pid "$PROXY_PID"
+		return 0
+	fi
+	if ! wait_until 30 "$IDLE_N backend connections from $kind" \
+		bash -c "(( \$(awk '/^accepted/ {n=\$2} END {print n+0}' '$tmp/holder.log') >= $base + $IDLE_N ))"; then
+		warn "$kind established only $(($(holder_count) - base)) of $IDLE_N backend connections"
+		stop_pid "$cpid"; stop_pid "$PROXY_PID"
+		return 0
+	fi
+	sleep 2 # settle: let the proxy finish whatever it does per new conn
+	rss1=$(rss_kb "$PROXY_PID")
+	fds1=$(ls "/proc/$PROXY_PID/fd" | wc -l)
+	put "idle.$kind.rss0_kb" "$rss0"
+	put "idle.$kind.rss1_kb" "$rss1"
+	put "idle.$kind.n" "$IDLE_N"
+	put "idle.$kind.bytes" "$(((rss1 - rss0) * 1024 / IDLE_N))"
+	put "idle.$kind.fds0" "$fds0"
+	put "idle.$kind.fds1" "$fds1"
+	put "idle.$kind.fds_per_conn" "$(python3 -c "print('%.2f' % (($fds1 - $fds0) / $IDLE_N))")"
+	log "$kind idle: RSS ${rss0} kB -> ${rss1} kB, fds $fds0 -> $fds1 for $IDLE_N conns = $(((rss1 - rss0) * 1024 / IDLE_N)) B/conn"
+	stop_pid "$cpid"
+	wait_until 30 "backend conns via $kind to close" bash -c "(( \$(awk '/^accepted/ {n=\$2} END {print n+0}' '$tmp/holder.log') <= $base ))" || true
+	stop_pid "$PROXY_PID"
+}
+
+if [[ -n $IDLECONNS ]]; then
+	HOLD_PORT=$(pick_port)
+	log "memory: $IDLE_N idle conns through each proxy to a holder on :$HOLD_PORT"
+	start_bg holder taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -hold "127.0.0.1:$HOLD_PORT"
+	HOLDER=$BG_PID
+	wait_listen "$HOLDER" "$HOLD_PORT" || die "idle holder did not start: $(tail -n 5 "$tmp/holder.log")"
+	measure_idle haproxy
+	measure_idle tether
+	stop_pid "$HOLDER"
+fi
+
+# ---------------------------------------------------------------- report
+mkdir -p bench/results
+OUT_JSON=bench/results/compare-$(date +%Y%m%d-%H%M%S).json
+python3 - "$RESULTS" "$OUT_JSON" <<EOF
+import json, sys, platform, subprocess, datetime
+vals = {}
+for line in open(sys.argv[1]):
+    k, v = line.split()
+    vals[k] = float(v)
+g = vals.get
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+def per_cpu(kind, metric, cpu):
+    v, c = g(metric), g(cpu)
+    return round(v / c, 1) if v is not None and c else None
+
+rows = []
+def row(name, unit, d, h, t, better="higher"):
+    rows.append(dict(scenario=name, unit=unit, direct=d, haproxy=h, tether=t,
+                     tether_haproxy=ratio(t, h), tether_direct=ratio(t, d), better=better))
+
+row("iperf3 1 stream", "Gbit/s", g("iperf.direct.gbps"), g("iperf.haproxy.gbps"), g("iperf.tether.gbps"))
+# Gbit moved per proxy CPU-second: Gbit/s * seconds / cpu seconds
+def gbit_per_cpu(k):
+    v, s, c = g(f"iperf.{k}.gbps"), g(f"iperf.{k}.secs"), g(f"iperf.{k}.cpu_s")
+    return round(v * s / c, 2) if None not in (v, s, c) and c > 0 else None
+row("iperf3 Gbit per proxy CPU-s", "Gbit/CPU-s", None, gbit_per_cpu("haproxy"), gbit_per_cpu("tether"))
+def gbit_per_busy(k):
+    v, s, c = g(f"iperf.{k}.gbps"), g(f"iperf.{k}.secs"), g(f"iperf.{k}.cpu_proxy_busy_s")
+    return round(v * s / c, 2) if None not in (v, s, c) and c > 0 else None
+row("iperf3 Gbit per CPU-$PROXY_CPU busy s", "Gbit/CPU-s", None, gbit_per_busy("haproxy"), gbit_per_busy("tether"))
+for op in ("SET", "GET"):
+    row(f"redis {op} -c $REDIS_CLIENTS", "req/s", g(f"redis.direct.{op}"), g(f"redis.haproxy.{op}"), g(f"redis.tether.{op}"))
+def req_per_cpu(k):
+    s, gg, c = g(f"redis.{k}.SET"), g(f"redis.{k}.GET"), g(f"redis.{k}.cpu_s")
+    return round(2 * $REDIS_N / c) if None not in (s, gg, c) and c > 0 else None
+row("redis req per proxy CPU-s", "req/CPU-s", None, req_per_cpu("haproxy"), req_per_cpu("tether"))
+def req_per_busy(k):
+    s, gg, c = g(f"redis.{k}.SET"), g(f"redis.{k}.GET"), g(f"redis.{k}.cpu_proxy_busy_s")
+    return round(2 * $REDIS_N / c) if None not in (s, gg, c) and c > 0 else None
+row("redis req per CPU-$PROXY_CPU busy s", "req/CPU-s", None, req_per_busy("haproxy"), req_per_busy("tether"))
+row(f"idle conn memory (N={int(g('idle.tether.n') or g('idle.haproxy.n') or $IDLE_N)})", "bytes/conn", None,
+    g("idle.haproxy.bytes"), g("idle.tether.bytes"), better="lower")
+row("idle conn fds", "fds/conn", None, g("idle.haproxy.fds_per_conn"), g("idle.tether.fds_per_conn"), better="lower")
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if unit == "req/s" or unit == "req/CPU-s" or unit == "bytes/conn":
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+def fr(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+
+hdr = ["scenario", "unit", "direct", "haproxy", "tether", "tether/haproxy", "tether/direct"]
+table = [hdr] + [[r["scenario"], r["unit"], fmt(r["direct"], r["unit"]), fmt(r["haproxy"], r["unit"]),
+                  fmt(r["tether"], r["unit"]), fr(r["tether_haproxy"]), fr(r["tether_direct"])] for r in rows]
+w = [max(len(x[i]) for x in table) for i in range(len(hdr))]
+line = lambda cells: "| " + " | ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+print()
+print(f"tether vs HAProxy on 127.0.0.1 — proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, quick=$QUICK")
+print(line(hdr))
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in table[1:]:
+    print(line(r))
+print("(memory and fds: lower is better; everything else: higher is better)")
+print("(per proxy CPU-s: the proxy process's utime+stime; per CPU-$PROXY_CPU busy s: all of CPU $PROXY_CPU's")
+print(" busy time in /proc/stat, which adds softirq work not charged to the proxy, and anything else on CPU $PROXY_CPU)")
+print()
+details = {}
+for k in ("direct", "haproxy", "tether"):
+    d = {}
+    for t in ("iperf", "redis"):
+        for f in ("cpu_proxy_util", "cpu_load_util", "cpu_proxy_busy_s"):
+            if g(f"{t}.{k}.{f}") is not None:
+                d[f"{t}_{f}"] = g(f"{t}.{k}.{f}")
+    if g(f"iperf.{k}.cpu_s") is not None:
+        d["iperf_proxy_cpu_s"] = g(f"iperf.{k}.cpu_s")
+        d["iperf_proxy_cpu_util"] = round(g(f"iperf.{k}.cpu_s") / g(f"iperf.{k}.secs"), 3)
+    if g(f"redis.{k}.cpu_s") is not None:
+        d["redis_proxy_cpu_s"] = g(f"redis.{k}.cpu_s")
+    for f in ("rss0_kb", "rss1_kb", "fds0", "fds1"):
+        if g(f"idle.{k}.{f}") is not None:
+            d["idle_" + f] = g(f"idle.{k}.{f}")
+    details[k] = d
+    if d:
+        print(f"{k:8s}: " + ", ".join(f"{a}={b:g}" for a, b in d.items()))
+print(f"(cpu_proxy_util / cpu_load_util: busy share of CPU $PROXY_CPU / CPU $LOAD_CPU during the run, all processes and softirq)")
+
+def ver(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.splitlines()[0].strip()
+    except Exception:
+        return None
+doc = dict(
+    date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    quick=bool($QUICK), host=platform.node(), kernel=platform.release(), cpus=$ncpu,
+    proxy_cpu=$PROXY_CPU, load_cpu=$LOAD_CPU,
+    params=dict(iperf_seconds=$IPERF_SECS, redis_requests=$REDIS_N, redis_clients=$REDIS_CLIENTS,
+                idle_conns=$IDLE_N, fd_limit=$FDS, haproxy_maxconn=$HAPROXY_MAXCONN, haproxy_splice=("${HAPROXY_SPLICE:-0}" == "1")),
+    versions=dict(tether="$TETHER_COMMIT" if "$TETHER" else None, haproxy=ver(["haproxy", "-v"]),
+                  iperf3=ver(["iperf3", "--version"]), redis=ver(["redis-server", "--version"]),
+                  go=ver(["go", "version"])),
+    rows=rows, details=details, raw=vals)
+with open(sys.argv[2], "w") as f:
+    json.dump(doc, f, indent=2)
+print(f"JSON: {sys.argv[2]}")
+EOF
