@@ -1,0 +1,61 @@
+// Command tether is a TCP-terminating reverse proxy and load balancer.
+//
+//	tether run -c FILE          serve the configuration until SIGTERM/SIGINT
+//	tether check -c FILE        validate a configuration (exit 0 valid, 1 invalid)
+//	tether check -c FILE --print        ... and print it with every default and profile resolved
+//	tether check --print-defaults       print the built-in defaults
+//	tether version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // bad configuration, a listener that cannot bind, ...
+	exitUsage = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: tether <command> [flags]
+
+commands:
+  run -c FILE                   run the proxy (SIGTERM/SIGINT: stop accepting, drain, exit)
+  check -c FILE [--print]       validate a config; --print shows it with every default and profile resolved
+  check --print-defaults        show the built-in defaults
+  version                       print the version
+`
+
+// run dispatches a command. ctx ends on SIGTERM/SIGINT.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "config `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *file == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: tether run -c FILE")
+		return exitUsage
+	}
+	cfg, err := config.LoadFile(*file)
+	if err != nil {
+		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
+		return exitError
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		return exitError
+	}
+	defer func() { _ = logger.Sync() }()
+	for _, w := range cfg.Warnings {
+		logger.Warn("config", zap.String("warning", w))
+	}
+
+	// SIGHUP would kill the process by default; live reload is not built
+	// yet, so say so instead of dying. Registered before listening.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	srv, err := proxy.New(cfg, logger)
+	if err != nil {
+		logger.Error("cannot build", zap.Error(err))
+		return exitError
+	}
+	if err := srv.Start(ctx); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		return exitError
+	}
+	logger.Info("started", zap.String("config", *file), zap.String("version", versionString()))
+
+	for wait := true; wait; {
+		select {
+		case <-hup:
+			logger.Warn("SIGHUP: live reload is not supported by this version; restart tether to apply a new config")
+		case <-ctx.Done():
+			wait = false
+		}
+	}
+
+	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", cfg.Global.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))
+	}
+	logger.Info("stopped")
+	return exitOK
+}
+
+func newLogger(lc config.Log, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(lc.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log: level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.StringDurationEncoder
+	var enc zapcore.Encoder
+	if lc.Format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
+	return zap.New(core), nil
+}

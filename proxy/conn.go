@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/pool"
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+// handle serves one client connection: it owns c and closes it.
+func (vs *VirtualServer) handle(c *net.TCPConn) {
+	start := time.Now()
+	defer func() {
+		vs.active.Add(-1)
+		vs.releaseSlot()
+		vs.conns.Done()
+	}()
+	if err := sockopt.Apply(c, vs.client); err != nil {
+		vs.logError("client socket options", zap.Error(err), zap.Stringer("client", c.RemoteAddr()))
+	}
+
+	// The connect is cut short by shutdown's deadline like any relay.
+	ctx, cancel := context.WithCancel(vs.cutCtx)
+	sc, err := vs.dialer.Connect(ctx, c.RemoteAddr())
+	cancel()
+	if err != nil {
+		// No member can take it: reset the client at once (no TIME_WAIT on
+		// tether, and the client learns now instead of on its first read).
+		_ = sockopt.Close(c, config.CloseReset, 0)
+		vs.logError("no member could take the connection; client reset",
+			zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+		if vs.accessLog {
+			vs.logAccess(c.RemoteAddr(), nil, nil, start, closeEvent{SideTether, HowError}, sockopt.Info{}, sockopt.Info{}, err)
+		}
+		return
+	}
+	defer sc.Release()
+
+	r := newRelay(c, sc.TCP, vs.idle)
+	stop := context.AfterFunc(vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
+	ev := r.run()
+	stop()
+
+	var ci, si sockopt.Info
+	if vs.accessLog {
+		ci, _ = sockopt.GetInfo(c)
+		si, _ = sockopt.GetInfo(sc.TCP)
+	}
+	vs.closeBoth(c, sc.TCP, ev)
+	if vs.accessLog {
+		vs.logAccess(c.RemoteAddr(), sc, r, start, ev, ci, si, nil)
+	}
+}
+
+// closeBoth closes each side with its profile's close mode. A side that
+// reset the connection is simply closed. Both closes run at once so that two
+// drain-reset waits do not add up.
+func (vs *VirtualServer) closeBoth(client, server *net.TCPConn, ev closeEvent) {
+	closeSide := func(c *net.TCPConn, p config.TCPProfile, side Side) {
+		mode := p.Close
+		if ev.How == HowRST && ev.Side == side {
+			mode = config.CloseGraceful // already reset by the peer: nothing to send
+		}
+		_ = sockopt.Close(c, mode, p.DrainTimeout)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closeSide(server, vs.server, SideServer)
+	}()
+	closeSide(client, vs.client, SideClient)
+	<-done
+}
+
+func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, start time.Time, ev closeEvent, ci, si sockopt.Info, err error) {
+	ce := vs.logger.Check(zapcore.InfoLevel, "connection")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("log", "access"),
+		zap.Stringer("client", client),
+		zap.Duration("duration", time.Since(start)),
+		zap.String("closed_first", ev.String()),
+	}
+	if sc != nil {
+		fields = append(fields,
+			zap.String("member", sc.Member.Address()),
+			zap.Bool("preconnected", sc.Preconnected),
+			zap.Duration("connect_time", sc.ConnectTime),
+		)
+	}
+	if r != nil {
+		fields = append(fields,
+			zap.Int64("bytes_in", r.toServer.Load()),
+			zap.Int64("bytes_out", r.toClient.Load()),
+			zap.Duration("client_rtt", ci.RTT),
+			zap.Uint32("client_retransmits", ci.TotalRetrans),
+			zap.Duration("server_rtt", si.RTT),
+			zap.Uint32("server_retransmits", si.TotalRetrans),
+		)
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+		if errors.Is(err, pool.ErrNoMember) {
+			fields = append(fields, zap.String("reason", "no member available"))
+		}
+	}
+	ce.Write(fields...)
+}

@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// backend is an in-process TCP server on 127.0.0.1 that runs handler for
+// every accepted connection and records what it saw.
+type backend struct {
+	ln      *net.TCPListener
+	handler func(*net.TCPConn)
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	accepted int
+	conns    []*net.TCPConn
+}
+
+func startBackend(t *testing.T, handler func(*net.TCPConn)) *backend {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln, handler: handler}
+	b.wg.Add(1)
+	go b.acceptLoop()
+	t.Cleanup(b.close)
+	return b
+}
+
+func (b *backend) acceptLoop() {
+	defer b.wg.Done()
+	for {
+		c, err := b.ln.AcceptTCP()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.accepted++
+		b.conns = append(b.conns, c)
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.handler(c)
+		}()
+	}
+}
+
+func (b *backend) addr() string { return b.ln.Addr().String() }
+
+func (b *backend) acceptedCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accepted
+}
+
+func (b *backend) close() {
+	_ = b.ln.Close()
+	b.mu.Lock()
+	for _, c := range b.conns {
+		_ = c.Close()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// echo copies everything back and half-closes when the client does.
+func echo(c *net.TCPConn) {
+	defer c.Close()
+	_, _ = io.Copy(c, c)
+	_ = c.CloseWrite()
+}
+
+// proxyUnderTest is a running Server with its logs captured.
+type proxyUnderTest struct {
+	srv  *Server
+	logs *observer.ObservedLogs
+}
+
+// startProxy runs cfg (a TOML text; "{{member}}" replaced by each address in
+// turn is up to the caller) with one virtual server named "vs".
+func startProxy(t *testing.T, toml string) *proxyUnderTest {
+	t.Helper()
+	cfg, err := config.Parse([]byte(toml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, toml)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	srv, err := New(cfg, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return &proxyUnderTest{srv: srv, logs: logs}
+}
+
+func (p *proxyUnderTest) addr(vs string) string { return p.srv.ListenAddr(vs).String() }
+
+func (p *proxyUnderTest) dial(t *testing.T, vs string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", p.addr(vs), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// accessLines returns the access-log entries written so far.
+func (p *proxyUnderTest) accessLines() []observer.LoggedEntry {
+	return p.logs.FilterField(zap.String("log", "access")).All()
+}
+
+// waitAccess waits for n access-log lines.
+func (p *proxyUnderTest) waitAccess(t *testing.T, n int) []observer.LoggedEntry {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d access log lines", n), func() bool { return len(p.accessLines()) >= n })
+	return p.accessLines()
+}
+
+// tcpConfig is a one-virtual-server tcp-mode config in front of members.
+// Unless poolExtra configures one, the pool has no active health monitor, so
+// that backends see only the connections tether relays.
+func tcpConfig(profiles string, vsExtra string, poolExtra string, members ...string) string {
+	if !strings.Contains(poolExtra, "[pool.p.health]") {
+		poolExtra += "\n[pool.p.health]\ntype = \"none\"\n"
+	}
+	var ms []string
+	for _, m := range members {
+		ms = append(ms, fmt.Sprintf("{ address = %q }", m))
+	}
+	return fmt.Sprintf(`
+[log]
+level = "debug"
+%s
+[pool.p]
+members = [%s]
+%s
+[[virtual_server]]
+name = "vs"
+listen = "127.0.0.1:0"
+pool = "p"
+%s
+`, profiles, strings.Join(ms, ", "), poolExtra, vsExtra)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fieldString returns a string field of a log entry.
+func fieldString(e observer.LoggedEntry, key string) string {
+	v, ok := e.ContextMap()[key]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// socketFD finds, among this process's own file descriptors, the TCP socket
+// with the given local and remote addresses. tether runs in the test's
+// process, so the test can read the options of the very sockets tether
+// accepted and dialed.
+func socketFD(t *testing.T, local, remote string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || !strings.HasPrefix(l, "socket:") {
+			continue
+		}
+		la, err1 := unix.Getsockname(fd)
+		ra, err2 := unix.Getpeername(fd)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if sockaddrString(la) == local && sockaddrString(ra) == remote {
+			return fd
+		}
+	}
+	t.Fatalf("no socket %s -> %s in this process", local, remote)
+	return -1
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	if a, ok := sa.(*unix.SockaddrInet4); ok {
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	}
+	return ""
+}
+
+// readAll reads until EOF or error and returns what arrived and the error
+// (nil on a clean EOF).
+func readAll(c net.Conn) ([]byte, error) {
+	b, err := io.ReadAll(c)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return b, err
+}
+
+// timeWaitCount counts TIME_WAIT sockets whose local and remote addresses
+// are exactly local and remote, read with sock_diag.
+func timeWaitCount(t *testing.T, local, remote string) int {
+	t.Helper()
+	socks, err := sockopt.Sockets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range socks {
+		if s.State == sockopt.StateTimeWait && s.Local.String() == local && s.Remote.String() == remote {
+			n++
+		}
+	}
+	return n
+}

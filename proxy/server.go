@@ -1,0 +1,127 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/pool"
+)
+
+// Server is every virtual server and pool of one configuration.
+//
+// Lifecycle: New builds (nothing is bound), Start binds every listener (all
+// or none) and begins serving, Shutdown stops accepting, lets connections
+// finish until its context ends, then closes the rest and stops the pools.
+type Server struct {
+	cfg    *config.Config
+	logger *zap.Logger
+
+	pools map[string]*pool.Pool
+	vss   []*VirtualServer
+
+	mu      sync.Mutex
+	started bool
+}
+
+// New builds the pools and virtual servers of cfg. cfg must come from
+// config.Load/Parse (validated, defaults filled).
+func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	s := &Server{cfg: cfg, logger: logger, pools: map[string]*pool.Pool{}}
+	for name, pc := range cfg.Pools {
+		p, err := pool.New(pc, logger)
+		if err != nil {
+			s.closePools()
+			return nil, fmt.Errorf("pool %q: %w", name, err)
+		}
+		s.pools[name] = p
+	}
+	for _, vc := range cfg.VirtualServers {
+		p := s.pools[vc.Pool]
+		vs := newVirtualServer(vc, cfg.Client(vc), cfg.Server(vc), cfg.Log.Access, p, logger)
+		s.vss = append(s.vss, vs)
+	}
+	return s, nil
+}
+
+// Start binds every listener and starts serving. If any listener cannot be
+// bound (the port is in use, the address is not local ...), nothing is left
+// open and the error names the virtual server and address.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("proxy: server already started")
+	}
+	for i, vs := range s.vss {
+		if err := vs.listen(ctx); err != nil {
+			for _, done := range s.vss[:i] {
+				done.closeListener()
+			}
+			s.closePools()
+			return err
+		}
+	}
+	for _, p := range s.pools {
+		p.Start()
+	}
+	for _, vs := range s.vss {
+		vs.serve()
+	}
+	s.started = true
+	return nil
+}
+
+// VirtualServer returns the named virtual server, or nil.
+func (s *Server) VirtualServer(name string) *VirtualServer {
+	for _, vs := range s.vss {
+		if vs.cfg.Name == name {
+			return vs
+		}
+	}
+	return nil
+}
+
+// Pool returns the named pool, or nil.
+func (s *Server) Pool(name string) *pool.Pool { return s.pools[name] }
+
+// Shutdown stops accepting on every listener, waits for open connections to
+// finish until ctx is done, then ends the remaining ones (each side closed
+// with its profile's close mode), stops the pools and returns once every
+// goroutine has exited. It returns ctx.Err() when connections had to be cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	for _, vs := range s.vss {
+		vs.closeListener()
+	}
+	var cut error
+	for _, vs := range s.vss {
+		if err := vs.drain(ctx); err != nil {
+			cut = err
+		}
+	}
+	s.closePools()
+	return cut
+}
+
+func (s *Server) closePools() {
+	for _, p := range s.pools {
+		p.Close()
+	}
+}
+
+// ListenAddr returns the bound address of the named virtual server (useful
+// with port 0), or nil.
+func (s *Server) ListenAddr(name string) net.Addr {
+	if vs := s.VirtualServer(name); vs != nil {
+		return vs.Addr()
+	}
+	return nil
+}

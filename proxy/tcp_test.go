@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestRelayEchoesAndWritesOneAccessLine(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	c := p.dial(t, "vs")
+	if _, err := c.Write([]byte("hello tether")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 12)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello tether" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	_ = c.CloseWrite()
+	if rest, err := readAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after half-close: %q, %v", rest, err)
+	}
+	lines := p.waitAccess(t, 1)
+	e := lines[0]
+	if got := fieldString(e, "member"); got != be.addr() {
+		t.Errorf("access member = %q, want %q", got, be.addr())
+	}
+	if fieldString(e, "bytes_in") != "12" || fieldString(e, "bytes_out") != "12" {
+		t.Errorf("access bytes in/out = %s/%s, want 12/12", fieldString(e, "bytes_in"), fieldString(e, "bytes_out"))
+	}
+	if got := fieldString(e, "closed_first"); got != "client FIN" {
+		t.Errorf("closed_first = %q, want client FIN", got)
+	}
+	if fieldString(e, "client") != c.LocalAddr().String() {
+		t.Errorf("access client = %q, want %q", fieldString(e, "client"), c.LocalAddr())
+	}
+	for _, k := range []string{"duration", "client_rtt", "server_rtt", "client_retransmits", "server_retransmits", "virtual_server"} {
+		if _, ok := e.ContextMap()[k]; !ok {
+			t.Errorf("access line lacks %q: %v", k, e.ContextMap())
+		}
+	}
+}
+
+// A client that sends a request, shuts its write side, then reads the reply
+// must get the whole reply: the FIN travels to the member, the member
+// answers after EOF, and only then does the reply's FIN come back.
+func TestHalfCloseFromClientStillGetsFullReply(t *testing.T) {
+	reply := bytes.Repeat([]byte("r"), 1<<20)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		req, _ := io.ReadAll(c) // until the client's FIN, relayed by tether
+		_, _ = c.Write(append([]byte(string(req)+":"), reply...))
+		_ = c.CloseWrite()
+	})
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	c := p.dial(t, "vs")
+	_, _ = c.Write([]byte("question"))
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]byte("question:"), reply...); !bytes.Equal(got, want) {
+		t.Fatalf("reply: got %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// The other direction: the member half-closes first (sends and FINs) while
+// the client keeps sending; the member must still receive everything.
+func TestHalfCloseFromMemberKeepsClientDirectionOpen(t *testing.T) {
+	got := make(chan []byte, 1)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		_, _ = c.Write([]byte("banner"))
+		_ = c.CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- b
+	})
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	c := p.dial(t, "vs")
+	banner, err := readAll(c) // EOF = the member's FIN relayed
+	if err != nil || string(banner) != "banner" {
+		t.Fatalf("banner = %q, %v", banner, err)
+	}
+	payload := bytes.Repeat([]byte("x"), 256<<10)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatalf("client write after member FIN: %v", err)
+	}
+	_ = c.CloseWrite()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, payload) {
+			t.Fatalf("member got %d bytes, want %d", len(b), len(payload))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("member never got the client's bytes and FIN")
+	}
+	lines := p.waitAccess(t, 1)
+	if fc := fieldString(lines[0], "closed_first"); fc != "server FIN" {
+		t.Errorf("closed_first = %q, want server FIN", fc)
+	}
+}
+
+func TestSixteenMiBEachWayIntact(t *testing.T) {
+	const size = 16 << 20
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	c := p.dial(t, "vs")
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	want := sha256.Sum256(data)
+
+	var wg sync.WaitGroup
+	var werr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, werr = c.Write(data)
+		_ = c.CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	wg.Wait()
+	if werr != nil || err != nil {
+		t.Fatalf("write %v, read %v", werr, err)
+	}
+	if n != size || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatalf("got %d bytes, checksum match %v", n, bytes.Equal(h.Sum(nil), want[:]))
+	}
+	lines := p.waitAccess(t, 1)
+	if fieldString(lines[0], "bytes_in") != "16777216" || fieldString(lines[0], "bytes_out") != "16777216" {
+		t.Errorf("access bytes = %s / %s", fieldString(lines[0], "bytes_in"), fieldString(lines[0], "bytes_out"))
+	}
+}
+
+const idleProfiles = `
+[tcp_profile.short]
+idle_timeout = "400ms"
+`
+
+func TestIdleTimeoutClosesBothSides(t *testing.T) {
+	memberSaw := make(chan error, 1)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		_, err := readAll(c)
+		memberSaw <- err
+	})
+	p := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", be.addr()))
+	c := p.dial(t, "vs")
+	start := time.Now()
+	_, err := readAll(c)
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("client: want EOF (graceful close), got %v", err)
+	}
+	if elapsed < 400*time.Millisecond || elapsed > 2*time.Second {
+		t.Fatalf("idle timeout fired after %s, want about 400ms", elapsed)
+	}
+	select {
+	case err := <-memberSaw:
+		if err != nil {
+			t.Fatalf("member: want EOF, got %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("member side was not closed")
+	}
+	lines := p.waitAccess(t, 1)
+	if fc := fieldString(lines[0], "closed_first"); fc != "tether idle-timeout" {
+		t.Errorf("closed_first = %q", fc)
+	}
+}
+
+// Bytes trickling in one direction only, for much longer than the idle
+// timeout, keep the connection open; so does a long one-way transfer that
+// a slow reader drains.
+func TestIdleTimeoutDoesNotFireWhileBytesFlow(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", be.addr()))
+
+	t.Run("trickle", func(t *testing.T) {
+		c := p.dial(t, "vs")
+		buf := make([]byte, 1)
+		for i := 0; i < 12; i++ { // 12 x 150ms = 1.8s, 4.5 idle timeouts
+			if _, err := c.Write([]byte{'a'}); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				t.Fatalf("read %d: %v", i, err)
+			}
+			time.Sleep(150 * time.Millisecond) // the traffic pattern under test, not a wait
+		}
+	})
+	t.Run("one-way transfer slower than the timeout", func(t *testing.T) {
+		const size = 8 << 20
+		type result struct {
+			total int
+			took  time.Duration
+		}
+		res := make(chan result, 1)
+		sink := startBackend(t, func(c *net.TCPConn) {
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			var total int
+			start := time.Now()
+			for {
+				n, err := c.Read(buf)
+				total += n
+				if err != nil {
+					res <- result{total, time.Since(start)}
+					_, _ = c.Write([]byte("k"))
+					return
+				}
+				// A slow reader: at most 64 KiB per 10 ms, so 8 MiB take
+				// at least 1.28 s, over three idle timeouts.
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+		p2 := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", sink.addr()))
+		c := p2.dial(t, "vs")
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		_ = c.CloseWrite()
+		ack, err := readAll(c)
+		if err != nil || string(ack) != "k" {
+			t.Fatalf("ack %q, %v: the transfer was cut", ack, err)
+		}
+		r := <-res
+		if r.total != size || r.took < 1200*time.Millisecond {
+			t.Fatalf("sink read %d bytes in %s; want %d bytes over > 1.2s", r.total, r.took, size)
+		}
+	})
+}
+
+func TestResetCloseModeOnIdleTimeout(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		_, _ = readAll(c)
+	})
+	p := startProxy(t, tcpConfig(`
+[tcp_profile.short]
+idle_timeout = "300ms"
+close = "reset"
+`, `client_profile = "short"`, "", be.addr()))
+	c := p.dial(t, "vs")
+	_, err := readAll(c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read: want ECONNRESET, got %v", err)
+	}
+	p.waitAccess(t, 1)
+	// tether's side of the client connection must leave no TIME_WAIT.
+	if n := timeWaitCount(t, p.addr("vs"), c.LocalAddr().String()); n != 0 {
+		t.Fatalf("%d TIME_WAIT sockets for the client tuple, want 0", n)
+	}
+}
+
+func TestMemberUnreachableResetsClientPromptly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: connect is refused
+	p := startProxy(t, tcpConfig("", "", "", dead))
+	start := time.Now()
+	// The reset may even beat the client's own connect completing.
+	c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
+	if err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = readAll(c)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client: want ECONNRESET, got %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("client closed after %s, want promptly", d)
+	}
+	waitFor(t, 2*time.Second, "an error log line", func() bool {
+		return p.logs.FilterMessageSnippet("no member could take the connection").Len() > 0
+	})
+}
+
+func TestMaxConnectionsStopsAccepting(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "max_connections = 2", "", be.addr()))
+	c1, c2 := p.dial(t, "vs"), p.dial(t, "vs")
+	for _, c := range []*net.TCPConn{c1, c2} {
+		_, _ = c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The third connects (the kernel's backlog holds it) but is not served.
+	c3 := p.dial(t, "vs")
+	_, _ = c3.Write([]byte("y"))
+	_ = c3.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c3.Read(make([]byte, 1)); !errors.Is(err, unix.EAGAIN) && !isTimeout(err) {
+		t.Fatalf("third connection was served at the limit: %v", err)
+	}
+	waitFor(t, 2*time.Second, "a limit log line", func() bool {
+		return p.logs.FilterMessageSnippet("connection limit reached").Len() > 0
+	})
+	if be.acceptedCount() != 2 {
+		t.Fatalf("member accepted %d connections at the limit, want 2", be.acceptedCount())
+	}
+	// One closes: the third is accepted and served.
+	_ = c1.Close()
+	_ = c3.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(c3, make([]byte, 1)); err != nil {
+		t.Fatalf("third connection after a slot freed: %v", err)
+	}
+	if s := p.srv.VirtualServer("vs").Stats(); s.LimitHits == 0 || s.Accepted != 3 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

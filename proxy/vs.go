@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/pool"
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+// VirtualServer is one listening address in tcp mode.
+type VirtualServer struct {
+	cfg       config.VirtualServer
+	client    config.TCPProfile
+	server    config.TCPProfile
+	idle      time.Duration
+	accessLog bool
+	dialer    *pool.Dialer
+	logger    *zap.Logger
+
+	ln    *net.TCPListener
+	slots chan struct{} // nil = no connection limit
+
+	// stop ends the accept loop; cut ends open connections (drain timed out).
+	stopAccept context.CancelFunc
+	acceptCtx  context.Context
+	cutConns   context.CancelFunc
+	cutCtx     context.Context
+	acceptDone chan struct{}
+	conns      sync.WaitGroup
+
+	active    atomic.Int64
+	accepted  atomic.Uint64
+	limitHits atomic.Uint64
+	lastLimit atomic.Int64 // unix nanos of the last "limit reached" log
+	lastError atomic.Int64 // unix nanos of the last rate-limited error log
+	suppresed atomic.Uint64
+}
+
+func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, p *pool.Pool, logger *zap.Logger) *VirtualServer {
+	vs := &VirtualServer{
+		cfg:       vc,
+		client:    client,
+		server:    server,
+		idle:      config.RelayIdleTimeout(client, server),
+		accessLog: accessLog,
+		dialer:    p.Dialer(server),
+		logger:    logger.With(zap.String("virtual_server", vc.Name)),
+	}
+	if vc.MaxConnections > 0 {
+		vs.slots = make(chan struct{}, vc.MaxConnections)
+	}
+	return vs
+}
+
+// Name is the virtual server's name.
+func (vs *VirtualServer) Name() string { return vs.cfg.Name }
+
+// Addr is the bound listen address (nil before Start).
+func (vs *VirtualServer) Addr() net.Addr {
+	if vs.ln == nil {
+		return nil
+	}
+	return vs.ln.Addr()
+}
+
+// Stats is a snapshot of a virtual server's counters.
+type Stats struct {
+	Active    int64  // client connections open now
+	Accepted  uint64 // client connections accepted since start
+	LimitHits uint64 // times the accept loop paused at max_connections
+}
+
+// Stats returns the current counters.
+func (vs *VirtualServer) Stats() Stats {
+	return Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load()}
+}
+
+func (vs *VirtualServer) listen(ctx context.Context) error {
+	ln, err := sockopt.Listen(ctx, vs.client, vs.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("virtual_server %q: listen %s: %w", vs.cfg.Name, vs.cfg.Listen, err)
+	}
+	vs.ln = ln
+	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
+	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
+	return nil
+}
+
+func (vs *VirtualServer) serve() {
+	vs.logger.Info("listening", zap.Stringer("address", vs.ln.Addr()), zap.String("mode", vs.cfg.Mode),
+		zap.String("client_profile", vs.client.Name), zap.String("server_profile", vs.server.Name),
+		zap.Duration("idle_timeout", vs.idle))
+	vs.acceptDone = make(chan struct{})
+	go vs.acceptLoop()
+}
+
+func (vs *VirtualServer) closeListener() {
+	if vs.ln == nil {
+		return
+	}
+	vs.stopAccept()
+	_ = vs.ln.Close()
+	if vs.acceptDone != nil { // nil when Start failed before serving
+		<-vs.acceptDone
+	}
+}
+
+// drain waits for open connections until ctx is done, then cuts them.
+func (vs *VirtualServer) drain(ctx context.Context) error {
+	if vs.ln == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		vs.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		vs.cutConns()
+		return nil
+	case <-ctx.Done():
+	}
+	if n := vs.active.Load(); n > 0 {
+		vs.logger.Warn("shutdown: closing connections still open", zap.Int64("connections", n))
+	}
+	vs.cutConns()
+	<-done
+	return ctx.Err()
+}
+
+// acceptLoop accepts client connections within the connection limit. At the
+// limit it stops accepting, so the kernel's backlog (and then the clients'
+// SYN retries) hold new connections: backpressure instead of refusal.
+func (vs *VirtualServer) acceptLoop() {
+	defer close(vs.acceptDone)
+	var pause time.Duration
+	for {
+		if !vs.acquireSlot() {
+			return
+		}
+		c, err := vs.ln.AcceptTCP()
+		if err != nil {
+			vs.releaseSlot()
+			if vs.acceptCtx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE, ENFILE, ENOBUFS ...: back off like net/http does.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			vs.logError("accept failed", zap.Error(err), zap.Duration("retry_in", pause))
+			select {
+			case <-time.After(pause):
+			case <-vs.acceptCtx.Done():
+				return
+			}
+			continue
+		}
+		pause = 0
+		vs.accepted.Add(1)
+		vs.active.Add(1)
+		vs.conns.Add(1)
+		go vs.handle(c)
+	}
+}
+
+// acquireSlot takes a connection slot, waiting at the limit. It logs the
+// limit at most once per second while waiting. It returns false when the
+// accept loop must end.
+func (vs *VirtualServer) acquireSlot() bool {
+	if vs.slots == nil {
+		return vs.acceptCtx.Err() == nil
+	}
+	select {
+	case vs.slots <- struct{}{}:
+		return true
+	default:
+	}
+	vs.limitHits.Add(1)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		vs.logLimit()
+		select {
+		case vs.slots <- struct{}{}:
+			return true
+		case <-vs.acceptCtx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+func (vs *VirtualServer) releaseSlot() {
+	if vs.slots != nil {
+		<-vs.slots
+	}
+}
+
+func (vs *VirtualServer) logLimit() {
+	now := time.Now().UnixNano()
+	last := vs.lastLimit.Load()
+	if now-last < int64(time.Second) || !vs.lastLimit.CompareAndSwap(last, now) {
+		return
+	}
+	vs.logger.Warn("connection limit reached: not accepting until a connection closes",
+		zap.Int("max_connections", vs.cfg.MaxConnections), zap.Uint64("times_reached", vs.limitHits.Load()))
+}
+
+// logError logs at error level at most once per second per virtual server,
+// saying how many similar messages were dropped in between.
+func (vs *VirtualServer) logError(msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := vs.lastError.Load()
+	if now-last < int64(time.Second) || !vs.lastError.CompareAndSwap(last, now) {
+		vs.suppresed.Add(1)
+		return
+	}
+	if n := vs.suppresed.Swap(0); n > 0 {
+		fields = append(fields, zap.Uint64("suppressed_since_last", n))
+	}
+	vs.logger.Error(msg, fields...)
+}
