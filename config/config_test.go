@@ -125,6 +125,9 @@ close = "abort"
 		{"negative idle timeout", `[tcp_profile.lan]
 idle_timeout = "-1s"
 ` + base, []string{`idle_timeout: must be >= 0`}},
+		{"linger2 above the kernel cap", `[tcp_profile.lan]
+fin_wait2_timeout = "300s"
+` + base, []string{`tcp_profile "lan": fin_wait2_timeout: must be <= 120s`}},
 		{"bad method", strings.Replace(base, "[pool.p]", "[pool.p]\nmethod = \"fastest\"", 1), []string{`pool "p": method: "fastest" is not one of`}},
 		{"member without port", `[pool.q]
 members = [{ address = "127.0.0.1" }]

@@ -476,6 +476,8 @@ func validateProfile(v *validator, path string, p TCPProfile) {
 	}
 	if p.FinWait2Timeout < 0 {
 		v.add(path, "fin_wait2_timeout", "must be >= 0 (0 = kernel default)")
+	} else if p.FinWait2Timeout > 120*time.Second {
+		v.add(path, "fin_wait2_timeout", "must be <= 120s (the kernel caps TCP_LINGER2 there)")
 	} else if p.FinWait2Timeout > 0 {
 		wholeSeconds("fin_wait2_timeout", p.FinWait2Timeout, time.Second)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -330,4 +331,72 @@ func TestMaxConnectionsStopsAccepting(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// With the health monitor having marked every member down, a client is reset
+// at once (no connect attempt, no wait for a connect timeout) and the
+// refusal is logged.
+func TestAllMembersDownResetsClientsAndLogs(t *testing.T) {
+	member, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := member.Addr().String()
+	p := startProxy(t, tcpConfig("", "", `connect_timeout = "3s"
+[pool.p.health]
+type = "tcp"
+interval = "50ms"
+timeout = "50ms"
+fall = 1
+rise = 1`, addr))
+	_ = member.Close()
+	m := p.srv.Pool("p").Members()[0]
+	waitFor(t, 3*time.Second, "the member to be marked down", func() bool { return m.State().String() == "down" })
+
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = readAll(c)
+			c.Close()
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("client %d: want ECONNRESET, got %v", i, err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("client %d closed after %s, want at once", i, d)
+		}
+	}
+	waitFor(t, 2*time.Second, "the error log line", func() bool {
+		for _, e := range p.logs.FilterMessageSnippet("no member could take the connection").All() {
+			if e.Level.String() == "error" && strings.Contains(fieldString(e, "error"), "no member available") {
+				return true
+			}
+		}
+		return false
+	})
+	lines := p.waitAccess(t, 3)
+	if fc := fieldString(lines[0], "closed_first"); fc != "tether error" {
+		t.Errorf("closed_first = %q", fc)
+	}
+}
+
+// Preconnected server-side conns are ready before the first client and the
+// client is served on one of them (no backend handshake on its path).
+func TestClientIsServedOnAPreconnectedConn(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "", "preconnect = 2", be.addr()))
+	waitFor(t, 3*time.Second, "2 preconnected conns", func() bool { return be.acceptedCount() == 2 })
+	c := p.dial(t, "vs")
+	_, _ = c.Write([]byte("z"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	lines := p.waitAccess(t, 1)
+	if fieldString(lines[0], "preconnected") != "true" {
+		t.Fatalf("client was not served on a preconnected conn: %v", lines[0].ContextMap())
+	}
+	waitFor(t, 3*time.Second, "the stock refilled", func() bool { return be.acceptedCount() == 3 })
 }
