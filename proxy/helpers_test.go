@@ -37,7 +37,7 @@ type backend struct {
 	conns    []*net.TCPConn
 }
 
-func startBackend(t *testing.T, handler func(*net.TCPConn)) *backend {
+func startBackend(t testing.TB, handler func(*net.TCPConn)) *backend {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -102,7 +102,7 @@ type proxyUnderTest struct {
 
 // startProxy runs cfg (a TOML text; "{{member}}" replaced by each address in
 // turn is up to the caller) with one virtual server named "vs".
-func startProxy(t *testing.T, toml string) *proxyUnderTest {
+func startProxy(t testing.TB, toml string) *proxyUnderTest {
 	t.Helper()
 	cfg, err := config.Parse([]byte(toml))
 	if err != nil {
