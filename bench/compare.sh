@@ -4,7 +4,14 @@
 #
 #   1. iperf3, one stream: Gbit/s, and Gbit per proxy CPU-second;
 #   2. redis-benchmark -c 50 (SET, GET): requests/s, and per proxy CPU-second;
-#   3. memory per idle proxied connection (RSS delta of the proxy / N conns).
+#   3. memory per idle proxied connection (RSS delta of the proxy / N conns),
+#      its fds per conn, and (noisy, system-wide) kernel memory per conn.
+#
+# Proxy CPU is counted two ways: the proxy process's utime+stime, and all busy
+# time of the proxy's CPU in /proc/stat (which also holds softirq work that is
+# charged to no process). The fd limit decides how many idle conns fit: when
+# the hard limit cannot be raised (no CAP_SYS_RESOURCE), the memory test uses
+# fewer conns and HAProxy a lower maxconn, and the script says so.
 #
 # The proxy runs alone on CPU 0 (tether with GOMAXPROCS=1, HAProxy with
 # nbthread 1); load generators and backends share CPU 1. Nothing leaves
@@ -183,18 +190,35 @@ cpu_ticks() { # utime+stime of PID, in clock ticks
 # cpu_stat: "busy0 total0 busy1 total1" ticks of the proxy and load CPUs (/proc/stat).
 cpu_stat() {
 	awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '
-		$1 == a || $1 == b { busy = $2 + $3 + $4 + $7 + $8 + $9; tot = busy + $5 + $6; v[$1] = busy " " tot }
-		END { print v[a], v[b] }' /proc/stat
+		$1 == a || $1 == b { busy = $2 + $3 + $4 + $7 + $8 + $9; tot = busy + $5 + $6; v[$1] = busy " " tot; us[$1] = $2 + $3 + $4 }
+		END { print v[a], v[b], us[a] }' /proc/stat
 }
-# put_cpu_util PREFIX "BEFORE" "AFTER": busy fraction of each CPU between two cpu_stat readings.
+# put_cpu_util PREFIX "BEFORE" "AFTER" [PROXY_TICKS]: busy fraction of each CPU
+# between two cpu_stat readings; with the proxy's own ticks, also the share of
+# the proxy CPU that other processes took (user+system time not the proxy's).
 put_cpu_util() {
-	local u u0 u1 b0
-	u=$(python3 -c 'import sys; a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split()))
-print("%.3f %.3f %.3f" % ((b[0]-a[0])/max(1,b[1]-a[1]), (b[2]-a[2])/max(1,b[3]-a[3]), (b[0]-a[0])/int(sys.argv[3])))' "$2" "$3" "$CLK_TCK")
-	read -r u0 u1 b0 <<<"$u"
+	local u u0 u1 b0 f0
+	u=$(python3 -c 'import sys; a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split())); t=sys.argv[4]
+tot0 = max(1, b[1]-a[1])
+foreign = "nan" if t == "" else "%.3f" % max(0.0, (b[4]-a[4]-int(t))/tot0)
+print("%.3f %.3f %.3f %s" % ((b[0]-a[0])/tot0, (b[2]-a[2])/max(1,b[3]-a[3]), (b[0]-a[0])/int(sys.argv[3]), foreign))' "$2" "$3" "$CLK_TCK" "${4:-}")
+	read -r u0 u1 b0 f0 <<<"$u"
 	put "$1.cpu_proxy_util" "$u0"
 	put "$1.cpu_load_util" "$u1"
 	put "$1.cpu_proxy_busy_s" "$b0"
+	if [[ $f0 != nan ]]; then
+		put "$1.cpu_proxy_foreign" "$f0"
+		if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.05 else 1)' "$f0"; then
+			warn "other processes took $(python3 -c "print(round(100*$f0))")% of CPU $PROXY_CPU during $1: its figures are disturbed (busy host?)"
+		fi
+	fi
+}
+# kernel_kb: memory in use that is neither page cache nor process anonymous
+# memory (MemTotal - MemFree - Buffers - Cached - AnonPages): slab, page
+# tables, kernel stacks, socket buffers, and large kmallocs such as a pipe's
+# slot array (which Slab does not show).
+kernel_kb() {
+	awk '{v[$1] = $2} END {print v["MemTotal:"] - v["MemFree:"] - v["Buffers:"] - v["Cached:"] - v["AnonPages:"]}' /proc/meminfo
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -386,7 +410,7 @@ run_iperf() {
 	fi
 	[[ -n $ppid ]] && t1=$(cpu_ticks "$ppid")
 	s1=$(cpu_stat)
-	put_cpu_util "iperf.$target" "$s0" "$s1"
+	put_cpu_util "iperf.$target" "$s0" "$s1" "${ppid:+$((t1 - t0))}"
 	gbps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' "$out")
 	put "iperf.$target.gbps" "$gbps"
 	if [[ -n $ppid ]]; then
@@ -408,7 +432,7 @@ run_redis() {
 	fi
 	[[ -n $ppid ]] && t1=$(cpu_ticks "$ppid")
 	s1=$(cpu_stat)
-	put_cpu_util "redis.$target" "$s0" "$s1"
+	put_cpu_util "redis.$target" "$s0" "$s1" "${ppid:+$((t1 - t0))}"
 	while IFS=' ' read -r name rps; do
 		put "redis.$target.$name" "$rps"
 	done < <(python3 -c '
@@ -446,12 +470,13 @@ holder_count() { awk '/^accepted/ {n=$2} END {print n+0}' "$tmp/holder.log"; }
 
 # measure_idle KIND: RSS delta of a fresh proxy holding IDLE_N idle conns.
 measure_idle() {
-	local kind=$1 front rss0 rss1 fds0 fds1 cpid base
+	local kind=$1 front rss0 rss1 fds0 fds1 kern0 kern1 cpid base
 	front=$(pick_port)
 	start_proxy "$kind" idle "$front:$HOLD_PORT" || { warn "$kind unavailable for the memory test"; return 0; }
 	sleep 1
 	rss0=$(rss_kb "$PROXY_PID")
 	fds0=$(ls "/proc/$PROXY_PID/fd" | wc -l)
+	kern0=$(kernel_kb)
 	base=$(holder_count)
 	start_bg "idleconns-$kind" taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -connect "127.0.0.1:$front" -n "$IDLE_N" -timeout 60s
 	cpid=$BG_PID
@@ -471,6 +496,10 @@ measure_idle() {
 	sleep 2 # settle: let the proxy finish whatever it does per new conn
 	rss1=$(rss_kb "$PROXY_PID")
 	fds1=$(ls "/proc/$PROXY_PID/fd" | wc -l)
+	kern1=$(kernel_kb)
+	put "idle.$kind.kernel0_kb" "$kern0"
+	put "idle.$kind.kernel1_kb" "$kern1"
+	put "idle.$kind.kernel_bytes" "$(((kern1 - kern0) * 1024 / IDLE_N))"
 	put "idle.$kind.rss0_kb" "$rss0"
 	put "idle.$kind.rss1_kb" "$rss1"
 	put "idle.$kind.n" "$IDLE_N"
@@ -478,7 +507,7 @@ measure_idle() {
 	put "idle.$kind.fds0" "$fds0"
 	put "idle.$kind.fds1" "$fds1"
 	put "idle.$kind.fds_per_conn" "$(python3 -c "print('%.2f' % (($fds1 - $fds0) / $IDLE_N))")"
-	log "$kind idle: RSS ${rss0} kB -> ${rss1} kB, fds $fds0 -> $fds1 for $IDLE_N conns = $(((rss1 - rss0) * 1024 / IDLE_N)) B/conn"
+	log "$kind idle: RSS ${rss0} kB -> ${rss1} kB, fds $fds0 -> $fds1 for $IDLE_N conns = $(((rss1 - rss0) * 1024 / IDLE_N)) B/conn; kernel ${kern0} kB -> ${kern1} kB"
 	stop_pid "$cpid"
 	wait_until 30 "backend conns via $kind to close" bash -c "(( \$(awk '/^accepted/ {n=\$2} END {print n+0}' '$tmp/holder.log') <= $base ))" || true
 	stop_pid "$PROXY_PID"
@@ -540,6 +569,7 @@ def req_per_busy(k):
 row("redis req per CPU-$PROXY_CPU busy s", "req/CPU-s", None, req_per_busy("haproxy"), req_per_busy("tether"))
 row(f"idle conn memory (N={int(g('idle.tether.n') or g('idle.haproxy.n') or $IDLE_N)})", "bytes/conn", None,
     g("idle.haproxy.bytes"), g("idle.tether.bytes"), better="lower")
+row("idle conn kernel mem (noisy)", "bytes/conn", None, g("idle.haproxy.kernel_bytes"), g("idle.tether.kernel_bytes"), better="lower")
 row("idle conn fds", "fds/conn", None, g("idle.haproxy.fds_per_conn"), g("idle.tether.fds_per_conn"), better="lower")
 
 def fmt(v, unit=""):
@@ -563,6 +593,8 @@ print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in table[1:]:
     print(line(r))
 print("(memory and fds: lower is better; everything else: higher is better)")
+print("(kernel memory: system-wide delta of MemTotal-MemFree-Buffers-Cached-AnonPages per conn; it includes the")
+print(" 4 sockets of each proxied conn, so only the difference between the columns is the proxy's; noisy on a busy host)")
 print("(per proxy CPU-s: the proxy process's utime+stime; per CPU-$PROXY_CPU busy s: all of CPU $PROXY_CPU's")
 print(" busy time in /proc/stat, which adds softirq work not charged to the proxy, and anything else on CPU $PROXY_CPU)")
 print()
@@ -570,7 +602,7 @@ details = {}
 for k in ("direct", "haproxy", "tether"):
     d = {}
     for t in ("iperf", "redis"):
-        for f in ("cpu_proxy_util", "cpu_load_util", "cpu_proxy_busy_s"):
+        for f in ("cpu_proxy_util", "cpu_load_util", "cpu_proxy_busy_s", "cpu_proxy_foreign"):
             if g(f"{t}.{k}.{f}") is not None:
                 d[f"{t}_{f}"] = g(f"{t}.{k}.{f}")
     if g(f"iperf.{k}.cpu_s") is not None:
@@ -578,13 +610,14 @@ for k in ("direct", "haproxy", "tether"):
         d["iperf_proxy_cpu_util"] = round(g(f"iperf.{k}.cpu_s") / g(f"iperf.{k}.secs"), 3)
     if g(f"redis.{k}.cpu_s") is not None:
         d["redis_proxy_cpu_s"] = g(f"redis.{k}.cpu_s")
-    for f in ("rss0_kb", "rss1_kb", "fds0", "fds1"):
+    for f in ("rss0_kb", "rss1_kb", "fds0", "fds1", "kernel0_kb", "kernel1_kb"):
         if g(f"idle.{k}.{f}") is not None:
             d["idle_" + f] = g(f"idle.{k}.{f}")
     details[k] = d
     if d:
         print(f"{k:8s}: " + ", ".join(f"{a}={b:g}" for a, b in d.items()))
-print(f"(cpu_proxy_util / cpu_load_util: busy share of CPU $PROXY_CPU / CPU $LOAD_CPU during the run, all processes and softirq)")
+print(f"(cpu_proxy_util / cpu_load_util: busy share of CPU $PROXY_CPU / CPU $LOAD_CPU during the run, all processes and softirq;")
+print(f" cpu_proxy_foreign: share of CPU $PROXY_CPU taken by processes other than the proxy — above 0.05 the run was disturbed)")
 
 def ver(cmd):
     try:
