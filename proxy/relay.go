@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tetherproxy/tether/sockopt"
 )
@@ -44,17 +48,17 @@ func (e closeEvent) String() string {
 	return string(e.Side) + " " + string(e.How)
 }
 
-// relay copies bytes between a client and a server connection.
+// relay copies bytes between a client and a server connection, one
+// goroutine per direction, on the bare *net.TCPConn of each side.
 //
-// Idle detection without breaking splice: each direction copies with
-// dst.ReadFrom(src), which splices and returns only at EOF, error or read
-// deadline. The deadline is re-armed every tick (a tenth of the idle timeout);
-// on expiry the relay compares the kernel's byte counters of both sockets
-// (TCP_INFO bytes_received + bytes_acked) with the last reading. Any change
-// means bytes moved in some direction, even in the middle of a splice, so the
-// connection is idle only when the counters stood still for the whole
-// timeout. Nothing wraps the conns, and a transfer longer than the timeout
-// survives.
+// Idle detection: each direction re-arms a read deadline one tick ahead (a
+// tenth of the idle timeout). When it passes, the relay compares the
+// kernel's byte counters of both sockets (TCP_INFO bytes_received +
+// bytes_acked) with the last reading. Any change means bytes moved in some
+// direction, even in the middle of a splice or while the other goroutine is
+// blocked writing to a slow peer, so the connection is idle only when the
+// counters stood still for the whole timeout. A transfer longer than the
+// timeout survives, and nothing wraps the conns.
 type relay struct {
 	client, server *net.TCPConn
 	idle           time.Duration
@@ -69,6 +73,7 @@ type relay struct {
 	abortBy atomic.Pointer[closeEvent]
 
 	toServer, toClient atomic.Int64 // bytes copied each way
+	running            atomic.Int32 // directions still running
 }
 
 func newRelay(client, server *net.TCPConn, idle time.Duration) *relay {
@@ -97,52 +102,172 @@ func (r *relay) abort(e closeEvent) {
 	}
 }
 
-// run relays until both directions are done. It returns how the connection
-// began to end.
-func (r *relay) run() closeEvent {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.pipe(r.client, r.server, SideServer, &r.toClient)
-	}()
-	r.pipe(r.server, r.client, SideClient, &r.toServer)
-	<-done
-	if e := r.first.Load(); e != nil {
-		return *e
+// start runs both directions, each on its own goroutine, and calls done
+// with how the connection began to end on the goroutine that finishes last.
+func (r *relay) start(done func(closeEvent)) {
+	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
+	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
+	r.running.Store(2)
+	go r.runDirection(toClient, done)
+	go r.runDirection(toServer, done)
+}
+
+func (r *relay) runDirection(d *direction, done func(closeEvent)) {
+	r.pipe(d)
+	if r.running.Add(-1) == 0 {
+		var ev closeEvent
+		if e := r.first.Load(); e != nil {
+			ev = *e
+		}
+		done(ev)
 	}
-	return closeEvent{}
+}
+
+// Relay buffers: a direction borrows one only while it copies, never while
+// it waits, so an idle connection holds no buffer and no splice pipe.
+const (
+	copyBufferSize = 16 << 10 // HAProxy's default bufsize
+	spliceBurst    = 4 << 20  // most bytes one splice hand-off moves before waiting again
+)
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// direction is one way of a relay. Its read state lives here, outside the
+// read callback, so that waiting for data allocates nothing.
+type direction struct {
+	r        *relay
+	dst, src *net.TCPConn
+	rc       syscall.RawConn
+	from     Side
+	count    *atomic.Int64
+	readFn   func(fd uintptr) bool
+	deadline time.Time // src's read deadline as last set
+
+	buf  *[]byte // filled by read
+	n    int
+	rerr error
+	lr   io.LimitedReader
+}
+
+func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int64) *direction {
+	d := &direction{r: r, dst: dst, src: src, from: from, count: count}
+	d.rc, _ = src.SyscallConn() // cannot fail on an open *net.TCPConn
+	d.readFn = d.read
+	return d
+}
+
+// read is the RawConn.Read callback: one non-blocking read(2) into a pooled
+// buffer. On EAGAIN it hands the buffer back and asks to wait for data.
+func (d *direction) read(fd uintptr) bool {
+	b := copyBuffers.Get().(*[]byte)
+	for {
+		n, err := unix.Read(int(fd), *b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			copyBuffers.Put(b)
+			return false
+		}
+		d.buf, d.n, d.rerr = b, max(n, 0), err
+		return true
+	}
+}
+
+func (d *direction) putBuffer() {
+	copyBuffers.Put(d.buf)
+	d.buf = nil
 }
 
 // pipe copies src to dst until src sends FIN (then FIN is passed on with
 // CloseWrite and the other direction keeps going), src or dst fails (both
 // directions end), or the connection is idle (both directions end).
-func (r *relay) pipe(dst, src *net.TCPConn, from Side, count *atomic.Int64) {
+//
+// How bytes move: the direction waits for data without holding anything,
+// reads what is there with one read(2) and writes it on: two system calls
+// per message, as HAProxy does. When a read fills the buffer a burst is
+// under way, and splice(2) moves the rest of it (up to spliceBurst) inside
+// the kernel: dst.ReadFrom on an io.LimitedReader around the bare
+// *net.TCPConn splices, and the limit makes it return instead of waiting
+// holding a pipe once the burst is over.
+func (r *relay) pipe(d *direction) {
 	for {
 		if r.idle > 0 && !r.aborted.Load() {
-			_ = src.SetReadDeadline(time.Now().Add(r.tick))
+			// Re-arm only when half the tick is used up: not a timer
+			// update per message.
+			if now := time.Now(); d.deadline.Sub(now) < r.tick/2 {
+				d.deadline = now.Add(r.tick)
+				_ = d.src.SetReadDeadline(d.deadline)
+			}
 		}
-		n, err := dst.ReadFrom(src)
-		count.Add(n)
-		if err == nil { // src sent FIN
-			r.record(closeEvent{from, HowFIN})
-			if cerr := dst.CloseWrite(); cerr != nil && !r.aborted.Load() {
-				r.abort(closeEvent{other(from), HowRST})
+		if err := d.rc.Read(d.readFn); err != nil {
+			if !r.waitFailed(err, d) {
+				return
+			}
+			continue
+		}
+		if d.rerr != nil {
+			d.putBuffer()
+			if !r.aborted.Load() {
+				r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
 			}
 			return
 		}
-		if r.aborted.Load() {
+		if d.n == 0 {
+			d.putBuffer()
+			r.finished(d)
 			return
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if r.stillActive() {
-				continue
+		full := d.n == len(*d.buf)
+		_, werr := d.dst.Write((*d.buf)[:d.n])
+		d.count.Add(int64(d.n))
+		d.putBuffer()
+		if werr != nil {
+			if !r.aborted.Load() {
+				r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
 			}
-			r.abort(closeEvent{SideTether, HowIdleTimeout})
 			return
 		}
-		r.abort(closeEvent{r.failedSide(src, dst, from), HowRST})
-		return
+		if !full {
+			continue
+		}
+		d.lr = io.LimitedReader{R: d.src, N: spliceBurst}
+		m, err := d.dst.ReadFrom(&d.lr)
+		d.count.Add(m)
+		switch {
+		case err == nil && d.lr.N > 0: // src sent FIN during the burst
+			r.finished(d)
+			return
+		case err != nil && !r.waitFailed(err, d):
+			return
+		}
 	}
+}
+
+// finished passes src's FIN on to dst.
+func (r *relay) finished(d *direction) {
+	r.record(closeEvent{d.from, HowFIN})
+	if err := d.dst.CloseWrite(); err != nil && !r.aborted.Load() {
+		r.abort(closeEvent{other(d.from), HowRST})
+	}
+}
+
+// waitFailed handles an error from waiting on or splicing from src. It
+// returns true when the direction should go on: the read deadline passed
+// but bytes moved somewhere within the idle timeout.
+func (r *relay) waitFailed(err error, d *direction) bool {
+	if r.aborted.Load() {
+		return false
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if r.stillActive() {
+			return true
+		}
+		r.abort(closeEvent{SideTether, HowIdleTimeout})
+		return false
+	}
+	r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
+	return false
 }
 
 // stillActive reports whether bytes moved on either socket within the idle
