@@ -228,10 +228,10 @@ put() { echo "$1 $2" >>"$RESULTS"; } # put KEY VALUE
 
 # ---------------------------------------------------------------- limits
 # HAProxy wants ~2*maxconn fds (60015 for maxconn 30000) and refuses to start
-# without them; a spliced proxied conn holds ~6 fds in tether (2 sockets + one
-# pipe per direction). Raise the limit as far as allowed (needs
+# without them; an idle proxied conn holds 2 fds in tether (its 2 sockets;
+# splice pipes are borrowed only during bursts). Raise the limit as far as allowed (needs
 # CAP_SYS_RESOURCE beyond the hard limit), then fit the tests into it.
-want_fds=$((IDLE_N * 6 + 1024))
+want_fds=$((IDLE_N * 2 + 1024))
 ((want_fds >= 61000)) || want_fds=61000
 hard=$(ulimit -Hn)
 if [[ $hard != unlimited ]] && ((hard < want_fds)); then
@@ -247,9 +247,9 @@ if ((ha_fit < HAPROXY_MAXCONN)); then
 	HAPROXY_MAXCONN=$ha_fit
 	warn "ulimit -n is $FDS (hard limit; raising it needs CAP_SYS_RESOURCE): HAProxy maxconn lowered from 30000 to $HAPROXY_MAXCONN"
 fi
-if ((IDLE_N * 6 + 1024 > FDS)); then
-	new_n=$(((FDS - 1024) / 6 / 50 * 50))
-	warn "ulimit -n is $FDS: tether needs ~6 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
+if ((IDLE_N * 2 + 1024 > FDS)); then
+	new_n=$(((FDS - 1024) / 2 / 50 * 50))
+	warn "ulimit -n is $FDS: tether needs 2 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
 	IDLE_N=$new_n
 fi
 
