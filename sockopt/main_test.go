@@ -157,13 +157,21 @@ func procStates(t *testing.T, tu tuple) []State {
 	}
 	defer f.Close()
 	var states []State
+	// /proc/net/tcp is read in chunks while other tests open and close
+	// sockets, so one socket can be listed twice: keep one line per inode.
+	seen := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	sc.Scan() // header
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 4 {
+		if len(fields) < 10 {
 			continue
 		}
+		key := fields[1] + fields[2] + fields[9]
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		local, err1 := parseProcAddr(fields[1])
 		remote, err2 := parseProcAddr(fields[2])
 		st, err3 := strconv.ParseUint(fields[3], 16, 8)
@@ -202,12 +210,13 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 func statesOf(t *testing.T, tu tuple) []State {
 	t.Helper()
 	d, p := diagStates(t, tu), procStates(t, tu)
-	if fmt.Sprint(d) != fmt.Sprint(p) {
-		// The two reads are not atomic; one retry absorbs a transition.
-		d, p = diagStates(t, tu), procStates(t, tu)
-		if fmt.Sprint(d) != fmt.Sprint(p) {
+	// The two reads are not atomic; retries absorb a transition between them.
+	for i := 0; fmt.Sprint(d) != fmt.Sprint(p); i++ {
+		if i == 3 {
 			t.Fatalf("%v: sock_diag says %v, /proc/net/tcp says %v", tu, d, p)
 		}
+		time.Sleep(time.Duration(i+1) * 5 * time.Millisecond)
+		d, p = diagStates(t, tu), procStates(t, tu)
 	}
 	return d
 }
