@@ -22,7 +22,11 @@ import (
 func (vs *VirtualServer) handle(c *net.TCPConn) {
 	start := time.Now()
 	if err := sockopt.Apply(c, vs.client); err != nil {
-		vs.logError("client socket options", zap.Error(err), zap.Stringer("client", c.RemoteAddr()))
+		// The listener took the same options at Start, so a failure here
+		// means this socket already died (reset right after connecting).
+		if ce := vs.logger.Check(zapcore.DebugLevel, "client socket options not applied"); ce != nil {
+			ce.Write(zap.Error(err), zap.Stringer("client", c.RemoteAddr()))
+		}
 	}
 
 	// The connect is cut short by shutdown's deadline like any relay.

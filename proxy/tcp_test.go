@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -14,6 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 func TestRelayEchoesAndWritesOneAccessLine(t *testing.T) {
@@ -399,4 +403,75 @@ func TestClientIsServedOnAPreconnectedConn(t *testing.T) {
 		t.Fatalf("client was not served on a preconnected conn: %v", lines[0].ContextMap())
 	}
 	waitFor(t, 3*time.Second, "the stock refilled", func() bool { return be.acceptedCount() == 3 })
+}
+
+// blackholedMember returns the address of a member whose SYNs are dropped:
+// a listener with a tiny backlog whose accept queue is full (Linux drops the
+// SYN when tcp_abort_on_overflow is 0, the default), so connects to it hang
+// as they would to a black-holed host, all on 127.0.0.1.
+func blackholedMember(t *testing.T) string {
+	t.Helper()
+	prof := config.DefaultProfile()
+	prof.Backlog = 1
+	ln, err := sockopt.Listen(context.Background(), prof, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr := ln.Addr().String()
+	for i := 0; i < 10; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr // this SYN was dropped: the queue is full
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("could not fill the accept queue of the black-holed member")
+	return ""
+}
+
+// A member that drops SYNs costs a client one connect_timeout, then the next
+// member serves it; with no other member the client is reset after the
+// timeout. No client hangs.
+func TestBlackholedMemberTimesOutAndFailsOver(t *testing.T) {
+	dead := blackholedMember(t)
+	good := startBackend(t, echo)
+	t.Run("failover", func(t *testing.T) {
+		p := startProxy(t, tcpConfig("", "", `connect_timeout = "300ms"`, dead, good.addr()))
+		var slow int
+		for i := 0; i < 2; i++ { // round-robin: the dead member is tried first at least once
+			start := time.Now()
+			c := p.dial(t, "vs")
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = c.Write([]byte("q"))
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatalf("client %d not served: %v", i, err)
+			}
+			if d := time.Since(start); d >= 300*time.Millisecond {
+				slow++
+				if d > 2*time.Second {
+					t.Fatalf("client %d served after %s: more than one connect timeout", i, d)
+				}
+			}
+		}
+		if slow == 0 {
+			t.Fatal("no client met the black-holed member: the test proved nothing")
+		}
+	})
+	t.Run("no other member", func(t *testing.T) {
+		p := startProxy(t, tcpConfig("", "", "connect_timeout = \"300ms\"\nconnect_retries = 0", dead))
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
+		if err == nil {
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = readAll(c)
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("want ECONNRESET after the connect timeout, got %v", err)
+		}
+		if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("client reset after %s, want just after the 300ms connect timeout", d)
+		}
+	})
 }
