@@ -31,6 +31,7 @@ const (
 	HowFIN         How = "FIN"          // the side sent FIN (half-close propagated)
 	HowRST         How = "RST"          // the side reset the connection
 	HowIdleTimeout How = "idle-timeout" // no byte moved either way for the idle timeout
+	HowTimedOut    How = "timed-out"    // the kernel gave up on the side: keepalive probes or user timeout unanswered
 	HowShutdown    How = "shutdown"     // tether was stopping and the drain time ran out
 	HowError       How = "error"        // a local error (e.g. a write to a side that went away)
 )
@@ -209,7 +210,7 @@ func (r *relay) pipe(d *direction) {
 		if d.rerr != nil {
 			d.putBuffer()
 			if !r.aborted.Load() {
-				r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
+				r.abort(r.failure(d.rerr, d))
 			}
 			return
 		}
@@ -224,7 +225,7 @@ func (r *relay) pipe(d *direction) {
 		d.putBuffer()
 		if werr != nil {
 			if !r.aborted.Load() {
-				r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
+				r.abort(r.failure(werr, d))
 			}
 			return
 		}
@@ -266,8 +267,18 @@ func (r *relay) waitFailed(err error, d *direction) bool {
 		r.abort(closeEvent{SideTether, HowIdleTimeout})
 		return false
 	}
-	r.abort(closeEvent{r.failedSide(d.src, d.dst, d.from), HowRST})
+	r.abort(r.failure(err, d))
 	return false
+}
+
+// failure names the side that failed and how: timed out (ETIMEDOUT: the
+// kernel's keepalive or user timeout gave up on it) or reset.
+func (r *relay) failure(err error, d *direction) closeEvent {
+	side := r.failedSide(d.src, d.dst, d.from)
+	if errors.Is(err, syscall.ETIMEDOUT) {
+		return closeEvent{side, HowTimedOut}
+	}
+	return closeEvent{side, HowRST}
 }
 
 // stillActive reports whether bytes moved on either socket within the idle

@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// blackhole drops, from now until the test ends, every loopback packet to
+// or from port: the peer on that port vanishes without a FIN or RST, as a
+// crashed host or a cut cable does. It needs root and iptables (CI installs
+// it); the rules are removed by t.Cleanup.
+func blackhole(t *testing.T, port int) {
+	t.Helper()
+	bin, err := exec.LookPath("iptables")
+	if err != nil || os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("iptables as root is needed (found: %v, euid %d); CI must provide it", err, os.Geteuid())
+		}
+		t.Skip("needs root and iptables (apt-get install iptables); CI provides both")
+	}
+	p := strconv.Itoa(port)
+	for _, dir := range []string{"--sport", "--dport"} {
+		rule := []string{"INPUT", "-i", "lo", "-p", "tcp", dir, p, "-j", "DROP"}
+		if out, err := exec.Command(bin, append([]string{"-w", "-I"}, rule...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables -I %v: %v\n%s", rule, err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command(bin, append([]string{"-w", "-D"}, rule...)...).CombinedOutput(); err != nil {
+				t.Errorf("iptables -D %v: %v\n%s", rule, err, out)
+			}
+		})
+	}
+}
+
+// A member that vanishes while its connection is idle is found by the
+// server profile's keepalive probes; one that vanishes while tether has
+// data in flight to it is found only by the user timeout (keepalive never
+// probes a connection with unacknowledged data). Either way tether ends the
+// client connection and logs why.
+func TestVanishedMemberFoundByKeepaliveAndUserTimeout(t *testing.T) {
+	cases := []struct {
+		name     string
+		profile  string
+		inFlight bool
+		min, max time.Duration
+	}{
+		// idle 1 s + 2 probes x 1 s: dead after about 3 s.
+		{"idle connection, keepalive", `[tcp_profile.srv]
+keepalive_idle = "1s"
+keepalive_interval = "1s"
+keepalive_probes = 2
+idle_timeout = "0s"
+`, false, 2 * time.Second, 8 * time.Second},
+		// keepalive would take an hour; the 2 s user timeout bounds the unacked write.
+		{"data in flight, user timeout", `[tcp_profile.srv]
+keepalive_idle = "3600s"
+user_timeout = "2s"
+idle_timeout = "0s"
+`, true, 1500 * time.Millisecond, 8 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startBackend(t, func(c *net.TCPConn) {
+				defer c.Close()
+				_, _ = readAll(c)
+			})
+			p := startProxy(t, tcpConfig(tc.profile+"[tcp_profile.cli]\nidle_timeout = \"0s\"\n",
+				"client_profile = \"cli\"\nserver_profile = \"srv\"", "", be.addr()))
+			c := p.dial(t, "vs")
+			_, _ = c.Write([]byte("hello"))
+			waitFor(t, 2*time.Second, "the member connection", func() bool { return be.acceptedCount() == 1 })
+			blackhole(t, be.ln.Addr().(*net.TCPAddr).Port)
+			start := time.Now()
+			if tc.inFlight {
+				_, _ = c.Write(make([]byte, 4096))
+			}
+			_ = c.SetReadDeadline(time.Now().Add(tc.max + 2*time.Second))
+			_, err := readAll(c)
+			took := time.Since(start)
+			if isTimeout(err) {
+				t.Fatalf("client still open after %s: the vanished member was not detected", took)
+			}
+			if took < tc.min || took > tc.max {
+				t.Fatalf("client closed after %s, want between %s and %s", took, tc.min, tc.max)
+			}
+			lines := p.waitAccess(t, 1)
+			if fc := fieldString(lines[0], "closed_first"); fc != "server timed-out" {
+				t.Fatalf("closed_first = %q, want server timed-out", fc)
+			}
+		})
+	}
+}
