@@ -143,16 +143,30 @@ type Member struct {
 // Health monitor types.
 const (
 	HealthTCP  = "tcp"
+	HealthHTTP = "http"
 	HealthNone = "none"
 )
 
 // Health is a pool's active health monitor.
 type Health struct {
-	Type     string        `toml:"type"`     // tcp | none; default tcp
+	Type     string        `toml:"type"`     // tcp | http | none; default tcp
 	Interval time.Duration `toml:"interval"` // between checks of one member
-	Timeout  time.Duration `toml:"timeout"`  // one check; must be <= interval
+	Timeout  time.Duration `toml:"timeout"`  // one check (connect, request, status line); must be <= interval
 	Rise     int           `toml:"rise"`     // consecutive successes to mark up
 	Fall     int           `toml:"fall"`     // consecutive failures to mark down
+
+	// The http type sends `Method Path HTTP/1.1` with `Host` and
+	// `Connection: close`, and wants a status within ExpectStatus.
+	// All four are empty unless Type is http.
+	Method string `toml:"method,omitempty"` // default GET
+	Path   string `toml:"path,omitempty"`   // default /
+	// Host is the Host header; "" = the member's address.
+	Host string `toml:"host,omitempty"`
+	// ExpectStatus is "200-399" (default), "200" or "200-299".
+	ExpectStatus string `toml:"expect_status,omitempty"`
+	// StatusMin and StatusMax are ExpectStatus parsed.
+	StatusMin int `toml:"-"`
+	StatusMax int `toml:"-"`
 }
 
 // Virtual server modes.

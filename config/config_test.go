@@ -144,6 +144,16 @@ members = [{ address = "127.0.0.1:1", weight = 0 }]
 		{"empty pool", "[pool.q]\nmethod = \"random-two\"\n" + base, []string{`pool "q": members: at least one member is required`}},
 		{"health timeout above interval", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n[[virtual_server]]", 1),
 			[]string{`pool "p": health: timeout: must be <= interval (1s)`}},
+		{"http health field on tcp type", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\npath = \"/ping\"\n[[virtual_server]]", 1),
+			[]string{`pool "p": health: type: method, path, host and expect_status need type = "http"`}},
+		{"bad expect_status", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ntype = \"http\"\nexpect_status = \"2xx\"\n[[virtual_server]]", 1),
+			[]string{`pool "p": health: expect_status "2xx": want a status or a range`}},
+		{"inverted expect_status", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ntype = \"http\"\nexpect_status = \"399-200\"\n[[virtual_server]]", 1),
+			[]string{`expect_status "399-200"`}},
+		{"bad health path", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ntype = \"http\"\npath = \"ping me\"\n[[virtual_server]]", 1),
+			[]string{`pool "p": health: path "ping me": must start with /`}},
+		{"bad health method", strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ntype = \"http\"\nmethod = \"GE T\"\n[[virtual_server]]", 1),
+			[]string{`pool "p": health: method "GE T": is not an HTTP method token`}},
 		{"missing name", strings.Replace(base, `name = "vs"`, "", 1), []string{`virtual_server 1: name: is required`}},
 		{"duplicate listen", base + strings.Replace(base[strings.Index(base, "[[virtual_server]]"):], `"vs"`, `"vs2"`, 1),
 			[]string{`virtual_server "vs2": listen "127.0.0.1:7379": is also the address of virtual_server "vs"`}},
@@ -285,5 +295,27 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 				t.Errorf("key %q (%T) is not in the README's configuration reference", k, v)
 			}
 		}
+	}
+}
+
+func TestHTTPHealthDefaultsAndRange(t *testing.T) {
+	cfg, err := Parse([]byte(strings.Replace(base, "[[virtual_server]]", `[pool.p.health]
+type = "http"
+path = "/healthz"
+expect_status = "204"
+[[virtual_server]]`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.Pools["p"].Health
+	if h.Method != "GET" || h.Path != "/healthz" || h.StatusMin != 204 || h.StatusMax != 204 || h.Host != "" {
+		t.Fatalf("http health resolved wrong: %+v", h)
+	}
+	cfg, err = Parse([]byte(strings.Replace(base, "[[virtual_server]]", "[pool.p.health]\ntype = \"http\"\n[[virtual_server]]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Pools["p"].Health; h.Path != "/" || h.StatusMin != 200 || h.StatusMax != 399 {
+		t.Fatalf("http health defaults wrong: %+v", h)
 	}
 }

@@ -57,6 +57,14 @@ func DefaultHealth() Health {
 	}
 }
 
+// Defaults of the http health check: GET /, healthy on any 2xx or 3xx (as
+// HAProxy's httpchk).
+const (
+	DefaultHealthMethod      = "GET"
+	DefaultHealthPath        = "/"
+	DefaultHealthExpectation = "200-399"
+)
+
 // Virtual server defaults.
 const (
 	DefaultMode             = ModeTCP

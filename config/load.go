@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -82,11 +83,15 @@ type rawMember struct {
 }
 
 type rawHealth struct {
-	Type     *string   `toml:"type"`
-	Interval *duration `toml:"interval"`
-	Timeout  *duration `toml:"timeout"`
-	Rise     *int      `toml:"rise"`
-	Fall     *int      `toml:"fall"`
+	Type         *string   `toml:"type"`
+	Interval     *duration `toml:"interval"`
+	Timeout      *duration `toml:"timeout"`
+	Rise         *int      `toml:"rise"`
+	Fall         *int      `toml:"fall"`
+	Method       *string   `toml:"method"`
+	Path         *string   `toml:"path"`
+	Host         *string   `toml:"host"`
+	ExpectStatus *string   `toml:"expect_status"`
 }
 
 type rawVirtualServer struct {
@@ -515,6 +520,11 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 			Timeout:  durOr(rp.Health.Timeout, dh.Timeout),
 			Rise:     intOr(rp.Health.Rise, dh.Rise),
 			Fall:     intOr(rp.Health.Fall, dh.Fall),
+			Method:   strOr(rp.Health.Method, DefaultHealthMethod),
+			Path:     strOr(rp.Health.Path, DefaultHealthPath),
+			Host:     strOr(rp.Health.Host, ""),
+
+			ExpectStatus: strOr(rp.Health.ExpectStatus, DefaultHealthExpectation),
 		},
 	}
 	v.oneOf(path+": method", p.Method, Methods...)
@@ -558,7 +568,28 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 		p.Members = append(p.Members, m)
 	}
 	hpath := path + ": health"
-	v.oneOf(hpath+": type", p.Health.Type, HealthTCP, HealthNone)
+	v.oneOf(hpath+": type", p.Health.Type, HealthTCP, HealthHTTP, HealthNone)
+	if p.Health.Type != HealthHTTP && (rp.Health.Method != nil || rp.Health.Path != nil || rp.Health.Host != nil || rp.Health.ExpectStatus != nil) {
+		v.add(hpath, "type", fmt.Sprintf("method, path, host and expect_status need type = %q", HealthHTTP))
+	}
+	if !isToken(p.Health.Method) {
+		v.add(hpath, fmt.Sprintf("method %q", p.Health.Method), "is not an HTTP method token")
+	}
+	if !strings.HasPrefix(p.Health.Path, "/") || strings.ContainsAny(p.Health.Path, " \t\r\n") {
+		v.add(hpath, fmt.Sprintf("path %q", p.Health.Path), "must start with / and contain no whitespace")
+	}
+	if strings.ContainsAny(p.Health.Host, " \t\r\n") {
+		v.add(hpath, fmt.Sprintf("host %q", p.Health.Host), "must contain no whitespace")
+	}
+	if lo, hi, err := parseStatusRange(p.Health.ExpectStatus); err != nil {
+		v.add(hpath, fmt.Sprintf("expect_status %q", p.Health.ExpectStatus), err.Error())
+	} else {
+		p.Health.StatusMin, p.Health.StatusMax = lo, hi
+	}
+	if p.Health.Type != HealthHTTP {
+		p.Health.Method, p.Health.Path, p.Health.Host, p.Health.ExpectStatus = "", "", "", ""
+		p.Health.StatusMin, p.Health.StatusMax = 0, 0
+	}
 	if p.Health.Type != HealthNone {
 		if p.Health.Interval <= 0 {
 			v.add(hpath, "interval", "must be > 0")
@@ -665,4 +696,34 @@ func setDur(dst *time.Duration, p *duration) {
 	if p != nil {
 		*dst = p.d
 	}
+}
+
+// parseStatusRange parses "200" or "200-399".
+func parseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	if lo, err = strconv.Atoi(a); err != nil || lo < 100 || lo > 599 {
+		return 0, 0, errors.New(`want a status or a range like "200-399" (100-599)`)
+	}
+	hi = lo
+	if isRange {
+		if hi, err = strconv.Atoi(b); err != nil || hi < lo || hi > 599 {
+			return 0, 0, errors.New(`want a status or a range like "200-399" (100-599)`)
+		}
+	}
+	return lo, hi, nil
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }

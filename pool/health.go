@@ -1,7 +1,10 @@
 package pool
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -11,7 +14,8 @@ import (
 	"github.com/tetherproxy/tether/sockopt"
 )
 
-// monitor is the active health check of one member: a TCP connect every
+// monitor is the active health check of one member: a TCP connect (type
+// http: and a request whose status line must be in the expected range) every
 // Interval, bounded by Timeout, closed with RST so probes leave no TIME_WAIT
 // on either side. The first check runs at once. It stops when the pool
 // closes.
@@ -37,7 +41,8 @@ func (p *Pool) monitor(m *Member) {
 	}
 }
 
-// check dials m once with the probe dialer and closes the conn with RST.
+// check dials m once with the probe dialer (type http: and asks for the
+// health path) and closes the conn with RST.
 func (p *Pool) check(m *Member) error {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.Health.Timeout)
 	defer cancel()
@@ -45,17 +50,85 @@ func (p *Pool) check(m *Member) error {
 	if err != nil {
 		return err
 	}
-	_ = sockopt.Close(c.(*net.TCPConn), config.CloseReset, 0) // RST: no TIME_WAIT; the conn is gone either way
+	tc := c.(*net.TCPConn)
+	defer sockopt.Close(tc, config.CloseReset, 0) // RST: no TIME_WAIT; the conn is gone either way
+	if p.cfg.Health.Type != config.HealthHTTP {
+		return nil
+	}
+	deadline, _ := ctx.Deadline()
+	_ = tc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = tc.SetDeadline(time.Unix(1, 0)) }) // Close cuts a check short
+	defer stop()
+	return httpCheck(tc, p.cfg.Health, m.addr)
+}
+
+// httpCheck sends one request and reads the status line of the answer;
+// the rest of the response is not read (the conn is reset after).
+func httpCheck(c *net.TCPConn, h config.Health, memberAddr string) error {
+	host := h.Host
+	if host == "" {
+		host = memberAddr
+	}
+	req := h.Method + " " + h.Path + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUser-Agent: tether-health\r\nConnection: close\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		return fmt.Errorf("http check: send: %w", err)
+	}
+	// "HTTP/1.1 200 OK": the status line is short; 512 bytes bound the read.
+	var buf [512]byte
+	n := 0
+	for {
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			return checkStatusLine(buf[:i], h)
+		}
+		if n == len(buf) {
+			return errors.New("http check: status line longer than 512 bytes")
+		}
+		k, err := c.Read(buf[n:])
+		n += k
+		if err != nil {
+			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+				return checkStatusLine(buf[:i], h)
+			}
+			return fmt.Errorf("http check: no status line: %w", err)
+		}
+	}
+}
+
+// checkStatusLine wants "HTTP/1.x NNN ..." with NNN in the expected range.
+func checkStatusLine(line []byte, h config.Health) error {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
+		(len(line) > 12 && line[12] != ' ') {
+		return fmt.Errorf("http check: malformed status line %q", truncate(line, 64))
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return fmt.Errorf("http check: malformed status line %q", truncate(line, 64))
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < h.StatusMin || code > h.StatusMax {
+		return fmt.Errorf("http check: status %d, want %s", code, h.ExpectStatus)
+	}
 	return nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }
 
 // observe feeds one result (nil = success) into m's rise/fall streaks and
 // flips its health after Rise consecutive successes or Fall consecutive
-// failures. Only the health type tcp ever marks a member down; with none,
+// failures. Only an active monitor (tcp or http) ever marks a member down; with none,
 // results are ignored. source says where the result came from ("health
 // check", "connect", "preconnect") for the transition log.
 func (p *Pool) observe(m *Member, result error, source string) {
-	if p.cfg.Health.Type != config.HealthTCP {
+	if p.cfg.Health.Type == config.HealthNone {
 		return
 	}
 	m.hmu.Lock()

@@ -64,7 +64,7 @@ func New(cfg config.Pool, logger *zap.Logger) (*Pool, error) {
 		cancel:  cancel,
 		dialers: make(map[string]*Dialer),
 	}
-	if cfg.Health.Type == config.HealthTCP {
+	if cfg.Health.Type != config.HealthNone {
 		p.probe = sockopt.Dialer(config.DefaultProfile(), cfg.Health.Timeout)
 	}
 	for i, cm := range cfg.Members {
@@ -89,7 +89,7 @@ func (p *Pool) Stats() []MemberStats {
 	return s
 }
 
-// Start starts one health monitor per member (health type tcp) and the
+// Start starts one health monitor per member (health type tcp or http) and the
 // preconnect filler of every Dialer handed out so far; Dialers handed out
 // later start theirs at once. Start returns at once; calling it again, or
 // after Close, does nothing.
@@ -100,7 +100,7 @@ func (p *Pool) Start() {
 		return
 	}
 	p.started = true
-	if p.cfg.Health.Type == config.HealthTCP {
+	if p.cfg.Health.Type != config.HealthNone {
 		for _, m := range p.members {
 			p.wg.Add(1)
 			go p.monitor(m)

@@ -1,0 +1,138 @@
+package pool
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tetherproxy/tether/config"
+)
+
+// httpMember answers every request with the status line it is told to,
+// and records the request lines it saw.
+type httpMember struct {
+	ln     net.Listener
+	status atomic.Value // string: the whole status line, "" = never answer
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	lines []string
+	hosts []string
+}
+
+func startHTTPMember(t *testing.T, status string) *httpMember {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &httpMember{ln: ln}
+	m.status.Store(status)
+	m.wg.Add(1)
+	go m.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		m.wg.Wait()
+	})
+	return m
+}
+
+func (m *httpMember) serve() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			return
+		}
+		m.wg.Add(1)
+		go m.answer(c)
+	}
+}
+
+func (m *httpMember) answer(c net.Conn) {
+	defer m.wg.Done()
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return
+	}
+	var host string
+	for {
+		h, err := br.ReadString('\n')
+		if err != nil || h == "\r\n" {
+			break
+		}
+		if v, ok := strings.CutPrefix(h, "Host: "); ok {
+			host = strings.TrimSpace(v)
+		}
+	}
+	m.mu.Lock()
+	m.lines = append(m.lines, strings.TrimSpace(line))
+	m.hosts = append(m.hosts, host)
+	m.mu.Unlock()
+	status := m.status.Load().(string)
+	if status == "" {
+		_, _ = br.ReadByte() // never answer: wait until the checker gives up
+		return
+	}
+	_, _ = c.Write([]byte(status + "\r\nContent-Length: 0\r\n\r\n"))
+}
+
+func httpHealth(path, expect string) config.Health {
+	h := fastHealth(2, 2)
+	h.Type = config.HealthHTTP
+	h.Method, h.Path, h.ExpectStatus = "GET", path, expect
+	h.StatusMin, h.StatusMax = 200, 399
+	if expect == "204" {
+		h.StatusMin, h.StatusMax = 204, 204
+	}
+	return h
+}
+
+// The http monitor asks for the configured path and follows the status:
+// out of the expected range, no answer within the timeout, or a malformed
+// status line each count as a failure; back in range brings the member up.
+func TestHTTPHealthFollowsStatus(t *testing.T) {
+	hm := startHTTPMember(t, "HTTP/1.1 200 OK")
+	cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+	cfg.Health = httpHealth("/healthz", "200-399")
+	p := startPool(t, cfg)
+	m := p.Members()[0]
+	waitFor(t, 2*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 2 })
+	if m.State() != Up {
+		t.Fatalf("member %v with 200 answers", m.State())
+	}
+
+	for _, bad := range []string{"HTTP/1.1 503 Service Unavailable", "", "SSH-2.0-OpenSSH_9.2"} {
+		hm.status.Store(bad)
+		waitFor(t, 3*time.Second, "down on "+bad, func() bool { return m.State() == Down })
+		hm.status.Store("HTTP/1.1 302 Found") // 3xx is healthy by default
+		waitFor(t, 3*time.Second, "up again after "+bad, func() bool { return m.State() == Up })
+	}
+
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	if len(hm.lines) == 0 || hm.lines[0] != "GET /healthz HTTP/1.1" {
+		t.Fatalf("request lines: %q", hm.lines)
+	}
+	if hm.hosts[0] != hm.ln.Addr().String() {
+		t.Fatalf("Host header %q, want the member address", hm.hosts[0])
+	}
+}
+
+func TestHTTPHealthExactStatus(t *testing.T) {
+	hm := startHTTPMember(t, "HTTP/1.1 200 OK")
+	cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+	cfg.Health = httpHealth("/", "204")
+	p := startPool(t, cfg)
+	m := p.Members()[0]
+	waitFor(t, 3*time.Second, "down: 200 is not 204", func() bool { return m.State() == Down })
+	hm.status.Store("HTTP/1.1 204 No Content")
+	waitFor(t, 3*time.Second, "up on 204", func() bool { return m.State() == Up })
+}
