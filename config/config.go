@@ -66,6 +66,13 @@ type TCPProfile struct {
 	// IdleTimeout closes a proxied connection when no byte moved either way
 	// for this long. 0 = never.
 	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// HalfCloseTimeout bounds a half-closed connection (one side sent FIN):
+	// nothing moved for this long -> close (HAProxy's timeout client-fin,
+	// F5's Close Wait). 0 = the idle timeout bounds it.
+	HalfCloseTimeout time.Duration `toml:"half_close_timeout"`
+	// ResetOnTimeout makes a close by idle or half-close timeout an RST,
+	// whatever Close says (F5's default: on).
+	ResetOnTimeout bool `toml:"reset_on_timeout"`
 	// UserTimeout sets TCP_USER_TIMEOUT: how long sent data may stay
 	// unacknowledged before the kernel drops the connection. 0 = kernel default.
 	UserTimeout time.Duration `toml:"user_timeout"`
@@ -198,7 +205,17 @@ func (c *Config) Server(vs VirtualServer) TCPProfile { return c.Profiles[vs.Serv
 // RelayIdleTimeout is the idle timeout of a proxied connection: the shorter
 // of the two sides' idle timeouts, where 0 (never) yields to the other.
 func RelayIdleTimeout(client, server TCPProfile) time.Duration {
-	a, b := client.IdleTimeout, server.IdleTimeout
+	return shorter(client.IdleTimeout, server.IdleTimeout)
+}
+
+// RelayHalfCloseTimeout is the half-close bound of a proxied connection,
+// chosen as RelayIdleTimeout is; 0 = the idle timeout bounds it.
+func RelayHalfCloseTimeout(client, server TCPProfile) time.Duration {
+	return shorter(client.HalfCloseTimeout, server.HalfCloseTimeout)
+}
+
+// shorter returns the smaller of a and b, where 0 (none) yields to the other.
+func shorter(a, b time.Duration) time.Duration {
 	switch {
 	case a == 0:
 		return b

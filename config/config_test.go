@@ -30,6 +30,9 @@ func TestDefaultsFilledEverywhere(t *testing.T) {
 	if vs.Mode != ModeTCP || vs.ClientProfile != RootProfile || vs.ServerProfile != RootProfile || vs.MaxConnections != DefaultVSMaxConnections {
 		t.Fatalf("virtual server defaults not applied: %+v", vs)
 	}
+	if d := DefaultProfile(); !d.ResetOnTimeout || d.HalfCloseTimeout != 0 {
+		t.Fatalf("root profile: reset_on_timeout must default on (F5) and half_close_timeout to 0: %+v", d)
+	}
 	if got, want := cfg.Client(vs), DefaultProfile(); got != want {
 		t.Fatalf("root profile = %+v, want %+v", got, want)
 	}
@@ -122,6 +125,9 @@ keepalive_probes = 0
 		{"bad close mode", `[tcp_profile.lan]
 close = "abort"
 ` + base, []string{`tcp_profile "lan": close: "abort" is not one of graceful | reset | drain-reset`}},
+		{"negative half-close timeout", `[tcp_profile.lan]
+half_close_timeout = "-2s"
+` + base, []string{`tcp_profile "lan": half_close_timeout: must be >= 0`}},
 		{"negative idle timeout", `[tcp_profile.lan]
 idle_timeout = "-1s"
 ` + base, []string{`idle_timeout: must be >= 0`}},
@@ -255,13 +261,16 @@ func TestDefaultsPrintsRootProfile(t *testing.T) {
 	}
 }
 
-func TestRelayIdleTimeoutIsShorterNonZero(t *testing.T) {
-	p := func(d time.Duration) TCPProfile { return TCPProfile{IdleTimeout: d} }
+func TestRelayTimeoutsAreShorterNonZero(t *testing.T) {
+	p := func(d time.Duration) TCPProfile { return TCPProfile{IdleTimeout: d, HalfCloseTimeout: 2 * d} }
 	for _, c := range []struct{ a, b, want time.Duration }{
 		{0, 0, 0}, {0, 5, 5}, {5, 0, 5}, {3, 5, 3}, {7, 5, 5},
 	} {
 		if got := RelayIdleTimeout(p(c.a), p(c.b)); got != c.want {
 			t.Errorf("RelayIdleTimeout(%v, %v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+		if got := RelayHalfCloseTimeout(p(c.a), p(c.b)); got != 2*c.want {
+			t.Errorf("RelayHalfCloseTimeout(%v, %v) = %v, want %v", 2*c.a, 2*c.b, got, 2*c.want)
 		}
 	}
 }

@@ -22,6 +22,8 @@ func DefaultProfile() TCPProfile {
 		KeepaliveInterval: 75 * time.Second,   // Linux tcp_keepalive_intvl
 		KeepaliveProbes:   9,                  // Linux tcp_keepalive_probes
 		IdleTimeout:       300 * time.Second,  // F5 idle timeout
+		HalfCloseTimeout:  0,                  // the idle timeout bounds half-closed connections
+		ResetOnTimeout:    true,               // F5's default: a timed-out connection is reset
 		UserTimeout:       0,                  // kernel default
 		NoDelay:           true,
 		Close:             CloseGraceful,

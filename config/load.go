@@ -53,6 +53,8 @@ type rawProfile struct {
 	KeepaliveInterval *duration `toml:"keepalive_interval"`
 	KeepaliveProbes   *int      `toml:"keepalive_probes"`
 	IdleTimeout       *duration `toml:"idle_timeout"`
+	HalfCloseTimeout  *duration `toml:"half_close_timeout"`
+	ResetOnTimeout    *bool     `toml:"reset_on_timeout"`
 	UserTimeout       *duration `toml:"user_timeout"`
 	NoDelay           *bool     `toml:"nodelay"`
 	Close             *string   `toml:"close"`
@@ -417,6 +419,8 @@ func (r *resolver) resolve(name string, chain []string) (TCPProfile, bool) {
 	setDur(&p.KeepaliveInterval, rp.KeepaliveInterval)
 	setInt(&p.KeepaliveProbes, rp.KeepaliveProbes)
 	setDur(&p.IdleTimeout, rp.IdleTimeout)
+	setDur(&p.HalfCloseTimeout, rp.HalfCloseTimeout)
+	setBool(&p.ResetOnTimeout, rp.ResetOnTimeout)
 	setDur(&p.UserTimeout, rp.UserTimeout)
 	setBool(&p.NoDelay, rp.NoDelay)
 	if rp.Close != nil {
@@ -462,6 +466,9 @@ func validateProfile(v *validator, path string, p TCPProfile) {
 	}
 	if p.IdleTimeout < 0 {
 		v.add(path, "idle_timeout", "must be >= 0 (0 = never)")
+	}
+	if p.HalfCloseTimeout < 0 {
+		v.add(path, "half_close_timeout", "must be >= 0 (0 = the idle timeout)")
 	}
 	switch {
 	case p.UserTimeout < 0:

@@ -40,32 +40,33 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		vs.logError("no member could take the connection; client reset",
 			zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
 		if vs.accessLog {
-			vs.logAccess(c.RemoteAddr(), nil, nil, start, closeEvent{SideTether, HowError}, sockopt.Info{}, sockopt.Info{}, err)
+			ev := closeEvent{SideTether, HowError}
+			vs.logAccess(c.RemoteAddr(), nil, nil, start, ev, ev, sockopt.Info{}, sockopt.Info{}, err)
 		}
 		vs.connDone()
 		return
 	}
 
-	r := newRelay(c, sc.TCP, vs.idle)
+	r := newRelay(c, sc.TCP, vs.idle, vs.halfClose)
 	stop := context.AfterFunc(vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
-	r.start(func(ev closeEvent) {
+	r.start(func(first, end closeEvent) {
 		stop()
-		vs.finish(c, sc, r, start, ev)
+		vs.finish(c, sc, r, start, first, end)
 	})
 }
 
 // finish runs on the relay's last goroutine once both directions ended:
 // it closes both sides, writes the access line and frees the slot.
-func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, start time.Time, ev closeEvent) {
+func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, start time.Time, first, end closeEvent) {
 	var ci, si sockopt.Info
 	if vs.accessLog {
 		ci, _ = sockopt.GetInfo(c)
 		si, _ = sockopt.GetInfo(sc.TCP)
 	}
-	vs.closeBoth(c, sc.TCP, ev)
+	vs.closeBoth(c, sc.TCP, end)
 	sc.Release()
 	if vs.accessLog {
-		vs.logAccess(c.RemoteAddr(), sc, r, start, ev, ci, si, nil)
+		vs.logAccess(c.RemoteAddr(), sc, r, start, first, end, ci, si, nil)
 	}
 	vs.connDone()
 }
@@ -77,14 +78,18 @@ func (vs *VirtualServer) connDone() {
 	vs.conns.Done()
 }
 
-// closeBoth closes each side with its profile's close mode. A side that
-// reset the connection is simply closed. Both closes run at once so that two
-// drain-reset waits do not add up.
+// closeBoth closes each side with its profile's close mode; end is what cut
+// the connection (zero after FIN both ways). A side that reset is simply
+// closed; after a timeout, a profile with reset_on_timeout resets. Both
+// closes run at once so that two drain-reset waits do not add up.
 func (vs *VirtualServer) closeBoth(client, server *net.TCPConn, ev closeEvent) {
 	closeSide := func(c *net.TCPConn, p config.TCPProfile, side Side) {
 		mode := p.Close
-		if ev.How == HowRST && ev.Side == side {
+		switch {
+		case ev.How == HowRST && ev.Side == side:
 			mode = config.CloseGraceful // already reset by the peer: nothing to send
+		case (ev.How == HowIdleTimeout || ev.How == HowHalfCloseTimeout) && p.ResetOnTimeout:
+			mode = config.CloseReset
 		}
 		_ = sockopt.Close(c, mode, p.DrainTimeout)
 	}
@@ -97,7 +102,7 @@ func (vs *VirtualServer) closeBoth(client, server *net.TCPConn, ev closeEvent) {
 	<-done
 }
 
-func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, start time.Time, ev closeEvent, ci, si sockopt.Info, err error) {
+func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, start time.Time, first, end closeEvent, ci, si sockopt.Info, err error) {
 	ce := vs.logger.Check(zapcore.InfoLevel, "connection")
 	if ce == nil {
 		return
@@ -106,7 +111,8 @@ func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, sta
 		zap.String("log", "access"),
 		zap.Stringer("client", client),
 		zap.Duration("duration", time.Since(start)),
-		zap.String("closed_first", ev.String()),
+		zap.String("closed_first", first.String()),
+		zap.String("closed_by", closedBy(end)),
 	}
 	if sc != nil {
 		fields = append(fields,
@@ -132,4 +138,12 @@ func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, sta
 		}
 	}
 	ce.Write(fields...)
+}
+
+// closedBy names what ended a connection for the access log.
+func closedBy(end closeEvent) string {
+	if end.Side == "" {
+		return "FIN both ways"
+	}
+	return end.String()
 }

@@ -31,9 +31,12 @@ const (
 	HowFIN         How = "FIN"          // the side sent FIN (half-close propagated)
 	HowRST         How = "RST"          // the side reset the connection
 	HowIdleTimeout How = "idle-timeout" // no byte moved either way for the idle timeout
-	HowTimedOut    How = "timed-out"    // the kernel gave up on the side: keepalive probes or user timeout unanswered
-	HowShutdown    How = "shutdown"     // tether was stopping and the drain time ran out
-	HowError       How = "error"        // a local error (e.g. a write to a side that went away)
+	// HowHalfCloseTimeout: one side had sent FIN and nothing moved for the
+	// half-close timeout (HAProxy's timeout client-fin, F5's Close Wait).
+	HowHalfCloseTimeout How = "half-close-timeout"
+	HowTimedOut         How = "timed-out" // the kernel gave up on the side: keepalive probes or user timeout unanswered
+	HowShutdown         How = "shutdown"  // tether was stopping and the drain time ran out
+	HowError            How = "error"     // a local error (e.g. a write to a side that went away)
 )
 
 // closeEvent says who ended a connection first and how.
@@ -60,30 +63,41 @@ func (e closeEvent) String() string {
 // blocked writing to a slow peer, so the connection is idle only when the
 // counters stood still for the whole timeout. A transfer longer than the
 // timeout survives, and nothing wraps the conns.
+//
+// After a half-close the surviving direction keeps this watch, bounded by
+// the half-close timeout when one is set, so a peer that never closes
+// cannot pin the connection (no CLOSE_WAIT lingers).
 type relay struct {
 	client, server *net.TCPConn
-	idle           time.Duration
-	tick           time.Duration
+	halfClose      time.Duration // 0 = the idle timeout also bounds a half-closed connection
+	limit          atomic.Int64  // inactivity allowed now, ns: idle, then halfClose after a FIN; 0 = none
+	halfClosed     atomic.Bool
 
 	mu         sync.Mutex
 	lastSum    uint64
 	lastChange time.Time
 
-	first   atomic.Pointer[closeEvent]
+	first   atomic.Pointer[closeEvent] // what began the end
+	ended   atomic.Pointer[closeEvent] // what cut both directions (nil: both FINs passed)
 	aborted atomic.Bool
-	abortBy atomic.Pointer[closeEvent]
 
 	toServer, toClient atomic.Int64 // bytes copied each way
 	running            atomic.Int32 // directions still running
 }
 
-func newRelay(client, server *net.TCPConn, idle time.Duration) *relay {
-	r := &relay{client: client, server: server, idle: idle, lastChange: time.Now()}
+func newRelay(client, server *net.TCPConn, idle, halfClose time.Duration) *relay {
+	r := &relay{client: client, server: server, halfClose: halfClose, lastChange: time.Now()}
+	r.limit.Store(int64(idle))
 	if idle > 0 {
-		r.tick = max(idle/10, 10*time.Millisecond)
 		r.lastSum = r.counters()
 	}
 	return r
+}
+
+// tick is how far ahead a direction arms its read deadline: a tenth of the
+// current inactivity limit, so a timeout fires within 10% of its value.
+func (r *relay) tick() time.Duration {
+	return max(time.Duration(r.limit.Load())/10, 10*time.Millisecond)
 }
 
 // record keeps the first way the connection began to end.
@@ -96,16 +110,17 @@ func (r *relay) record(e closeEvent) {
 func (r *relay) abort(e closeEvent) {
 	r.record(e)
 	if r.aborted.CompareAndSwap(false, true) {
-		r.abortBy.Store(&e)
+		r.ended.Store(&e)
 		past := time.Unix(1, 0)
 		_ = r.client.SetDeadline(past)
 		_ = r.server.SetDeadline(past)
 	}
 }
 
-// start runs both directions, each on its own goroutine, and calls done
-// with how the connection began to end on the goroutine that finishes last.
-func (r *relay) start(done func(closeEvent)) {
+// start runs both directions, each on its own goroutine, and calls done on
+// the goroutine that finishes last, with what began the end (first) and what
+// cut the connection (end; zero when both sides closed with FIN).
+func (r *relay) start(done func(first, end closeEvent)) {
 	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
 	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
 	r.running.Store(2)
@@ -113,14 +128,17 @@ func (r *relay) start(done func(closeEvent)) {
 	go r.runDirection(toServer, done)
 }
 
-func (r *relay) runDirection(d *direction, done func(closeEvent)) {
+func (r *relay) runDirection(d *direction, done func(first, end closeEvent)) {
 	r.pipe(d)
 	if r.running.Add(-1) == 0 {
-		var ev closeEvent
+		var first, end closeEvent
 		if e := r.first.Load(); e != nil {
-			ev = *e
+			first = *e
 		}
-		done(ev)
+		if e := r.ended.Load(); e != nil {
+			end = *e
+		}
+		done(first, end)
 	}
 }
 
@@ -193,11 +211,12 @@ func (d *direction) putBuffer() {
 // holding a pipe once the burst is over.
 func (r *relay) pipe(d *direction) {
 	for {
-		if r.idle > 0 && !r.aborted.Load() {
+		if r.limit.Load() > 0 && !r.aborted.Load() {
 			// Re-arm only when half the tick is used up: not a timer
 			// update per message.
-			if now := time.Now(); d.deadline.Sub(now) < r.tick/2 {
-				d.deadline = now.Add(r.tick)
+			tick := r.tick()
+			if now := time.Now(); d.deadline.Sub(now) < tick/2 {
+				d.deadline = now.Add(tick)
 				_ = d.src.SetReadDeadline(d.deadline)
 			}
 		}
@@ -245,11 +264,29 @@ func (r *relay) pipe(d *direction) {
 	}
 }
 
-// finished passes src's FIN on to dst.
+// finished passes src's FIN on to dst, then bounds the surviving
+// direction by the half-close timeout.
 func (r *relay) finished(d *direction) {
 	r.record(closeEvent{d.from, HowFIN})
 	if err := d.dst.CloseWrite(); err != nil && !r.aborted.Load() {
 		r.abort(closeEvent{other(d.from), HowRST})
+		return
+	}
+	if r.halfClose <= 0 || !r.halfClosed.CompareAndSwap(false, true) {
+		return
+	}
+	if cur := time.Duration(r.limit.Load()); cur > 0 && cur <= r.halfClose {
+		return // the idle timeout is already the tighter bound
+	}
+	sum := r.counters()
+	r.mu.Lock()
+	r.lastSum, r.lastChange = sum, time.Now() // the FIN itself is activity
+	r.mu.Unlock()
+	r.limit.Store(int64(r.halfClose))
+	// Wake the surviving direction (reading from dst) within one new tick;
+	// it may be waiting on a deadline armed for the longer idle timeout.
+	if !r.aborted.Load() {
+		_ = d.dst.SetReadDeadline(time.Now().Add(r.tick()))
 	}
 }
 
@@ -262,9 +299,16 @@ func (r *relay) waitFailed(err error, d *direction) bool {
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		if r.stillActive() {
+			// The deadline that passed may not be the one this direction
+			// armed (finished moves it closer): re-arm on the next turn.
+			d.deadline = time.Time{}
 			return true
 		}
-		r.abort(closeEvent{SideTether, HowIdleTimeout})
+		how := HowIdleTimeout
+		if r.halfClosed.Load() && r.limit.Load() == int64(r.halfClose) {
+			how = HowHalfCloseTimeout
+		}
+		r.abort(closeEvent{SideTether, how})
 		return false
 	}
 	r.abort(r.failure(err, d))
@@ -292,7 +336,7 @@ func (r *relay) stillActive() bool {
 		r.lastSum = sum
 		r.lastChange = now
 	}
-	return now.Sub(r.lastChange) < r.idle
+	return now.Sub(r.lastChange) < time.Duration(r.limit.Load())
 }
 
 func (r *relay) counters() uint64 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherproxy/tether/config"
@@ -155,36 +156,115 @@ const idleProfiles = `
 idle_timeout = "400ms"
 `
 
+// The idle timeout closes both sides: with reset_on_timeout (the default,
+// as on F5) by RST, without it by each profile's close mode (graceful: FIN).
 func TestIdleTimeoutClosesBothSides(t *testing.T) {
-	memberSaw := make(chan error, 1)
-	be := startBackend(t, func(c *net.TCPConn) {
-		defer c.Close()
+	for _, tc := range []struct {
+		name    string
+		profile string
+		wantRST bool
+	}{
+		{"reset_on_timeout (default)", idleProfiles, true},
+		{"graceful", idleProfiles + "reset_on_timeout = false\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			memberSaw := make(chan error, 1)
+			be := startBackend(t, func(c *net.TCPConn) {
+				defer c.Close()
+				_, err := readAll(c)
+				memberSaw <- err
+			})
+			p := startProxy(t, tcpConfig(tc.profile, `client_profile = "short"
+server_profile = "short"`, "", be.addr()))
+			c := p.dial(t, "vs")
+			start := time.Now()
+			_, err := readAll(c)
+			elapsed := time.Since(start)
+			check := func(who string, err error) {
+				t.Helper()
+				if tc.wantRST && !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("%s: want ECONNRESET, got %v", who, err)
+				}
+				if !tc.wantRST && err != nil {
+					t.Errorf("%s: want EOF (FIN), got %v", who, err)
+				}
+			}
+			check("client", err)
+			if elapsed < 400*time.Millisecond || elapsed > 2*time.Second {
+				t.Fatalf("idle timeout fired after %s, want about 400ms", elapsed)
+			}
+			select {
+			case err := <-memberSaw:
+				check("member", err)
+			case <-time.After(2 * time.Second):
+				t.Fatal("member side was not closed")
+			}
+			lines := p.waitAccess(t, 1)
+			if fc := fieldString(lines[0], "closed_first"); fc != "tether idle-timeout" {
+				t.Errorf("closed_first = %q", fc)
+			}
+		})
+	}
+}
+
+// After the client's FIN, a member that neither answers nor closes is cut
+// at the half-close timeout, long before the idle timeout; a member that
+// keeps sending after the FIN is not cut however long it takes.
+func TestHalfCloseTimeoutBoundsTheOpenDirection(t *testing.T) {
+	const profiles = `
+[tcp_profile.hc]
+idle_timeout = "30s"
+half_close_timeout = "300ms"
+`
+	t.Run("silent member is cut", func(t *testing.T) {
+		hold := make(chan struct{})
+		be := startBackend(t, func(c *net.TCPConn) {
+			defer c.Close()
+			_, _ = readAll(c) // sees the FIN, then neither answers nor closes
+			<-hold
+		})
+		t.Cleanup(func() { close(hold) }) // runs before the backend's own cleanup
+		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.addr()))
+		c := p.dial(t, "vs")
+		_, _ = c.Write([]byte("request"))
+		_ = c.CloseWrite()
+		start := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, err := readAll(c)
-		memberSaw <- err
-	})
-	p := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", be.addr()))
-	c := p.dial(t, "vs")
-	start := time.Now()
-	_, err := readAll(c)
-	elapsed := time.Since(start)
-	if err != nil {
-		t.Fatalf("client: want EOF (graceful close), got %v", err)
-	}
-	if elapsed < 400*time.Millisecond || elapsed > 2*time.Second {
-		t.Fatalf("idle timeout fired after %s, want about 400ms", elapsed)
-	}
-	select {
-	case err := <-memberSaw:
-		if err != nil {
-			t.Fatalf("member: want EOF, got %v", err)
+		if !errors.Is(err, syscall.ECONNRESET) { // reset_on_timeout
+			t.Fatalf("client: want ECONNRESET, got %v", err)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("member side was not closed")
-	}
-	lines := p.waitAccess(t, 1)
-	if fc := fieldString(lines[0], "closed_first"); fc != "tether idle-timeout" {
-		t.Errorf("closed_first = %q", fc)
-	}
+		if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("cut after %s, want about the 300ms half-close timeout", d)
+		}
+		lines := p.waitAccess(t, 1)
+		if fc := fieldString(lines[0], "closed_first"); fc != "client FIN" {
+			t.Errorf("closed_first = %q, want client FIN", fc)
+		}
+		if n := p.logs.FilterField(zap.String("closed_by", "tether half-close-timeout")).Len(); n != 1 {
+			t.Errorf("%d access lines say closed_by tether half-close-timeout, want 1", n)
+		}
+	})
+	t.Run("member still sending survives", func(t *testing.T) {
+		be := startBackend(t, func(c *net.TCPConn) {
+			defer c.Close()
+			_, _ = readAll(c)
+			for i := 0; i < 10; i++ { // 10 x 100ms: over three half-close timeouts
+				if _, err := c.Write([]byte{'0' + byte(i)}); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond) // the traffic pattern under test
+			}
+			_ = c.CloseWrite()
+		})
+		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.addr()))
+		c := p.dial(t, "vs")
+		_ = c.CloseWrite()
+		got, err := readAll(c)
+		if err != nil || string(got) != "0123456789" {
+			t.Fatalf("got %q, %v; access log: %v", got, err, p.waitAccess(t, 1)[0].ContextMap())
+		}
+	})
 }
 
 // Bytes trickling in one direction only, for much longer than the idle

@@ -22,6 +22,7 @@ type VirtualServer struct {
 	client    config.TCPProfile
 	server    config.TCPProfile
 	idle      time.Duration
+	halfClose time.Duration
 	accessLog bool
 	dialer    *pool.Dialer
 	logger    *zap.Logger
@@ -51,6 +52,7 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 		client:    client,
 		server:    server,
 		idle:      config.RelayIdleTimeout(client, server),
+		halfClose: config.RelayHalfCloseTimeout(client, server),
 		accessLog: accessLog,
 		dialer:    p.Dialer(server),
 		logger:    logger.With(zap.String("virtual_server", vc.Name)),
