@@ -453,9 +453,18 @@ func (p *Parser) readRequest(br *bufio.Reader, req *Request) error {
 		return errLine(ErrMalformedRequestLine, line)
 	}
 	target := rest[:sp2]
-	minor, err := parseVersion(rest[sp2+1:])
+	// A well-formed but unsupported version (an HTTP/2 preface) is 505
+	// whatever the target; then the target, then the version's syntax.
+	minor, verr := parseVersion(rest[sp2+1:])
+	if verr == ErrUnsupportedVersion {
+		return errLine(verr, line)
+	}
+	authA, authB, err := checkTarget(line[:sp1], target)
 	if err != nil {
 		return errLine(err, line)
+	}
+	if verr != nil {
+		return errLine(verr, line)
 	}
 	targetStart := sp1 + 1
 	targetEnd := targetStart + sp2
@@ -475,12 +484,6 @@ func (p *Parser) readRequest(br *bufio.Reader, req *Request) error {
 	req.Minor = minor
 	req.Headers = makeHeaders(req.Headers, raw, spans)
 
-	// Request-target forms (RFC 9112 3.2).
-	authority, err := checkTarget(req.Method, target)
-	if err != nil {
-		return errLine(err, raw[:lineEnd])
-	}
-
 	st := &p.st
 	if err := st.collect(req.Headers, false); err != nil {
 		return err
@@ -499,8 +502,9 @@ func (p *Parser) readRequest(br *bufio.Reader, req *Request) error {
 		}
 		req.Host = h
 	}
-	if authority != nil {
-		req.Host = authority
+	if authA != authB {
+		// absolute-form or CONNECT: the target's authority is the host.
+		req.Host = req.Target[authA:authB:authB]
 	}
 
 	// Framing (RFC 9112 6.1, 6.3).

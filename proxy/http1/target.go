@@ -3,8 +3,8 @@ package http1
 import "bytes"
 
 // checkTarget validates a request-target (RFC 9112 3.2) against the method
-// and returns the authority it carries (absolute-form and authority-form),
-// or nil.
+// and returns the offsets in t of the authority it carries (absolute-form
+// and authority-form); a == b when there is none.
 //
 //   - every byte must be a VCHAR other than '#' (no fragment, no obs-text);
 //   - origin-form ("/path?query"): percent-escapes in the path are well-formed;
@@ -12,54 +12,55 @@ import "bytes"
 //   - authority-form ("host:port"): CONNECT only, and CONNECT only takes it;
 //   - absolute-form: scheme http or https, "://", an authority without
 //     userinfo and with a non-empty host, then an optional path and query.
-func checkTarget(method, t []byte) ([]byte, error) {
+func checkTarget(method, t []byte) (a, b int, err error) {
 	if len(t) == 0 {
-		return nil, ErrInvalidTarget
+		return 0, 0, ErrInvalidTarget
 	}
 	for _, c := range t {
 		if class[c]&cTarget == 0 {
-			return nil, ErrInvalidTarget
+			return 0, 0, ErrInvalidTarget
 		}
 	}
 	if string(method) == "CONNECT" {
 		if !validAuthority(t, true) {
-			return nil, ErrInvalidTarget
+			return 0, 0, ErrInvalidTarget
 		}
-		return t, nil
+		return 0, len(t), nil
 	}
 	switch {
 	case t[0] == '/':
 		if !validPath(t) {
-			return nil, ErrInvalidTarget
+			return 0, 0, ErrInvalidTarget
 		}
-		return nil, nil
+		return 0, 0, nil
 	case len(t) == 1 && t[0] == '*':
 		if string(method) != "OPTIONS" {
-			return nil, ErrInvalidTarget
+			return 0, 0, ErrInvalidTarget
 		}
-		return nil, nil
+		return 0, 0, nil
 	}
-	var rest []byte
+	var skip int
 	switch {
 	case len(t) > 7 && equalFold(t[:7], "http://"):
-		rest = t[7:]
+		skip = 7
 	case len(t) > 8 && equalFold(t[:8], "https://"):
-		rest = t[8:]
+		skip = 8
 	default:
-		return nil, ErrInvalidTarget
+		return 0, 0, ErrInvalidTarget
 	}
+	rest := t[skip:]
 	end := len(rest)
 	if i := bytes.IndexAny(rest, "/?"); i >= 0 {
 		end = i
 	}
 	auth := rest[:end]
 	if len(auth) == 0 || auth[0] == ':' || !validAuthority(auth, false) {
-		return nil, ErrInvalidTarget
+		return 0, 0, ErrInvalidTarget
 	}
 	if !validPath(rest[end:]) {
-		return nil, ErrInvalidTarget
+		return 0, 0, ErrInvalidTarget
 	}
-	return auth, nil
+	return skip, skip + end, nil
 }
 
 // validPath checks the percent-escapes of the path part (before '?'); the
