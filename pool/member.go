@@ -48,8 +48,9 @@ type Member struct {
 	healthy atomic.Bool
 
 	// active counts every server-side conn to the member: in use, idle in a
-	// preconnect stock, and dials in flight (reserved before dialing so the
-	// limit holds). idle counts the preconnected idle ones among them.
+	// preconnect stock or a Reuser's idle list, and dials in flight
+	// (reserved before dialing so the limit holds). idle counts the idle
+	// ones among them (preconnected and reuse).
 	active atomic.Int64
 	idle   atomic.Int64
 
@@ -152,8 +153,14 @@ func (m *Member) tryAcquire() bool {
 
 // release gives back one conn slot. A freed slot of a limited member may let
 // a preconnect stock refill; callers that free one outside the fillers' own
-// paths wake them (Conn.Release does).
-func (m *Member) release() { m.active.Add(-1) }
+// paths wake them (Conn.Release does). Reusers with queued Gets are told
+// (Pool.slotFreed), so callers must not hold a Reuser's lock.
+func (m *Member) release() {
+	m.active.Add(-1)
+	if m.pool != nil {
+		m.pool.slotFreed(m)
+	}
+}
 
 // MemberStats is a snapshot of a member's state and counters.
 type MemberStats struct {
@@ -162,7 +169,7 @@ type MemberStats struct {
 	Weight         int
 	MaxConnections int // 0 = no limit
 	Active         int // conns incl. preconnected idle ones and dials in flight
-	Idle           int // preconnected idle conns (all stocks)
+	Idle           int // idle conns: preconnect stocks and Reuser idle lists
 
 	Connects          uint64 // successful dials (client and preconnect)
 	ConnectFailures   uint64 // failed dials (client and preconnect)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -34,6 +36,11 @@ type Pool struct {
 	ctx    context.Context // cancelled by Close; bounds every background dial
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the pool starts
+
+	// reusers are the live Reusers built on the pool's Dialers
+	// (copy-on-write under mu), told by slotFreed when a member may have
+	// room again.
+	reusers atomic.Pointer[[]*Reuser]
 
 	mu      sync.Mutex
 	dialers map[string]*Dialer // by server profile name
@@ -173,6 +180,7 @@ func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
 			d.resetBackoff(m)
 		}
 		p.mu.Unlock()
+		p.slotFreed(m)
 	}
 	p.wakeFillers()
 	if reason == "admin" {
@@ -181,4 +189,42 @@ func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
 			zap.Stringer("state", m.State()),
 			zap.String("reason", "set by admin"))
 	}
+}
+
+// slotFreed tells every live Reuser that m may take a conn again (a slot was
+// released or m became eligible), so a Get queued at the limit looks again.
+// Without Reusers it is one atomic load.
+func (p *Pool) slotFreed(m *Member) {
+	if rs := p.reusers.Load(); rs != nil {
+		for _, r := range *rs {
+			r.slotFreed(m)
+		}
+	}
+}
+
+// addReuser and removeReuser keep p.reusers (copy-on-write).
+func (p *Pool) addReuser(r *Reuser) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var rs []*Reuser
+	if old := p.reusers.Load(); old != nil {
+		rs = slices.Clone(*old)
+	}
+	rs = append(rs, r)
+	p.reusers.Store(&rs)
+}
+
+func (p *Pool) removeReuser(r *Reuser) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.reusers.Load()
+	if old == nil {
+		return
+	}
+	rs := slices.DeleteFunc(slices.Clone(*old), func(x *Reuser) bool { return x == r })
+	if len(rs) == 0 {
+		p.reusers.Store(nil)
+		return
+	}
+	p.reusers.Store(&rs)
 }
