@@ -127,6 +127,9 @@ type Pool struct {
 	Preconnect int      `toml:"preconnect"`
 	Members    []Member `toml:"members"`
 	Health     Health   `toml:"health"`
+	// Reuse (its keys sit in [pool.NAME] itself) is used by http-mode
+	// virtual servers only.
+	Reuse
 }
 
 // Member states settable in the config.
@@ -178,8 +181,70 @@ type Health struct {
 
 // Virtual server modes.
 const (
-	ModeTCP = "tcp"
+	ModeTCP  = "tcp"
+	ModeHTTP = "http"
 )
+
+// Server-side connection reuse in http mode.
+const (
+	// ReuseShared: any idle member conn serves any client's request, one at
+	// a time (F5 OneConnect, HAProxy http-reuse always, nginx keepalive).
+	ReuseShared = "shared"
+	// ReusePerClient: a client conn keeps its member conn for its life;
+	// the member conn goes back to the pool when the client leaves.
+	ReusePerClient = "per-client"
+	// ReuseNever: a new member conn per client conn, closed after it.
+	ReuseNever = "never"
+)
+
+// HTTP holds a virtual server's http-mode settings (the client side).
+type HTTP struct {
+	// MaxRequests per client connection; the last response says
+	// "Connection: close". Default 100 (Apache's MaxKeepAliveRequests);
+	// 0 = no limit.
+	MaxRequests int `toml:"max_requests"`
+	// KeepaliveTimeout: an idle client connection between requests is
+	// closed after this. Default 15 s (Apache's KeepAliveTimeout).
+	KeepaliveTimeout time.Duration `toml:"keepalive_timeout"`
+	// RequestHeaderTimeout: a request head must arrive whole within this
+	// from its first byte, else 408 (slowloris guard). Default 10 s.
+	RequestHeaderTimeout time.Duration `toml:"request_header_timeout"`
+	// MaxRequestLine bounds the request line (414 beyond). Default 8 KiB.
+	MaxRequestLine int `toml:"max_request_line"`
+	// MaxHeaderBytes bounds the header block (431 beyond). Default 32 KiB.
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// ServerResponseTimeout: the member must begin its response head within
+	// this after the request was sent, else 504. Default 60 s.
+	ServerResponseTimeout time.Duration `toml:"server_response_timeout"`
+	// ForwardedHeaders adds X-Forwarded-For (appended), X-Forwarded-Proto
+	// and X-Forwarded-Host. Default true.
+	ForwardedHeaders bool `toml:"forwarded_headers"`
+}
+
+// Reuse holds a pool's server-side reuse settings (http mode).
+type Reuse struct {
+	// Mode is shared (default) | per-client | never.
+	Mode string `toml:"reuse"`
+	// MaxIdle idle conns kept per member. Default 32.
+	MaxIdle int `toml:"max_idle"`
+	// IdleTimeout closes a member conn idle this long, from tether's side
+	// (always shorter than the member's own: a Keep-Alive timeout the
+	// member announces caps it, minus KeepaliveMargin). Default 60 s.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// MaxAge retires a member conn this old (jittered by up to 10%): its
+	// last request says "Connection: close" so the member closes first.
+	// 0 = no limit.
+	MaxAge time.Duration `toml:"max_age"`
+	// MaxRequests retires a member conn after this many requests. 0 = no
+	// limit.
+	MaxRequests int `toml:"max_requests"`
+	// QueueTimeout: when every member is at max_connections a request
+	// waits this long for a conn, then gets 503. Default 3 s.
+	QueueTimeout time.Duration `toml:"queue_timeout"`
+	// KeepaliveMargin is taken off a member's announced Keep-Alive timeout.
+	// Default 1 s.
+	KeepaliveMargin time.Duration `toml:"keepalive_margin"`
+}
 
 // VirtualServer is one listening address.
 type VirtualServer struct {
@@ -194,6 +259,8 @@ type VirtualServer struct {
 	// MaxConnections caps concurrent client connections; at the limit tether
 	// stops accepting (the kernel backlog holds the rest). 0 = no limit.
 	MaxConnections int `toml:"max_connections"`
+	// HTTP holds the http-mode settings; nil in tcp mode.
+	HTTP *HTTP `toml:"http,omitempty"`
 }
 
 // Client returns the resolved client-side profile of vs.

@@ -298,7 +298,7 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 	} else {
 		t.Fatal("README has no configuration reference")
 	}
-	for _, v := range []any{rawGlobal{}, rawLog{}, rawProfile{}, rawPool{}, rawMember{}, rawHealth{}, rawVirtualServer{}} {
+	for _, v := range []any{rawGlobal{}, rawLog{}, rawProfile{}, rawPool{}, rawMember{}, rawHealth{}, rawVirtualServer{}, rawHTTP{}} {
 		for _, k := range tagNames(v) {
 			if !strings.Contains(ref, "`"+k+"`") {
 				t.Errorf("key %q (%T) is not in the README's configuration reference", k, v)
@@ -326,5 +326,37 @@ expect_status = "204"
 	}
 	if h := cfg.Pools["p"].Health; h.Path != "/" || h.StatusMin != 200 || h.StatusMax != 399 {
 		t.Fatalf("http health defaults wrong: %+v", h)
+	}
+}
+
+func TestHTTPModeDefaultsAndValidation(t *testing.T) {
+	cfg, err := Parse([]byte(base + "mode = \"http\"\n[virtual_server.http]\nmax_requests = 7\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.VirtualServers[0].HTTP
+	want := DefaultHTTP()
+	want.MaxRequests = 7
+	if h == nil || *h != want {
+		t.Fatalf("http block = %+v, want %+v", h, want)
+	}
+	if r := cfg.Pools["p"].Reuse; r != DefaultReuse() {
+		t.Fatalf("pool reuse = %+v, want defaults", r)
+	}
+	if cfg, err := Parse([]byte(base)); err != nil || cfg.VirtualServers[0].HTTP != nil {
+		t.Fatalf("tcp mode must have no http block: %v %+v", err, cfg)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{base + "[virtual_server.http]\nmax_requests = 7\n", `virtual_server "vs": http: applies to mode = "http" only`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nkeepalive_timeout = \"0s\"\n", `virtual_server "vs": http: keepalive_timeout: must be > 0`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nmax_header_bytes = 10\n", `http: max_header_bytes: must be between`},
+		{strings.Replace(base, "[pool.p]", "[pool.p]\nreuse = \"sometimes\"", 1), `pool "p": reuse: "sometimes" is not one of shared | per-client | never`},
+		{strings.Replace(base, "[pool.p]", "[pool.p]\nmax_idle = -1", 1), `pool "p": max_idle: must be >= 0`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nmax_request = 7\n", `unknown key "virtual_server.http.max_request" (did you mean "max_requests"?)`},
+	} {
+		_, err := Parse([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want error containing %q, got %v", tc.want, err)
+		}
 	}
 }

@@ -67,6 +67,33 @@ const (
 	DefaultHealthExpectation = "200-399"
 )
 
+// DefaultHTTP is a virtual server's http block when the file sets nothing:
+// Apache's keepalive limits, nginx's header limits.
+func DefaultHTTP() HTTP {
+	return HTTP{
+		MaxRequests:           100,
+		KeepaliveTimeout:      15 * time.Second,
+		RequestHeaderTimeout:  10 * time.Second,
+		MaxRequestLine:        8 << 10,
+		MaxHeaderBytes:        32 << 10,
+		ServerResponseTimeout: 60 * time.Second,
+		ForwardedHeaders:      true,
+	}
+}
+
+// DefaultReuse is a pool's server-side reuse when the file sets nothing.
+func DefaultReuse() Reuse {
+	return Reuse{
+		Mode:            ReuseShared,
+		MaxIdle:         32,
+		IdleTimeout:     60 * time.Second, // a member's announced Keep-Alive timeout caps it per conn
+		MaxAge:          0,
+		MaxRequests:     0,
+		QueueTimeout:    3 * time.Second,
+		KeepaliveMargin: time.Second,
+	}
+}
+
 // Virtual server defaults.
 const (
 	DefaultMode             = ModeTCP

@@ -69,12 +69,19 @@ type rawProfile struct {
 }
 
 type rawPool struct {
-	Method         *string     `toml:"method"`
-	ConnectTimeout *duration   `toml:"connect_timeout"`
-	ConnectRetries *int        `toml:"connect_retries"`
-	Preconnect     *int        `toml:"preconnect"`
-	Members        []rawMember `toml:"members"`
-	Health         rawHealth   `toml:"health"`
+	Reuse           *string     `toml:"reuse"`
+	MaxIdle         *int        `toml:"max_idle"`
+	IdleTimeout     *duration   `toml:"idle_timeout"`
+	MaxAge          *duration   `toml:"max_age"`
+	MaxRequests     *int        `toml:"max_requests"`
+	QueueTimeout    *duration   `toml:"queue_timeout"`
+	KeepaliveMargin *duration   `toml:"keepalive_margin"`
+	Method          *string     `toml:"method"`
+	ConnectTimeout  *duration   `toml:"connect_timeout"`
+	ConnectRetries  *int        `toml:"connect_retries"`
+	Preconnect      *int        `toml:"preconnect"`
+	Members         []rawMember `toml:"members"`
+	Health          rawHealth   `toml:"health"`
 }
 
 type rawMember struct {
@@ -104,7 +111,20 @@ type rawVirtualServer struct {
 	ClientProfile  *string `toml:"client_profile"`
 	ServerProfile  *string `toml:"server_profile"`
 	MaxConnections *int    `toml:"max_connections"`
+	HTTP           rawHTTP `toml:"http"`
 }
+
+type rawHTTP struct {
+	MaxRequests           *int      `toml:"max_requests"`
+	KeepaliveTimeout      *duration `toml:"keepalive_timeout"`
+	RequestHeaderTimeout  *duration `toml:"request_header_timeout"`
+	MaxRequestLine        *int      `toml:"max_request_line"`
+	MaxHeaderBytes        *int      `toml:"max_header_bytes"`
+	ServerResponseTimeout *duration `toml:"server_response_timeout"`
+	ForwardedHeaders      *bool     `toml:"forwarded_headers"`
+}
+
+func (h rawHTTP) set() bool { return h != rawHTTP{} }
 
 // LoadFile reads and validates the TOML file at path.
 func LoadFile(path string) (*Config, error) {
@@ -170,6 +190,8 @@ func knownKeys(k toml.Key) []string {
 		return tagNames(rawMember{})
 	case len(k) >= 3 && k[0] == "pool":
 		return tagNames(rawPool{})
+	case len(k) >= 3 && k[0] == "virtual_server" && k[1] == "http":
+		return tagNames(rawHTTP{})
 	case len(k) >= 2 && k[0] == "virtual_server":
 		return tagNames(rawVirtualServer{})
 	case len(k) >= 2 && k[0] == "log":
@@ -271,8 +293,17 @@ func build(raw *rawFile) (*Config, error) {
 		} else {
 			seenListen[vs.Listen] = fmt.Sprintf("%q", vs.Name)
 		}
-		if vs.Mode != ModeTCP {
-			v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q)", vs.Mode, ModeTCP))
+		switch vs.Mode {
+		case ModeTCP:
+			if rvs.HTTP.set() {
+				v.add(path, "http", `applies to mode = "http" only`)
+			}
+		case ModeHTTP:
+			h := buildHTTP(rvs.HTTP)
+			vs.HTTP = &h
+			validateHTTP(v, path+": http", h)
+		default:
+			v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q or %q)", vs.Mode, ModeTCP, ModeHTTP))
 		}
 		if vs.Pool == "" {
 			v.add(path, "pool", "is required")
@@ -515,7 +546,17 @@ func validateProfile(v *validator, path string, p TCPProfile) {
 func buildPool(name string, rp rawPool, v *validator) Pool {
 	path := fmt.Sprintf("pool %q", name)
 	dh := DefaultHealth()
+	dr := DefaultReuse()
 	p := Pool{
+		Reuse: Reuse{
+			Mode:            strOr(rp.Reuse, dr.Mode),
+			MaxIdle:         intOr(rp.MaxIdle, dr.MaxIdle),
+			IdleTimeout:     durOr(rp.IdleTimeout, dr.IdleTimeout),
+			MaxAge:          durOr(rp.MaxAge, dr.MaxAge),
+			MaxRequests:     intOr(rp.MaxRequests, dr.MaxRequests),
+			QueueTimeout:    durOr(rp.QueueTimeout, dr.QueueTimeout),
+			KeepaliveMargin: durOr(rp.KeepaliveMargin, dr.KeepaliveMargin),
+		},
 		Name:           name,
 		Method:         strOr(rp.Method, DefaultMethod),
 		ConnectTimeout: durOr(rp.ConnectTimeout, DefaultConnectTimeout),
@@ -546,6 +587,21 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 	}
 	if len(rp.Members) == 0 {
 		v.add(path, "members", "at least one member is required")
+	}
+	v.oneOf(path+": reuse", p.Reuse.Mode, ReuseShared, ReusePerClient, ReuseNever)
+	if p.MaxIdle < 0 {
+		v.add(path, "max_idle", "must be >= 0 (0 = keep no idle member conn)")
+	}
+	if p.MaxRequests < 0 {
+		v.add(path, "max_requests", "must be >= 0 (0 = no limit)")
+	}
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"idle_timeout", p.IdleTimeout}, {"max_age", p.MaxAge}, {"queue_timeout", p.QueueTimeout}, {"keepalive_margin", p.KeepaliveMargin}} {
+		if d.d < 0 {
+			v.add(path, d.key, "must be >= 0")
+		}
 	}
 	seen := map[string]int{}
 	for i, rm := range rp.Members {
@@ -733,4 +789,38 @@ func isToken(s string) bool {
 		return false
 	}
 	return true
+}
+
+func buildHTTP(rh rawHTTP) HTTP {
+	d := DefaultHTTP()
+	return HTTP{
+		MaxRequests:           intOr(rh.MaxRequests, d.MaxRequests),
+		KeepaliveTimeout:      durOr(rh.KeepaliveTimeout, d.KeepaliveTimeout),
+		RequestHeaderTimeout:  durOr(rh.RequestHeaderTimeout, d.RequestHeaderTimeout),
+		MaxRequestLine:        intOr(rh.MaxRequestLine, d.MaxRequestLine),
+		MaxHeaderBytes:        intOr(rh.MaxHeaderBytes, d.MaxHeaderBytes),
+		ServerResponseTimeout: durOr(rh.ServerResponseTimeout, d.ServerResponseTimeout),
+		ForwardedHeaders:      boolOr(rh.ForwardedHeaders, d.ForwardedHeaders),
+	}
+}
+
+func validateHTTP(v *validator, path string, h HTTP) {
+	if h.MaxRequests < 0 {
+		v.add(path, "max_requests", "must be >= 0 (0 = no limit)")
+	}
+	if h.KeepaliveTimeout <= 0 {
+		v.add(path, "keepalive_timeout", "must be > 0")
+	}
+	if h.RequestHeaderTimeout <= 0 {
+		v.add(path, "request_header_timeout", "must be > 0")
+	}
+	if h.ServerResponseTimeout <= 0 {
+		v.add(path, "server_response_timeout", "must be > 0")
+	}
+	if h.MaxRequestLine < 64 || h.MaxRequestLine > 1<<20 {
+		v.add(path, "max_request_line", "must be between 64 and 1048576")
+	}
+	if h.MaxHeaderBytes < 256 || h.MaxHeaderBytes > 1<<24 {
+		v.add(path, "max_header_bytes", "must be between 256 and 16777216")
+	}
 }
