@@ -33,7 +33,7 @@ func TestContentLengthBodyDoesNotReadPastLength(t *testing.T) {
 }
 
 func TestChunkedWithTrailers(t *testing.T) {
-	br := newReader("5;name=\"q\\\"v\" ; b\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\nX-Other:  2 \r\n\r\nNEXT")
+	br := newReader("5;name=\"q\\\"v\";b\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\nX-Other:  2 \r\n\r\nNEXT")
 	var b BodyReader
 	b.Reset(br, FramingChunked, 0, Limits{})
 	got, err := io.ReadAll(&b)

@@ -7,7 +7,7 @@ const (
 	cField                     // field-vchar: VCHAR / obs-text (RFC 9110 5.5)
 	cTarget                    // allowed in a request-target: VCHAR except '#'
 	cHex                       // HEXDIG
-	cRegName                   // reg-name: unreserved / sub-delims / '%' (RFC 3986 3.2.2)
+	cRegName                   // reg-name without percent-escapes: unreserved / sub-delims
 	cDigit                     // DIGIT
 	cQDText                    // qdtext of a quoted-string (RFC 9110 5.6.4)
 )
@@ -31,7 +31,7 @@ func buildClasses() (t [256]uint8) {
 		if isDigit || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F' {
 			t[c] |= cHex
 		}
-		if isAlpha || isDigit || contains("-._~!$&'()*+,;=%", b) {
+		if isAlpha || isDigit || contains("-._~!$&'()*+,;=", b) {
 			t[c] |= cRegName
 		}
 		if isDigit {

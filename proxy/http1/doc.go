@@ -58,10 +58,12 @@
 //   - Trailer field naming Content-Length, Transfer-Encoding or Trailer: 400
 //     (as net/http does for chunked messages; here for all).
 //   - Chunked coding: chunk-size is 1 to 16 hex digits within int64
-//     (ErrChunkSizeOverflow); extensions must follow the RFC grammar, are
+//     (ErrChunkSizeOverflow); extensions must follow the RFC grammar
+//     without its optional whitespace (";name=value", value a token or a
+//     quoted-string), are
 //     bounded per line (Limits.MaxChunkExtension) and per body
-//     (Limits.MaxHeaderBytes), and are dropped. Whitespace after the size
-//     without an extension is rejected. Chunk data must be followed by CRLF.
+//     (Limits.MaxHeaderBytes), and are dropped. Any whitespace in a chunk-size line is
+//     rejected. Chunk data must be followed by CRLF.
 //   - Trailers: the trailer section is parsed with the field-line rules and
 //     limits of a head, exposed by BodyReader.Trailers, and passed through
 //     by BodyReader.Forward when it re-encodes chunked, minus the fields a

@@ -168,6 +168,8 @@ var chunkedRejections = []rejectCase{
 	{"chunk data bare LF", "5\r\nhello\n0\r\n\r\n", ErrBadChunk, 400},
 	{"chunk data too long", "5\r\nhelloX\r\n0\r\n\r\n", ErrBadChunk, 400},
 	{"last chunk bare LF", "0\n\r\n", ErrBareLF, 400},
+	{"chunk ext BWS before semicolon", "5 ;a\r\nhello\r\n0\r\n\r\n", ErrBadChunk, 400},
+	{"chunk ext BWS around equals", "5;a = b\r\nhello\r\n0\r\n\r\n", ErrBadChunk, 400},
 	{"chunk ext no name", "5;\r\nhello\r\n0\r\n\r\n", ErrBadChunk, 400},
 	{"chunk ext bad value", "5;a=\"b\r\nhello\r\n0\r\n\r\n", ErrBadChunk, 400},
 	{"chunk ext NUL", "5;a\x00\r\nhello\r\n0\r\n\r\n", ErrBadChunk, 400},

@@ -94,8 +94,8 @@ func validHost(h []byte) bool {
 }
 
 // validAuthority checks host [":" port]: host is an IP-literal in brackets
-// (hex digits, ':' and '.') or a reg-name / IPv4address (unreserved,
-// sub-delims, percent-escapes); port is 1 to 5 digits, required when
+// (hex digits, ':' and '.') or a reg-name / IPv4address (unreserved and
+// sub-delims; percent-escapes are refused, as net/url does for ASCII); port is 1 to 5 digits, required when
 // needPort. Userinfo ('@') is refused.
 func validAuthority(a []byte, needPort bool) bool {
 	if len(a) == 0 {
@@ -132,9 +132,6 @@ func validAuthority(a []byte, needPort bool) bool {
 			if class[c]&cRegName == 0 {
 				return false
 			}
-		}
-		if !validPct(host) {
-			return false
 		}
 	}
 	if hasPort {
