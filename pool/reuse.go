@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/sockopt"
 )
@@ -636,6 +638,9 @@ func (r *Reuser) handOffLocked(c *ServerConn) bool {
 		w.sc = c
 		r.counters[c.Member.index].reused.Add(1)
 		w.signal()
+		// w may have been woken for a freed slot it will not use now: the
+		// next one looks instead.
+		r.kickFrontLocked()
 		return true
 	}
 }
@@ -666,31 +671,33 @@ func (r *Reuser) retire(c *ServerConn) {
 	if err == nil {
 		r.mu.Lock()
 		if !r.closed {
-			r.retiring[c] = struct{}{}
-			r.wg.Add(1)
-			r.mu.Unlock()
-			go r.awaitMemberClose(c)
-			return
+			// The deadline is set under r.mu so that Close, which cuts it
+			// short under r.mu, always comes after it.
+			err = c.TCP.SetReadDeadline(time.Now().Add(r.s.RetireWait))
+			if err == nil {
+				r.retiring[c] = struct{}{}
+				r.wg.Add(1)
+				r.mu.Unlock()
+				go r.awaitMemberClose(c)
+				return
+			}
 		}
 		r.mu.Unlock()
-		r.closeConn(c, config.CloseReset) // closing: do not wait
-		return
+		if err == nil {
+			err = ErrReuserClosed // closing: do not wait
+		}
 	}
 	r.finishRetire(c, err)
 }
 
-// awaitMemberClose waits up to RetireWait for the member's FIN on a retired
-// conn, then closes it.
+// awaitMemberClose waits for the member's FIN on a retired conn (its read
+// deadline, RetireWait, was set by retire), then closes it.
 func (r *Reuser) awaitMemberClose(c *ServerConn) {
 	defer r.wg.Done()
 	var buf [1]byte
-	err := c.TCP.SetReadDeadline(time.Now().Add(r.s.RetireWait))
-	if err == nil {
-		var n int
-		n, err = c.TCP.Read(buf[:])
-		if n > 0 {
-			err = errStrayData
-		}
+	n, err := c.TCP.Read(buf[:])
+	if n > 0 {
+		err = errStrayData
 	}
 	r.mu.Lock()
 	delete(r.retiring, c)
@@ -711,6 +718,9 @@ func (r *Reuser) finishRetire(c *ServerConn, err error) {
 		r.counters[c.Member.index].retiredByMember.Add(1)
 		r.closeConn(c, config.CloseGraceful)
 	case errors.Is(err, os.ErrDeadlineExceeded) && !r.closing.Load():
+		if ce := r.d.pool.log.Check(zap.DebugLevel, "retired conn not closed by its member"); ce != nil {
+			ce.Write(zap.String("member", c.Member.addr), zap.Uint64("conn", c.ID), zap.Duration("waited", r.s.RetireWait))
+		}
 		r.closeConn(c, r.d.profile.Close)
 	default:
 		r.closeConn(c, config.CloseReset)
@@ -739,8 +749,14 @@ func (r *Reuser) expire(c *ServerConn) {
 func (r *Reuser) dropStale(c *ServerConn, now time.Time) {
 	cs := &r.counters[c.Member.index]
 	cs.staleOnPeek.Add(1)
-	if c.kaTimeout > 0 && now.Sub(c.idleSince) < c.kaTimeout {
+	early := c.kaTimeout > 0 && now.Sub(c.idleSince) < c.kaTimeout
+	if early {
 		cs.closedEarly.Add(1)
+	}
+	if ce := r.d.pool.log.Check(zap.InfoLevel, "stale idle conn dropped"); ce != nil {
+		ce.Write(zap.String("member", c.Member.addr), zap.String("profile", r.d.profile.Name),
+			zap.Uint64("conn", c.ID), zap.Duration("idle", now.Sub(c.idleSince)),
+			zap.Duration("keepalive", c.kaTimeout), zap.Bool("closed_early", early))
 	}
 	r.closeConn(c, config.CloseReset)
 }
