@@ -329,14 +329,11 @@ func TestReaperDropsIdleConnsTheMemberClosedBeforeItsKeepAlive(t *testing.T) {
 	c.LearnKeepAlive(30*time.Second, 0) // the member promises 30 s
 	r.Put(c, true)
 	b.closeAll() // and closes at once
-	waitFor(t, 5*time.Second, "the reaper to drop the idle conn", func() bool {
-		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0
+	waitFor(t, 5*time.Second, "the reaper to drop the idle conn and free its slot", func() bool {
+		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0 && p.Members()[0].Active() == 0
 	})
 	if s := stats(r, 0); s.ClosedEarly != 1 || s.KeepAliveLearnt != 1 {
 		t.Errorf("stats %+v; want 1 closed early, 1 keep-alive learnt", s)
-	}
-	if a := p.Members()[0].Active(); a != 0 {
-		t.Errorf("member active = %d, want 0", a)
 	}
 }
 
@@ -377,16 +374,27 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 	local := c.TCP.LocalAddr().String()
 	put := time.Now()
 	r.Put(c, true)
+	r.mu.Lock()
+	idleFor := c.idleUntil.Sub(c.idleSince)
+	r.mu.Unlock()
+	if idleFor != 800*time.Millisecond {
+		t.Errorf("idle deadline %v after Put, want 800ms (1 s - 200 ms)", idleFor)
+	}
 	var e connEnd
 	waitFor(t, 3*time.Second, "the idle conn to close", func() bool {
 		var ok bool
 		e, ok = b.endOf(local)
 		return ok
 	})
+	// "reset" proves the order: the backend's read would report its own
+	// deadline (idle) had it passed before the read ran. When the backend
+	// notes the end can lag on a loaded machine, so only the lower bound
+	// is checked on that time.
 	d := e.at.Sub(put)
-	if e.how != "reset" || d < 750*time.Millisecond || d >= memberTimeout {
+	if e.how != "reset" || d < 750*time.Millisecond {
 		t.Errorf("conn ended %q after %v; want tether's reset at ~0.8 s, before the member's 1 s", e.how, d)
 	}
+	t.Logf("closed by tether %v after Put", d)
 	if s := stats(r, 0); s.ExpiredIdle != 1 || s.KeepAliveLearnt != 1 {
 		t.Errorf("stats %+v; want 1 expired idle, 1 learnt", s)
 	}
