@@ -28,6 +28,13 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 			ce.Write(zap.Error(err), zap.Stringer("client", c.RemoteAddr()))
 		}
 	}
+	if vs.http != nil {
+		vs.serveHTTP(c)
+		lingeringClose(c)
+		_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
+		vs.connDone()
+		return
+	}
 
 	// The connect is cut short by shutdown's deadline like any relay.
 	ctx, cancel := context.WithCancel(vs.cutCtx)

@@ -45,8 +45,12 @@ func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
 		s.pools[name] = p
 	}
 	for _, vc := range cfg.VirtualServers {
-		p := s.pools[vc.Pool]
-		vs := newVirtualServer(vc, cfg.Client(vc), cfg.Server(vc), cfg.Log.Access, p, logger)
+		vs, err := newVirtualServer(vc, cfg.Client(vc), cfg.Server(vc), cfg.Log.Access, cfg.Pools[vc.Pool], s.pools[vc.Pool], logger)
+		if err != nil {
+			s.closeVirtualServers()
+			s.closePools()
+			return nil, fmt.Errorf("virtual_server %q: %w", vc.Name, err)
+		}
 		s.vss = append(s.vss, vs)
 	}
 	return s, nil
@@ -66,6 +70,7 @@ func (s *Server) Start(ctx context.Context) error {
 			for _, done := range s.vss[:i] {
 				done.closeListener()
 			}
+			s.closeVirtualServers()
 			s.closePools()
 			return err
 		}
@@ -107,8 +112,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			cut = err
 		}
 	}
+	s.closeVirtualServers()
 	s.closePools()
 	return cut
+}
+
+// closeVirtualServers releases what virtual servers hold beyond their
+// connections (http mode: the idle member conns of their Reusers).
+func (s *Server) closeVirtualServers() {
+	for _, vs := range s.vss {
+		if vs.http != nil {
+			vs.http.reuser.Close()
+		}
+	}
 }
 
 func (s *Server) closePools() {

@@ -25,6 +25,7 @@ type VirtualServer struct {
 	halfClose time.Duration
 	accessLog bool
 	dialer    *pool.Dialer
+	http      *httpSide // nil in tcp mode
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -46,7 +47,7 @@ type VirtualServer struct {
 	suppresed atomic.Uint64
 }
 
-func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, p *pool.Pool, logger *zap.Logger) *VirtualServer {
+func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, pc config.Pool, p *pool.Pool, logger *zap.Logger) (*VirtualServer, error) {
 	vs := &VirtualServer{
 		cfg:       vc,
 		client:    client,
@@ -60,7 +61,14 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 	if vc.MaxConnections > 0 {
 		vs.slots = make(chan struct{}, vc.MaxConnections)
 	}
-	return vs
+	if vc.Mode == config.ModeHTTP {
+		hs, err := newHTTPSide(vc, pc, vs.dialer)
+		if err != nil {
+			return nil, err
+		}
+		vs.http = hs
+	}
+	return vs, nil
 }
 
 // Name is the virtual server's name.

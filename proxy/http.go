@@ -1,0 +1,555 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/pool"
+	"github.com/tetherproxy/tether/proxy/http1"
+)
+
+// httpSide is what an http-mode virtual server adds to a tcp one: the
+// client-side HTTP settings and the Reuser its requests borrow member
+// connections from.
+type httpSide struct {
+	cfg    config.HTTP
+	mode   string // config.ReuseShared | ReusePerClient | ReuseNever
+	reuser *pool.Reuser
+	limits http1.Limits
+}
+
+func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*httpSide, error) {
+	s := pool.ReuseSettings{
+		MaxIdle:         pc.MaxIdle,
+		IdleTimeout:     pc.IdleTimeout,
+		MaxAge:          pc.MaxAge,
+		AgeJitter:       0.1,
+		MaxRequests:     pc.MaxRequests,
+		QueueTimeout:    pc.QueueTimeout,
+		KeepAliveMargin: pc.KeepaliveMargin,
+	}
+	if pc.Reuse.Mode == config.ReuseNever {
+		s.MaxIdle = 0
+	}
+	r, err := pool.NewReuser(d, s)
+	if err != nil {
+		return nil, err
+	}
+	return &httpSide{
+		cfg:    *vc.HTTP,
+		mode:   pc.Reuse.Mode,
+		reuser: r,
+		limits: http1.Limits{MaxRequestLine: vc.HTTP.MaxRequestLine, MaxHeaderBytes: vc.HTTP.MaxHeaderBytes},
+	}, nil
+}
+
+// Per-connection buffers of the http path, kept across connections.
+const (
+	httpReadBuffer = 4 << 10
+	httpBodyBuffer = 32 << 10
+)
+
+// deadlineReader reads from a conn, re-arming the read deadline before each
+// read when rolling > 0 (body transfers: an idle timeout per read instead
+// of a bound on the whole body).
+type deadlineReader struct {
+	c       *net.TCPConn
+	rolling time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.rolling > 0 {
+		_ = d.c.SetReadDeadline(time.Now().Add(d.rolling))
+	}
+	return d.c.Read(p)
+}
+
+// httpConn is one client connection in http mode and everything it reuses
+// from one request to the next, so the steady state allocates nothing.
+type httpConn struct {
+	vs  *VirtualServer
+	hs  *httpSide
+	c   *net.TCPConn
+	cr  deadlineReader
+	br  *bufio.Reader
+	req http1.Request
+	rp  http1.Parser // requests
+
+	sr   deadlineReader
+	sbr  *bufio.Reader
+	resp http1.Response
+	sp   http1.Parser // responses
+
+	sc      *pool.ServerConn // held between requests (per-client, never)
+	served  int
+	waiting atomic.Bool // between requests: shutdown may wake it
+
+	head  []byte
+	body  []byte
+	extra []http1.Header
+	ip    []byte // the client's IP, for X-Forwarded-For
+}
+
+var httpConns = sync.Pool{New: func() any {
+	h := &httpConn{body: make([]byte, httpBodyBuffer)}
+	h.br = bufio.NewReaderSize(&h.cr, httpReadBuffer)
+	h.sbr = bufio.NewReaderSize(&h.sr, httpReadBuffer)
+	return h
+}}
+
+// serveHTTP serves one client connection in http mode until it ends; the
+// caller closes c.
+func (vs *VirtualServer) serveHTTP(c *net.TCPConn) {
+	h := httpConns.Get().(*httpConn)
+	h.vs, h.hs, h.c = vs, vs.http, c
+	h.cr = deadlineReader{c: c}
+	h.br.Reset(&h.cr)
+	h.rp = http1.Parser{Limits: vs.http.limits}
+	h.sp = http1.Parser{Limits: vs.http.limits}
+	h.served = 0
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
+	}
+	// Shutdown: an idle client is let go at once (a busy one gets
+	// Connection: close on its current response); when the drain time is
+	// over every read is cut.
+	past := time.Unix(1, 0)
+	stopIdle := context.AfterFunc(vs.acceptCtx, func() {
+		if h.waiting.Load() {
+			_ = c.SetReadDeadline(past)
+		}
+	})
+	stopCut := context.AfterFunc(vs.cutCtx, func() { _ = c.SetDeadline(past) })
+	h.loop()
+	stopIdle()
+	stopCut()
+	if h.sc != nil { // the member conn this client kept
+		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
+		h.sc = nil
+	}
+	h.vs, h.hs, h.c, h.cr.c, h.sr.c = nil, nil, nil, nil, nil
+	httpConns.Put(h)
+}
+
+// loop reads requests until the client leaves, a limit is reached or an
+// exchange leaves the connection unusable.
+func (h *httpConn) loop() {
+	cfg := &h.hs.cfg
+	for {
+		wait := cfg.KeepaliveTimeout
+		if h.served == 0 {
+			wait = cfg.RequestHeaderTimeout
+		}
+		h.cr.rolling = 0
+		_ = h.c.SetReadDeadline(time.Now().Add(wait))
+		h.waiting.Store(true)
+		if h.vs.acceptCtx.Err() != nil {
+			return // shutting down: no new request on this conn
+		}
+		_, err := h.br.Peek(1)
+		h.waiting.Store(false)
+		if err != nil || h.vs.acceptCtx.Err() != nil {
+			return // closed, reset, idle past keepalive_timeout, or shutdown: close quietly
+		}
+		start := time.Now()
+		_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
+		if err := h.rp.ReadRequest(h.br, &h.req); err != nil {
+			status := http1.StatusFor(err)
+			if isTimeoutErr(err) {
+				status = 408
+			}
+			if status != 0 {
+				h.writeError(status)
+			}
+			h.req.Method, h.req.Target = nil, nil // not a request: log no stale ones
+			h.logRequest(start, status, exchange{err: err})
+			return
+		}
+		h.served++
+		last := !h.req.KeepAlive || (cfg.MaxRequests > 0 && h.served >= cfg.MaxRequests) || h.vs.acceptCtx.Err() != nil
+		if h.vs.idle > 0 {
+			h.cr.rolling = h.vs.idle
+		} else {
+			_ = h.c.SetReadDeadline(time.Time{})
+		}
+		if !h.exchange(start, last) || last {
+			return
+		}
+	}
+}
+
+// exchange is what one request did, for the access log. The member conn's
+// details are copied when it is borrowed: once given back, it belongs to
+// another request.
+type exchange struct {
+	member    string
+	connID    uint64
+	reused    bool
+	connReqs  int
+	retries   int
+	bytesIn   int64 // request body bytes sent to the member
+	bytesOut  int64 // response body bytes sent to the client
+	waited    time.Duration
+	err       error
+	memberErr bool
+}
+
+// exchange proxies the request just read. It returns false when the client
+// connection must close (an error response, a response framed by close, a
+// failure after the response head was sent, a tunnel that ended).
+func (h *httpConn) exchange(start time.Time, last bool) bool {
+	var ex exchange
+	hasBody := h.req.Framing != http1.FramingNone
+	if hasBody && h.req.ExpectContinue {
+		// Answer 100 Continue here, as nginx does, and stream the body: a
+		// member that ignores Expect cannot then deadlock the exchange. Its
+		// own 100, if it sends one, is passed on too (a client takes any
+		// number of 1xx).
+		if _, err := h.c.Write(continue100); err != nil {
+			return false
+		}
+	}
+	for {
+		sc, err := h.serverConn()
+		ex.waited = time.Since(start)
+		if err != nil {
+			status := 502
+			if errors.Is(err, pool.ErrNoMember) {
+				status = 503
+			}
+			ex.err = err
+			h.writeError(status)
+			h.logRequest(start, status, ex)
+			return false
+		}
+		ex.member, ex.connID, ex.reused, ex.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
+		retire := sc.Retire()
+		h.head = http1.AppendRequest(h.head[:0], &h.req, &http1.HeadOptions{
+			Extra: h.forwarded(), Close: retire, Upgrade: h.req.Upgrade,
+		})
+		_ = sc.TCP.SetWriteDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+		if _, err := sc.TCP.Write(h.head); err != nil {
+			// Nothing of the body was sent: replaying is safe for any
+			// method when the member could not have seen a whole request.
+			h.drop(sc, pool.DiscardClosedEarly)
+			if sc.Reused && ex.retries == 0 && (hasBody || idempotent(h.req.Method)) {
+				ex.retries++
+				continue
+			}
+			ex.err, ex.memberErr = err, true
+			h.writeError(502)
+			h.logRequest(start, 502, ex)
+			return false
+		}
+		if hasBody {
+			n, err := h.rp.Body().Forward(sc.TCP, h.body, h.req.Framing == http1.FramingChunked)
+			ex.bytesIn += n
+			if err != nil {
+				h.drop(sc, pool.DiscardFailed)
+				ex.err = err
+				status := 502
+				if h.rp.Body().Err() != nil && h.rp.Body().Err() != io.EOF {
+					status, ex.memberErr = 400, false // the client's body was bad or cut
+				} else {
+					ex.memberErr = true
+				}
+				h.writeError(status)
+				h.logRequest(start, status, ex)
+				return false
+			}
+		}
+		_ = sc.TCP.SetWriteDeadline(time.Time{})
+
+		status, ok, retry := h.response(sc, &ex, start, last)
+		if retry && ex.retries == 0 {
+			ex.retries++
+			continue
+		}
+		h.logRequest(start, status, ex)
+		return ok
+	}
+}
+
+// response reads the member's answer and streams it to the client. It
+// returns the status sent, whether the client connection stays usable, and
+// whether the request may be replayed (a reused conn failed before any
+// response byte and the request is idempotent with no body).
+func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, start time.Time, last bool) (status int, ok, retry bool) {
+	h.sr = deadlineReader{c: sc.TCP}
+	h.sbr.Reset(&h.sr)
+	h.sp.Reset()
+	_ = sc.TCP.SetReadDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+	noBody := h.req.Framing == http1.FramingNone
+	for {
+		err := h.sp.ReadResponse(h.sbr, &h.resp, h.req.Method)
+		if err != nil {
+			h.drop(sc, pool.DiscardClosedEarly)
+			ex.err, ex.memberErr = err, true
+			if sc.Reused && h.sbr.Buffered() == 0 && !isTimeoutErr(err) && noBody && idempotent(h.req.Method) &&
+				(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) {
+				return 0, false, true
+			}
+			status = 502
+			if isTimeoutErr(err) {
+				status = 504
+			}
+			h.writeError(status)
+			return status, false, false
+		}
+		if !h.resp.Informational() || h.resp.Tunnel {
+			break
+		}
+		// 1xx (100 Continue, 103 Early Hints ...): pass it on.
+		h.head = http1.AppendResponse(h.head[:0], &h.resp, nil)
+		if _, err := h.c.Write(h.head); err != nil {
+			h.drop(sc, pool.DiscardFailed)
+			ex.err = err
+			return h.resp.Status, false, false
+		}
+	}
+	if h.resp.KeepAliveTimeout > 0 || h.resp.KeepAliveMax > 0 {
+		sc.LearnKeepAlive(h.resp.KeepAliveTimeout, h.resp.KeepAliveMax)
+	}
+	if h.resp.Tunnel {
+		return h.tunnel(sc, ex)
+	}
+	closeClient := last || h.resp.Framing == http1.FramingUntilClose
+	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Close: closeClient})
+	if _, err := h.c.Write(h.head); err != nil {
+		h.drop(sc, pool.DiscardFailed)
+		ex.err = err
+		return h.resp.Status, false, false
+	}
+	if h.vs.idle > 0 {
+		h.sr.rolling = h.vs.idle // mid-body: an idle bound per read, not a total
+	} else {
+		_ = sc.TCP.SetReadDeadline(time.Time{})
+	}
+	n, err := h.sp.Body().Forward(h.c, h.body, h.resp.Framing == http1.FramingChunked)
+	ex.bytesOut = n
+	if err != nil {
+		// The head is out: no fake 502, the client conn just ends.
+		h.drop(sc, pool.DiscardFailed)
+		ex.err = err
+		ex.memberErr = h.sp.Body().Err() != nil && h.sp.Body().Err() != io.EOF
+		return h.resp.Status, false, false
+	}
+	reusable := h.resp.KeepAlive && h.sbr.Buffered() == 0
+	if !h.resp.KeepAlive {
+		sc.ExpectMemberClose()
+	}
+	h.release(sc, reusable)
+	return h.resp.Status, !closeClient, false
+}
+
+// tunnel passes the 101 on, then relays both ways as tcp mode does (same
+// idle timeout). The member conn never returns to the pool.
+func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
+	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Upgrade: true})
+	if _, err := h.c.Write(h.head); err != nil {
+		h.drop(sc, pool.DiscardFailed)
+		ex.err = err
+		return h.resp.Status, false, false
+	}
+	// Bytes already read past the heads belong to the tunnel.
+	if err := flushBuffered(h.br, sc.TCP); err == nil {
+		err = flushBuffered(h.sbr, h.c)
+	}
+	_ = h.c.SetDeadline(time.Time{})
+	_ = sc.TCP.SetDeadline(time.Time{})
+	r := newRelay(h.c, sc.TCP, h.vs.idle, h.vs.halfClose)
+	done := make(chan struct{})
+	stop := context.AfterFunc(h.vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
+	r.start(func(first, end closeEvent) { close(done) })
+	<-done
+	stop()
+	ex.bytesIn += r.toServer.Load()
+	ex.bytesOut += r.toClient.Load()
+	h.drop(sc, pool.DiscardFailed)
+	return h.resp.Status, false, false
+}
+
+func flushBuffered(br *bufio.Reader, w io.Writer) error {
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		_, _ = br.Discard(n)
+	}
+	return nil
+}
+
+// serverConn returns the member conn for the next request: the one this
+// client holds (per-client, never) or one from the Reuser.
+func (h *httpConn) serverConn() (*pool.ServerConn, error) {
+	if h.sc != nil {
+		sc := h.sc
+		h.sc = nil
+		return sc, nil
+	}
+	ctx, cancel := context.WithCancel(h.vs.cutCtx)
+	defer cancel()
+	return h.hs.reuser.Get(ctx, h.c.RemoteAddr())
+}
+
+// release ends an exchange that went well: the conn stays with this client
+// (per-client, never) or goes back to the pool.
+func (h *httpConn) release(sc *pool.ServerConn, reusable bool) {
+	if reusable && h.hs.mode != config.ReuseShared && !sc.Retire() {
+		h.sc = sc
+		return
+	}
+	h.hs.reuser.Put(sc, reusable)
+}
+
+// drop gives up a member conn after a failure.
+func (h *httpConn) drop(sc *pool.ServerConn, why pool.DiscardReason) {
+	h.hs.reuser.Discard(sc, why)
+}
+
+// forwarded returns the X-Forwarded-* fields for this request.
+func (h *httpConn) forwarded() []http1.Header {
+	if !h.hs.cfg.ForwardedHeaders {
+		return nil
+	}
+	h.extra = append(h.extra[:0],
+		http1.Header{Name: hdrXFF, Value: h.ip},
+		http1.Header{Name: hdrXFP, Value: protoHTTP},
+	)
+	if len(h.req.Host) > 0 {
+		h.extra = append(h.extra, http1.Header{Name: hdrXFH, Value: h.req.Host})
+	}
+	return h.extra
+}
+
+var (
+	continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+	hdrXFF    = []byte("X-Forwarded-For")
+	hdrXFP    = []byte("X-Forwarded-Proto")
+	hdrXFH    = []byte("X-Forwarded-Host")
+	protoHTTP = []byte("http")
+)
+
+// writeError answers with a short error response and Connection: close.
+func (h *httpConn) writeError(status int) {
+	text := statusText(status)
+	h.head = append(h.head[:0], "HTTP/1.1 "...)
+	h.head = strconv.AppendInt(h.head, int64(status), 10)
+	h.head = append(h.head, ' ')
+	h.head = append(h.head, text...)
+	h.head = append(h.head, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	h.head = strconv.AppendInt(h.head, int64(len(text)+1), 10)
+	h.head = append(h.head, "\r\nConnection: close\r\n\r\n"...)
+	h.head = append(h.head, text...)
+	h.head = append(h.head, '\n')
+	_ = h.c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = h.c.Write(h.head)
+}
+
+func statusText(status int) string {
+	switch status {
+	case 400:
+		return "Bad Request"
+	case 408:
+		return "Request Timeout"
+	case 414:
+		return "URI Too Long"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+func isTimeoutErr(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && !ne.Timeout()
+}
+
+// logRequest writes the access line of one request.
+func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
+	if !h.vs.accessLog {
+		return
+	}
+	level := zapcore.InfoLevel
+	ce := h.vs.logger.Check(level, "request")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("log", "access"),
+		zap.Stringer("client", h.c.RemoteAddr()),
+		zap.ByteString("method", h.req.Method),
+		zap.ByteString("path", h.req.Target),
+		zap.Int("status", status),
+		zap.Int64("bytes_in", ex.bytesIn),
+		zap.Int64("bytes_out", ex.bytesOut),
+		zap.Duration("wait", ex.waited),
+		zap.Duration("duration", time.Since(start)),
+		zap.Int("retries", ex.retries),
+		zap.Int("client_request", h.served),
+	}
+	if ex.member != "" {
+		fields = append(fields,
+			zap.String("member", ex.member),
+			zap.Uint64("server_conn", ex.connID),
+			zap.Bool("reused", ex.reused),
+			zap.Int("server_conn_requests", ex.connReqs),
+		)
+	}
+	if ex.err != nil {
+		fields = append(fields, zap.Error(ex.err), zap.Bool("member_error", ex.memberErr))
+	}
+	ce.Write(fields...)
+}
+
+// lingeringClose sends FIN, then reads and drops what the client still
+// sends (a pipelined request, the rest of a body) for a short while before
+// the close: closing with unread data makes Linux send RST, which can
+// destroy the last response before the client reads it (nginx's
+// lingering_close does the same).
+func lingeringClose(c *net.TCPConn) {
+	if err := c.CloseWrite(); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
+}
+
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 256 << 10
+)
