@@ -338,6 +338,7 @@ func (r *Reuser) Get(ctx context.Context, clientAddr net.Addr) (*ServerConn, err
 		if w != nil && w.done { // settled by Put (a conn) or Close (an error)
 			r.mu.Unlock()
 			if w.sc != nil {
+				r.counters[w.sc.Member.index].reused.Add(1)
 				return w.sc, nil
 			}
 			return nil, fmt.Errorf("pool %q: %w", p.cfg.Name, w.err)
@@ -422,6 +423,7 @@ func (r *Reuser) Get(ctx context.Context, clientAddr net.Addr) (*ServerConn, err
 		case <-w.ready:
 		case <-timer.C:
 			if sc := r.cancelWant(w); sc != nil {
+				r.counters[sc.Member.index].reused.Add(1)
 				return sc, nil // handed over just in time
 			}
 			return nil, fmt.Errorf("pool %q: %w (waited %v)", p.cfg.Name, ErrQueueTimeout, r.s.QueueTimeout)
@@ -636,7 +638,6 @@ func (r *Reuser) handOffLocked(c *ServerConn) bool {
 		}
 		c.Reused, c.out = true, true
 		w.sc = c
-		r.counters[c.Member.index].reused.Add(1)
 		w.signal()
 		// w may have been woken for a freed slot it will not use now: the
 		// next one looks instead.

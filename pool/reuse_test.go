@@ -855,3 +855,65 @@ func TestGetPutOnAWarmPoolDoesNotAllocate(t *testing.T) {
 		t.Errorf("Get+Put allocates %.1f times", allocs)
 	}
 }
+
+func TestWaitersRacingCancelsAndTimeoutsLeakNoConn(t *testing.T) {
+	const workers, cycles, maxConns = 8, 150, 2
+	b := newLineBackend(t, 0)
+	p, r := reusePool(t, ReuseSettings{MaxIdle: maxConns, QueueTimeout: 3 * time.Millisecond, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
+	m := p.Members()[0]
+	var served, refused atomic.Int64
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range cycles {
+				// Every third Get has a ctx that may end while it waits.
+				ctx, cancel := context.WithCancel(context.Background())
+				if i%3 == 0 {
+					time.AfterFunc(time.Duration(i%4)*time.Millisecond, cancel)
+				}
+				c, err := r.Get(ctx, nil)
+				cancel()
+				if err != nil {
+					if !errors.Is(err, ErrQueueTimeout) && !errors.Is(err, context.Canceled) {
+						errc <- fmt.Errorf("worker %d: %w", w, err)
+						return
+					}
+					refused.Add(1)
+					continue
+				}
+				served.Add(1)
+				if err := exchange(c, fmt.Sprintf("w%d-%d", w, i)); err != nil {
+					r.Discard(c, DiscardFailed)
+					errc <- err
+					return
+				}
+				if i%5 == 0 {
+					r.Discard(c, DiscardFailed) // frees a slot instead of handing over
+				} else {
+					r.Put(c, true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	// Every conn is back: idle, or closed with its slot released.
+	waitFor(t, 5*time.Second, "every conn idle or closed", func() bool { return m.Active() == r.Idle(m) })
+	if a := m.Active(); a > maxConns || r.nwait.Load() != 0 {
+		t.Errorf("active %d (limit %d), %d waiters left", a, maxConns, r.nwait.Load())
+	}
+	s := stats(r, 0)
+	t.Logf("served %d, refused %d (queue timeout or cancel), stats %+v", served.Load(), refused.Load(), s)
+	if s.Opened+s.Reused != uint64(served.Load()) || s.Opened-s.Discarded-s.IdleOverflow != uint64(s.Idle) {
+		t.Errorf("stats %+v, served %d: want opened+reused = served, opened-discarded-overflow = idle", s, served.Load())
+	}
+	if served.Load() == 0 || refused.Load() == 0 {
+		t.Errorf("served %d, refused %d: the test did not exercise both", served.Load(), refused.Load())
+	}
+}
