@@ -219,6 +219,13 @@ type HTTP struct {
 	// ForwardedHeaders adds X-Forwarded-For (appended), X-Forwarded-Proto
 	// and X-Forwarded-Host. Default true.
 	ForwardedHeaders bool `toml:"forwarded_headers"`
+	// AddRequestHeaders are added to every request sent to a member, after
+	// RemoveRequestHeaders took out the client's fields of those names (any
+	// case). The response lists work the same toward the client.
+	AddRequestHeaders     map[string]string `toml:"add_request_headers,omitempty"`
+	RemoveRequestHeaders  []string          `toml:"remove_request_headers,omitempty"`
+	AddResponseHeaders    map[string]string `toml:"add_response_headers,omitempty"`
+	RemoveResponseHeaders []string          `toml:"remove_response_headers,omitempty"`
 }
 
 // Reuse holds a pool's server-side reuse settings (http mode).

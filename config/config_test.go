@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -337,7 +338,7 @@ func TestHTTPModeDefaultsAndValidation(t *testing.T) {
 	h := cfg.VirtualServers[0].HTTP
 	want := DefaultHTTP()
 	want.MaxRequests = 7
-	if h == nil || *h != want {
+	if h == nil || !reflect.DeepEqual(*h, want) {
 		t.Fatalf("http block = %+v, want %+v", h, want)
 	}
 	if r := cfg.Pools["p"].Reuse; r != DefaultReuse() {
@@ -353,6 +354,10 @@ func TestHTTPModeDefaultsAndValidation(t *testing.T) {
 		{strings.Replace(base, "[pool.p]", "[pool.p]\nreuse = \"sometimes\"", 1), `pool "p": reuse: "sometimes" is not one of shared | per-client | never`},
 		{strings.Replace(base, "[pool.p]", "[pool.p]\nmax_idle = -1", 1), `pool "p": max_idle: must be >= 0`},
 		{base + "mode = \"http\"\n[virtual_server.http]\nmax_request = 7\n", `unknown key "virtual_server.http.max_request" (did you mean "max_requests"?)`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nadd_request_headers = { \"Bad Name\" = \"x\" }\n", `http: add_request_headers: "Bad Name" is not a header name`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nadd_response_headers = { \"Content-Length\" = \"1\" }\n", `add_response_headers: "Content-Length" is not a header name`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nremove_request_headers = [\"Host\"]\n", `remove_request_headers: "Host" is not a header name`},
+		{base + "mode = \"http\"\n[virtual_server.http]\nadd_request_headers = { \"X-A\" = \"a\\r\\nEvil: 1\" }\n", `the value of "X-A" holds CR, LF or NUL`},
 	} {
 		_, err := Parse([]byte(tc.text))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -122,9 +122,19 @@ type rawHTTP struct {
 	MaxHeaderBytes        *int      `toml:"max_header_bytes"`
 	ServerResponseTimeout *duration `toml:"server_response_timeout"`
 	ForwardedHeaders      *bool     `toml:"forwarded_headers"`
+
+	AddRequestHeaders     map[string]string `toml:"add_request_headers"`
+	RemoveRequestHeaders  []string          `toml:"remove_request_headers"`
+	AddResponseHeaders    map[string]string `toml:"add_response_headers"`
+	RemoveResponseHeaders []string          `toml:"remove_response_headers"`
 }
 
-func (h rawHTTP) set() bool { return h != rawHTTP{} }
+func (h rawHTTP) set() bool {
+	return h.MaxRequests != nil || h.KeepaliveTimeout != nil || h.RequestHeaderTimeout != nil ||
+		h.MaxRequestLine != nil || h.MaxHeaderBytes != nil || h.ServerResponseTimeout != nil ||
+		h.ForwardedHeaders != nil || h.AddRequestHeaders != nil || h.RemoveRequestHeaders != nil ||
+		h.AddResponseHeaders != nil || h.RemoveResponseHeaders != nil
+}
 
 // LoadFile reads and validates the TOML file at path.
 func LoadFile(path string) (*Config, error) {
@@ -801,6 +811,10 @@ func buildHTTP(rh rawHTTP) HTTP {
 		MaxHeaderBytes:        intOr(rh.MaxHeaderBytes, d.MaxHeaderBytes),
 		ServerResponseTimeout: durOr(rh.ServerResponseTimeout, d.ServerResponseTimeout),
 		ForwardedHeaders:      boolOr(rh.ForwardedHeaders, d.ForwardedHeaders),
+		AddRequestHeaders:     rh.AddRequestHeaders,
+		RemoveRequestHeaders:  rh.RemoveRequestHeaders,
+		AddResponseHeaders:    rh.AddResponseHeaders,
+		RemoveResponseHeaders: rh.RemoveResponseHeaders,
 	}
 }
 
@@ -823,4 +837,37 @@ func validateHTTP(v *validator, path string, h HTTP) {
 	if h.MaxHeaderBytes < 256 || h.MaxHeaderBytes > 1<<24 {
 		v.add(path, "max_header_bytes", "must be between 256 and 16777216")
 	}
+	for _, set := range []struct {
+		key string
+		m   map[string]string
+	}{{"add_request_headers", h.AddRequestHeaders}, {"add_response_headers", h.AddResponseHeaders}} {
+		for _, name := range sortedKeys(set.m) {
+			if !isToken(name) || hopByHop(name) {
+				v.add(path, set.key, fmt.Sprintf("%q is not a header name tether may add (a token, not hop-by-hop or framing)", name))
+			}
+			if strings.ContainsAny(set.m[name], "\r\n\x00") {
+				v.add(path, set.key, fmt.Sprintf("the value of %q holds CR, LF or NUL", name))
+			}
+		}
+	}
+	for _, set := range []struct {
+		key   string
+		names []string
+	}{{"remove_request_headers", h.RemoveRequestHeaders}, {"remove_response_headers", h.RemoveResponseHeaders}} {
+		for _, name := range set.names {
+			if !isToken(name) || hopByHop(name) {
+				v.add(path, set.key, fmt.Sprintf("%q is not a header name tether may remove (a token, not hop-by-hop or framing)", name))
+			}
+		}
+	}
+}
+
+// hopByHop names the fields the proxy owns: framing, routing and hop-by-hop
+// fields cannot be added or removed by configuration.
+func hopByHop(name string) bool {
+	switch strings.ToLower(name) {
+	case "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "content-length", "host", "upgrade", "trailer":
+		return true
+	}
+	return false
 }

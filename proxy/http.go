@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,6 +30,50 @@ type httpSide struct {
 	mode   string // config.ReuseShared | ReusePerClient | ReuseNever
 	reuser *pool.Reuser
 	limits http1.Limits
+
+	// Configured header edits: names removed (any case), fields added.
+	// An added name is removed first, so adding replaces.
+	reqRemove, respRemove [][]byte
+	reqAdd, respAdd       []http1.Header
+}
+
+// headerEdits turns a config's add/remove lists into codec fields, in a
+// stable order.
+func headerEdits(add map[string]string, remove []string) (rm [][]byte, ad []http1.Header) {
+	for _, n := range remove {
+		rm = append(rm, []byte(n))
+	}
+	names := make([]string, 0, len(add))
+	for n := range add {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		rm = append(rm, []byte(n))
+		ad = append(ad, http1.Header{Name: []byte(n), Value: []byte(add[n])})
+	}
+	return rm, ad
+}
+
+// removeFields drops, in place, the fields whose names are in names.
+func removeFields(hs []http1.Header, names [][]byte) []http1.Header {
+	if len(names) == 0 {
+		return hs
+	}
+	out := hs[:0]
+	for _, f := range hs {
+		drop := false
+		for _, n := range names {
+			if bytes.EqualFold(f.Name, n) {
+				drop = true
+				break
+			}
+		}
+		if !drop {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*httpSide, error) {
@@ -47,12 +93,15 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*http
 	if err != nil {
 		return nil, err
 	}
-	return &httpSide{
+	hs := &httpSide{
 		cfg:    *vc.HTTP,
 		mode:   pc.Reuse.Mode,
 		reuser: r,
 		limits: http1.Limits{MaxRequestLine: vc.HTTP.MaxRequestLine, MaxHeaderBytes: vc.HTTP.MaxHeaderBytes},
-	}, nil
+	}
+	hs.reqRemove, hs.reqAdd = headerEdits(vc.HTTP.AddRequestHeaders, vc.HTTP.RemoveRequestHeaders)
+	hs.respRemove, hs.respAdd = headerEdits(vc.HTTP.AddResponseHeaders, vc.HTTP.RemoveResponseHeaders)
+	return hs, nil
 }
 
 // Per-connection buffers of the http path, kept across connections.
@@ -212,6 +261,7 @@ type exchange struct {
 func (h *httpConn) exchange(start time.Time, last bool) bool {
 	var ex exchange
 	hasBody := h.req.Framing != http1.FramingNone
+	h.req.Headers = removeFields(h.req.Headers, h.hs.reqRemove)
 	if hasBody && h.req.ExpectContinue {
 		// Answer 100 Continue here, as nginx does, and stream the body: a
 		// member that ignores Expect cannot then deadlock the exchange. Its
@@ -326,7 +376,8 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, start time.Time, 
 		return h.tunnel(sc, ex)
 	}
 	closeClient := last || h.resp.Framing == http1.FramingUntilClose
-	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Close: closeClient})
+	h.resp.Headers = removeFields(h.resp.Headers, h.hs.respRemove)
+	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
 	if _, err := h.c.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
 		ex.err = err
@@ -420,19 +471,20 @@ func (h *httpConn) drop(sc *pool.ServerConn, why pool.DiscardReason) {
 	h.hs.reuser.Discard(sc, why)
 }
 
-// forwarded returns the X-Forwarded-* fields for this request.
+// forwarded returns the fields tether adds to this request: X-Forwarded-*
+// and the configured ones.
 func (h *httpConn) forwarded() []http1.Header {
-	if !h.hs.cfg.ForwardedHeaders {
-		return nil
+	h.extra = h.extra[:0]
+	if h.hs.cfg.ForwardedHeaders {
+		h.extra = append(h.extra,
+			http1.Header{Name: hdrXFF, Value: h.ip},
+			http1.Header{Name: hdrXFP, Value: protoHTTP},
+		)
+		if len(h.req.Host) > 0 {
+			h.extra = append(h.extra, http1.Header{Name: hdrXFH, Value: h.req.Host})
+		}
 	}
-	h.extra = append(h.extra[:0],
-		http1.Header{Name: hdrXFF, Value: h.ip},
-		http1.Header{Name: hdrXFP, Value: protoHTTP},
-	)
-	if len(h.req.Host) > 0 {
-		h.extra = append(h.extra, http1.Header{Name: hdrXFH, Value: h.req.Host})
-	}
-	return h.extra
+	return append(h.extra, h.hs.reqAdd...)
 }
 
 var (

@@ -445,3 +445,34 @@ func TestHTTPUpgradeBecomesATunnel(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPHeaderEdits(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("Server", "secret/1.2")
+		w.Header().Set("X-Cache", "member")
+		_, _ = io.WriteString(w, "ok")
+	}, nil)
+	p := startProxy(t, httpConfig(`[virtual_server.http]
+forwarded_headers = false
+add_request_headers = { "X-Env" = "prod", "X-Debug" = "off" }
+remove_request_headers = ["x-secret"]
+add_response_headers = { "X-Cache" = "tether" }
+remove_response_headers = ["Server"]`, "", be.addr()))
+	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nX-Secret: 1\r\nX-Debug: on\r\nConnection: close\r\n\r\n")
+	h := <-seen
+	if h.Get("X-Env") != "prod" || h.Get("X-Secret") != "" || h.Values("X-Debug")[0] != "off" || len(h.Values("X-Debug")) != 1 {
+		t.Errorf("member saw %v", h)
+	}
+	if h.Get("X-Forwarded-For") != "" {
+		t.Errorf("forwarded_headers = false, but X-Forwarded-For = %q", h.Get("X-Forwarded-For"))
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(out)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Server") != "" || resp.Header.Values("X-Cache")[0] != "tether" || len(resp.Header.Values("X-Cache")) != 1 {
+		t.Errorf("client saw %v", resp.Header)
+	}
+}
