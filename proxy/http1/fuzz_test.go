@@ -97,6 +97,18 @@ func inTrailer(in []byte) bool {
 	return bytes.Contains(body, []byte("0\r\n"))
 }
 
+// fuzzLimits are small so that the fuzzer reaches every limit with small
+// inputs (and minimises quickly).
+var fuzzLimits = Limits{MaxRequestLine: 512, MaxHeaderBytes: 1024, MaxHeaders: 16, MaxChunkExtension: 32}
+
+// addSeed skips the huge table entries (they test default limits; the
+// fuzzer would spend its time minimising them).
+func addSeed(f *testing.F, s string) {
+	if len(s) <= 4096 {
+		f.Add([]byte(s))
+	}
+}
+
 type parsed struct {
 	method, target, proto, host string
 	header                      map[string][]string
@@ -106,7 +118,7 @@ type parsed struct {
 }
 
 func parseOurs(in []byte) parsed {
-	var p Parser
+	p := Parser{Limits: fuzzLimits}
 	var req Request
 	if err := p.ReadRequest(bufio.NewReader(bytes.NewReader(in)), &req); err != nil {
 		return parsed{err: err}
@@ -157,13 +169,13 @@ func normalise(h map[string][]string) {
 
 func FuzzRequestDifferential(f *testing.F) {
 	for _, s := range acceptedRequests {
-		f.Add([]byte(s))
+		addSeed(f, s)
 	}
 	for _, tc := range requestRejections {
-		f.Add([]byte(tc.in))
+		addSeed(f, tc.in)
 	}
 	for _, tc := range chunkedRejections {
-		f.Add([]byte("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + tc.in))
+		addSeed(f, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"+tc.in)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		ours, theirs := parseOurs(in), parseNetHTTP(in)
@@ -234,7 +246,7 @@ func FuzzResponse(f *testing.F) {
 	methods := [][]byte{[]byte("GET"), []byte("HEAD"), []byte("CONNECT")}
 	f.Fuzz(func(t *testing.T, m uint8, in []byte) {
 		method := methods[int(m)%len(methods)]
-		var p Parser
+		p := Parser{Limits: fuzzLimits}
 		var resp Response
 		br := bufio.NewReader(bytes.NewReader(in))
 		for range 4 { // informational heads may precede the final one
@@ -293,14 +305,14 @@ var chunkedSeeds = []string{
 // before the trailer section) produces the same bytes.
 func FuzzChunked(f *testing.F) {
 	for _, s := range chunkedSeeds {
-		f.Add([]byte(s))
+		addSeed(f, s)
 	}
 	for _, tc := range chunkedRejections {
-		f.Add([]byte(tc.in))
+		addSeed(f, tc.in)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var b BodyReader
-		b.Reset(bufio.NewReader(bytes.NewReader(in)), FramingChunked, 0, Limits{})
+		b.Reset(bufio.NewReader(bytes.NewReader(in)), FramingChunked, 0, fuzzLimits)
 		ours, oerr := io.ReadAll(&b)
 		if len(ours) > len(in) {
 			t.Fatalf("decoded %d bytes from %d", len(ours), len(in))
@@ -355,6 +367,13 @@ func TestWriteSeedCorpus(t *testing.T) {
 		}, strings.ToLower(s))
 	}
 	bytesEntry := func(s string) string { return fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s) }
+	write = func(write func(string, string, string)) func(string, string, string) {
+		return func(target, name, content string) {
+			if len(content) <= 4096+64 {
+				write(target, name, content)
+			}
+		}
+	}(write)
 	for i, s := range acceptedRequests {
 		write("FuzzRequestDifferential", fmt.Sprintf("accept-%02d", i), bytesEntry(s))
 	}
