@@ -39,7 +39,8 @@
 //     absolute-form only for http/https, without userinfo. Its authority
 //     then overrides Host.
 //   - Host: exactly one for HTTP/1.x with x ≥ 1, at most one for HTTP/1.0;
-//     its value empty or a valid authority without userinfo.
+//     its value empty or a valid authority without userinfo or
+//     percent-escapes (a reg-name, IPv4 or bracketed IPv6, port 1-5 digits).
 //   - Field lines: no obs-fold (a line starting with SP/HTAB, including the
 //     first), no whitespace between name and colon, token names, values of
 //     VCHAR / obs-text / SP / HTAB only (NUL, CR, LF and other CTLs are
