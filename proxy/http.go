@@ -20,6 +20,7 @@ import (
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/proxy/http1"
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 // httpSide is what an http-mode virtual server adds to a tcp one: the
@@ -322,7 +323,7 @@ func (h *httpConn) exchange(start time.Time, last bool) bool {
 		}
 		_ = sc.TCP.SetWriteDeadline(time.Time{})
 
-		status, ok, retry := h.response(sc, &ex, start, last)
+		status, ok, retry := h.response(sc, &ex, retire, last)
 		if retry && ex.retries == 0 {
 			ex.retries++
 			continue
@@ -336,7 +337,7 @@ func (h *httpConn) exchange(start time.Time, last bool) bool {
 // returns the status sent, whether the client connection stays usable, and
 // whether the request may be replayed (a reused conn failed before any
 // response byte and the request is idempotent with no body).
-func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, start time.Time, last bool) (status int, ok, retry bool) {
+func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last bool) (status int, ok, retry bool) {
 	h.sr = deadlineReader{c: sc.TCP}
 	h.sbr.Reset(&h.sr)
 	h.sp.Reset()
@@ -401,7 +402,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, start time.Time, 
 	if !h.resp.KeepAlive {
 		sc.ExpectMemberClose()
 	}
-	h.release(sc, reusable)
+	h.release(sc, reusable, retire)
 	return h.resp.Status, !closeClient, false
 }
 
@@ -449,7 +450,15 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	if h.sc != nil {
 		sc := h.sc
 		h.sc = nil
-		return sc, nil
+		// Held since the last exchange: count that exchange now (Put counts
+		// the last one), and check the conn as the pool checks its idle
+		// conns before reuse.
+		sc.Requests++
+		sc.Reused = true
+		if sockopt.Alive(sc.TCP) == nil {
+			return sc, nil
+		}
+		h.hs.reuser.Discard(sc, pool.DiscardClosedEarly)
 	}
 	ctx, cancel := context.WithCancel(h.vs.cutCtx)
 	defer cancel()
@@ -457,10 +466,11 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 }
 
 // release ends an exchange that went well: the conn stays with this client
-// (per-client, never) or goes back to the pool.
-func (h *httpConn) release(sc *pool.ServerConn, reusable bool) {
-	if reusable && h.hs.mode != config.ReuseShared && !sc.Retire() {
-		h.sc = sc
+// (per-client, never) or goes back to the pool. retired says the request
+// carried Connection: close (the member closes; Put waits for its FIN).
+func (h *httpConn) release(sc *pool.ServerConn, reusable, retired bool) {
+	if reusable && !retired && h.hs.mode != config.ReuseShared {
+		h.sc = sc // kept by this client; serverConn counts the exchange
 		return
 	}
 	h.hs.reuser.Put(sc, reusable)

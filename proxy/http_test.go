@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,52 +145,60 @@ func TestHTTPProxiesRequestsWithForwardedHeaders(t *testing.T) {
 	}
 }
 
-// Many short client connections ride a few pooled member connections
-// (OneConnect); with reuse = "never" every client connection gets its own.
+// 1000 requests over 200 short client connections (5 each, 4 at a time)
+// ride a few pooled member connections (OneConnect): the member accepts no
+// more than the pool's max_connections. With reuse = "never" every client
+// connection gets its own member connection.
 func TestHTTPSharedReuseVersusNever(t *testing.T) {
 	for _, tc := range []struct {
-		reuse   string
-		maxConn int64
+		reuse string
+		want  func(int64) bool
+		what  string
 	}{
-		{"shared", 4},
-		{"never", 200},
+		{"shared", func(n int64) bool { return n <= 8 }, "<= max_connections (8)"},
+		{"never", func(n int64) bool { return n == 200 }, "one per client conn (200)"},
 	} {
 		t.Run(tc.reuse, func(t *testing.T) {
 			be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-			p := startProxy(t, httpConfig("", fmt.Sprintf("reuse = %q", tc.reuse), be.addr()))
+			p := startProxy(t, strings.Replace(httpConfig("", fmt.Sprintf("reuse = %q", tc.reuse), be.addr()),
+				fmt.Sprintf("{ address = %q }", be.addr()), fmt.Sprintf("{ address = %q, max_connections = 8 }", be.addr()), 1))
 			url := "http://" + p.addr("vs") + "/"
-			cl := proxyClient(false) // a new client connection per request
 			var wg sync.WaitGroup
 			var failed atomic.Int64
 			for w := 0; w < 4; w++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := 0; i < 50; i++ {
-						resp, err := cl.Get(url)
-						if err != nil {
-							failed.Add(1)
-							continue
+					for conn := 0; conn < 50; conn++ {
+						cl := proxyClient(true)
+						for i := 0; i < 5; i++ {
+							resp, err := cl.Get(url)
+							if err != nil {
+								failed.Add(1)
+								continue
+							}
+							b, _ := io.ReadAll(resp.Body)
+							resp.Body.Close()
+							if resp.StatusCode != 200 || string(b) != "ok" {
+								failed.Add(1)
+							}
 						}
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 || string(b) != "ok" {
-							failed.Add(1)
-						}
+						cl.CloseIdleConnections()
 					}
 				}()
 			}
 			wg.Wait()
 			if n := failed.Load(); n != 0 {
-				t.Fatalf("%d of 200 requests failed", n)
+				t.Fatalf("%d of 1000 requests failed", n)
 			}
-			if got := be.requests.Load(); got != 200 {
-				t.Fatalf("member served %d requests, want 200", got)
+			if got := be.requests.Load(); got != 1000 {
+				t.Fatalf("member served %d requests, want 1000", got)
 			}
-			if got := be.conns.Load(); tc.reuse == "shared" && got > tc.maxConn {
-				t.Fatalf("member accepted %d conns for 200 requests from 4 concurrent clients, want <= %d", got, tc.maxConn)
-			} else if tc.reuse == "never" && got != 200 {
-				t.Fatalf("member accepted %d conns, want one per client conn (200)", got)
+			if got := p.srv.VirtualServer("vs").Stats().Accepted; got != 200 {
+				t.Fatalf("tether accepted %d client conns, want 200", got)
+			}
+			if got := be.conns.Load(); !tc.want(got) {
+				t.Fatalf("member accepted %d conns, want %s", got, tc.what)
 			}
 		})
 	}
@@ -475,4 +486,224 @@ remove_response_headers = ["Server"]`, "", be.addr()))
 	if resp.Header.Get("Server") != "" || resp.Header.Values("X-Cache")[0] != "tether" || len(resp.Header.Values("X-Cache")) != 1 {
 		t.Errorf("client saw %v", resp.Header)
 	}
+}
+
+// per-client: a client connection keeps one member conn for all its
+// requests; the pool's max_requests still retires it (Connection: close on
+// its last request, the member closes first) and a new one takes over.
+func TestHTTPPerClientKeepsOneMemberConn(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig("", "reuse = \"per-client\"\nmax_requests = 4", be.addr()))
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// 10 requests, 4 per member conn: 3 member conns.
+	if got := be.conns.Load(); got != 3 {
+		t.Fatalf("member accepted %d conns for 10 requests with max_requests 4, want 3", got)
+	}
+	lines := p.waitAccess(t, 10)
+	ids := map[string]bool{}
+	for _, l := range lines {
+		ids[fieldString(l, "server_conn")] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("access log shows %d member conns, want 3", len(ids))
+	}
+}
+
+// A member announcing Keep-Alive: timeout=1 with requests at 0.9-1.1 s
+// intervals: tether retires each conn before the member's second passes
+// (timeout minus the margin), so the client sees zero errors.
+func TestHTTPKeepAliveTimeoutLearntFromMember(t *testing.T) {
+	var lastConn atomic.Value
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Keep-Alive", "timeout=1, max=100")
+		_, _ = io.WriteString(w, "ok")
+	}, func(s *http.Server) {
+		s.IdleTimeout = time.Second
+		s.ConnState = func(c net.Conn, st http.ConnState) { lastConn.Store(c.RemoteAddr().String()) }
+	})
+	p := startProxy(t, httpConfig("", "keepalive_margin = \"300ms\"", be.addr()))
+	cl := proxyClient(false)
+	url := "http://" + p.addr("vs") + "/"
+	for i, gap := range []time.Duration{0, 900, 1000, 1100, 950} {
+		time.Sleep(gap * time.Millisecond) // requests around the member's 1 s idle timeout
+		if status, body, _ := get(t, cl, url); status != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, status, body)
+		}
+	}
+	for _, l := range p.accessLines() {
+		if fieldString(l, "retries") != "0" {
+			t.Fatalf("a request needed a replay: tether reused a conn past the learnt timeout: %v", l.ContextMap())
+		}
+	}
+	// Each gap is over the learnt cap (1 s - 300 ms): tether closed the idle
+	// conn itself every time, before the member did.
+	st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+	if st.KeepAliveLearnt < 5 || st.ExpiredIdle < 4 || st.StaleOnPeek != 0 || st.ClosedEarly != 0 {
+		t.Fatalf("reuse stats %+v: want Keep-Alive learnt 5 times, >= 4 idle expiries by tether, no stale conn met", st)
+	}
+}
+
+// A real nginx as the member, keepalive_timeout 2s and keepalive_requests
+// 10, so it closes pooled conns under tether all the time: zero errors.
+func TestHTTPWithRealNginxMember(t *testing.T) {
+	addr := startNginx(t, "keepalive_timeout 2s; keepalive_requests 10;")
+	p := startProxy(t, httpConfig("", "", addr))
+	cl := proxyClient(true)
+	defer cl.CloseIdleConnections()
+	url := "http://" + p.addr("vs") + "/"
+	for i := 0; i < 60; i++ {
+		if i == 30 {
+			time.Sleep(2100 * time.Millisecond) // past nginx's keepalive_timeout
+		}
+		if status, body, _ := get(t, cl, url); status != 200 || body != "nginx says hi\n" {
+			t.Fatalf("request %d: %d %q", i, status, body)
+		}
+	}
+}
+
+// startNginx runs a real nginx on a free 127.0.0.1 port with extra http-level
+// directives; it answers "nginx says hi" on /.
+func startNginx(t *testing.T, directives string) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+			if _, e := os.Stat(p); e == nil {
+				bin, err = p, nil
+			}
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx is not installed; CI must install it (.ci/run)")
+		}
+		t.Skip("nginx not installed (apt-get install nginx); CI installs it")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s;
+  proxy_temp_path %[1]s;
+  fastcgi_temp_path %[1]s;
+  uwsgi_temp_path %[1]s;
+  scgi_temp_path %[1]s;
+  %[2]s
+  server {
+    listen %[3]s;
+    location / { return 200 "nginx says hi\n"; }
+  }
+}
+`, dir, directives, addr)
+	if err := os.WriteFile(dir+"/nginx.conf", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", dir+"/nginx.conf")
+	if out, err := exec.Command(bin, "-t", "-p", dir, "-c", dir+"/nginx.conf").CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	waitFor(t, 5*time.Second, "nginx to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+// 100 MiB up and 100 MiB down through tether, streamed: the process's heap
+// never holds more than a few MiB of it.
+func TestHTTPStreamsLargeBodiesWithBoundedMemory(t *testing.T) {
+	const size = 100 << 20
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprint(w, n)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		_, _ = io.CopyN(w, zeros{}, size)
+	}, nil)
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	url := "http://" + p.addr("vs") + "/"
+
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	cl := proxyClient(true)
+	defer cl.CloseIdleConnections()
+	resp, err := cl.Post(url, "application/octet-stream", io.LimitReader(zeros{}, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != fmt.Sprint(size) {
+		t.Fatalf("upload: member read %s bytes, want %d", got, size)
+	}
+	resp, err = cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	close(stop)
+	<-sampled
+	if err != nil || n != size {
+		t.Fatalf("download: %d bytes, %v", n, err)
+	}
+	if pk := peak.Load(); pk > 32<<20 {
+		t.Fatalf("heap in use peaked at %d MiB while streaming 100 MiB each way", pk>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
