@@ -334,7 +334,9 @@ func build(raw *rawFile) (*Config, error) {
 		}
 		cfg.VirtualServers = append(cfg.VirtualServers, vs)
 	}
-	warned := map[string]bool{}
+	// The root profile's own pair (F5's 1800 s keepalive, 300 s idle timeout)
+	// is deliberate and documented; only profiles the file defines warn.
+	warned := map[string]bool{RootProfile: true}
 	for _, vs := range cfg.VirtualServers {
 		for _, name := range []string{vs.ClientProfile, vs.ServerProfile} {
 			if p, ok := cfg.Profiles[name]; ok && !warned[name] {

@@ -376,6 +376,12 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last bool
 	if h.resp.Tunnel {
 		return h.tunnel(sc, ex)
 	}
+	chunked := h.resp.Framing == http1.FramingChunked
+	if chunked && h.req.Minor == 0 {
+		// An HTTP/1.0 client knows no chunked coding: send the body
+		// de-chunked and delimit it by closing (trailers are dropped).
+		h.resp.Framing, chunked = http1.FramingUntilClose, false
+	}
 	closeClient := last || h.resp.Framing == http1.FramingUntilClose
 	h.resp.Headers = removeFields(h.resp.Headers, h.hs.respRemove)
 	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
@@ -389,7 +395,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last bool
 	} else {
 		_ = sc.TCP.SetReadDeadline(time.Time{})
 	}
-	n, err := h.sp.Body().Forward(h.c, h.body, h.resp.Framing == http1.FramingChunked)
+	n, err := h.sp.Body().Forward(h.c, h.body, chunked)
 	ex.bytesOut = n
 	if err != nil {
 		// The head is out: no fake 502, the client conn just ends.

@@ -707,3 +707,22 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// An HTTP/1.0 client gets a chunked member response de-chunked, delimited
+// by the close; it keeps its connection only when it asked for keep-alive.
+func TestHTTP10ClientGetsNoChunkedCoding(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "part one, ")
+		w.(http.Flusher).Flush() // forces chunked coding
+		_, _ = io.WriteString(w, "part two")
+	}, nil)
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	head, body, _ := strings.Cut(out, "\r\n\r\n")
+	if strings.Contains(strings.ToLower(head), "transfer-encoding") || body != "part one, part two" {
+		t.Fatalf("HTTP/1.0 client got %q", out)
+	}
+	if !strings.Contains(head, "Connection: close") {
+		t.Fatalf("no Connection: close in %q", head)
+	}
+}

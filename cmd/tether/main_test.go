@@ -74,9 +74,20 @@ func TestCheckPrintShowsResolvedProfiles(t *testing.T) {
 			t.Errorf("--print lacks %q:\n%s", want, out)
 		}
 	}
-	// The root profile's keepalive (1800 s) never fires before its idle timeout (300 s).
-	if !strings.Contains(errOut, "warning:") || !strings.Contains(errOut, "keepalive can never fire") {
-		t.Errorf("want the keepalive warning for the root profile, got %q", errOut)
+	if errOut != "" {
+		t.Errorf("a valid config without suspicious settings printed %q", errOut)
+	}
+	// A profile whose keepalive can never fire before its idle timeout warns.
+	code, _, errOut = runCLI("check", "-c", writeConfig(t, goodConfig+`[tcp_profile.lan2]
+keepalive_idle = "600s"
+[[virtual_server]]
+name = "vs2"
+listen = "127.0.0.1:0"
+pool = "p"
+client_profile = "lan2"
+`))
+	if code != exitOK || !strings.Contains(errOut, `warning: tcp_profile "lan2"`) || !strings.Contains(errOut, "keepalive can never fire") {
+		t.Errorf("want the keepalive warning for lan2, got exit %d %q", code, errOut)
 	}
 }
 
