@@ -234,7 +234,7 @@ func (h *httpConn) loop() {
 		} else {
 			_ = h.c.SetReadDeadline(time.Time{})
 		}
-		if !h.exchange(start, last) || last {
+		if !h.exchange(start, time.Since(start), last) || last {
 			return
 		}
 	}
@@ -249,9 +249,10 @@ type exchange struct {
 	reused    bool
 	connReqs  int
 	retries   int
-	bytesIn   int64 // request body bytes sent to the member
-	bytesOut  int64 // response body bytes sent to the client
-	waited    time.Duration
+	headRead  time.Duration // first byte to whole request head
+	bytesIn   int64         // request body bytes sent to the member
+	bytesOut  int64         // response body bytes sent to the client
+	waited    time.Duration // getting a member conn: idle hand-out, queue, connect
 	err       error
 	memberErr bool
 }
@@ -259,8 +260,8 @@ type exchange struct {
 // exchange proxies the request just read. It returns false when the client
 // connection must close (an error response, a response framed by close, a
 // failure after the response head was sent, a tunnel that ended).
-func (h *httpConn) exchange(start time.Time, last bool) bool {
-	var ex exchange
+func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) bool {
+	ex := exchange{headRead: headRead}
 	hasBody := h.req.Framing != http1.FramingNone
 	h.req.Headers = removeFields(h.req.Headers, h.hs.reqRemove)
 	if hasBody && h.req.ExpectContinue {
@@ -273,8 +274,9 @@ func (h *httpConn) exchange(start time.Time, last bool) bool {
 		}
 	}
 	for {
+		asked := time.Now()
 		sc, err := h.serverConn()
-		ex.waited = time.Since(start)
+		ex.waited += time.Since(asked)
 		if err != nil {
 			status := 502
 			if errors.Is(err, pool.ErrNoMember) {
@@ -585,7 +587,8 @@ func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
 		zap.Int("status", status),
 		zap.Int64("bytes_in", ex.bytesIn),
 		zap.Int64("bytes_out", ex.bytesOut),
-		zap.Duration("wait", ex.waited),
+		zap.Duration("head_read", ex.headRead),
+		zap.Duration("member_wait", ex.waited),
 		zap.Duration("duration", time.Since(start)),
 		zap.Int("retries", ex.retries),
 		zap.Int("client_request", h.served),

@@ -143,6 +143,11 @@ func TestHTTPProxiesRequestsWithForwardedHeaders(t *testing.T) {
 	if e["method"] != "GET" || e["path"] != "/a/b?c=d" || e["status"] != int64(200) || e["member"] != be.addr() {
 		t.Errorf("access line: %v", e)
 	}
+	for _, k := range []string{"bytes_in", "bytes_out", "head_read", "member_wait", "duration", "retries", "server_conn", "reused", "server_conn_requests", "client_request", "client"} {
+		if _, ok := e[k]; !ok {
+			t.Errorf("access line lacks %q: %v", k, e)
+		}
+	}
 }
 
 // 1000 requests over 200 short client connections (5 each, 4 at a time)
