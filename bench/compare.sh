@@ -5,7 +5,25 @@
 #   1. iperf3, one stream: Gbit/s, and Gbit per proxy CPU-second;
 #   2. redis-benchmark -c 50 (SET, GET): requests/s, and per proxy CPU-second;
 #   3. memory per idle proxied connection (RSS delta of the proxy / N conns),
-#      its fds per conn, and (noisy, system-wide) kernel memory per conn.
+#      its fds per conn, and (noisy, system-wide) kernel memory per conn;
+#   4. HTTP/1.1 through HAProxy (mode http, http-reuse safe), nginx (upstream
+#      keepalive 32) and tether (mode http, reuse shared) to an nginx backend
+#      returning a 64-byte body, with wrk -c 50 -t 2 --latency:
+#        a. keepalive clients;  b. "Connection: close" clients (pooled backend);
+#      requests/s, p99, requests per proxy CPU-second, backend connections
+#      opened (the backend's stub_status "accepts"), errors, and where
+#      TIME_WAIT lands (client / proxy front / proxy back / backend), counted
+#      with ss by port 1 s after wrk ends. Every (target, scenario) pair gets
+#      its own front and backend ports, so pools start cold and counts do not
+#      mix. The issue's targets are printed beside the figures.
+#
+# HTTP settings, the same for every proxy where they exist: no per-client-conn
+# request limit (tether: [virtual_server.http] max_requests = 0; nginx:
+# keepalive_requests 100000), 60 s client keepalive, no X-Forwarded-* headers
+# (tether: forwarded_headers = false; HAProxy and nginx add none by default),
+# no access log. tether's pool: reuse "shared", max_idle 64, member
+# max_connections 64. nginx as a proxy keeps its defaults otherwise (upstream
+# keepalive_requests 1000).
 #
 # Proxy CPU is counted two ways: the proxy process's utime+stime, and all busy
 # time of the proxy's CPU in /proc/stat (which also holds softirq work that is
@@ -18,14 +36,21 @@
 # 127.0.0.1. Every process this script starts is killed when it exits.
 #
 # Usage (from the repo root):
-#   bash bench/compare.sh            # full run, about 1-2 minutes
-#   bash bench/compare.sh --quick    # smoke check: 1 s iperf3, fewer requests, 1000 idle conns
+#   bash bench/compare.sh            # full run, about 2 minutes (1 of them HTTP)
+#   bash bench/compare.sh --quick    # smoke check: 1 s iperf3, fewer requests, 1000 idle conns, 2 s wrk
+#   bash bench/compare.sh --http-only   # only the HTTP scenarios (4); --no-http skips them
+#
+# Needs haproxy iperf3 redis-server redis-benchmark taskset python3 timeout ss
+# go; the HTTP scenarios also need wrk and nginx (apt-get install -y wrk nginx)
+# and are skipped with a warning when those are absent.
 #
 # Environment:
 #   TETHER_BIN=path     use this tether binary instead of building ./cmd/tether
 #   HAPROXY_SPLICE=1    add "option splice-auto" to HAProxy (stock config otherwise)
 #   IDLE_CONNS=N        idle connections for the memory test (default 5000; 1000 with --quick)
 #   KEEP_TMP=1          keep the temp dir (configs, logs) for inspection
+#   HTTP_SECS=N         wrk duration per HTTP run (default 5; 2 with --quick)
+#   TETHER_HTTP_LOG=L   tether's log level in the HTTP runs (default warn)
 #
 # Writes the table to stdout and the same figures as JSON to
 # bench/results/compare-DATE.json (gitignored).
@@ -33,10 +58,12 @@ set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-QUICK=0
+QUICK=0 RUN_TCP=1 RUN_HTTP=1
 for arg in "$@"; do
 	case "$arg" in
 	--quick) QUICK=1 ;;
+	--http-only) RUN_TCP=0 ;;
+	--no-http) RUN_HTTP=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "compare.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
 	esac
@@ -48,10 +75,13 @@ ROOT=$(pwd)
 if ((QUICK)); then
 	IPERF_SECS=1 REDIS_N=20000
 	IDLE_N=${IDLE_CONNS:-1000}
+	HTTP_SECS=${HTTP_SECS:-2}
 else
 	IPERF_SECS=5 REDIS_N=200000
 	IDLE_N=${IDLE_CONNS:-5000}
+	HTTP_SECS=${HTTP_SECS:-5}
 fi
+((RUN_TCP || RUN_HTTP)) || { echo "compare.sh: --http-only and --no-http leave nothing to run" >&2; exit 2; }
 REDIS_CLIENTS=50
 PROXY_CPU=0 LOAD_CPU=1
 
@@ -74,6 +104,16 @@ if ((${#missing[@]})); then
 	die "missing: ${missing[*]}
 install them with:  apt-get install -y ${pkgs}"
 fi
+if ((RUN_HTTP)); then
+	http_missing=()
+	for p in wrk nginx; do command -v "$p" >/dev/null 2>&1 || http_missing+=("$p"); done
+	if ((${#http_missing[@]})); then
+		msg="missing for the HTTP scenarios: ${http_missing[*]}; install with:  apt-get install -y ${http_missing[*]}"
+		((RUN_TCP)) || die "$msg"
+		printf '%s WARNING: %s (HTTP scenarios skipped)\n' "$(date +%T)" "$msg" >&2
+		RUN_HTTP=0
+	fi
+fi
 ncpu=$(nproc)
 if ((ncpu < 2)); then
 	warn "only $ncpu CPU: proxy and load share CPU 0; figures will be pessimistic"
@@ -84,6 +124,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # ---------------------------------------------------------------- cleanup
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tether-compare.XXXXXX")
 PIDS=()
+CHILD_PIDS=() # children of PIDS that a SIGKILL of their parent would leave behind (nginx workers)
 cleanup() {
 	local rc=$? pid i
 	trap - EXIT INT TERM
@@ -92,11 +133,11 @@ cleanup() {
 	done
 	for i in $(seq 30); do
 		local alive=0
-		for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		for pid in "${PIDS[@]}" "${CHILD_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
 		((alive)) || break
 		sleep 0.1
 	done
-	for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}" "${CHILD_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	if [[ ${KEEP_TMP:-0} == 1 ]]; then
 		echo "temp dir kept: $tmp" >&2
@@ -254,7 +295,7 @@ if ((IDLE_N * 2 + 1024 > FDS)); then
 fi
 
 # ---------------------------------------------------------------- builds
-log "temp dir $tmp; quick=$QUICK iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N"
+log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s"
 TETHER=""
 if [[ -n ${TETHER_BIN:-} ]]; then
 	[[ -x $TETHER_BIN ]] || die "TETHER_BIN=$TETHER_BIN is not executable"
@@ -266,7 +307,9 @@ else
 	head -n 8 "$tmp/build-tether.log" | sed 's/^/    /' >&2
 fi
 IDLECONNS=""
-if go build -o "$tmp/idleconns" ./bench/idleconns >"$tmp/build-idleconns.log" 2>&1; then
+if ((!RUN_TCP)); then
+	:
+elif go build -o "$tmp/idleconns" ./bench/idleconns >"$tmp/build-idleconns.log" 2>&1; then
 	IDLECONNS=$tmp/idleconns
 else
 	warn "bench/idleconns does not build; the memory test is skipped:"
@@ -385,6 +428,7 @@ start_proxy() {
 }
 
 # ---------------------------------------------------------------- 1+2: throughput
+if ((RUN_TCP)); then # ends before "4: http"
 IPERF_PORT=$(pick_port) REDIS_PORT=$(pick_port)
 HA_IPERF=$(pick_port) HA_REDIS=$(pick_port)
 TE_IPERF=$(pick_port) TE_REDIS=$(pick_port)
@@ -523,6 +567,375 @@ if [[ -n $IDLECONNS ]]; then
 	measure_idle tether
 	stop_pid "$HOLDER"
 fi
+fi # RUN_TCP
+
+# ---------------------------------------------------------------- 4: http
+# Targets: direct (the backend nginx itself), haproxy, nginx (as a proxy),
+# tether. Scenarios: ka (keepalive clients), close ("Connection: close").
+HTTP_TARGETS=(direct haproxy nginx tether)
+HTTP_SCENARIOS=(ka close)
+HTTP_CONNS=50 HTTP_THREADS=2
+TETHER_POOL_MAX=64 # tether's member max_connections and max_idle: the bound on backend conns
+NGINX_KEEPALIVE=32
+# exactly 64 bytes
+HTTP_BODY="tether-bench-64-byte-body-0123456789-abcdefghijklmnopqrstuvwxyz."
+
+# tw_overflow: the kernel's TCPTimeWaitOverflow counter (TIME_WAIT sockets it
+# did not keep because tcp_max_tw_buckets was reached).
+tw_overflow() {
+	awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "TCPTimeWaitOverflow") print $i }' /proc/net/netstat
+}
+
+# nginx_common DIR: the lines every nginx instance here shares (all paths in DIR).
+nginx_common() {
+	cat <<EOF
+worker_processes 1;
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_common() {
+	cat <<EOF
+    access_log off;
+    client_body_temp_path $1/tmp-body;
+    proxy_temp_path $1/tmp-proxy;
+    fastcgi_temp_path $1/tmp-fastcgi;
+    uwsgi_temp_path $1/tmp-uwsgi;
+    scgi_temp_path $1/tmp-scgi;
+    keepalive_timeout 60s;
+    keepalive_requests 100000;
+EOF
+}
+
+# nginx_backend_cfg DIR STUB_PORT PORT...: the backend; every PORT answers
+# any request with 200 and the 64-byte body; STUB_PORT serves stub_status.
+nginx_backend_cfg() {
+	local dir=$1 stub=$2 p
+	shift 2
+	{
+		nginx_common "$dir"
+		echo "http {"
+		nginx_http_common "$dir"
+		echo "    server {"
+		for p in "$@"; do echo "        listen 127.0.0.1:$p backlog=4096;"; done
+		cat <<EOF
+        location / { default_type text/plain; return 200 "$HTTP_BODY"; }
+    }
+    server {
+        listen 127.0.0.1:$stub;
+        location / { stub_status; }
+    }
+}
+EOF
+	} >"$dir/nginx.conf"
+}
+
+# nginx_proxy_cfg DIR FRONT:BACK...
+nginx_proxy_cfg() {
+	local dir=$1 pair i=0
+	shift
+	{
+		nginx_common "$dir"
+		echo "http {"
+		nginx_http_common "$dir"
+		for pair in "$@"; do
+			i=$((i + 1))
+			cat <<EOF
+    upstream b$i {
+        server 127.0.0.1:${pair##*:};
+        keepalive $NGINX_KEEPALIVE;
+    }
+    server {
+        listen 127.0.0.1:${pair%%:*} backlog=4096;
+        location / {
+            proxy_pass http://b$i;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+		done
+		echo "}"
+	} >"$dir/nginx.conf"
+}
+
+# haproxy_http_cfg FILE FRONT:BACK...
+haproxy_http_cfg() {
+	local file=$1 pair i=0
+	shift
+	{
+		cat <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse safe
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    timeout http-request 10s
+EOF
+		for pair in "$@"; do
+			i=$((i + 1))
+			cat <<EOF
+
+listen h$i
+    bind 127.0.0.1:${pair%%:*}
+    server s1 127.0.0.1:${pair##*:}
+EOF
+		done
+	} >"$file"
+}
+
+# tether_http_cfg FILE LOGLEVEL FRONT:BACK...
+tether_http_cfg() {
+	local file=$1 level=$2 pair i=0
+	shift 2
+	{
+		cat <<EOF
+[global]
+shutdown_timeout = "2s"
+
+[log]
+level = "$level"
+format = "console"
+access = false
+EOF
+		for pair in "$@"; do
+			i=$((i + 1))
+			cat <<EOF
+
+[pool.h$i]
+method = "round-robin"
+reuse = "shared"
+max_idle = $TETHER_POOL_MAX
+members = [ { address = "127.0.0.1:${pair##*:}", max_connections = $TETHER_POOL_MAX } ]
+
+[pool.h$i.health]
+type = "none"
+
+[[virtual_server]]
+name = "h$i"
+listen = "127.0.0.1:${pair%%:*}"
+mode = "http"
+pool = "h$i"
+max_connections = 30000
+
+[virtual_server.http]
+max_requests = 0
+keepalive_timeout = "60s"
+forwarded_headers = false
+EOF
+		done
+	} >"$file"
+}
+
+# start_nginx NAME DIR CPU: nginx -p DIR -c DIR/nginx.conf in the foreground
+# on CPU; sets BG_PID (master) and NGINX_PIDS (master and workers).
+start_nginx() {
+	local name=$1 dir=$2 cpu=$3
+	if ! nginx -t -q -p "$dir" -c "$dir/nginx.conf" >"$tmp/$name.check" 2>&1; then
+		warn "nginx ($name) rejects its config:"; sed 's/^/    /' "$tmp/$name.check" >&2
+		return 1
+	fi
+	start_bg "$name" taskset -c "$cpu" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+	NGINX_PIDS=("$BG_PID")
+}
+# nginx_workers MASTER: add its workers to NGINX_PIDS and CHILD_PIDS.
+nginx_workers() {
+	local w
+	for w in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		NGINX_PIDS+=("$w")
+		CHILD_PIDS+=("$w")
+	done
+	((${#NGINX_PIDS[@]} > 1)) || { warn "no nginx worker under $1"; return 1; }
+}
+# stop_nginx MASTER: SIGTERM (it stops its workers), then SIGKILL stragglers.
+stop_nginx() {
+	local m=$1 ws w
+	ws=$(ps -o pid= --ppid "$m" 2>/dev/null || true)
+	stop_pid "$m"
+	for w in $ws; do kill -KILL "$w" 2>/dev/null || true; done
+}
+
+# stub_accepts: the backend's accepted-connection count (stub_status
+# "accepts"); the reading's own connection is included.
+stub_accepts() {
+	python3 - "$STUB_PORT" <<'EOF'
+import sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=3).read().decode()
+print(body.splitlines()[2].split()[0])
+EOF
+}
+
+# tw_count FRONT BACK: "client proxy_front proxy_back backend" TIME_WAIT
+# sockets by 4-tuple side (FRONT == BACK for direct: client and backend only).
+tw_count() {
+	local f=$1 b=$2
+	ss -Htan state time-wait "( sport = :$f or dport = :$f or sport = :$b or dport = :$b )" 2>/dev/null |
+		python3 -c '
+import sys
+f, b = sys.argv[1], sys.argv[2]
+n = dict(client=0, front=0, back=0, backend=0)
+for line in sys.stdin:
+    x = line.split()
+    if len(x) < 2:
+        continue
+    lp, rp = x[-2].rsplit(":", 1)[1], x[-1].rsplit(":", 1)[1]
+    if lp == b:
+        n["backend"] += 1          # the backend closed first
+    elif rp == b and f != b:
+        n["back"] += 1             # the proxy closed first toward the backend
+    elif lp == f:
+        n["front"] += 1            # the proxy closed first toward the client
+    elif rp == f:
+        n["client"] += 1           # wrk closed first
+print(n["client"], n["front"], n["back"], n["backend"])' "$f" "$b"
+}
+
+# run_wrk TARGET SCEN FRONT BACK [PROXY_PID...]
+run_wrk() {
+	local target=$1 scen=$2 front=$3 back=$4 key="http.$2.$1" out=$tmp/wrk-$2-$1.txt
+	shift 4
+	local pids=("$@") t0=0 t1=0 pid a0 a1 o0 o1 tw hdr=() parsed k v twc twf twb twk
+	[[ $scen == close ]] && hdr=(-H "Connection: close")
+	a0=$(stub_accepts) || { warn "backend stub_status unreadable before $scen/$target"; a0=""; }
+	for pid in "${pids[@]}"; do t0=$((t0 + $(cpu_ticks "$pid"))); done
+	o0=$(tw_overflow)
+	if ! timeout -k 5 $((HTTP_SECS + 30)) taskset -c "$LOAD_CPU" wrk -c "$HTTP_CONNS" -t "$HTTP_THREADS" \
+		-d "${HTTP_SECS}s" --latency "${hdr[@]}" "http://127.0.0.1:$front/" >"$out" 2>&1; then
+		warn "wrk $scen via $target failed: $(head -c 300 "$out")"
+		return 0
+	fi
+	for pid in "${pids[@]}"; do
+		if alive "$pid"; then t1=$((t1 + $(cpu_ticks "$pid"))); else warn "$target (pid $pid) died during $scen"; put "$key.died" 1; fi
+	done
+	sleep 1 # let the last closes finish before counting TIME_WAIT
+	tw=$(tw_count "$front" "$back")
+	o1=$(tw_overflow)
+	a1=$(stub_accepts) || a1=""
+	parsed=$(python3 - "$out" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v, u):
+    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[u]
+out = {}
+m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m),", t, re.M)
+if m:
+    out["requests"] = int(m.group(1)); out["secs"] = ms(m.group(2), m.group(3)) / 1e3
+m = re.search(r"^Requests/sec:\s*([\d.]+)", t, re.M)
+if m: out["rps"] = float(m.group(1))
+m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", t, re.M)
+if m: out["p99_ms"] = ms(m.group(1), m.group(2))
+m = re.search(r"^\s*50%\s+([\d.]+)(us|ms|s|m)\s*$", t, re.M)
+if m: out["p50_ms"] = ms(m.group(1), m.group(2))
+m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+e = [int(x) for x in m.groups()] if m else [0, 0, 0, 0]
+for k, v in zip(("err_connect", "err_read", "err_write", "err_timeout"), e):
+    out[k] = v
+m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", t)
+out["non2xx"] = int(m.group(1)) if m else 0
+out["errors"] = sum(e) + out["non2xx"]
+for k, v in out.items():
+    print(k, v)
+EOF
+)
+	while read -r k v; do put "$key.$k" "$v"; done <<<"$parsed"
+	if ((${#pids[@]})); then put "$key.cpu_s" "$(python3 -c "print('%.3f' % (($t1-$t0)/$CLK_TCK))")"; fi
+	[[ -n $a0 && -n $a1 ]] && put "$key.backend_conns" "$((a1 - a0 - 1))"
+	read -r twc twf twb twk <<<"$tw"
+	put "$key.tw_client" "$twc"
+	put "$key.tw_front" "$twf"
+	put "$key.tw_back" "$twb"
+	put "$key.tw_backend" "$twk"
+	put "$key.tw_overflow" "$((o1 - o0))"
+	((o1 - o0 == 0)) || warn "$scen/$target: the kernel dropped $((o1 - o0)) TIME_WAIT sockets (tcp_max_tw_buckets $(cat /proc/sys/net/ipv4/tcp_max_tw_buckets) reached): its TIME_WAIT counts are lower bounds"
+	log "wrk $scen $target: $(awk '/^Requests\/sec/ {print $2}' "$out") req/s, p99 $(awk '$1 == "99%" {print $2}' "$out"), backend conns $([[ -n $a0 && -n $a1 ]] && echo $((a1 - a0 - 1)) || echo '?'), TIME_WAIT client/front/back/backend $twc/$twf/$twb/$twk$(grep -E 'Socket errors|Non-2xx' "$out" | tr -s ' \n' ' ' | sed 's/^/, /')"
+}
+
+if ((RUN_HTTP)); then
+	declare -A HFRONT HBACK
+	for t in "${HTTP_TARGETS[@]}"; do
+		for s in "${HTTP_SCENARIOS[@]}"; do
+			HBACK[$t.$s]=$(pick_port)
+			if [[ $t == direct ]]; then HFRONT[$t.$s]=${HBACK[$t.$s]}; else HFRONT[$t.$s]=$(pick_port); fi
+		done
+	done
+	STUB_PORT=$(pick_port)
+	mkdir -p "$tmp/nginx-backend/logs" "$tmp/nginx-proxy/logs"
+	chmod 755 "$tmp" # nginx workers run as nobody
+	nginx_backend_cfg "$tmp/nginx-backend" "$STUB_PORT" "${HBACK[@]}"
+	log "http: nginx backend on CPU $LOAD_CPU (ports ${HBACK[*]}, stub_status :$STUB_PORT); wrk -c $HTTP_CONNS -t $HTTP_THREADS -d ${HTTP_SECS}s"
+	if start_nginx nginx-backend "$tmp/nginx-backend" "$LOAD_CPU" &&
+		BACKEND_PID=$BG_PID && wait_listen "$BACKEND_PID" "${HBACK[@]}" "$STUB_PORT" && nginx_workers "$BACKEND_PID"; then
+		got=$(python3 -c 'import sys, urllib.request; print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=3).read()))' "${HBACK[direct.ka]}" 2>&1) || true
+		[[ $got == 64 ]] || warn "the backend's body is '$got' bytes, not 64"
+		for t in "${HTTP_TARGETS[@]}"; do
+			pairs=()
+			for s in "${HTTP_SCENARIOS[@]}"; do pairs+=("${HFRONT[$t.$s]}:${HBACK[$t.$s]}"); done
+			fronts=("${pairs[@]%%:*}")
+			ppids=() ppid=""
+			case $t in
+			direct) ;;
+			haproxy)
+				haproxy_http_cfg "$tmp/haproxy-http.cfg" "${pairs[@]}"
+				if haproxy -c -q -f "$tmp/haproxy-http.cfg" >"$tmp/haproxy-http.check" 2>&1; then
+					start_bg haproxy-http taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy-http.cfg"
+					ppid=$BG_PID ppids=("$BG_PID")
+				else
+					warn "haproxy rejects its http config:"; sed 's/^/    /' "$tmp/haproxy-http.check" >&2
+				fi
+				;;
+			nginx)
+				nginx_proxy_cfg "$tmp/nginx-proxy" "${pairs[@]}"
+				if start_nginx nginx-proxy "$tmp/nginx-proxy" "$PROXY_CPU"; then ppid=$BG_PID; fi
+				;;
+			tether)
+				if [[ -n $TETHER ]]; then
+					tether_http_cfg "$tmp/tether-http.toml" "${TETHER_HTTP_LOG:-warn}" "${pairs[@]}"
+					if "$TETHER" check -c "$tmp/tether-http.toml" >"$tmp/tether-http.check" 2>&1; then
+						start_bg tether-http env GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$TETHER" run -c "$tmp/tether-http.toml"
+						ppid=$BG_PID ppids=("$BG_PID")
+					else
+						warn "tether check rejects its http config:"; sed 's/^/    /' "$tmp/tether-http.check" >&2
+					fi
+				fi
+				;;
+			esac
+			if [[ $t != direct ]]; then
+				if [[ -z $ppid ]]; then warn "$t unavailable for the HTTP tests"; continue; fi
+				if ! wait_listen "$ppid" "${fronts[@]}" || ! alive "$ppid"; then
+					warn "$t did not start; its log:"; tail -n 20 "$tmp/$t-http.log" "$tmp/nginx-proxy/error.log" 2>/dev/null | sed 's/^/    /' >&2
+					stop_pid "$ppid"
+					continue
+				fi
+				if [[ $t == nginx ]]; then
+					nginx_workers "$ppid" || true
+					ppids=("${NGINX_PIDS[@]}")
+				fi
+				sleep 0.3
+			fi
+			for s in "${HTTP_SCENARIOS[@]}"; do
+				run_wrk "$t" "$s" "${HFRONT[$t.$s]}" "${HBACK[$t.$s]}" "${ppids[@]}"
+			done
+			case $t in
+			direct) ;;
+			nginx) stop_nginx "$ppid" ;;
+			*) stop_pid "$ppid" ;;
+			esac
+		done
+		alive "$BACKEND_PID" || warn "the backend nginx died: $(tail -n 5 "$tmp/nginx-backend/error.log")"
+		stop_nginx "$BACKEND_PID"
+	else
+		warn "the nginx backend did not start; HTTP scenarios skipped: $(tail -n 5 "$tmp/nginx-backend.log" "$tmp/nginx-backend/error.log" 2>/dev/null)"
+	fi
+fi
 
 # ---------------------------------------------------------------- report
 mkdir -p bench/results
@@ -581,6 +994,9 @@ def fmt(v, unit=""):
 def fr(v):
     return "n/a" if v is None else f"{v:.2f}x"
 
+_stdout = sys.stdout
+if not $RUN_TCP:  # --http-only: no tcp table
+    sys.stdout = open("/dev/null", "w")
 hdr = ["scenario", "unit", "direct", "haproxy", "tether", "tether/haproxy", "tether/direct"]
 table = [hdr] + [[r["scenario"], r["unit"], fmt(r["direct"], r["unit"]), fmt(r["haproxy"], r["unit"]),
                   fmt(r["tether"], r["unit"]), fr(r["tether_haproxy"]), fr(r["tether_direct"])] for r in rows]
@@ -636,5 +1052,152 @@ doc = dict(
     rows=rows, details=details, raw=vals)
 with open(sys.argv[2], "w") as f:
     json.dump(doc, f, indent=2)
+sys.stdout = _stdout
 print(f"JSON: {sys.argv[2]}")
+EOF
+
+((RUN_HTTP)) || exit 0
+python3 - "$RESULTS" "$OUT_JSON" "$HTTP_SECS" "$HTTP_CONNS" "$HTTP_THREADS" "$TETHER_POOL_MAX" "$NGINX_KEEPALIVE" \
+	"$PROXY_CPU" "$LOAD_CPU" "$(cat /proc/sys/net/ipv4/tcp_max_tw_buckets)" "$(cat /proc/sys/net/ipv4/ip_local_port_range)" <<'EOF'
+import json, subprocess, sys
+res, out_json = sys.argv[1], sys.argv[2]
+secs, conns, threads, pool_max, nginx_ka, pcpu, lcpu, tw_max, port_range = sys.argv[3:12]
+lo, hi = map(int, port_range.split())
+pool_max = int(pool_max)
+vals = {}
+for line in open(res):
+    k, v = line.split()
+    if k.startswith("http."):
+        vals[k] = float(v)
+def g(scen, target, m):
+    return vals.get(f"http.{scen}.{target}.{m}")
+
+TARGETS = ["direct", "haproxy", "nginx", "tether"]
+SCEN = {"ka": "keepalive", "close": "Connection: close"}
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+def rpcpu(scen, t):
+    r, c = g(scen, t, "requests"), g(scen, t, "cpu_s")
+    return round(r / c) if r is not None and c else None
+
+rows = []
+def row(scen, name, unit, vals_by_target, better, target=None):
+    r = dict(scenario=SCEN[scen], metric=name, unit=unit, better=better, **vals_by_target)
+    r["tether_haproxy"] = ratio(r.get("tether"), r.get("haproxy"))
+    r["tether_nginx"] = ratio(r.get("tether"), r.get("nginx"))
+    r["target"] = target
+    rows.append(r)
+
+def judge(kind, scen, t_val, ref, bound=None):
+    """The issue's target for this row: text and met (True/False/None)."""
+    if kind == "cpu":
+        text = "tether >= haproxy"
+        met = None if t_val is None or ref is None else t_val >= ref
+    elif kind == "p99":
+        text = "tether <= haproxy"
+        met = None if t_val is None or ref is None else t_val <= ref
+    else:
+        text = f"tether <= {bound} (pool size)"
+        met = None if t_val is None else t_val <= bound
+    return dict(text=text, met=met)
+
+for scen in SCEN:
+    by = lambda m: {t: g(scen, t, m) for t in TARGETS}
+    row(scen, "requests/s", "req/s", by("rps"), "higher")
+    p99 = by("p99_ms")
+    row(scen, "p99 latency", "ms", p99, "lower", judge("p99", scen, p99["tether"], p99["haproxy"]))
+    row(scen, "p50 latency", "ms", by("p50_ms"), "lower")
+    cpu = {t: (rpcpu(scen, t) if t != "direct" else None) for t in TARGETS}
+    row(scen, "req per proxy CPU-s", "req/CPU-s", cpu, "higher", judge("cpu", scen, cpu["tether"], cpu["haproxy"]))
+    bc = by("backend_conns")
+    row(scen, "backend conns opened", "conns", bc, "lower",
+        judge("conns", scen, bc["tether"], None, pool_max) if scen == "close" else None)
+    row(scen, "errors (socket + non-2xx)", "count", by("errors"), "lower")
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit in ("req/s", "req/CPU-s", "conns", "count"):
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+def fr(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+def ft(t):
+    if not t:
+        return ""
+    return t["text"] + ": " + {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+
+def table(hdr, body, left=1):
+    w = [max(len(x[i]) for x in [hdr] + body) for i in range(len(hdr))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w[i]) if i < left or i == len(hdr) - 1 and hdr[-1] == "issue target" else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+    print(line(hdr))
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in body:
+        print(line(r))
+
+print()
+print(f"HTTP/1.1 on 127.0.0.1 — wrk -c {conns} -t {threads} -d {secs}s --latency, 64-byte body from an nginx backend;")
+print(f"proxy on CPU {pcpu} (tether GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker), wrk and the backend on CPU {lcpu}")
+hdr = ["scenario", "metric", "unit", "direct", "haproxy", "nginx", "tether", "tether/haproxy", "tether/nginx", "issue target"]
+body = [[r["scenario"], r["metric"], r["unit"]] + [fmt(r[t], r["unit"]) for t in TARGETS] +
+        [fr(r["tether_haproxy"]), fr(r["tether_nginx"]), ft(r["target"])] for r in rows]
+table(hdr, body, left=3)
+print("(requests/s, per CPU-s: higher is better; latency, backend conns, errors: lower is better)")
+print("(per proxy CPU-s: wrk's request count / the proxy's utime+stime over the run, nginx master+worker summed;")
+print(" backend conns: the backend nginx's stub_status accepts delta; direct = wrk's own connections)")
+
+tw_rows, tw = [], {}
+for scen in SCEN:
+    for t in TARGETS:
+        c = [g(scen, t, k) for k in ("tw_client", "tw_front", "tw_back", "tw_backend")]
+        if all(x is None for x in c):
+            continue
+        ov = g(scen, t, "tw_overflow") or 0
+        if t == "direct":
+            c[1] = c[2] = None
+        tw[f"{scen}.{t}"] = dict(client=c[0], proxy_front=c[1], proxy_back=c[2], backend=c[3], kernel_dropped=ov)
+        tw_rows.append([SCEN[scen], t] + ["-" if x is None else f"{x:,.0f}" + ("+" if ov else "") for x in c] +
+                       [f"{ov:,.0f}" if ov else "0"])
+print()
+print(f"TIME_WAIT sockets 1 s after wrk ends, by the side that closed first (ss -tan state time-wait, by port)")
+table(["scenario", "target", "client", "proxy front", "proxy back", "backend", "kernel dropped"], tw_rows, left=2)
+print("(client: wrk closed first; proxy front: the proxy closed its client conn first; proxy back: the proxy closed")
+print(" its backend conn first; backend: nginx closed first. '+': the kernel hit tcp_max_tw_buckets")
+print(f" ({tw_max}) during the run and dropped the TIME_WAIT sockets counted in the last column, so the counts are lower bounds)")
+print(f"(one side's count saturates near {(hi - lo + 1) // 2:,}: connect() takes even ports of {lo}-{hi} first, and a new SYN")
+print(" on a 4-tuple still in TIME_WAIT takes that socket over; a count there means nearly every close left one)")
+
+details = {}
+for scen in SCEN:
+    for t in TARGETS:
+        d = {k.split(".", 3)[3]: v for k, v in vals.items() if k.startswith(f"http.{scen}.{t}.")}
+        if d:
+            details[f"{scen}.{t}"] = d
+errs = [(k, d) for k, d in details.items() if d.get("errors")]
+if errs:
+    print()
+    for k, d in errs:
+        print(f"errors {k}: connect={d.get('err_connect', 0):g} read={d.get('err_read', 0):g} write={d.get('err_write', 0):g} "
+              f"timeout={d.get('err_timeout', 0):g} non-2xx/3xx={d.get('non2xx', 0):g} of {d.get('requests', 0):g} requests")
+for k, d in details.items():
+    if d.get("died"):
+        print(f"{k}: the proxy died during the run")
+
+def ver(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return ((p.stdout or "") + (p.stderr or "")).splitlines()[0].strip()
+    except Exception:
+        return None
+doc = json.load(open(out_json))
+doc["http"] = dict(
+    params=dict(seconds=float(secs), connections=int(conns), threads=int(threads), body_bytes=64,
+                tether_pool_max=pool_max, nginx_upstream_keepalive=int(nginx_ka), tcp_max_tw_buckets=int(tw_max)),
+    versions=dict(wrk=ver(["wrk", "--version"]), nginx=ver(["nginx", "-v"])),
+    rows=rows, time_wait=tw, details=details)
+with open(out_json, "w") as f:
+    json.dump(doc, f, indent=2)
+print(f"HTTP figures added to {out_json} (key \"http\")")
 EOF
