@@ -468,9 +468,9 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 		}
 		h.hs.reuser.Discard(sc, pool.DiscardClosedEarly)
 	}
-	ctx, cancel := context.WithCancel(h.vs.cutCtx)
-	defer cancel()
-	return h.hs.reuser.Get(ctx, h.c.RemoteAddr())
+	// cutCtx ends a queued wait at shutdown; no per-request context, so
+	// the steady state allocates nothing.
+	return h.hs.reuser.Get(h.vs.cutCtx, h.c.RemoteAddr())
 }
 
 // release ends an exchange that went well: the conn stays with this client
