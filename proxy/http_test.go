@@ -744,3 +744,88 @@ func TestHTTPSteadyStateAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per proxied request, want 0", n)
 	}
 }
+
+// A response without a length is delimited by the member's close: the client
+// gets it whole with Connection: close, and that member conn is not reused.
+func TestHTTPResponseOfUnknownLengthEndsReuse(t *testing.T) {
+	var accepted atomic.Int64
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"))
+	})
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	for i := 0; i < 2; i++ {
+		out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		head, body, _ := strings.Cut(out, "\r\n\r\n")
+		if body != "until the end" || !strings.Contains(head, "Connection: close") {
+			t.Fatalf("request %d: %q", i, out)
+		}
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("member accepted %d conns, want 2 (a close-delimited response ends reuse)", n)
+	}
+}
+
+// Smuggling attempts are answered 400 (501 for an unknown coding) and the
+// connection closed. A bad head never reaches the member; a bad chunked body
+// is found while streaming, after the head went out, so the member sees that
+// one request cut short (reset) — never a second request hidden in it.
+func TestHTTPSmugglingNeverReachesTheMember(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		_, _ = io.Copy(io.Discard, r.Body)
+	}, nil)
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	check := func(name, raw string) {
+		t.Helper()
+		out := rawExchange(t, p.addr("vs"), raw)
+		if !strings.HasPrefix(out, "HTTP/1.1 400 ") && !strings.HasPrefix(out, "HTTP/1.1 501 ") {
+			t.Errorf("%s: got %q, want 400 or 501", name, out)
+		}
+	}
+	for name, raw := range map[string]string{
+		"CL.TE":          "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"TE.CL":          "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
+		"TE obfuscated":  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"TE space colon": "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+		"TE list":        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"duplicate CL":   "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+		"obs-fold":       "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+		"NUL in value":   "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+		"bare LF":        "GET / HTTP/1.1\nHost: x\n\n",
+		"no Host":        "GET / HTTP/1.1\r\n\r\n",
+	} {
+		check(name, raw)
+	}
+	mu.Lock()
+	if len(paths) != 0 {
+		t.Fatalf("bad heads reached the member: %q", paths)
+	}
+	mu.Unlock()
+	for name, raw := range map[string]string{
+		"huge chunk size":  "POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"chunk ext. abuse": "POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;" + strings.Repeat("a", 5000) + "\r\nx\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"bad chunk end":    "POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		check(name, raw)
+	}
+	// A negative check: give a smuggled request, were there one, time to
+	// reach the member before looking.
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, path := range paths {
+		if path != "/body" {
+			t.Fatalf("the member received a smuggled request: %q", paths)
+		}
+	}
+}
