@@ -829,3 +829,33 @@ func TestHTTPSmugglingNeverReachesTheMember(t *testing.T) {
 		}
 	}
 }
+
+// Small bodies already buffered go out in the same write as their head;
+// pipelined requests with small bodies keep their boundaries exactly.
+func TestHTTPSmallBodiesKeepTheirBoundaries(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s:%s", r.URL.Path, b)
+	}, nil)
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var reqs strings.Builder
+	for i := 0; i < 5; i++ {
+		body := strings.Repeat(fmt.Sprint(i), i*7)
+		fmt.Fprintf(&reqs, "POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", i, len(body), body)
+	}
+	_, _ = c.Write([]byte(reqs.String()))
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("/%d:%s", i, strings.Repeat(fmt.Sprint(i), i*7)); string(got) != want {
+			t.Fatalf("response %d = %q, want %q", i, got, want)
+		}
+	}
+}
