@@ -343,7 +343,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		_ = sc.TCP.SetWriteDeadline(time.Time{})
 
 		status, ok, retry := h.response(sc, &ex, retire, last)
-		if retry && ex.retries == 0 {
+		if retry { // response allows it only once
 			ex.retries++
 			continue
 		}
@@ -367,8 +367,10 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last bool
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
 			ex.err, ex.memberErr = err, true
-			if sc.Reused && h.sbr.Buffered() == 0 && !isTimeoutErr(err) && noBody && idempotent(h.req.Method) &&
-				(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) {
+			// Replay once: a reused conn that ended (EOF, reset) before any
+			// response byte, for an idempotent request without a body.
+			if ex.retries == 0 && sc.Reused && h.sbr.Buffered() == 0 && noBody && idempotent(h.req.Method) &&
+				(errors.Is(err, io.EOF) || isReset(err)) {
 				return 0, false, true
 			}
 			status = 502

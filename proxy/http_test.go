@@ -859,3 +859,62 @@ func TestHTTPSmallBodiesKeepTheirBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// A reused member conn that dies after taking the request, before any
+// response byte: an idempotent request without a body is replayed once on
+// a fresh conn; a POST is not (502), and the member saw it exactly once.
+func TestHTTPReplayOnlyWhenSafe(t *testing.T) {
+	var conns atomic.Int64
+	var posts atomic.Int64
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for n := 0; ; n++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if req.Method == "POST" {
+				posts.Add(1)
+			}
+			if first && n == 1 {
+				_ = c.SetLinger(0) // the first conn dies on its second request
+				return
+			}
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		}
+	})
+	for _, tc := range []struct {
+		method, body string
+		want         string
+	}{
+		{"GET", "", "HTTP/1.1 200 OK"},
+		{"POST", "data", "HTTP/1.1 502 "},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			conns.Store(0)
+			posts.Store(0)
+			p := startProxy(t, httpConfig("", "", be.addr()))
+			if out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
+				t.Fatalf("warm-up: %q", out)
+			}
+			raw := fmt.Sprintf("%s / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", tc.method, len(tc.body), tc.body)
+			if tc.body == "" {
+				raw = tc.method + " / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+			}
+			if out := rawExchange(t, p.addr("vs"), raw); !strings.HasPrefix(out, tc.want) {
+				t.Fatalf("%s on a dying reused conn: got %q, want %q", tc.method, out, tc.want)
+			}
+			lines := p.waitAccess(t, 2)
+			wantRetries := map[string]string{"GET": "1", "POST": "0"}[tc.method]
+			if got := fieldString(lines[1], "retries"); got != wantRetries {
+				t.Errorf("retries = %s, want %s", got, wantRetries)
+			}
+			if tc.method == "POST" && posts.Load() != 1 {
+				t.Errorf("member saw the POST %d times, want exactly 1", posts.Load())
+			}
+		})
+	}
+}
