@@ -317,13 +317,7 @@ func TestHTTPClientKeepaliveLimits(t *testing.T) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
 	for i := 1; i <= 3; i++ {
-		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		resp := getOn(t, c, br, i)
 		if wantClose := i == 3; resp.Close != wantClose {
 			t.Fatalf("request %d: Connection: close = %v, want %v", i, resp.Close, wantClose)
 		}
@@ -503,13 +497,9 @@ func TestHTTPPerClientKeepsOneMemberConn(t *testing.T) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
 	for i := 0; i < 10; i++ {
-		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
+		if resp := getOn(t, c, br, i); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 	}
 	// 10 requests, 4 per member conn: 3 member conns.
 	if got := be.conns.Load(); got != 3 {
@@ -917,4 +907,17 @@ func TestHTTPReplayOnlyWhenSafe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// getOn sends GET /i on c and reads the whole response from br.
+func getOn(t *testing.T, c net.Conn, br *bufio.Reader, i int) *http.Response {
+	t.Helper()
+	fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("request %d: %v", i, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
 }

@@ -359,18 +359,7 @@ func TestMemberUnreachableResetsClientPromptly(t *testing.T) {
 	dead := ln.Addr().String()
 	_ = ln.Close() // nothing listens there now: connect is refused
 	p := startProxy(t, tcpConfig("", "", "", dead))
-	start := time.Now()
-	// The reset may even beat the client's own connect completing.
-	c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
-	if err == nil {
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = readAll(c)
-	}
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("client: want ECONNRESET, got %v", err)
-	}
-	if d := time.Since(start); d > time.Second {
+	if d := expectReset(t, p.addr("vs")); d > time.Second {
 		t.Fatalf("client closed after %s, want promptly", d)
 	}
 	waitFor(t, 2*time.Second, "an error log line", func() bool {
@@ -438,17 +427,7 @@ rise = 1`, addr))
 	waitFor(t, 3*time.Second, "the member to be marked down", func() bool { return m.State().String() == "down" })
 
 	for i := 0; i < 3; i++ {
-		start := time.Now()
-		c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
-		if err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, err = readAll(c)
-			c.Close()
-		}
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("client %d: want ECONNRESET, got %v", i, err)
-		}
-		if d := time.Since(start); d > 500*time.Millisecond {
+		if d := expectReset(t, p.addr("vs")); d > 500*time.Millisecond {
 			t.Fatalf("client %d closed after %s, want at once", i, d)
 		}
 	}
@@ -540,18 +519,26 @@ func TestBlackholedMemberTimesOutAndFailsOver(t *testing.T) {
 	})
 	t.Run("no other member", func(t *testing.T) {
 		p := startProxy(t, tcpConfig("", "", "connect_timeout = \"300ms\"\nconnect_retries = 0", dead))
-		start := time.Now()
-		c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
-		if err == nil {
-			defer c.Close()
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, err = readAll(c)
-		}
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("want ECONNRESET after the connect timeout, got %v", err)
-		}
-		if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+		if d := expectReset(t, p.addr("vs")); d < 300*time.Millisecond || d > 2*time.Second {
 			t.Fatalf("client reset after %s, want just after the 300ms connect timeout", d)
 		}
 	})
+}
+
+// expectReset connects to addr and expects tether to reset the connection
+// (the reset may even beat the client's own connect completing). It returns
+// how long that took.
+func expectReset(t *testing.T, addr string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = readAll(c)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("want ECONNRESET, got %v", err)
+	}
+	return time.Since(start)
 }
