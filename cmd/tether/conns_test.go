@@ -521,3 +521,39 @@ func TestConnsBadConfigExits1NamingTheKey(t *testing.T) {
 		t.Errorf("missing file: exit %d, stderr %q", code, errOut)
 	}
 }
+
+func TestConnsEndpointParsing(t *testing.T) {
+	ip := netip.MustParseAddr
+	cases := []struct {
+		in    string
+		bare  bool
+		port  uint16
+		any   bool
+		addrs []netip.Addr
+	}{
+		{"8080", true, 8080, true, nil},
+		{":8080", false, 8080, true, nil},
+		{"0.0.0.0:80", false, 80, true, nil},
+		{"[::]:80", false, 80, true, nil},
+		{"127.0.0.1:80", false, 80, false, []netip.Addr{ip("127.0.0.1")}},
+		{"[::1]:80", false, 80, false, []netip.Addr{ip("::1")}},
+		{"[::ffff:10.0.0.1]:80", false, 80, false, []netip.Addr{ip("10.0.0.1")}}, // unmapped, as sock_diag reports
+		{"[fe80::1%lo]:80", false, 80, false, []netip.Addr{ip("fe80::1")}},       // sock_diag has no zone
+	}
+	for _, tc := range cases {
+		e, err := parseEndpoint(context.Background(), tc.in, tc.bare)
+		if err != nil || e.port != tc.port || e.any != tc.any || !slices.Equal(e.addrs, tc.addrs) {
+			t.Errorf("parseEndpoint(%q) = %+v, %v", tc.in, e, err)
+		}
+	}
+	for _, bad := range []string{"8080", "127.0.0.1", "host:http", "[::1]:99999"} {
+		if e, err := parseEndpoint(context.Background(), bad, false); err == nil {
+			t.Errorf("parseEndpoint(%q) = %+v, want an error", bad, e)
+		}
+	}
+	e := endpoint{port: 80, addrs: []netip.Addr{ip("127.0.0.1")}}
+	if !e.matches(netip.MustParseAddrPort("127.0.0.1:80")) || e.matches(netip.MustParseAddrPort("127.0.0.2:80")) ||
+		e.matches(netip.MustParseAddrPort("127.0.0.1:81")) || (endpoint{port: 0, any: true}).matches(netip.MustParseAddrPort("1.2.3.4:0")) {
+		t.Error("endpoint.matches")
+	}
+}
