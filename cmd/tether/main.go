@@ -4,6 +4,7 @@
 //	tether check -c FILE        validate a configuration (exit 0 valid, 1 invalid)
 //	tether check -c FILE --print        ... and print it with every default and profile resolved
 //	tether check --print-defaults       print the built-in defaults
+//	tether conns -c FILE | --port PORT  census of TCP states per virtual server side
 //	tether version
 package main
 
@@ -35,6 +36,8 @@ commands:
   run -c FILE                   run the proxy (SIGTERM/SIGINT: stop accepting, drain, exit)
   check -c FILE [--print]       validate a config; --print shows it with every default and profile resolved
   check --print-defaults        show the built-in defaults
+  conns -c FILE | --port [HOST:]PORT...  [--json] [--watch [--interval 1s] [--count N]]
+                                live census of the eleven TCP states per side (sock_diag)
   version                       print the version
 `
 
@@ -49,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "conns":
+		return cmdConns(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
