@@ -1,0 +1,510 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+// Run measures o.Target under the load o describes and returns what it
+// saw. It validates o first (the error names the flag). When ctx ends
+// during the run, Run stops every worker, cuts the requests in flight
+// (they are not counted) and returns what was measured until then, with
+// Result.Interrupted set and a nil error.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults()
+	t, err := resolve(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Warmup > 0 {
+		w := o
+		w.Duration, w.Requests, w.Progress = o.Warmup, 0, nil
+		newPhase(w, t).run(ctx)
+		if ctx.Err() != nil {
+			return &Result{Label: o.Label, Target: t.addr.String(), Protocol: o.Protocol, Conn: o.Conn,
+				Errors: map[string]int64{}, Interrupted: true}, nil
+		}
+	}
+	before, twErr := timeWaitSet(t.addr)
+	p := newPhase(o, t)
+	p.run(ctx)
+	r := p.result()
+	r.Interrupted = ctx.Err() != nil
+	if twErr == nil {
+		r.TimeWaitClient, r.TimeWaitTarget, twErr = p.countTimeWait(before)
+	}
+	if twErr != nil {
+		r.TimeWaitErr = twErr.Error()
+	}
+	return r, nil
+}
+
+// phase is one load run (the warmup or the measured one) and what its
+// workers share.
+type phase struct {
+	o        Options
+	t        target
+	addr     string
+	req      []byte // the http request, sent as is
+	payload  []byte // the tcp payload
+	dialer   net.Dialer
+	start    time.Time
+	end      time.Time     // duration mode; zero otherwise
+	interval time.Duration // open loop: time between two due sends
+	ticket   atomic.Int64  // open loop: next request index
+	done     atomic.Int64  // finished requests, for the progress bar
+	ports    [1024]atomic.Uint64
+	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel
+	workers  []*worker
+	elapsed  time.Duration
+}
+
+func newPhase(o Options, t target) *phase {
+	p := &phase{o: o, t: t, addr: t.addr.String()}
+	p.dialer = net.Dialer{Timeout: o.Timeout, KeepAlive: -1}
+	if o.Protocol == ProtocolHTTP {
+		p.req = buildRequest(o, t, o.Conn == ConnShort && o.Close == CloseServer)
+	} else {
+		p.payload = make([]byte, o.Size)
+		for i := range p.payload {
+			p.payload[i] = byte('a' + i%26)
+		}
+	}
+	if o.Rate > 0 {
+		p.interval = time.Duration(float64(time.Second) / o.Rate)
+	}
+	p.conns = make([]atomic.Pointer[net.TCPConn], o.Concurrency)
+	return p
+}
+
+// run starts the workers, waits for them and records the elapsed time.
+func (p *phase) run(ctx context.Context) {
+	n := p.o.Concurrency
+	p.workers = make([]*worker, n)
+	for i := range p.workers {
+		w := &worker{p: p, id: i, quota: -1, lat: newHist(), connect: newHist()}
+		if p.o.Protocol == ProtocolTCP {
+			w.buf = make([]byte, p.o.Size)
+		}
+		if p.o.Requests > 0 && p.o.Rate == 0 {
+			// Closed loop with a request count: shared out up front, so
+			// the conns a long run opens do not depend on scheduling.
+			w.quota = p.o.Requests / n
+			if i < p.o.Requests%n {
+				w.quota++
+			}
+		}
+		p.workers[i] = w
+	}
+	p.start = time.Now()
+	if p.o.Duration > 0 {
+		p.end = p.start.Add(p.o.Duration)
+	}
+	stopCut := context.AfterFunc(ctx, p.cutConns)
+	defer stopCut()
+	stopBar := p.progress()
+	var wg sync.WaitGroup
+	for _, w := range p.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx)
+		}()
+	}
+	wg.Wait()
+	p.elapsed = time.Since(p.start)
+	stopBar()
+}
+
+// cutConns makes every conn's I/O fail at once (ctx ended).
+func (p *phase) cutConns() {
+	for i := range p.conns {
+		if c := p.conns[i].Load(); c != nil {
+			_ = c.SetDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+// progress starts the progress bar, if any, and returns its stop.
+func (p *phase) progress() (stop func()) {
+	if p.o.Progress == nil {
+		return func() {}
+	}
+	max := int64(-1)
+	switch {
+	case p.o.Requests > 0:
+		max = int64(p.o.Requests)
+	case p.o.Duration > 0:
+		max = int64(p.o.Duration / SeriesStep)
+	}
+	bar := progressbar.NewOptions64(max,
+		progressbar.OptionSetWriter(p.o.Progress),
+		progressbar.OptionSetDescription(p.o.Label),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() { // owner: stop, below
+		defer close(exited)
+		tick := time.NewTicker(SeriesStep)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				if p.o.Requests > 0 {
+					_ = bar.Set64(p.done.Load())
+				} else {
+					_ = bar.Set64(int64(time.Since(p.start) / SeriesStep))
+					bar.Describe(fmt.Sprintf("%s %d req", p.o.Label, p.done.Load()))
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-exited
+		_ = bar.Finish()
+		_ = bar.Clear()
+	}
+}
+
+// worker sends requests one at a time, over at most one conn.
+type worker struct {
+	p     *phase
+	id    int
+	quota int // requests left (closed loop with a count); -1 = no count
+
+	conn     *net.TCPConn
+	br       *bufio.Reader
+	uses     int
+	deadline time.Time
+	buf      []byte // tcp echo
+	timer    *time.Timer
+
+	lat, connect     *hdrhistogram.Histogram
+	ok               int64
+	errs             [numKinds]int64
+	opened           int64
+	byServer         int64
+	byClient         int64
+	okSeries, errSer []int64
+	sent, received   int64
+	waitEOF          [1]byte
+}
+
+// loop is a worker's body: take the next request, send it, record it.
+func (w *worker) loop(ctx context.Context) {
+	p := w.p
+	defer w.closeConn(false)
+	for ctx.Err() == nil {
+		var start time.Time
+		if p.interval > 0 {
+			i := p.ticket.Add(1) - 1
+			if p.o.Requests > 0 && i >= int64(p.o.Requests) {
+				return
+			}
+			start = p.start.Add(time.Duration(i) * p.interval)
+			if !p.end.IsZero() && !start.Before(p.end) {
+				return
+			}
+			if !w.sleepUntil(ctx, start) {
+				return
+			}
+		} else {
+			if w.quota == 0 {
+				return
+			}
+			if w.quota > 0 {
+				w.quota--
+			}
+			start = time.Now()
+			if !p.end.IsZero() && !start.Before(p.end) {
+				return
+			}
+		}
+		kind := w.once(ctx)
+		if kind != kindOK && ctx.Err() != nil {
+			return // cut by the cancel, not by the target
+		}
+		end := time.Now()
+		b := int(end.Sub(p.start) / SeriesStep)
+		if kind == kindOK {
+			w.ok++
+			recordDur(w.lat, end.Sub(start))
+			w.okSeries = bump(w.okSeries, b)
+		} else {
+			w.errs[kind]++
+			w.errSer = bump(w.errSer, b)
+		}
+		if p.o.Progress != nil {
+			p.done.Add(1)
+		}
+	}
+}
+
+func bump(s []int64, i int) []int64 {
+	if i < 0 {
+		i = 0
+	}
+	for len(s) <= i {
+		s = append(s, 0)
+	}
+	s[i]++
+	return s
+}
+
+// sleepUntil waits for the due time of an open-loop request; false when
+// ctx ended first.
+func (w *worker) sleepUntil(ctx context.Context, due time.Time) bool {
+	d := time.Until(due)
+	if d <= 0 {
+		return true
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	select {
+	case <-w.timer.C:
+		return true
+	case <-ctx.Done():
+		w.timer.Stop()
+		return false
+	}
+}
+
+// once sends one request and reads its answer, opening a conn first when
+// the worker has none. It returns kindOK or the error kind.
+func (w *worker) once(ctx context.Context) int {
+	p := w.p
+	if w.conn == nil {
+		if k := w.dial(ctx); k != kindOK {
+			return k
+		}
+	}
+	c := w.conn
+	// Coarse deadline: refreshed when less than half the timeout is left.
+	if now := time.Now(); w.deadline.Sub(now) < p.o.Timeout/2 {
+		w.deadline = now.Add(p.o.Timeout)
+		_ = c.SetDeadline(w.deadline)
+		if ctx.Err() != nil { // cutConns may have run before this deadline
+			return kindOther
+		}
+	}
+	if p.o.Protocol == ProtocolTCP {
+		return w.echo(c)
+	}
+	if _, err := c.Write(p.req); err != nil {
+		return w.fail(err)
+	}
+	w.sent += int64(len(p.req))
+	status, closing, err := readResponse(w.br, p.o.Method == "HEAD")
+	if err != nil {
+		return w.fail(err)
+	}
+	w.uses++
+	if closing || p.o.Conn == ConnShort || (p.o.RequestsPerConn > 0 && w.uses >= p.o.RequestsPerConn) {
+		w.closeConn(closing)
+	}
+	if status < 200 || status >= 400 {
+		return kindBadStatus
+	}
+	return kindOK
+}
+
+// echo is one tcp round trip: the payload out, the same bytes back.
+func (w *worker) echo(c *net.TCPConn) int {
+	p := w.p
+	if _, err := c.Write(p.payload); err != nil {
+		return w.fail(err)
+	}
+	w.sent += int64(len(p.payload))
+	n, err := io.ReadFull(c, w.buf)
+	w.received += int64(n)
+	if err != nil {
+		return w.fail(err)
+	}
+	w.uses++
+	if !bytes.Equal(w.buf, p.payload) {
+		w.closeConn(false)
+		return kindProtocol
+	}
+	if p.o.Conn == ConnShort || (p.o.RequestsPerConn > 0 && w.uses >= p.o.RequestsPerConn) {
+		w.closeConn(false)
+	}
+	return kindOK
+}
+
+// dial opens the worker's conn and records it.
+func (w *worker) dial(ctx context.Context) int {
+	p := w.p
+	t0 := time.Now()
+	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return classify(err)
+	}
+	recordDur(w.connect, time.Since(t0))
+	c := nc.(*net.TCPConn)
+	w.opened++
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		port := uint(la.Port)
+		p.ports[port>>6].Or(1 << (port & 63))
+	}
+	w.conn, w.uses, w.deadline = c, 0, time.Time{}
+	p.conns[w.id].Store(c)
+	if p.o.Protocol == ProtocolHTTP {
+		if w.br == nil {
+			w.br = bufio.NewReaderSize(c, maxLine)
+		} else {
+			w.br.Reset(c)
+		}
+	}
+	return kindOK
+}
+
+// fail drops the conn after an I/O error and classifies the error.
+func (w *worker) fail(err error) int {
+	if w.conn != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			w.byServer++
+		} else {
+			w.byClient++
+		}
+		w.drop()
+	}
+	return classify(err)
+}
+
+// closeConn closes the worker's conn and notes who closed first. When the
+// server announced it closes (serverCloses), bench waits for its FIN
+// (bounded by the timeout) so that the server does close first and keeps
+// the TIME_WAIT, instead of racing it.
+func (w *worker) closeConn(serverCloses bool) {
+	c := w.conn
+	if c == nil {
+		return
+	}
+	if serverCloses {
+		_ = c.SetReadDeadline(time.Now().Add(w.p.o.Timeout))
+		_, err := w.br.Read(w.waitEOF[:])
+		for err == nil { // bytes after the response: drain them
+			_, err = w.br.Read(w.waitEOF[:])
+		}
+		if err == io.EOF {
+			w.byServer++
+		} else {
+			w.byClient++
+		}
+	} else if err := sockopt.Alive(c); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		w.byServer++
+	} else {
+		w.byClient++
+	}
+	w.drop()
+}
+
+func (w *worker) drop() {
+	_ = w.conn.Close()
+	w.conn = nil
+	w.p.conns[w.id].Store(nil)
+}
+
+// classify maps an error to its kind.
+func classify(err error) int {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return kindRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED):
+		return kindReset
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return kindTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return kindShortRead
+	case errors.Is(err, errProtocol):
+		return kindProtocol
+	}
+	return kindOther
+}
+
+// result merges what the workers recorded.
+func (p *phase) result() *Result {
+	o := p.o
+	r := &Result{
+		Label: o.Label, Target: p.addr, Protocol: o.Protocol, Conn: o.Conn,
+		Concurrency: o.Concurrency, RequestsPerConn: o.RequestsPerConn, Rate: o.Rate,
+		Errors: map[string]int64{}, Duration: p.elapsed,
+	}
+	lat, conn := newHist(), newHist()
+	var okS, errS []int64
+	for _, w := range p.workers {
+		lat.Merge(w.lat)
+		conn.Merge(w.connect)
+		r.OK += w.ok
+		for k, n := range w.errs {
+			if n > 0 {
+				r.Errors[errKinds[k]] += n
+			}
+		}
+		r.ConnsOpened += int(w.opened)
+		r.ClosedByServer += w.byServer
+		r.ClosedByClient += w.byClient
+		r.BytesSent += w.sent
+		r.BytesReceived += w.received
+		okS, errS = addSeries(okS, w.okSeries), addSeries(errS, w.errSer)
+	}
+	r.Requests = r.OK + r.ErrorCount()
+	if p.elapsed > 0 {
+		r.RPS = float64(r.OK) / p.elapsed.Seconds()
+	}
+	r.Latency, r.Connect, r.Distribution = percentiles(lat), percentiles(conn), distribution(lat)
+	for i := range p.ports {
+		r.PortsUsed += bits.OnesCount64(p.ports[i].Load())
+	}
+	n := max(len(okS), len(errS))
+	r.Series = make([]Point, n)
+	for i := range n {
+		r.Series[i].At = time.Duration(i) * SeriesStep
+		if i < len(okS) {
+			r.Series[i].Requests = okS[i]
+		}
+		if i < len(errS) {
+			r.Series[i].Errors = errS[i]
+		}
+	}
+	return r
+}
+
+func addSeries(dst, src []int64) []int64 {
+	for len(dst) < len(src) {
+		dst = append(dst, 0)
+	}
+	for i, v := range src {
+		dst[i] += v
+	}
+	return dst
+}
