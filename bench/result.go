@@ -94,10 +94,12 @@ type Result struct {
 	ClosedByServer int64 `json:"closed_by_server"`
 	ClosedByClient int64 `json:"closed_by_client"`
 
-	// TimeWaitClient / TimeWaitTarget count the TIME_WAIT sockets of this
-	// run's connections found after it (sock_diag) that were not there
-	// before it: on bench's side (remote = the target) and on the target's
-	// (local = the target). A target behind a proxy has its own back-side
+	// TimeWaitClient / TimeWaitTarget count the TIME_WAIT sockets this
+	// run's connections left (sock_diag, by 4-tuple, once closes settled):
+	// on bench's side (remote = the target) and on the target's (local =
+	// the target). A local port the kernel reused within the run (it
+	// recycles TIME_WAIT, tcp_tw_reuse) leaves one socket, so the counts
+	// can be below the closes. A target behind a proxy has its own back-side
 	// connections, whose TIME_WAIT is not counted here. TimeWaitErr says
 	// why the census failed, if it did (the counts are then 0).
 	TimeWaitClient int    `json:"time_wait_client"`

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/bits"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -44,15 +45,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				Errors: map[string]int64{}, Interrupted: true}, nil
 		}
 	}
-	before, twErr := timeWaitSet(t.addr)
 	p := newPhase(o, t)
 	p.run(ctx)
 	r := p.result()
 	r.Interrupted = ctx.Err() != nil
-	if twErr == nil {
-		r.TimeWaitClient, r.TimeWaitTarget, twErr = p.countTimeWait(before)
-	}
-	if twErr != nil {
+	var twErr error
+	if r.TimeWaitClient, r.TimeWaitTarget, twErr = p.countTimeWait(); twErr != nil {
 		r.TimeWaitErr = twErr.Error()
 	}
 	return r, nil
@@ -68,11 +66,12 @@ type phase struct {
 	payload  []byte // the tcp payload
 	dialer   net.Dialer
 	start    time.Time
-	end      time.Time     // duration mode; zero otherwise
-	interval time.Duration // open loop: time between two due sends
-	ticket   atomic.Int64  // open loop: next request index
-	done     atomic.Int64  // finished requests, for the progress bar
-	ports    [1024]atomic.Uint64
+	end      time.Time                     // duration mode; zero otherwise
+	interval time.Duration                 // open loop: time between two due sends
+	ticket   atomic.Int64                  // open loop: next request index
+	done     atomic.Int64                  // finished requests, for the progress bar
+	ports    [1024]atomic.Uint64           // local ports used, a bit each
+	local    atomic.Pointer[netip.Addr]    // local address of the conns
 	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel
 	workers  []*worker
 	elapsed  time.Duration
@@ -373,6 +372,12 @@ func (w *worker) dial(ctx context.Context) int {
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		port := uint(la.Port)
 		p.ports[port>>6].Or(1 << (port & 63))
+		if p.local.Load() == nil {
+			if ip, ok := netip.AddrFromSlice(la.IP); ok {
+				ip = ip.Unmap()
+				p.local.CompareAndSwap(nil, &ip)
+			}
+		}
 	}
 	w.conn, w.uses, w.deadline = c, 0, time.Time{}
 	p.conns[w.id].Store(c)

@@ -9,41 +9,30 @@ import (
 
 // TIME_WAIT accounting, through sock_diag ([sockopt.Sockets]).
 //
-// A TIME_WAIT socket of this run is one whose 4-tuple joins one of the
-// run's local ports to the target: on bench's side Local = (any, our port)
-// and Remote = target; on the target's side Local = target and Remote =
-// (any, our port). Sockets already in TIME_WAIT before the run are left
-// out, so earlier runs (Linux keeps TIME_WAIT 60 s) do not count.
+// A TIME_WAIT socket of this run is one whose 4-tuple is one of the run's
+// connections: on bench's side Local = (our address, one of our ports) and
+// Remote = the target; on the target's side the same pair reversed. No
+// "before" snapshot is needed: a TIME_WAIT socket left by an earlier run
+// on one of those 4-tuples cannot survive this run using the 4-tuple (the
+// kernel either avoids the port or recycles the TIME_WAIT socket,
+// tcp_tw_reuse), so every match is this run's. For the same reason a port
+// used twice within the run leaves one TIME_WAIT socket, not two: the
+// counts are the TIME_WAIT sockets the run leaves behind, which can be
+// fewer than the connections closed.
 
 // settleFor bounds the wait for closes to finish after a run.
 const settleFor = 500 * time.Millisecond
 
-type fourTuple struct{ local, remote netip.AddrPort }
-
-// timeWaitSet lists the TIME_WAIT sockets to or from the target.
-func timeWaitSet(t netip.AddrPort) (map[fourTuple]bool, error) {
-	socks, err := sockopt.Sockets()
-	if err != nil {
-		return nil, err
-	}
-	set := make(map[fourTuple]bool)
-	for _, s := range socks {
-		if s.State == sockopt.StateTimeWait && (s.Remote == t || s.Local == t) {
-			set[fourTuple{s.Local, s.Remote}] = true
-		}
-	}
-	return set, nil
-}
-
-// ours reports whether port is one of the phase's local ports.
-func (p *phase) ours(port uint16) bool {
-	return p.ports[port>>6].Load()&(1<<(port&63)) != 0
+// ours reports whether a is one of the phase's local addresses.
+func (p *phase) ours(a netip.AddrPort) bool {
+	local := p.local.Load()
+	port := a.Port()
+	return local != nil && a.Addr() == *local && p.ports[port>>6].Load()&(1<<(port&63)) != 0
 }
 
 // countTimeWait waits (up to settleFor) until none of the run's sockets is
-// still closing on either side, then counts the TIME_WAIT sockets of the
-// run that were not in before.
-func (p *phase) countTimeWait(before map[fourTuple]bool) (client, target int, err error) {
+// still closing on either side, then counts the run's TIME_WAIT sockets.
+func (p *phase) countTimeWait() (client, target int, err error) {
 	t := p.t.addr
 	deadline := time.Now().Add(settleFor)
 	for {
@@ -54,21 +43,16 @@ func (p *phase) countTimeWait(before map[fourTuple]bool) (client, target int, er
 		client, target = 0, 0
 		closing := false
 		for _, s := range socks {
-			var mine, clientSide bool
+			var clientSide bool
 			switch {
-			case s.Remote == t && p.ours(s.Local.Port()):
-				mine, clientSide = true, true
-			case s.Local == t && p.ours(s.Remote.Port()):
-				mine = true
-			}
-			if !mine {
+			case s.Remote == t && p.ours(s.Local):
+				clientSide = true
+			case s.Local == t && p.ours(s.Remote):
+			default:
 				continue
 			}
 			switch s.State {
 			case sockopt.StateTimeWait:
-				if before[fourTuple{s.Local, s.Remote}] {
-					continue
-				}
 				if clientSide {
 					client++
 				} else {
