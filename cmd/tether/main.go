@@ -1,5 +1,7 @@
 // Command tether is a TCP-terminating reverse proxy and load balancer.
 //
+//	tether demo                 see short vs long connections and pooling, on a built-in setup
+//	tether bench TARGET         load generator (short vs long connections, TIME_WAIT by side)
 //	tether run -c FILE          serve the configuration until SIGTERM/SIGINT
 //	tether check -c FILE        validate a configuration (exit 0 valid, 1 invalid)
 //	tether check -c FILE --print        ... and print it with every default and profile resolved
@@ -33,6 +35,11 @@ func main() {
 const usage = `usage: tether <command> [flags]
 
 commands:
+  demo [--duration 3s] [--html FILE] [--keep]
+                                in-process members + tether, short vs long connections,
+                                pooled vs unpooled member connections, in one table
+  bench [flags] TARGET          load generator: --conn short|long, --compare, -c, -d, -n,
+                                --rate, --json, --html FILE (tether bench -h for all)
   run -c FILE                   run the proxy (SIGTERM/SIGINT: stop accepting, drain, exit)
   check -c FILE [--print]       validate a config; --print shows it with every default and profile resolved
   check --print-defaults        show the built-in defaults
@@ -54,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "conns":
 		return cmdConns(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
