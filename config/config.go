@@ -234,14 +234,21 @@ type Reuse struct {
 	Mode string `toml:"reuse"`
 	// MaxIdle idle conns kept per member. Default 32.
 	MaxIdle int `toml:"max_idle"`
+	// MinIdle established idle conns kept per member even with no traffic
+	// (a warm pool), refilled in the background, never beyond the member's
+	// max_connections nor MaxIdle. 0 = off.
+	MinIdle int `toml:"min_idle"`
 	// IdleTimeout closes a member conn idle this long, from tether's side
 	// (always shorter than the member's own: a Keep-Alive timeout the
 	// member announces caps it, minus KeepaliveMargin). Default 60 s.
 	IdleTimeout time.Duration `toml:"idle_timeout"`
-	// MaxAge retires a member conn this old (jittered by up to 10%): its
-	// last request says "Connection: close" so the member closes first.
+	// MaxAge retires a member conn this old (less a random AgeJitter share):
+	// its last request says "Connection: close" so the member closes first.
 	// 0 = no limit.
 	MaxAge time.Duration `toml:"max_age"`
+	// AgeJitter is the largest share taken off MaxAge at random per conn, so
+	// a pool warmed at once does not expire at once. Default 0.1; [0, 1).
+	AgeJitter float64 `toml:"age_jitter"`
 	// MaxRequests retires a member conn after this many requests. 0 = no
 	// limit.
 	MaxRequests int `toml:"max_requests"`

@@ -88,6 +88,8 @@ func DefaultReuse() Reuse {
 		MaxIdle:         32,
 		IdleTimeout:     60 * time.Second, // a member's announced Keep-Alive timeout caps it per conn
 		MaxAge:          0,
+		AgeJitter:       0.1,
+		MinIdle:         0,
 		MaxRequests:     0,
 		QueueTimeout:    3 * time.Second,
 		KeepaliveMargin: time.Second,

@@ -73,6 +73,8 @@ type rawPool struct {
 	MaxIdle         *int        `toml:"max_idle"`
 	IdleTimeout     *duration   `toml:"idle_timeout"`
 	MaxAge          *duration   `toml:"max_age"`
+	AgeJitter       *float64    `toml:"age_jitter"`
+	MinIdle         *int        `toml:"min_idle"`
 	MaxRequests     *int        `toml:"max_requests"`
 	QueueTimeout    *duration   `toml:"queue_timeout"`
 	KeepaliveMargin *duration   `toml:"keepalive_margin"`
@@ -565,6 +567,8 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 			MaxIdle:         intOr(rp.MaxIdle, dr.MaxIdle),
 			IdleTimeout:     durOr(rp.IdleTimeout, dr.IdleTimeout),
 			MaxAge:          durOr(rp.MaxAge, dr.MaxAge),
+			AgeJitter:       floatOr(rp.AgeJitter, dr.AgeJitter),
+			MinIdle:         intOr(rp.MinIdle, dr.MinIdle),
 			MaxRequests:     intOr(rp.MaxRequests, dr.MaxRequests),
 			QueueTimeout:    durOr(rp.QueueTimeout, dr.QueueTimeout),
 			KeepaliveMargin: durOr(rp.KeepaliveMargin, dr.KeepaliveMargin),
@@ -606,6 +610,12 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 	}
 	if p.MaxRequests < 0 {
 		v.add(path, "max_requests", "must be >= 0 (0 = no limit)")
+	}
+	if p.MinIdle < 0 || p.MinIdle > p.MaxIdle {
+		v.add(path, "min_idle", fmt.Sprintf("must be between 0 and max_idle (%d)", p.MaxIdle))
+	}
+	if p.AgeJitter < 0 || p.AgeJitter >= 1 {
+		v.add(path, "age_jitter", "must be in [0, 1): the largest share of max_age taken off at random")
 	}
 	for _, d := range []struct {
 		key string
@@ -742,6 +752,13 @@ func intOr(p *int, def int) int {
 }
 
 func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func floatOr(p *float64, def float64) float64 {
 	if p == nil {
 		return def
 	}

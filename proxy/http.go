@@ -83,7 +83,7 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*http
 		MaxIdle:         pc.MaxIdle,
 		IdleTimeout:     pc.IdleTimeout,
 		MaxAge:          pc.MaxAge,
-		AgeJitter:       0.1,
+		AgeJitter:       pc.AgeJitter,
 		MaxRequests:     pc.MaxRequests,
 		QueueTimeout:    pc.QueueTimeout,
 		KeepAliveMargin: pc.KeepaliveMargin,
