@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 // httpBackend is an in-process net/http member that counts the TCP
@@ -628,6 +631,7 @@ http {
 	waitFor(t, 5*time.Second, "nginx to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
+			_ = c.(*net.TCPConn).SetLinger(0) // RST: this probe leaves no TIME_WAIT to count
 			c.Close()
 		}
 		return err == nil
@@ -920,4 +924,72 @@ func getOn(t *testing.T, c net.Conn, br *bufio.Reader, i int) *http.Response {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp
+}
+
+// Retire so the member closes first: with max_requests = 5 on the pool and
+// a member that never closes first (nginx, keepalive_requests 100000), 1000
+// requests retire ~200 member conns; each last request says Connection:
+// close, nginx closes, and TIME_WAIT lands on nginx's side, none on
+// tether's ephemeral ports.
+func TestHTTPRetiredConnsLeaveTimeWaitOnTheMember(t *testing.T) {
+	addr := startNginx(t, "keepalive_timeout 60s; keepalive_requests 100000;")
+	p := startProxy(t, httpConfig("", "max_requests = 5", addr))
+	cl := proxyClient(true)
+	defer cl.CloseIdleConnections()
+	url := "http://" + p.addr("vs") + "/"
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 250; i++ {
+				resp, err := cl.Get(url)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of 1000 requests failed", n)
+	}
+	member, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tetherSide, memberSide int
+	waitFor(t, 5*time.Second, "the retired conns' TIME_WAIT on the member side", func() bool {
+		socks, err := sockopt.Sockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tetherSide, memberSide = 0, 0
+		for _, s := range socks {
+			if s.State != sockopt.StateTimeWait {
+				continue
+			}
+			if s.Remote == member {
+				tetherSide++
+			}
+			if s.Local == member {
+				memberSide++
+			}
+		}
+		return memberSide >= 190
+	})
+	if tetherSide != 0 {
+		t.Fatalf("%d TIME_WAIT on tether's side toward the member, want 0 (member side: %d)", tetherSide, memberSide)
+	}
+	st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+	if st.RetiredByMemberClose < 190 {
+		t.Fatalf("retired by member close = %d, want ~200: %+v", st.RetiredByMemberClose, st)
+	}
 }
