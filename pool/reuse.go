@@ -83,6 +83,20 @@ type ReuseSettings struct {
 	// `Connection: close`) waits for the member's FIN before tether closes
 	// it with the profile's close mode. 0 = 2 s.
 	RetireWait time.Duration
+	// MinIdle is the warm pool (min_idle): per member, this many established
+	// idle conns are kept even with no traffic. 0 = off. More than MaxIdle
+	// is clamped to MaxIdle (so MaxIdle 0 turns it off too). The Reuser's
+	// own goroutine dials them in the background (the Dialer's profile,
+	// connect timeout and passive health), at start and whenever a member
+	// is short: a conn was taken, idle conns expired or were found stale,
+	// the member came back up or a slot freed under its max_connections,
+	// which is never exceeded. A member that refuses is retried with backoff
+	// (250 ms doubling to 10 s, one dial at a time), reset when a dial
+	// succeeds or the member comes up. A member down or disabled loses its
+	// idle conns (reaper) and gets none until it is back. Filled conns are
+	// counted as Opened (and Warmed) and behave like returned ones: LIFO,
+	// IdleTimeout from when they were parked, handed to a queued Get first.
+	MinIdle int
 }
 
 // validate checks what config will check later, with the field names.
@@ -95,6 +109,9 @@ func (s ReuseSettings) validate() error {
 	}
 	if s.MaxIdle < 0 {
 		bad = append(bad, "max_idle must be >= 0")
+	}
+	if s.MinIdle < 0 {
+		bad = append(bad, "min_idle must be >= 0")
 	}
 	if s.MaxRequests < 0 {
 		bad = append(bad, "max_requests must be >= 0")
@@ -222,7 +239,7 @@ func max0(d time.Duration) time.Duration {
 // reuseCounters are one member's counters in one Reuser.
 type reuseCounters struct {
 	opened, reused, retired, retiredByMember, expiredIdle, staleOnPeek,
-	closedEarly, keepAliveLearnt, discarded, overflow atomic.Uint64
+	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed atomic.Uint64
 }
 
 // ReuseStats is a snapshot of a Reuser's counters for one member.
@@ -230,7 +247,7 @@ type ReuseStats struct {
 	Address string
 	Idle    int // idle conns now
 
-	Opened               uint64 // conns dialed by Get
+	Opened               uint64 // conns dialed (by Get and by the MinIdle filler)
 	Reused               uint64 // Gets served by an idle or handed-over conn
 	Retired              uint64 // conns closed because Retire/ExpectMemberClose said so
 	RetiredByMemberClose uint64 // of those, closed by the member first (TIME_WAIT on the member)
@@ -240,6 +257,8 @@ type ReuseStats struct {
 	KeepAliveLearnt      uint64 // LearnKeepAlive calls
 	Discarded            uint64 // Discard calls
 	IdleOverflow         uint64 // idle conns closed because MaxIdle was reached
+	Warmed               uint64 // of Opened, conns dialed by the MinIdle filler
+	WarmFailed           uint64 // MinIdle filler dials that failed (each one backs the member off)
 }
 
 // Reuser lends member conns of one Dialer for single exchanges and keeps the
@@ -262,13 +281,33 @@ type Reuser struct {
 	reapAt   time.Time                // when the reaper wakes next
 	closed   bool
 
-	wake chan struct{} // cap 1: the reaper should look at reapAt again
-	stop chan struct{} // closed by Close
-	wg   sync.WaitGroup
+	// MinIdle filler state, by member index (r.mu); see fill.
+	warm []warmState
+
+	wake     chan struct{} // cap 1: the reaper should look at reapAt again
+	fillWake chan struct{} // cap 1: the reaper should run fill (MinIdle > 0)
+	stop     chan struct{} // closed by Close
+	ctx      context.Context
+	cancel   context.CancelFunc // cuts the filler's dials short (Close)
+	wg       sync.WaitGroup
 }
 
-// NewReuser builds a Reuser on d and starts its reaper goroutine. It fails
-// on invalid settings.
+// warmState is the MinIdle filler's view of one member.
+type warmState struct {
+	pending     int       // filler dials in flight (r.mu)
+	failures    int       // consecutive failed filler dials (r.mu)
+	retryAt     time.Time // no filler dial before this (r.mu)
+	out         bool      // seen not eligible since the last fill (r.mu)
+	transitions uint64    // the member's health transitions at the last fill (r.mu)
+	// blocked: the member is short of MinIdle and waits for a slot, for
+	// coming back up, or for its backoff to end; slotFreed then wakes the
+	// filler. Written by fill, read lock-free by slotFreed.
+	blocked atomic.Bool
+}
+
+// NewReuser builds a Reuser on d and starts its reaper goroutine (which
+// also fills the MinIdle warm pool, starting at once). It fails on invalid
+// settings.
 func NewReuser(d *Dialer, s ReuseSettings) (*Reuser, error) {
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("pool %q: %w", d.pool.cfg.Name, err)
@@ -279,6 +318,7 @@ func NewReuser(d *Dialer, s ReuseSettings) (*Reuser, error) {
 	if s.RetireWait == 0 {
 		s.RetireWait = defaultRetireWait
 	}
+	s.MinIdle = min(s.MinIdle, s.MaxIdle)
 	n := len(d.pool.members)
 	r := &Reuser{
 		d:        d,
@@ -287,8 +327,14 @@ func NewReuser(d *Dialer, s ReuseSettings) (*Reuser, error) {
 		idle:     make([][]*ServerConn, n),
 		cands:    make([]*Member, 0, n),
 		retiring: make(map[*ServerConn]struct{}),
+		warm:     make([]warmState, n),
 		wake:     make(chan struct{}, 1),
+		fillWake: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+	}
+	r.ctx, r.cancel = context.WithCancel(d.pool.ctx)
+	for i, m := range d.pool.members {
+		r.warm[i].transitions = m.healthTransitions.Load()
 	}
 	d.pool.addReuser(r)
 	r.wg.Add(1)
@@ -297,7 +343,7 @@ func NewReuser(d *Dialer, s ReuseSettings) (*Reuser, error) {
 }
 
 // Settings returns the settings in force (PeekInterval and RetireWait
-// resolved).
+// resolved, MinIdle clamped to MaxIdle).
 func (r *Reuser) Settings() ReuseSettings { return r.s }
 
 // Get lends a conn to a member picked by the pool's balancer (clientAddr
@@ -470,6 +516,9 @@ func (r *Reuser) pickLocked(client netip.Addr, tried []*Member) (m *Member, sc *
 			st[len(st)-1] = nil
 			r.idle[m.index] = st[:len(st)-1]
 			m.idle.Add(-1)
+			if len(st)-1 < r.s.MinIdle {
+				r.kickFill() // the warm pool is short by one
+			}
 			return m, sc, false
 		}
 		if m.tryAcquire() {
@@ -510,7 +559,13 @@ func (r *Reuser) dial(ctx context.Context, m *Member) (*ServerConn, error) {
 		return nil, err
 	}
 	p.observe(m, nil, "connect")
-	now := time.Now()
+	sc := r.newConn(tcp, m, time.Now())
+	r.counters[m.index].opened.Add(1)
+	return sc, nil
+}
+
+// newConn wraps a fresh conn to m dialed at now, lent out.
+func (r *Reuser) newConn(tcp *net.TCPConn, m *Member, now time.Time) *ServerConn {
 	sc := &ServerConn{
 		TCP:       tcp,
 		Member:    m,
@@ -531,8 +586,7 @@ func (r *Reuser) dial(ctx context.Context, m *Member) (*ServerConn, error) {
 		}
 		sc.expires = now.Add(age)
 	}
-	r.counters[m.index].opened.Add(1)
-	return sc, nil
+	return sc
 }
 
 // Put gives a conn back after a complete request/response exchange.
@@ -581,6 +635,13 @@ func (r *Reuser) putBack(c *ServerConn, reusable bool) {
 		r.closeConn(c, config.CloseReset)
 		return
 	}
+	r.parkLocked(c, now) // unlocks
+}
+
+// parkLocked hands c (not lent out) to the oldest live queued Get, or puts
+// it on top of its member's idle stack, evicting the oldest when MaxIdle is
+// reached. r.mu is held and not closed; parkLocked unlocks it.
+func (r *Reuser) parkLocked(c *ServerConn, now time.Time) {
 	if r.handOffLocked(c) {
 		r.mu.Unlock()
 		return
@@ -763,8 +824,12 @@ func (r *Reuser) dropStale(c *ServerConn, now time.Time) {
 }
 
 // slotFreed runs (from Member.release or a member coming up) when a member
-// may take a conn again: the oldest queued Get looks again.
-func (r *Reuser) slotFreed(*Member) {
+// may take a conn again: the oldest queued Get looks again, and the MinIdle
+// filler when it is waiting for that member.
+func (r *Reuser) slotFreed(m *Member) {
+	if r.s.MinIdle > 0 && r.warm[m.index].blocked.Load() {
+		r.kickFill()
+	}
 	if r.nwait.Load() == 0 {
 		return
 	}
@@ -835,35 +900,179 @@ func (r *Reuser) Stats() []ReuseStats {
 		s.KeepAliveLearnt = c.keepAliveLearnt.Load()
 		s.Discarded = c.discarded.Load()
 		s.IdleOverflow = c.overflow.Load()
+		s.Warmed = c.warmed.Load()
+		s.WarmFailed = c.warmFailed.Load()
 	}
 	return out
 }
 
 // reap is the Reuser's background goroutine: it closes idle conns at their
-// idle deadline and those of members no longer eligible, and every
-// PeekInterval peeks all idle conns so a member's close is noticed while
-// idle. It stops when Close closes r.stop.
+// idle deadline and those of members no longer eligible, every PeekInterval
+// peeks all idle conns so a member's close is noticed while idle, and with
+// MinIdle it fills the warm pool after each of those passes, when woken by
+// kickFill, and when a member's backoff ends. It stops when Close closes
+// r.stop.
 func (r *Reuser) reap() {
 	defer r.wg.Done()
 	every := r.s.PeekInterval
 	nextPeek := time.Now().Add(every)
-	timer := time.NewTimer(every)
+	sweepAt := nextPeek
+	var fillAt time.Time // a backoff end; zero = none pending
+	if r.s.MinIdle > 0 {
+		fillAt = r.fill(time.Now())
+	}
+	timer := time.NewTimer(time.Until(earliest(sweepAt, fillAt)))
 	defer timer.Stop()
 	for {
+		sweep := false
 		select {
 		case <-r.stop:
 			return
 		case <-timer.C:
 		case <-r.wake:
+			sweep = true
+		case <-r.fillWake:
 		}
 		now := time.Now()
-		peek := !now.Before(nextPeek)
-		if peek {
-			nextPeek = now.Add(every)
+		if sweep || !now.Before(sweepAt) {
+			peek := !now.Before(nextPeek)
+			if peek {
+				nextPeek = now.Add(every)
+			}
+			sweepAt = r.sweep(now, peek, nextPeek)
 		}
-		next := r.sweep(now, peek, nextPeek)
-		timer.Reset(max(next.Sub(time.Now()), 0))
+		if r.s.MinIdle > 0 {
+			fillAt = r.fill(time.Now())
+		}
+		timer.Reset(max(time.Until(earliest(sweepAt, fillAt)), 0))
 	}
+}
+
+// earliest returns the earlier of a and b; a zero b is ignored.
+func earliest(a, b time.Time) time.Time {
+	if !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// kickFill wakes the reaper to run fill, without blocking.
+func (r *Reuser) kickFill() {
+	select {
+	case r.fillWake <- struct{}{}:
+	default:
+	}
+}
+
+// fill brings every eligible member's idle conns plus filler dials in
+// flight up to MinIdle: it reserves slots with tryAcquire (a member at its
+// max_connections gets no more) and starts one goroutine per dial, or a
+// single one while the member is failing. A member seen down or disabled,
+// or whose health changed since the last fill, starts over without
+// backoff. It returns the earliest backoff end still pending, or the zero
+// time. Only the reaper goroutine calls it.
+func (r *Reuser) fill(now time.Time) (next time.Time) {
+	var dialsBuf [8]*Member
+	dials := dialsBuf[:0]
+	r.mu.Lock()
+	if r.closed || r.ctx.Err() != nil { // closed, or the pool closed first: no more dials
+		r.mu.Unlock()
+		return time.Time{}
+	}
+	for i, m := range r.d.pool.members {
+		w := &r.warm[i]
+		// Set before looking, so that a slot freed or the member coming up
+		// from here on wakes the next fill.
+		w.blocked.Store(true)
+		if !m.eligible() {
+			w.out = true
+			continue
+		}
+		if tr := m.healthTransitions.Load(); w.out || tr != w.transitions {
+			w.out, w.transitions = false, tr // back up: no backoff
+			w.failures, w.retryAt = 0, time.Time{}
+		}
+		have := len(r.idle[i]) + w.pending
+		if have >= r.s.MinIdle {
+			w.blocked.Store(false)
+			continue
+		}
+		if now.Before(w.retryAt) {
+			next = earliest(w.retryAt, next) // next may be zero: earliest ignores it
+			continue
+		}
+		limited := false
+		for ; have < r.s.MinIdle; have++ {
+			if w.failures > 0 && w.pending > 0 {
+				break // failing: one probing dial at a time
+			}
+			if !m.tryAcquire() {
+				limited = true
+				break
+			}
+			w.pending++
+			dials = append(dials, m)
+		}
+		if !limited {
+			w.blocked.Store(false) // the dial's end wakes the filler
+		}
+	}
+	r.wg.Add(len(dials)) // the reaper is counted: never from zero
+	r.mu.Unlock()
+	for _, m := range dials {
+		go r.warmDial(m)
+	}
+	return next
+}
+
+// warmDial dials one MinIdle conn to m, whose slot fill reserved, and parks
+// it idle (or hands it to a queued Get). A failure backs m off; both ends
+// wake the filler.
+func (r *Reuser) warmDial(m *Member) {
+	defer r.wg.Done()
+	defer r.kickFill()
+	p := r.d.pool
+	cs := &r.counters[m.index]
+	tcp, _, memberFault, err := r.d.dial(r.ctx, m)
+	if err != nil {
+		cut := r.ctx.Err() != nil // Close: not the member's fault
+		r.mu.Lock()
+		w := &r.warm[m.index]
+		w.pending--
+		if !cut {
+			w.failures++
+			w.retryAt = time.Now().Add(backoff(w.failures))
+		}
+		r.mu.Unlock()
+		m.release()
+		if cut {
+			return
+		}
+		cs.warmFailed.Add(1)
+		if ce := p.log.Check(zap.DebugLevel, "min_idle dial failed"); ce != nil {
+			ce.Write(zap.String("member", m.addr), zap.String("profile", r.d.profile.Name), zap.Error(err))
+		}
+		if memberFault {
+			p.observe(m, err, "min_idle")
+		}
+		return
+	}
+	p.observe(m, nil, "min_idle")
+	now := time.Now()
+	sc := r.newConn(tcp, m, now)
+	sc.out = false
+	cs.opened.Add(1)
+	cs.warmed.Add(1)
+	r.mu.Lock()
+	w := &r.warm[m.index]
+	w.pending--
+	w.failures, w.retryAt = 0, time.Time{}
+	if r.closed || !m.eligible() { // gone meanwhile: unused, so RST
+		r.mu.Unlock()
+		r.closeConn(sc, config.CloseReset)
+		return
+	}
+	r.parkLocked(sc, now) // unlocks
 }
 
 // sweep is one pass of the reaper. It returns when to run next: the earliest
@@ -945,7 +1154,8 @@ func (r *Reuser) removeIdleLocked(c *ServerConn) bool {
 
 // Close stops the Reuser: queued Gets return ErrReuserClosed, retired conns
 // still waiting for their member's FIN are reset, the reaper stops (Close
-// waits for it and every goroutine the Reuser started), and the idle conns
+// waits for it and every goroutine the Reuser started, MinIdle dials in
+// flight cut short), and the idle conns
 // are closed with RST (no TIME_WAIT on tether's ports). Conns lent out stay
 // the caller's; their Put closes them with RST. Close is idempotent.
 func (r *Reuser) Close() {
@@ -956,6 +1166,7 @@ func (r *Reuser) Close() {
 	}
 	r.closed = true
 	r.closing.Store(true)
+	r.cancel() // the filler's dials in flight
 	var idle []*ServerConn
 	for i, m := range r.d.pool.members {
 		idle = append(idle, r.idle[i]...)
