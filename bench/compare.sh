@@ -16,6 +16,22 @@
 #      with ss by port 1 s after wrk ends. Every (target, scenario) pair gets
 #      its own front and backend ports, so pools start cold and counts do not
 #      mix. The issue's targets are printed beside the figures.
+#   5. tether bench --compare -c 20 (short, then long connections) through
+#      tether's pooled http virtual server and against the backend nginx
+#      directly: requests/s short and long, p50/p99, conns opened, ports used,
+#      and the TIME_WAIT sockets tether bench counts on each side (client /
+#      target, with sock_diag), plus the backend conns tether opened. tether
+#      bench is the driver here because it reports those by side; wrk,
+#      iperf3 and redis-benchmark above stay as the independent check.
+#   6. load generator check: is tether bench fast enough not to be the
+#      bottleneck? Against the backend nginx (moved to CPU 0 for this, alone),
+#      the load generator on CPU 1 (tether bench with GOMAXPROCS=1):
+#        tether bench --conn long -c 50        vs  wrk -c 50 -t 1
+#        tether bench --conn short --close server -c 20 -n N  vs  ab -n N -c 20
+#      (ab speaks HTTP/1.0 without -k: the server closes first, as with
+#      --close server), target >= 0.9x; and, for information, the default
+#      --close client short run, whose client side keeps every TIME_WAIT and
+#      runs through the ephemeral ports. Each run gets its own nginx port.
 #
 # HTTP settings, the same for every proxy where they exist: no per-client-conn
 # request limit (tether: [virtual_server.http] max_requests = 0; nginx:
@@ -38,11 +54,14 @@
 # Usage (from the repo root):
 #   bash bench/compare.sh            # full run, about 2 minutes (1 of them HTTP)
 #   bash bench/compare.sh --quick    # smoke check: 1 s iperf3, fewer requests, 1000 idle conns, 2 s wrk
-#   bash bench/compare.sh --http-only   # only the HTTP scenarios (4); --no-http skips them
+#   bash bench/compare.sh --http-only   # only the HTTP scenarios (4-6); --no-http skips them (and 5, 6)
+#   bash bench/compare.sh --loadgen-only   # only the load generator check (6), about 20 s
+#   bash bench/compare.sh --no-loadgen     # everything but the load generator check
 #
 # Needs haproxy iperf3 redis-server redis-benchmark taskset python3 timeout ss
 # go; the HTTP scenarios also need wrk and nginx (apt-get install -y wrk nginx)
-# and are skipped with a warning when those are absent.
+# and are skipped with a warning when those are absent; the load generator
+# check's short row needs ab (apt-get install -y apache2-utils).
 #
 # Environment:
 #   TETHER_BIN=path     use this tether binary instead of building ./cmd/tether
@@ -51,6 +70,9 @@
 #   KEEP_TMP=1          keep the temp dir (configs, logs) for inspection
 #   HTTP_SECS=N         wrk duration per HTTP run (default 5; 2 with --quick)
 #   TETHER_HTTP_LOG=L   tether's log level in the HTTP runs (default warn)
+#   LOADGEN_SECS=N      long runs of the load generator check (default 5; 2 with --quick)
+#   LOADGEN_N=N         requests per short run of the check (default 20000; 5000 with --quick)
+#   TBENCH_SECS=N       tether bench --compare duration per side (default 5; 2 with --quick)
 #
 # Writes the table to stdout and the same figures as JSON to
 # bench/results/compare-DATE.json (gitignored).
@@ -58,12 +80,14 @@ set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-QUICK=0 RUN_TCP=1 RUN_HTTP=1
+QUICK=0 RUN_TCP=1 RUN_HTTP=1 RUN_HTTP_TARGETS=1 RUN_LOADGEN=1 RUN_TB=0
 for arg in "$@"; do
 	case "$arg" in
 	--quick) QUICK=1 ;;
 	--http-only) RUN_TCP=0 ;;
 	--no-http) RUN_HTTP=0 ;;
+	--loadgen-only) RUN_TCP=0 RUN_HTTP_TARGETS=0 ;;
+	--no-loadgen) RUN_LOADGEN=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "compare.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
 	esac
@@ -76,12 +100,15 @@ if ((QUICK)); then
 	IPERF_SECS=1 REDIS_N=20000
 	IDLE_N=${IDLE_CONNS:-1000}
 	HTTP_SECS=${HTTP_SECS:-2}
+	LG_SECS=${LOADGEN_SECS:-2} LG_N=${LOADGEN_N:-5000} TB_SECS=${TBENCH_SECS:-2}
 else
 	IPERF_SECS=5 REDIS_N=200000
 	IDLE_N=${IDLE_CONNS:-5000}
 	HTTP_SECS=${HTTP_SECS:-5}
+	LG_SECS=${LOADGEN_SECS:-5} LG_N=${LOADGEN_N:-20000} TB_SECS=${TBENCH_SECS:-5}
 fi
-((RUN_TCP || RUN_HTTP)) || { echo "compare.sh: --http-only and --no-http leave nothing to run" >&2; exit 2; }
+((RUN_HTTP)) || RUN_HTTP_TARGETS=0 RUN_LOADGEN=0
+((RUN_TCP || RUN_HTTP_TARGETS || RUN_LOADGEN)) || { echo "compare.sh: those options leave nothing to run" >&2; exit 2; }
 REDIS_CLIENTS=50
 PROXY_CPU=0 LOAD_CPU=1
 
@@ -111,8 +138,13 @@ if ((RUN_HTTP)); then
 		msg="missing for the HTTP scenarios: ${http_missing[*]}; install with:  apt-get install -y ${http_missing[*]}"
 		((RUN_TCP)) || die "$msg"
 		printf '%s WARNING: %s (HTTP scenarios skipped)\n' "$(date +%T)" "$msg" >&2
-		RUN_HTTP=0
+		RUN_HTTP=0 RUN_HTTP_TARGETS=0 RUN_LOADGEN=0
 	fi
+fi
+HAVE_AB=1
+if ((RUN_LOADGEN)) && ! command -v ab >/dev/null 2>&1; then
+	printf '%s WARNING: ab missing; the load generator check has no short reference (apt-get install -y apache2-utils)\n' "$(date +%T)" >&2
+	HAVE_AB=0
 fi
 ncpu=$(nproc)
 if ((ncpu < 2)); then
@@ -295,7 +327,7 @@ if ((IDLE_N * 2 + 1024 > FDS)); then
 fi
 
 # ---------------------------------------------------------------- builds
-log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s"
+log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N"
 TETHER=""
 if [[ -n ${TETHER_BIN:-} ]]; then
 	[[ -x $TETHER_BIN ]] || die "TETHER_BIN=$TETHER_BIN is not executable"
@@ -859,26 +891,237 @@ EOF
 	log "wrk $scen $target: $(awk '/^Requests\/sec/ {print $2}' "$out") req/s, p99 $(awk '$1 == "99%" {print $2}' "$out"), backend conns $([[ -n $a0 && -n $a1 ]] && echo $((a1 - a0 - 1)) || echo '?'), TIME_WAIT client/front/back/backend $twc/$twf/$twb/$twk$(grep -E 'Socket errors|Non-2xx' "$out" | tr -s ' \n' ' ' | sed 's/^/, /')"
 }
 
+# ---------------------------------------------------------------- 5, 6: tether bench
+# Section 5 (tether bench --compare through tether and direct) runs at the end
+# of the HTTP targets, 6 (load generator check) after them: their TIME_WAIT
+# sockets (tens of thousands) then cannot push the wrk runs above into
+# tcp_max_tw_buckets.
+TB_CONNS=20 LG_LONG_CONNS=50 LG_SHORT_CONNS=20
+# Runs NAME.rREP. The short runs last about a second: three of each,
+# alternating, and the best of each counts (a busy host only ever slows a run).
+LG_SHORT_REPS=3
+LG_RUNS=(long_tether.r1 long_wrk.r1)
+for ((i = 1; i <= LG_SHORT_REPS; i++)); do
+	if ((!HAVE_AB)); then LG_RUNS+=("short_tether.r$i"); elif ((i % 2)); then LG_RUNS+=("short_tether.r$i" "short_ab.r$i"); else LG_RUNS+=("short_ab.r$i" "short_tether.r$i"); fi
+done
+LG_RUNS+=(shortc_tether.r1)
+
+# $tmp/cpu_of.py FILE CMD...: run CMD, then write "CPU-seconds wall-seconds"
+# to FILE: the user+sys time CMD and its descendants used, and how long it ran;
+# exits with CMD's status. SIGTERM or SIGINT is passed on to CMD as SIGTERM (CMD
+# is `timeout`, which passes it on).
+cat >"$tmp/cpu_of.py" <<'EOF'
+import resource, signal, subprocess, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+def fwd(sig, frame):
+    p.send_signal(signal.SIGTERM)
+signal.signal(signal.SIGTERM, fwd)
+signal.signal(signal.SIGINT, fwd)
+rc = p.wait()
+wall = time.monotonic() - t0
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(out, "w") as f:
+    f.write("%.3f %.3f\n" % (r.ru_utime + r.ru_stime, wall))
+sys.exit(rc if rc >= 0 else 128 - rc)
+EOF
+
+# run_load NAME LIMIT CMD...: CMD under `timeout LIMIT`, in the background so
+# that the trap can stop it; stdout to $tmp/NAME.out, stderr to $tmp/NAME.err,
+# "CPU-seconds wall-seconds" to $tmp/NAME.cpu. Returns CMD's status.
+run_load() {
+	local name=$1 limit=$2 pid rc=0
+	shift 2
+	python3 "$tmp/cpu_of.py" "$tmp/$name.cpu" timeout -k 5 "$limit" "$@" \
+		>"$tmp/$name.out" 2>"$tmp/$name.err" </dev/null &
+	pid=$!
+	PIDS+=("$pid")
+	wait "$pid" || rc=$?
+	return "$rc"
+}
+
+# cpu_us: "user+nice+system ticks, all ticks" of CPU PROXY_CPU then LOAD_CPU (/proc/stat).
+cpu_us() {
+	awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '
+		$1 == a || $1 == b { u[$1] = $2 + $3 + $4; t[$1] = $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }
+		END { print u[a], t[a], u[b], t[b] }' /proc/stat
+}
+# backend_worker_ticks: utime+stime of the backend nginx's workers.
+backend_worker_ticks() {
+	local n=0 pid
+	for pid in "${BACKEND_WORKERS[@]}"; do n=$((n + $(cpu_ticks "$pid" 2>/dev/null || echo 0))); done
+	echo "$n"
+}
+# pin_backend CPU: move the backend nginx (master, workers, all threads) to CPU.
+pin_backend() {
+	local pid ok=0
+	for pid in "$BACKEND_PID" "${BACKEND_WORKERS[@]}"; do
+		taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || ok=1
+	done
+	return "$ok"
+}
+
+# parse_load KIND OUT: "key value" lines from a load generator's output.
+# KIND: tether (tether bench --json, one result), wrk, ab.
+parse_load() {
+	python3 - "$1" "$2" <<'EOF'
+import json, re, sys
+kind, path = sys.argv[1], sys.argv[2]
+t = open(path).read()
+o = {}
+if kind == "tether":
+    r = json.loads(t)["results"][0]
+    o.update(requests=r["requests"], secs=r["duration_ns"] / 1e9, rps=r["rps"],
+             errors=sum(r.get("errors", {}).values()), conns_opened=r["conns_opened"],
+             ports_used=r["ports_used"], tw_client=r["time_wait_client"], tw_target=r["time_wait_target"],
+             p50_ms=r["latency"]["p50_ns"] / 1e6, p99_ms=r["latency"]["p99_ns"] / 1e6,
+             closed_by_client=r["closed_by_client"], closed_by_server=r["closed_by_server"],
+             tw_error=1 if r.get("time_wait_error") else 0)
+elif kind == "wrk":
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m),", t, re.M)
+    if m:
+        o["requests"] = int(m.group(1))
+        o["secs"] = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    m = re.search(r"^Requests/sec:\s*([\d.]+)", t, re.M)
+    if m: o["rps"] = float(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    e = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", t)
+    o["errors"] = e + (int(m.group(1)) if m else 0)
+elif kind == "ab":
+    for key, pat in (("requests", r"^Complete requests:\s*(\d+)"), ("secs", r"^Time taken for tests:\s*([\d.]+)"),
+                     ("rps", r"^Requests per second:\s*([\d.]+)"), ("failed", r"^Failed requests:\s*(\d+)"),
+                     ("non2xx", r"^Non-2xx responses:\s*(\d+)")):
+        m = re.search(pat, t, re.M)
+        if m: o[key] = float(m.group(1))
+    o["errors"] = o.pop("failed", 0) + o.pop("non2xx", 0)
+for k, v in o.items():
+    print(k, v)
+EOF
+}
+
+# lg_run RUN PORT: one run of the load generator check (section 6) against
+# the backend nginx on PORT; the load generator alone on LOAD_CPU.
+lg_run() {
+	local run=$1 url="http://127.0.0.1:$2/" key="lg.$1" name="lg-$1" kind=tether s0 s1 n0 n1 o0 o1 rc=0 cpu wall parsed k v
+	local tb=(env GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$TETHER" bench --json)
+	s0=$(cpu_us) n0=$(backend_worker_ticks) o0=$(tw_overflow)
+	case ${run%.r*} in
+	long_tether) run_load "$name" $((LG_SECS + 30)) "${tb[@]}" --conn long -c "$LG_LONG_CONNS" -d "${LG_SECS}s" "$url" || rc=$? ;;
+	long_wrk) kind=wrk; run_load "$name" $((LG_SECS + 30)) taskset -c "$LOAD_CPU" wrk -c "$LG_LONG_CONNS" -t 1 -d "${LG_SECS}s" "$url" || rc=$? ;;
+	short_tether) run_load "$name" 120 "${tb[@]}" --conn short --close server -c "$LG_SHORT_CONNS" -n "$LG_N" "$url" || rc=$? ;;
+	short_ab) kind=ab; run_load "$name" 120 taskset -c "$LOAD_CPU" ab -n "$LG_N" -c "$LG_SHORT_CONNS" "$url" || rc=$? ;;
+	shortc_tether) run_load "$name" 120 "${tb[@]}" --conn short --close client -c "$LG_SHORT_CONNS" -n "$LG_N" "$url" || rc=$? ;;
+	esac
+	s1=$(cpu_us) n1=$(backend_worker_ticks) o1=$(tw_overflow)
+	if ((rc)); then
+		warn "load generator check $run failed (exit $rc): $(head -c 300 "$tmp/$name.err") $(head -c 300 "$tmp/$name.out")"
+		return 0
+	fi
+	parsed=$(parse_load "$kind" "$tmp/$name.out") || { warn "load generator check $run: unreadable output: $(head -c 300 "$tmp/$name.out")"; return 0; }
+	while read -r k v; do put "$key.$k" "$v"; done <<<"$parsed"
+	read -r cpu wall <"$tmp/$name.cpu"
+	put "$key.gen_cpu_s" "$cpu"
+	put "$key.wall_s" "$wall"
+	put "$key.tw_overflow" "$((o1 - o0))"
+	put "$key.nginx_cpu_s" "$(python3 -c "print('%.3f' % (($n1 - $n0) / $CLK_TCK))")"
+	# the share of each CPU that neither the load generator nor nginx took (user+system)
+	read -r k v <<<"$(python3 -c 'import sys
+a = list(map(int, sys.argv[1].split())); b = list(map(int, sys.argv[2].split())); gen, ngx, tck = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+f0 = max(0.0, (b[0] - a[0] - ngx) / max(1, b[1] - a[1]))
+f1 = max(0.0, (b[2] - a[2] - gen * tck) / max(1, b[3] - a[3]))
+print("%.3f %.3f" % (f0, f1))' "$s0" "$s1" "$cpu" "$((n1 - n0))" "$CLK_TCK")"
+	put "$key.foreign_server_cpu" "$k"
+	put "$key.foreign_load_cpu" "$v"
+	if python3 -c 'import sys; sys.exit(0 if max(map(float, sys.argv[1:])) > 0.05 else 1)' "$k" "$v"; then
+		warn "load generator check $run: other processes took ${k} of CPU $PROXY_CPU / ${v} of CPU $LOAD_CPU: disturbed (busy host?)"
+	fi
+	log "load generator check $run: $(awk '$1 == "rps" {printf "%.0f req/s", $2}' <<<"$parsed"), $(awk '$1 == "requests" {printf "%d requests", $2}' <<<"$parsed"), generator CPU ${cpu}s"
+}
+
+# run_loadgen_check: section 6, with the backend nginx moved to PROXY_CPU alone.
+run_loadgen_check() {
+	local run pinned=0
+	if [[ -z $TETHER ]]; then warn "no tether binary: load generator check skipped"; return 0; fi
+	if ((PROXY_CPU != LOAD_CPU)); then
+		if pin_backend "$PROXY_CPU"; then pinned=1; else warn "could not move the backend nginx to CPU $PROXY_CPU: it shares CPU $LOAD_CPU with the load generator"; fi
+	fi
+	local server_cpu=$LOAD_CPU
+	((pinned)) && server_cpu=$PROXY_CPU
+	put lg.server_cpu "$server_cpu"
+	sleep 0.2
+	log "load generator check: nginx on CPU $server_cpu, load generator on CPU $LOAD_CPU; long ${LG_SECS}s, short -n $LG_N"
+	for run in "${LG_RUNS[@]}"; do
+		lg_run "$run" "${LGPORT[$run]}"
+		sleep 0.5
+	done
+	if ((pinned)); then pin_backend "$LOAD_CPU" || true; fi
+	return 0
+}
+
+# run_tb TARGET PORT: section 5, tether bench --compare to PORT (tether's
+# pooled virtual server, or the backend nginx for direct).
+run_tb() {
+	local target=$1 port=$2 name="tb-$1" a0 a1 o0 o1 rc=0 side k v
+	[[ -n $TETHER ]] || return 0
+	a0=$(stub_accepts) || a0=""
+	o0=$(tw_overflow)
+	run_load "$name" $((2 * TB_SECS + 60)) env GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$TETHER" bench --compare \
+		-c "$TB_CONNS" -d "${TB_SECS}s" --json "http://127.0.0.1:$port/" || rc=$?
+	a1=$(stub_accepts) || a1=""
+	o1=$(tw_overflow)
+	put "tb.$target.tw_overflow" "$((o1 - o0))"
+	if ((rc)); then
+		warn "tether bench --compare via $target failed (exit $rc): $(head -c 300 "$tmp/$name.err")"
+		return 0
+	fi
+	for side in 0 1; do
+		python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["results"] = [d["results"][int(sys.argv[2])]]; json.dump(d, open(sys.argv[3], "w"))' \
+			"$tmp/$name.out" "$side" "$tmp/$name.$side.json"
+		local conn
+		conn=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"][0]["conn"])' "$tmp/$name.$side.json")
+		while read -r k v; do put "tb.$target.$conn.$k" "$v"; done < <(parse_load tether "$tmp/$name.$side.json")
+	done
+	put "tb.$target.gen_cpu_s" "$(cut -d' ' -f1 "$tmp/$name.cpu")"
+	if [[ -n $a0 && -n $a1 ]]; then put "tb.$target.backend_conns" "$((a1 - a0 - 1))"; fi
+	log "tether bench --compare $target: $(python3 -c 'import json, sys; print(", ".join("%s %.0f req/s, TIME_WAIT client/target %d/%d" % (r["conn"], r["rps"], r["time_wait_client"], r["time_wait_target"]) for r in json.load(open(sys.argv[1]))["results"]))' "$tmp/$name.out"), backend conns $([[ -n $a0 && -n $a1 ]] && echo $((a1 - a0 - 1)) || echo '?')"
+}
+
 if ((RUN_HTTP)); then
-	declare -A HFRONT HBACK
+	declare -A HFRONT HBACK LGPORT
+	RUN_TARGETS=()
+	((RUN_HTTP_TARGETS)) && RUN_TARGETS=("${HTTP_TARGETS[@]}")
+	RUN_TB=0
+	((RUN_HTTP_TARGETS)) && [[ -n $TETHER ]] && RUN_TB=1
 	for t in "${HTTP_TARGETS[@]}"; do
+		[[ $t == direct ]] || ((RUN_HTTP_TARGETS)) || continue
 		for s in "${HTTP_SCENARIOS[@]}"; do
 			HBACK[$t.$s]=$(pick_port)
 			if [[ $t == direct ]]; then HFRONT[$t.$s]=${HBACK[$t.$s]}; else HFRONT[$t.$s]=$(pick_port); fi
 		done
 	done
+	if ((RUN_TB)); then # section 5: its own ports, cold pool
+		HBACK[direct.tb]=$(pick_port) HFRONT[direct.tb]=${HBACK[direct.tb]}
+		HBACK[tether.tb]=$(pick_port) HFRONT[tether.tb]=$(pick_port)
+	fi
+	if ((RUN_LOADGEN)); then # section 6: one port per run
+		for r in "${LG_RUNS[@]}"; do LGPORT[$r]=$(pick_port); done
+	fi
 	STUB_PORT=$(pick_port)
 	mkdir -p "$tmp/nginx-backend/logs" "$tmp/nginx-proxy/logs"
 	chmod 755 "$tmp" # nginx workers run as nobody
-	nginx_backend_cfg "$tmp/nginx-backend" "$STUB_PORT" "${HBACK[@]}"
-	log "http: nginx backend on CPU $LOAD_CPU (ports ${HBACK[*]}, stub_status :$STUB_PORT); wrk -c $HTTP_CONNS -t $HTTP_THREADS -d ${HTTP_SECS}s"
+	nginx_backend_cfg "$tmp/nginx-backend" "$STUB_PORT" "${HBACK[@]}" "${LGPORT[@]}"
+	log "http: nginx backend on CPU $LOAD_CPU (ports ${HBACK[*]} ${LGPORT[*]}, stub_status :$STUB_PORT); wrk -c $HTTP_CONNS -t $HTTP_THREADS -d ${HTTP_SECS}s"
 	if start_nginx nginx-backend "$tmp/nginx-backend" "$LOAD_CPU" &&
-		BACKEND_PID=$BG_PID && wait_listen "$BACKEND_PID" "${HBACK[@]}" "$STUB_PORT" && nginx_workers "$BACKEND_PID"; then
+		BACKEND_PID=$BG_PID && wait_listen "$BACKEND_PID" "${HBACK[@]}" "${LGPORT[@]}" "$STUB_PORT" && nginx_workers "$BACKEND_PID"; then
+		BACKEND_WORKERS=("${NGINX_PIDS[@]:1}")
 		got=$(python3 -c 'import sys, urllib.request; print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=3).read()))' "${HBACK[direct.ka]}" 2>&1) || true
 		[[ $got == 64 ]] || warn "the backend's body is '$got' bytes, not 64"
-		for t in "${HTTP_TARGETS[@]}"; do
+		for t in "${RUN_TARGETS[@]}"; do
 			pairs=()
 			for s in "${HTTP_SCENARIOS[@]}"; do pairs+=("${HFRONT[$t.$s]}:${HBACK[$t.$s]}"); done
+			[[ $t == tether ]] && ((RUN_TB)) && pairs+=("${HFRONT[tether.tb]}:${HBACK[tether.tb]}")
 			fronts=("${pairs[@]%%:*}")
 			ppids=() ppid=""
 			case $t in
@@ -924,12 +1167,18 @@ if ((RUN_HTTP)); then
 			for s in "${HTTP_SCENARIOS[@]}"; do
 				run_wrk "$t" "$s" "${HFRONT[$t.$s]}" "${HBACK[$t.$s]}" "${ppids[@]}"
 			done
+			if [[ $t == tether ]] && ((RUN_TB)); then
+				run_tb tether "${HFRONT[tether.tb]}"
+				alive "$ppid" || warn "tether died during tether bench --compare: $(tail -n 5 "$tmp/tether-http.log")"
+			fi
 			case $t in
 			direct) ;;
 			nginx) stop_nginx "$ppid" ;;
 			*) stop_pid "$ppid" ;;
 			esac
 		done
+		if ((RUN_TB)); then run_tb direct "${HFRONT[direct.tb]}"; fi
+		if ((RUN_LOADGEN)); then run_loadgen_check; fi
 		alive "$BACKEND_PID" || warn "the backend nginx died: $(tail -n 5 "$tmp/nginx-backend/error.log")"
 		stop_nginx "$BACKEND_PID"
 	else
@@ -1056,7 +1305,7 @@ sys.stdout = _stdout
 print(f"JSON: {sys.argv[2]}")
 EOF
 
-((RUN_HTTP)) || exit 0
+if ((RUN_HTTP_TARGETS)); then
 python3 - "$RESULTS" "$OUT_JSON" "$HTTP_SECS" "$HTTP_CONNS" "$HTTP_THREADS" "$TETHER_POOL_MAX" "$NGINX_KEEPALIVE" \
 	"$PROXY_CPU" "$LOAD_CPU" "$(cat /proc/sys/net/ipv4/tcp_max_tw_buckets)" "$(cat /proc/sys/net/ipv4/ip_local_port_range)" <<'EOF'
 import json, subprocess, sys
@@ -1200,4 +1449,200 @@ doc["http"] = dict(
 with open(out_json, "w") as f:
     json.dump(doc, f, indent=2)
 print(f"HTTP figures added to {out_json} (key \"http\")")
+EOF
+fi
+
+((RUN_LOADGEN || RUN_TB)) || exit 0
+python3 - "$RESULTS" "$OUT_JSON" "$tmp" "$PROXY_CPU" "$LOAD_CPU" "$LG_SECS" "$LG_N" "$LG_LONG_CONNS" "$LG_SHORT_CONNS" \
+	"$TB_SECS" "$TB_CONNS" "$TETHER_POOL_MAX" "$RUN_LOADGEN" "$RUN_TB" "$HAVE_AB" \
+	"$(cat /proc/sys/net/ipv4/ip_local_port_range)" "$(cat /proc/sys/net/ipv4/tcp_tw_reuse)" <<'EOF'
+import json, os, subprocess, sys
+(res, out_json, tmp, pcpu, lcpu, lg_secs, lg_n, lg_long_c, lg_short_c, tb_secs, tb_c, pool_max,
+ run_lg, run_tb, have_ab, port_range, tw_reuse) = sys.argv[1:18]
+lo, hi = map(int, port_range.split())
+vals = {}
+for line in open(res):
+    k, v = line.split()
+    if k.startswith(("lg.", "tb.")):
+        vals[k] = float(v)
+g = vals.get
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+def fi(v):
+    return "n/a" if v is None else f"{v:,.0f}"
+def ff(v, d=2):
+    return "n/a" if v is None else f"{v:.{d}f}"
+def fr(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+def table(hdr, body, left):
+    w = [max(len(x[i]) for x in [hdr] + body) for i in range(len(hdr))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w[i]) if i < left or hdr[i] == "issue target" else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+    print(line(hdr))
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in body:
+        print(line(r))
+def summary(path):
+    """tether bench's JSON result without the distribution and series."""
+    try:
+        d = json.load(open(path))
+    except Exception:
+        return None
+    return [{k: v for k, v in r.items() if k not in ("distribution", "series")} for r in d["results"]]
+
+doc = json.load(open(out_json))
+
+# ------------------------------------------------ 6: load generator check
+if run_lg == "1":
+    scpu = int(g("lg.server_cpu", float(lcpu)))
+    CMD = dict(
+        long_tether=f"tether bench --conn long -c {lg_long_c} -d {lg_secs}s",
+        long_wrk=f"wrk -c {lg_long_c} -t 1 -d {lg_secs}s",
+        short_tether=f"tether bench --conn short --close server -c {lg_short_c} -n {lg_n}",
+        short_ab=f"ab -n {lg_n} -c {lg_short_c}",
+        shortc_tether=f"tether bench --conn short --close client -c {lg_short_c} -n {lg_n}",
+    )
+    CHECK = dict(long_tether=f"long, {lg_long_c} conns", long_wrk=f"long, {lg_long_c} conns",
+                 short_tether="short, server closes", short_ab="short, server closes",
+                 shortc_tether="short, client closes")
+    REF = dict(long_tether="long_wrk", short_tether="short_ab")
+    def reps(base):
+        return sorted({k.split(".")[2] for k in vals if k.startswith(f"lg.{base}.r")}, key=lambda x: int(x[1:]))
+    def best(base):
+        """the rep with the highest req/s (a busy host only slows a run down)"""
+        rs = [x for x in reps(base) if g(f"lg.{base}.{x}.rps") is not None]
+        return max(rs, key=lambda x: g(f"lg.{base}.{x}.rps")) if rs else None
+    rows, body = [], []
+    for run in CMD:
+        if run == "short_ab" and have_ab != "1":
+            continue
+        rep = best(run)
+        def m(k, run=run, rep=rep):
+            return None if rep is None else g(f"lg.{run}.{rep}.{k}")
+        rps, secs, gen, wall, ngx = m("rps"), m("secs"), m("gen_cpu_s"), m("wall_s"), m("nginx_cpu_s")
+        r = dict(run=run, check=CHECK[run], command=CMD[run], best_of=len(reps(run)), best_rep=rep,
+                 rps_all=[g(f"lg.{run}.{x}.rps") for x in reps(run)],
+                 requests=m("requests"), seconds=secs, rps=rps, errors=m("errors"),
+                 gen_cpu_util=ratio(gen, wall), nginx_cpu_util=ratio(ngx, wall),
+                 req_per_gen_cpu_s=round(m("requests") / gen) if gen and m("requests") else None,
+                 foreign_server_cpu=m("foreign_server_cpu"), foreign_load_cpu=m("foreign_load_cpu"))
+        for k in ("conns_opened", "ports_used", "tw_client", "tw_target", "tw_overflow", "p50_ms", "p99_ms"):
+            if m(k) is not None:
+                r[k] = m(k)
+        target = None
+        if run in REF:
+            ref = best(REF[run])
+            r["ratio"] = ratio(rps, None if ref is None else g(f"lg.{REF[run]}.{ref}.rps"))
+            target = dict(text=f">= 0.9x {REF[run].split('_')[1]}", met=None if r["ratio"] is None else r["ratio"] >= 0.9)
+        elif run == "shortc_tether":
+            target = dict(text="information", met=None)
+        r["target"] = target
+        rows.append(r)
+        tt = "" if not target else target["text"] + ("" if target["text"] == "information" else ": " + {True: "met", False: "MISSED", None: "n/a"}[target["met"]])
+        allr = " / ".join(fi(x) for x in r["rps_all"]) if len(r["rps_all"]) > 1 else ""
+        body.append([r["check"], r["command"], fi(r["requests"]), ff(secs), fi(rps), allr, ff(r["gen_cpu_util"]), ff(r["nginx_cpu_util"]),
+                     fi(r["req_per_gen_cpu_s"]), fr(r.get("ratio")) if run in REF else "", tt])
+    print()
+    print(f"load generator check — 127.0.0.1, the load generator alone on CPU {lcpu} (tether bench with GOMAXPROCS=1),")
+    print(f"the backend nginx (1 worker, 64-byte body) on CPU {scpu}{'' if scpu != int(lcpu) else ' WITH the load generator (it could not be moved)'}; one nginx port per run")
+    table(["check", "command", "requests", "seconds", "req/s", "req/s of each run", "gen CPU", "nginx CPU", "req/gen CPU-s", "tether/ref", "issue target"], body, left=2)
+    print("(req/s: the tool's own figure; the short runs last about a second, so each ran 3 times, alternating, and the")
+    print(" best counts. gen CPU / nginx CPU: CPU-seconds of the load generator / the nginx worker per wall second of the")
+    print(" load generator's process (its start-up and, for tether bench, its TIME_WAIT count included); near 1.00 = that")
+    print(" side is the bottleneck; rough for the sub-second short runs, where tick-based accounting can read above 1.00.")
+    print(" tether/ref: tether bench's req/s over wrk's (long) or ab's (short) in the row below)")
+    print("(ab sends HTTP/1.0 without keepalive, so nginx closes first: --close server is the same close pattern;")
+    print(" --close client is tether bench's default, where the client closes first)")
+    dist = [r for r in rows if max(r.get("foreign_server_cpu") or 0, r.get("foreign_load_cpu") or 0) > 0.05]
+    for r in dist:
+        print(f"(disturbed: during {r['run']} {r['best_rep']} other processes took {r['foreign_server_cpu']:.0%} of CPU {scpu} and "
+              f"{r['foreign_load_cpu']:.0%} of CPU {lcpu}: a busy host; rerun for a clean figure)")
+    tw_body = []
+    for r in rows:
+        if "conns_opened" in r:
+            ov = r.get("tw_overflow") or 0
+            plus = "+" if ov else ""
+            tw_body.append([r["command"], fi(r["conns_opened"]), fi(r["ports_used"]), fi(r["tw_client"]) + plus, fi(r["tw_target"]) + plus,
+                            fi(ov), fi(r["errors"])])
+    if tw_body:
+        print()
+        print("tether bench's runs above: connections, ephemeral ports, TIME_WAIT by side (sock_diag, by the run's 4-tuples)")
+        table(["command", "conns opened", "ports used", "TIME_WAIT client", "TIME_WAIT target", "kernel dropped", "errors"], tw_body, left=1)
+        half = (hi - lo + 1) // 2
+        c = next((r for r in rows if r["run"] == "shortc_tether" and "conns_opened" in r), None)
+        if any(r.get("tw_overflow") for r in rows):
+            print(f"('+' / kernel dropped: tcp_max_tw_buckets was reached during the run — mostly by the earlier runs' TIME_WAIT")
+            print(f" sockets, or other work on the host — and the kernel kept no TIME_WAIT for that many closes: the counts are")
+            print(f" lower bounds, and those ports were free at once. bash bench/compare.sh --loadgen-only gives clean counts)")
+        if c:
+            print(f"(--close client: the client closes first, so every connection leaves a TIME_WAIT socket on the client's port for 60 s.")
+            print(f" connect() takes the even half of the ephemeral ports {lo}-{hi} first (~{half:,});", end=" ")
+            if c.get("tw_overflow"):
+                print(f"the kernel dropped TIME_WAIT sockets in this run,")
+                print(f" so it says nothing about port exhaustion; with them kept, ~{half:,} conns exhaust those ports)")
+            elif c["ports_used"] < c["conns_opened"] and c["tw_client"] >= 0.9 * half:
+                print(f"here {c['conns_opened']:,.0f} conns ran on {c['ports_used']:,.0f} ports:")
+                print(f" the client exhausted its free ports and connect() took over its own TIME_WAIT sockets, which only")
+                print(f" net.ipv4.tcp_tw_reuse (= {tw_reuse}; 2 = loopback only) allows; without it, connect() fails with EADDRNOTAVAIL)")
+            else:
+                print(f"{c['conns_opened']:,.0f} conns fit in free ports this time;")
+                print(f" a longer run exhausts them: then only net.ipv4.tcp_tw_reuse (= {tw_reuse}; 2 = loopback only) keeps connect() from failing)")
+        print("(--close server: the TIME_WAIT lands on nginx's side, the client's ports are free at once)")
+    doc["loadgen"] = dict(
+        params=dict(long_seconds=float(lg_secs), short_requests=int(lg_n), long_conns=int(lg_long_c), short_conns=int(lg_short_c),
+                    load_cpu=int(lcpu), server_cpu=scpu, tether_gomaxprocs=1, wrk_threads=1,
+                    ephemeral_ports=port_range, tcp_tw_reuse=int(tw_reuse)),
+        rows=rows,
+        tether_bench={f"{run}.{x}": summary(os.path.join(tmp, f"lg-{run}.{x}.out")) for run in CMD if run.endswith("_tether") for x in reps(run)})
+
+# ------------------------------------------------ 5: short vs long through tether
+if run_tb == "1":
+    NAMES = dict(direct="direct nginx", tether="tether (pooled)")
+    rows, body = [], []
+    for t in ("direct", "tether"):
+        for conn in ("short", "long"):
+            def m(k):
+                return g(f"tb.{t}.{conn}.{k}")
+            if m("rps") is None:
+                continue
+            r = dict(target=t, conn=conn, **{k: m(k) for k in ("requests", "rps", "p50_ms", "p99_ms", "conns_opened",
+                                                              "ports_used", "tw_client", "tw_target", "errors")})
+            r["tw_overflow_run"] = g(f"tb.{t}.tw_overflow")  # short and long together
+            plus = "+" if r["tw_overflow_run"] else ""
+            rows.append(r)
+            body.append([NAMES[t], conn, fi(r["rps"]), ff(r["p50_ms"], 3), ff(r["p99_ms"], 3), fi(r["conns_opened"]), fi(r["ports_used"]),
+                         fi(r["tw_client"]) + plus, fi(r["tw_target"]) + plus, fi(r["errors"])])
+    print()
+    print(f"short vs long connections — tether bench --compare -c {tb_c} -d {tb_secs}s (each side) on CPU {lcpu}, GOMAXPROCS=1;")
+    print(f"through tether's pooled http virtual server (reuse shared, max_idle {pool_max}; GOMAXPROCS=1 on CPU {pcpu}) and to the nginx backend directly")
+    table(["target", "conn", "req/s", "p50 ms", "p99 ms", "conns opened", "ports used", "TIME_WAIT client", "TIME_WAIT target", "errors"], body, left=2)
+    rps = lambda t, c: g(f"tb.{t}.{c}.rps")
+    summ = dict(long_over_short={t: ratio(rps(t, "long"), rps(t, "short")) for t in ("direct", "tether")},
+                tether_over_direct={c: ratio(rps("tether", c), rps("direct", c)) for c in ("short", "long")},
+                backend_conns={t: g(f"tb.{t}.backend_conns") for t in ("direct", "tether")})
+    print(f"long/short req/s: direct {fr(summ['long_over_short']['direct'])}, tether {fr(summ['long_over_short']['tether'])};"
+          f" tether/direct: short {fr(summ['tether_over_direct']['short'])}, long {fr(summ['tether_over_direct']['long'])}")
+    print(f"backend conns opened over short+long (nginx stub_status): through tether {fi(summ['backend_conns']['tether'])} (pool bound {pool_max}),"
+          f" direct {fi(summ['backend_conns']['direct'])}")
+    print("(TIME_WAIT client / target: counted by tether bench with sock_diag by the run's 4-tuples; short conns close from the")
+    print(" client (--close client, the default), so they land on the client; target = tether's front sockets, or nginx's for direct;")
+    print(" tether's pooled back-side conns stay open and are not counted. A count near the even half of the ephemeral")
+    print(f" ports (~{(hi - lo + 1) // 2:,}) means the client ran out of free ports and connect() reused its own TIME_WAIT sockets")
+    print(f" (net.ipv4.tcp_tw_reuse = {tw_reuse}); '+': the kernel hit tcp_max_tw_buckets and dropped some, counts are lower bounds)")
+    doc["tether_bench"] = dict(
+        params=dict(seconds_each=float(tb_secs), concurrency=int(tb_c), close="client", load_cpu=int(lcpu), proxy_cpu=int(pcpu),
+                    tether_pool_max=int(pool_max)),
+        rows=rows, **summ,
+        results={t: summary(os.path.join(tmp, f"tb-{t}.out")) for t in ("direct", "tether")})
+
+def ver(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return ((p.stdout or "") + (p.stderr or "")).splitlines()[0].strip()
+    except Exception:
+        return None
+doc.setdefault("versions", {})["ab"] = ver(["ab", "-V"]) if have_ab == "1" else None
+with open(out_json, "w") as f:
+    json.dump(doc, f, indent=2)
+print(f"tether bench figures added to {out_json} (keys " + ", ".join(f'"{k}"' for k in ("loadgen", "tether_bench") if k in doc) + ")")
 EOF
