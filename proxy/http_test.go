@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -618,6 +619,7 @@ http {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", dir+"/nginx.conf")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // master and workers in one group
 	if out, err := exec.Command(bin, "-t", "-p", dir, "-c", dir+"/nginx.conf").CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
@@ -625,7 +627,8 @@ http {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		// Kill the whole group: killing only the master leaves its workers.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
 	waitFor(t, 5*time.Second, "nginx to listen", func() bool {
