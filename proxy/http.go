@@ -81,6 +81,7 @@ func removeFields(hs []http1.Header, names [][]byte) []http1.Header {
 func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*httpSide, error) {
 	s := pool.ReuseSettings{
 		MaxIdle:         pc.MaxIdle,
+		MinIdle:         pc.MinIdle,
 		IdleTimeout:     pc.IdleTimeout,
 		MaxAge:          pc.MaxAge,
 		AgeJitter:       pc.AgeJitter,

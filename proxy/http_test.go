@@ -996,3 +996,26 @@ func TestHTTPRetiredConnsLeaveTimeWaitOnTheMember(t *testing.T) {
 		t.Fatalf("retired by member close = %d, want ~200: %+v", st.RetiredByMemberClose, st)
 	}
 }
+
+// min_idle keeps a warm pool: established member conns before any client,
+// and the first requests ride them (Reused) instead of dialing.
+func TestHTTPMinIdleWarmsThePool(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig("", "min_idle = 4", be.addr()))
+	waitFor(t, 3*time.Second, "4 warm member conns", func() bool { return be.conns.Load() == 4 })
+	if out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
+		t.Fatalf("got %q", out)
+	}
+	lines := p.waitAccess(t, 1)
+	if fieldString(lines[0], "reused") != "true" {
+		t.Fatalf("the first request did not ride a warm conn: %v", lines[0].ContextMap())
+	}
+	// While one was lent out the filler dialed a fifth; back from the
+	// request, all are idle: at least min_idle, and no dial beyond that.
+	waitFor(t, 3*time.Second, "at least 4 idle", func() bool {
+		return p.srv.VirtualServer("vs").http.reuser.Idle(p.srv.Pool("p").Members()[0]) >= 4
+	})
+	if n := be.conns.Load(); n > 5 {
+		t.Fatalf("member accepted %d conns for one request with min_idle 4, want <= 5", n)
+	}
+}
