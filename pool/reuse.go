@@ -240,6 +240,37 @@ func max0(d time.Duration) time.Duration {
 type reuseCounters struct {
 	opened, reused, retired, retiredByMember, expiredIdle, staleOnPeek,
 	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed atomic.Uint64
+	replays [replayCauses]atomic.Uint64
+}
+
+// ReplayCause says why a request was replayed on another conn.
+type ReplayCause uint8
+
+// Replay causes (the stale peek and a failed connect need no replay: Get
+// moves on before a request is sent).
+const (
+	// ReplayHeadUnsent: writing the request head to a reused conn failed
+	// before the member had the whole head; any method is replayed.
+	ReplayHeadUnsent ReplayCause = iota
+	// ReplayNoResponse: a reused conn ended before any response byte; only
+	// idempotent requests without a body are replayed.
+	ReplayNoResponse
+	replayCauses
+)
+
+// String names the cause for access logs.
+func (c ReplayCause) String() string {
+	if c == ReplayHeadUnsent {
+		return "head-unsent"
+	}
+	return "no-response"
+}
+
+// NoteReplay counts a replay of a request first sent to m.
+func (r *Reuser) NoteReplay(m *Member, cause ReplayCause) {
+	if cause < replayCauses {
+		r.counters[m.index].replays[cause].Add(1)
+	}
 }
 
 // ReuseStats is a snapshot of a Reuser's counters for one member.
@@ -259,6 +290,9 @@ type ReuseStats struct {
 	IdleOverflow         uint64 // idle conns closed because MaxIdle was reached
 	Warmed               uint64 // of Opened, conns dialed by the MinIdle filler
 	WarmFailed           uint64 // MinIdle filler dials that failed (each one backs the member off)
+
+	ReplaysHeadUnsent uint64 // requests replayed elsewhere: the head never fully reached this member
+	ReplaysNoResponse uint64 // idempotent requests replayed elsewhere: no response byte from this member
 }
 
 // Reuser lends member conns of one Dialer for single exchanges and keeps the
@@ -902,6 +936,8 @@ func (r *Reuser) Stats() []ReuseStats {
 		s.IdleOverflow = c.overflow.Load()
 		s.Warmed = c.warmed.Load()
 		s.WarmFailed = c.warmFailed.Load()
+		s.ReplaysHeadUnsent = c.replays[ReplayHeadUnsent].Load()
+		s.ReplaysNoResponse = c.replays[ReplayNoResponse].Load()
 	}
 	return out
 }

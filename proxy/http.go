@@ -251,6 +251,7 @@ type exchange struct {
 	reused    bool
 	connReqs  int
 	retries   int
+	replay    string        // why the request was replayed, if it was
 	headRead  time.Duration // first byte to whole request head
 	bytesIn   int64         // request body bytes sent to the member
 	bytesOut  int64         // response body bytes sent to the client
@@ -314,7 +315,8 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 				if small {
 					smallKept = copy(h.body, h.head[len(h.head)-int(h.req.ContentLength):])
 				}
-				ex.retries++
+				h.hs.reuser.NoteReplay(sc.Member, pool.ReplayHeadUnsent)
+				ex.retries, ex.replay = ex.retries+1, pool.ReplayHeadUnsent.String()
 				continue
 			}
 			ex.err, ex.memberErr = err, true
@@ -345,7 +347,8 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 
 		status, ok, retry := h.response(sc, &ex, retire, last)
 		if retry { // response allows it only once
-			ex.retries++
+			h.hs.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
+			ex.retries, ex.replay = ex.retries+1, pool.ReplayNoResponse.String()
 			continue
 		}
 		h.logRequest(start, status, ex)
@@ -619,6 +622,7 @@ func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
 		zap.Duration("member_wait", ex.waited),
 		zap.Duration("duration", time.Since(start)),
 		zap.Int("retries", ex.retries),
+		zap.String("replay", ex.replay),
 		zap.Int("client_request", h.served),
 	}
 	if ex.member != "" {

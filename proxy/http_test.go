@@ -912,6 +912,14 @@ func TestHTTPReplayOnlyWhenSafe(t *testing.T) {
 			if tc.method == "POST" && posts.Load() != 1 {
 				t.Errorf("member saw the POST %d times, want exactly 1", posts.Load())
 			}
+			st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+			wantCause := map[string]string{"GET": "no-response", "POST": ""}[tc.method]
+			if got := fieldString(lines[1], "replay"); got != wantCause {
+				t.Errorf("access replay = %q, want %q", got, wantCause)
+			}
+			if wantN := map[string]uint64{"GET": 1, "POST": 0}[tc.method]; st.ReplaysNoResponse != wantN || st.ReplaysHeadUnsent != 0 {
+				t.Errorf("replay counters %+v, want %d no-response", st, wantN)
+			}
 		})
 	}
 }
