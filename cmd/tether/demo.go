@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -169,16 +170,16 @@ func portOf(addr string) string {
 // demo is everything `tether demo` runs in-process.
 type demo struct {
 	srv     *proxy.Server
-	members map[string]*demoHTTPMember // by virtual server
-	echo    *demoEcho
+	members map[string]*demoServer // HTTP members, by virtual server
+	echo    *demoServer
 }
 
 func startDemo(logOut io.Writer) (*demo, error) {
-	d := &demo{members: map[string]*demoHTTPMember{}}
+	d := &demo{members: map[string]*demoServer{}}
 	addrs := map[string]string{}
 	for _, k := range demoKinds {
 		for _, conn := range demoConns {
-			m, err := startDemoHTTPMember()
+			m, err := startDemoServer(demoHTTP)
 			if err != nil {
 				d.stop()
 				return nil, err
@@ -188,7 +189,7 @@ func startDemo(logOut io.Writer) (*demo, error) {
 		}
 	}
 	var err error
-	if d.echo, err = startDemoEcho(); err != nil {
+	if d.echo, err = startDemoServer(demoEcho); err != nil {
 		d.stop()
 		return nil, err
 	}
@@ -352,32 +353,32 @@ func explainDemoRow(r demoRow) string {
 	}
 }
 
-// demoHTTPMember is the in-process HTTP member: keepalive HTTP/1.1, a fixed
-// 64-byte answer, and a count of accepted connections.
-type demoHTTPMember struct {
+// demoServer is an in-process member on a free 127.0.0.1 port: it runs
+// handle for each connection, counts accepted connections, and close ends
+// the listener, every connection and every goroutine.
+type demoServer struct {
 	ln       net.Listener
+	handle   func(net.Conn)
 	accepted atomic.Int64
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 }
 
-var demoBody = strings.Repeat("tether demo 64-byte answer ", 3)[:63] + "\n"
-
-func startDemoHTTPMember() (*demoHTTPMember, error) {
+func startDemoServer(handle func(net.Conn)) (*demoServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	m := &demoHTTPMember{ln: ln, conns: map[net.Conn]struct{}{}}
+	m := &demoServer{ln: ln, handle: handle, conns: map[net.Conn]struct{}{}}
 	m.wg.Add(1)
 	go m.serve()
 	return m, nil
 }
 
-func (m *demoHTTPMember) addr() string { return m.ln.Addr().String() }
+func (m *demoServer) addr() string { return m.ln.Addr().String() }
 
-func (m *demoHTTPMember) serve() {
+func (m *demoServer) serve() {
 	defer m.wg.Done()
 	for {
 		c, err := m.ln.Accept()
@@ -393,18 +394,35 @@ func (m *demoHTTPMember) serve() {
 	}
 }
 
-var demoResponse = []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(demoBody), demoBody))
-
-// serveConn answers requests (heads only: the demo sends no bodies) until
-// the client closes or says Connection: close.
-func (m *demoHTTPMember) serveConn(c net.Conn) {
+func (m *demoServer) serveConn(c net.Conn) {
 	defer m.wg.Done()
 	defer func() {
 		m.mu.Lock()
 		delete(m.conns, c)
 		m.mu.Unlock()
-		c.Close()
+		_ = c.Close()
 	}()
+	m.handle(c)
+}
+
+func (m *demoServer) close() {
+	_ = m.ln.Close()
+	m.mu.Lock()
+	for c := range m.conns {
+		_ = c.Close()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+var demoBody = strings.Repeat("tether demo 64-byte answer ", 3)[:63] + "\n"
+
+var demoResponse = []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(demoBody), demoBody))
+
+// demoHTTP is the HTTP member's handler: keepalive HTTP/1.1, a fixed
+// 64-byte answer to every request (heads only: the demo sends no bodies),
+// until the client closes or says Connection: close.
+func demoHTTP(c net.Conn) {
 	br := bufio.NewReader(c)
 	for {
 		closing := false
@@ -416,7 +434,7 @@ func (m *demoHTTPMember) serveConn(c net.Conn) {
 			if len(line) <= 2 {
 				break
 			}
-			if len(line) > 11 && strings.EqualFold(strings.TrimSpace(string(line)), "connection: close") {
+			if bytes.EqualFold(bytes.TrimSpace(line), connectionClose) {
 				closing = true
 			}
 		}
@@ -426,65 +444,7 @@ func (m *demoHTTPMember) serveConn(c net.Conn) {
 	}
 }
 
-func (m *demoHTTPMember) close() {
-	_ = m.ln.Close()
-	m.mu.Lock()
-	for c := range m.conns {
-		_ = c.Close()
-	}
-	m.mu.Unlock()
-	m.wg.Wait()
-}
+var connectionClose = []byte("connection: close")
 
-// demoEcho is the in-process TCP echo member.
-type demoEcho struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func startDemoEcho() (*demoEcho, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	e := &demoEcho{ln: ln, conns: map[net.Conn]struct{}{}}
-	e.wg.Add(1)
-	go e.serve()
-	return e, nil
-}
-
-func (e *demoEcho) addr() string { return e.ln.Addr().String() }
-
-func (e *demoEcho) serve() {
-	defer e.wg.Done()
-	for {
-		c, err := e.ln.Accept()
-		if err != nil {
-			return
-		}
-		e.mu.Lock()
-		e.conns[c] = struct{}{}
-		e.mu.Unlock()
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			_, _ = io.Copy(c, c)
-			e.mu.Lock()
-			delete(e.conns, c)
-			e.mu.Unlock()
-			_ = c.Close()
-		}()
-	}
-}
-
-func (e *demoEcho) close() {
-	_ = e.ln.Close()
-	e.mu.Lock()
-	for c := range e.conns {
-		_ = c.Close()
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
-}
+// demoEcho is the TCP echo member's handler.
+func demoEcho(c net.Conn) { _, _ = io.Copy(c, c) }
