@@ -181,6 +181,10 @@ func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
 		}
 		p.mu.Unlock()
 		p.slotFreed(m)
+	} else if rs := p.reusers.Load(); rs != nil {
+		for _, r := range *rs {
+			r.memberLeft(m)
+		}
 	}
 	p.wakeFillers()
 	if reason == "admin" {

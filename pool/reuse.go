@@ -993,6 +993,15 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // kickFill wakes the reaper to run fill, without blocking.
+// memberLeft makes the reaper sweep now: m went down or was disabled, so
+// its idle conns are closed at once rather than at the next peek.
+func (r *Reuser) memberLeft(*Member) {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (r *Reuser) kickFill() {
 	select {
 	case r.fillWake <- struct{}{}:

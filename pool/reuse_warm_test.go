@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"net"
 	"syscall"
@@ -240,4 +241,33 @@ func TestCloseWithWarmDialsInFlightLeaksNothing(t *testing.T) {
 		t.Errorf("member connect failures = %d, want 0", f)
 	}
 	goleak.VerifyNone(t, ignore)
+}
+
+// Disabling a member closes its idle conns at once, not at the next peek.
+func TestReuserDropsIdleConnsWhenTheMemberLeaves(t *testing.T) {
+	b := newBackend(t)
+	cfg := testPool(config.MethodRoundRobin, b.addr)
+	p := startPool(t, cfg)
+	r, err := NewReuser(p.Dialer(config.DefaultProfile()), ReuseSettings{MaxIdle: 4, PeekInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []*ServerConn
+	for i := 0; i < 3; i++ {
+		c, err := r.Get(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c)
+	}
+	for _, c := range got {
+		r.Put(c, true)
+	}
+	m := p.Members()[0]
+	if r.Idle(m) != 3 {
+		t.Fatalf("idle = %d, want 3", r.Idle(m))
+	}
+	m.SetEnabled(false)
+	waitFor(t, 2*time.Second, "idle conns dropped", func() bool { return r.Idle(m) == 0 && m.Active() == 0 })
 }
