@@ -202,13 +202,28 @@ keepalive_idle = "60s"
 idle_timeout = "30s"
 [tcp_profile.ok]
 keepalive_idle = "10s"
+keepalive_interval = "5s"
+keepalive_probes = 3
 idle_timeout = "30s"
+[tcp_profile.slowprobes]
+keepalive_idle = "10s"
+idle_timeout = "30s"
+[tcp_profile.bounded]
+keepalive_idle = "10s"
+idle_timeout = "30s"
+user_timeout = "20s"
 ` + base + `client_profile = "lan"
-server_profile = "ok"`))
+server_profile = "ok"
+[[virtual_server]]
+name = "vs2"
+listen = "127.0.0.1:0"
+pool = "p"
+client_profile = "slowprobes"
+server_profile = "bounded"`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lan, ok int
+	var lan, ok, slow, bounded int
 	for _, w := range cfg.Warnings {
 		if strings.Contains(w, `tcp_profile "lan"`) && strings.Contains(w, "keepalive can never fire") {
 			lan++
@@ -216,9 +231,15 @@ server_profile = "ok"`))
 		if strings.Contains(w, `tcp_profile "ok"`) {
 			ok++
 		}
+		if strings.Contains(w, `tcp_profile "slowprobes"`) && strings.Contains(w, "keepalive needs 11m25s") && strings.Contains(w, "user_timeout is 0") {
+			slow++
+		}
+		if strings.Contains(w, `tcp_profile "bounded"`) {
+			bounded++
+		}
 	}
-	if lan != 1 || ok != 0 {
-		t.Fatalf("want one warning for lan and none for ok, got %q", cfg.Warnings)
+	if lan != 1 || ok != 0 || slow != 1 || bounded != 0 {
+		t.Fatalf("want one warning each for lan and slowprobes, none for ok and bounded (user_timeout set), got %q", cfg.Warnings)
 	}
 }
 

@@ -365,6 +365,15 @@ func warnProfile(cfg *Config, path string, p TCPProfile) {
 		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(
 			"%s: keepalive_idle (%s) >= idle_timeout (%s): the idle timeout closes the connection before the first keepalive probe, so keepalive can never fire",
 			path, p.KeepaliveIdle, p.IdleTimeout))
+		return
+	}
+	probing := p.KeepaliveIdle + time.Duration(p.KeepaliveProbes)*p.KeepaliveInterval
+	if p.Keepalive && p.UserTimeout == 0 && p.IdleTimeout > 0 && probing > p.IdleTimeout {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(
+			"%s: keepalive needs %s (keepalive_idle + keepalive_probes x keepalive_interval) to declare a silent peer dead, longer than idle_timeout (%s), and user_timeout is 0: "+
+				"a peer that vanishes with data in flight is retried by the kernel for ~15 min (keepalive never probes unacknowledged data); "+
+				"set user_timeout below idle_timeout, or shorten the probing",
+			path, probing, p.IdleTimeout))
 	}
 }
 

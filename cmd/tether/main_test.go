@@ -55,6 +55,7 @@ func writeConfig(t *testing.T, text string) string {
 const goodConfig = `
 [tcp_profile.lan]
 keepalive_idle = "60s"
+user_timeout = "60s"
 [pool.p]
 members = [{ address = "127.0.0.1:6379" }]
 [[virtual_server]]
