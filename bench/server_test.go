@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,10 +44,7 @@ func (s *testServer) port() uint16 { return uint16(s.ln.Addr().(*net.TCPAddr).Po
 // and waits for every goroutine.
 func (s *testServer) start(t *testing.T) *testServer {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := freshListener(t)
 	s.ln, s.conns = ln, map[net.Conn]struct{}{}
 	if s.serve == nil {
 		s.serve = serveHTTP
@@ -149,4 +148,36 @@ func serveEcho(s *testServer, c net.Conn) {
 			return
 		}
 	}
+}
+
+// freshListener listens on a 127.0.0.1 port that no other socket uses (a
+// TIME_WAIT left by an earlier connection can hold the same port number as
+// a new listener), so that counting sockets by this port counts only this
+// test's.
+func freshListener(t *testing.T) *net.TCPListener {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		socks, err := sockopt.Sockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := false
+		for _, so := range socks {
+			if so.State != sockopt.StateListen && (so.Local.Port() == port || so.Remote.Port() == port) {
+				used = true
+				break
+			}
+		}
+		if !used {
+			return ln
+		}
+		ln.Close()
+	}
+	t.Fatal("no 127.0.0.1 port free of other sockets after 20 tries")
+	return nil
 }

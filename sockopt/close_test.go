@@ -153,10 +153,18 @@ func TestDrainResetDeliversEverythingThenResets(t *testing.T) {
 				<-got
 				t.Fatalf("OutQueue before close = %d, %v; want > 0 (the test needs a queue to drain)", queued, err)
 			}
-			close(resume)
+			// drain-reset needs the peer reading while it drains; the reset
+			// control closes first, so the queued tail is provably still
+			// unsent when the RST goes out.
+			if mode == config.CloseDrainReset {
+				close(resume)
+			}
 			start := time.Now()
 			closeErr := Close(closer, mode, 10*time.Second)
 			elapsed := time.Since(start)
+			if mode == config.CloseReset {
+				close(resume)
+			}
 			tr := <-got
 			t.Logf("%s: %d bytes queued at close, close took %v, peer read %d bytes then %v", mode, queued, elapsed, tr.n, tr.err)
 
