@@ -216,7 +216,11 @@ func (h *httpConn) loop() {
 			return // closed, reset, idle past keepalive_timeout, or shutdown: close quietly
 		}
 		start := time.Now()
-		_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
+		if !headBuffered(h.br) {
+			// The head is still arriving: it must be whole within the
+			// header timeout (a whole buffered head needs no new deadline).
+			_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
+		}
 		if err := h.rp.ReadRequest(h.br, &h.req); err != nil {
 			status := http1.StatusFor(err)
 			if isTimeoutErr(err) {
@@ -305,7 +309,10 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		} else {
 			h.head, small = appendSmallBody(h.head, h.rp.Body(), h.req.Framing, h.req.ContentLength, h.br.Buffered())
 		}
-		_ = sc.TCP.SetWriteDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+		// One deadline for the whole exchange with the member: sending the
+		// request and the start of its answer (re-armed after a streamed
+		// body). One call per request, not one per direction and phase.
+		_ = sc.TCP.SetDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
 		if n, err := sc.TCP.Write(h.head); err != nil {
 			// The member never got the whole head (the kernel took fewer
 			// bytes): it cannot have acted on the request, so a replay is
@@ -343,9 +350,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 				return false
 			}
 		}
-		_ = sc.TCP.SetWriteDeadline(time.Time{})
-
-		status, ok, retry := h.response(sc, &ex, retire, last)
+		status, ok, retry := h.response(sc, &ex, retire, last, hasBody && !small && smallKept == 0)
 		if retry { // response allows it only once
 			h.hs.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
 			ex.retries, ex.replay = ex.retries+1, pool.ReplayNoResponse.String()
@@ -360,11 +365,14 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 // returns the status sent, whether the client connection stays usable, and
 // whether the request may be replayed (a reused conn failed before any
 // response byte and the request is idempotent with no body).
-func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last bool) (status int, ok, retry bool) {
+func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, streamed bool) (status int, ok, retry bool) {
 	h.sr = deadlineReader{c: sc.TCP}
 	h.sbr.Reset(&h.sr)
 	h.sp.Reset()
-	_ = sc.TCP.SetReadDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+	if streamed {
+		// The response timeout runs from the end of a streamed body.
+		_ = sc.TCP.SetReadDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+	}
 	noBody := h.req.Framing == http1.FramingNone
 	for {
 		err := h.sp.ReadResponse(h.sbr, &h.resp, h.req.Method)
@@ -676,3 +684,12 @@ func appendSmallBody(head []byte, body *http1.BodyReader, f http1.Framing, lengt
 	}
 	return head, true
 }
+
+// headBuffered reports whether a whole request head (up to its empty line)
+// is already in br's buffer.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, headEnd)
+}
+
+var headEnd = []byte("\r\n\r\n")
