@@ -463,8 +463,14 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 		return h.resp.Status, false, false
 	}
 	// Bytes already read past the heads belong to the tunnel.
-	if err := flushBuffered(h.br, sc.TCP); err == nil {
+	err := flushBuffered(h.br, sc.TCP)
+	if err == nil {
 		err = flushBuffered(h.sbr, h.c)
+	}
+	if err != nil {
+		h.drop(sc, pool.DiscardFailed)
+		ex.err = err
+		return h.resp.Status, false, false
 	}
 	_ = h.c.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
