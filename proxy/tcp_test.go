@@ -217,13 +217,19 @@ idle_timeout = "30s"
 half_close_timeout = "300ms"
 `
 	t.Run("silent member is cut", func(t *testing.T) {
-		hold := make(chan struct{})
+		memberSaw := make(chan error, 1)
+		probe := make(chan struct{})
 		be := startBackend(t, func(c *net.TCPConn) {
 			defer c.Close()
 			_, _ = readAll(c) // sees the FIN, then neither answers nor closes
-			<-hold
+			select {
+			case <-probe: // tether has cut the client side: was this side reset too?
+				_, err := c.Write([]byte("late"))
+				memberSaw <- err
+			case <-time.After(5 * time.Second):
+				memberSaw <- errors.New("never probed")
+			}
 		})
-		t.Cleanup(func() { close(hold) }) // runs before the backend's own cleanup
 		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.addr()))
 		c := p.dial(t, "vs")
 		_, _ = c.Write([]byte("request"))
@@ -243,6 +249,11 @@ half_close_timeout = "300ms"
 		}
 		if n := p.logs.FilterField(zap.String("closed_by", "tether half-close-timeout")).Len(); n != 1 {
 			t.Errorf("%d access lines say closed_by tether half-close-timeout, want 1", n)
+		}
+		// reset_on_timeout: the member side is reset too.
+		close(probe)
+		if err := <-memberSaw; !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("member: want ECONNRESET at the half-close timeout, got %v", err)
 		}
 	})
 	t.Run("member still sending survives", func(t *testing.T) {
