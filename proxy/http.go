@@ -313,6 +313,9 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		// request and the start of its answer (re-armed after a streamed
 		// body). One call per request, not one per direction and phase.
 		_ = sc.TCP.SetDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
+		if testHookMemberConn != nil {
+			testHookMemberConn(sc)
+		}
 		if n, err := sc.TCP.Write(h.head); err != nil {
 			// The member never got the whole head (the kernel took fewer
 			// bytes): it cannot have acted on the request, so a replay is
@@ -496,6 +499,10 @@ func flushBuffered(br *bufio.Reader, w io.Writer) error {
 	}
 	return nil
 }
+
+// testHookMemberConn, set only by tests, runs with each member conn just
+// before the request is written to it (after the pre-reuse peek).
+var testHookMemberConn func(*pool.ServerConn)
 
 // serverConn returns the member conn for the next request: the one this
 // client holds (per-client, never) or one from the Reuser.
