@@ -239,8 +239,8 @@ func max0(d time.Duration) time.Duration {
 // reuseCounters are one member's counters in one Reuser.
 type reuseCounters struct {
 	opened, reused, retired, retiredByMember, expiredIdle, staleOnPeek,
-	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed atomic.Uint64
-	replays [replayCauses]atomic.Uint64
+	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed counter
+	replays [replayCauses]counter
 }
 
 // ReplayCause says why a request was replayed on another conn.
