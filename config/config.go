@@ -130,6 +130,8 @@ type Pool struct {
 	// Reuse (its keys sit in [pool.NAME] itself) is used by http-mode
 	// virtual servers only.
 	Reuse
+	// TLS toward the members; nil = plain TCP.
+	TLS *PoolTLS `toml:"tls,omitempty"`
 }
 
 // Member states settable in the config.
@@ -275,6 +277,8 @@ type VirtualServer struct {
 	MaxConnections int `toml:"max_connections"`
 	// HTTP holds the http-mode settings; nil in tcp mode.
 	HTTP *HTTP `toml:"http,omitempty"`
+	// TLS terminates TLS from clients; nil = plain TCP.
+	TLS *TLS `toml:"tls,omitempty"`
 }
 
 // Client returns the resolved client-side profile of vs.
