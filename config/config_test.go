@@ -327,6 +327,32 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 			}
 		}
 	}
+	// The TLS tables share key names (cert, key, ca, alpn ...), so each key
+	// must appear in its own subsection; acme's are written `acme.KEY`.
+	for _, sec := range []struct {
+		heading, prefix string
+		v               any
+	}{
+		{"### `[virtual_server.tls]`", "", rawTLS{}},
+		{"### `[virtual_server.tls]`", "", rawCertificate{}},
+		{"### `[virtual_server.tls]`", "acme.", rawACME{}},
+		{"### `[pool.NAME.tls]`", "", rawPoolTLS{}},
+	} {
+		i := strings.Index(ref, sec.heading+"\n")
+		if i < 0 {
+			t.Errorf("the configuration reference has no %s subsection", sec.heading)
+			continue
+		}
+		text := ref[i+len(sec.heading):]
+		if j := strings.Index(text, "\n#"); j >= 0 {
+			text = text[:j]
+		}
+		for _, k := range tagNames(sec.v) {
+			if !strings.Contains(text, "`"+sec.prefix+k+"`") {
+				t.Errorf("key %q (%T) is not in the README's %s subsection", sec.prefix+k, sec.v, sec.heading)
+			}
+		}
+	}
 }
 
 func TestHTTPHealthDefaultsAndRange(t *testing.T) {

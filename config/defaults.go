@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"crypto/tls"
+	"time"
+)
 
 // RootProfile is the name of the built-in TCP profile every other profile
 // descends from. It cannot be redefined; a profile without `parent` inherits
@@ -105,3 +108,52 @@ const (
 	DefaultLogFormat        = "json"
 	DefaultAccessLog        = true
 )
+
+// DefaultTLS is a virtual server's [virtual_server.tls] block before the
+// file's keys are applied; Certificates and ACME have no default (exactly
+// one must be set). ALPN offers http/1.1 in http mode and nothing in tcp
+// mode.
+func DefaultTLS(mode string) TLS {
+	t := TLS{
+		MinVersion:        "1.2",
+		MinVersionID:      tls.VersionTLS12,
+		ClientAuth:        ClientAuthNone,
+		SessionTickets:    true,
+		TicketKeyRotation: 12 * time.Hour, // a ticket stays resumable for 2 rotations
+		HandshakeTimeout:  10 * time.Second,
+		WatchInterval:     5 * time.Second,
+	}
+	if mode == ModeHTTP {
+		t.ALPN = []string{"http/1.1"}
+	}
+	return t
+}
+
+// DefaultACME is the acme table before the file's keys are applied: Let's
+// Encrypt production (certmagic.LetsEncryptProductionCA), the tls-alpn-01
+// challenge, the standard ports, certmagic's own storage.
+func DefaultACME() ACME {
+	return ACME{
+		CA:          "https://acme-v02.api.letsencrypt.org/directory",
+		Challenges:  []string{ChallengeTLSALPN},
+		HTTPPort:    80,
+		TLSALPNPort: 443,
+	}
+}
+
+// DefaultPoolTLS is a pool's [pool.NAME.tls] block before the file's keys
+// are applied: system roots, SNI from the member address, no client
+// certificate. ALPN stays nil: the proxy offers http/1.1 when an http-mode
+// virtual server uses the pool.
+func DefaultPoolTLS() PoolTLS {
+	return PoolTLS{
+		MinVersion:        "1.2",
+		MinVersionID:      tls.VersionTLS12,
+		HandshakeTimeout:  5 * time.Second,
+		SessionResumption: true,
+	}
+}
+
+// CertExpiryWarning: a certificate file that expires within this is loaded
+// with a warning (`tether check` prints it).
+const CertExpiryWarning = 30 * 24 * time.Hour

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,7 @@ type rawPool struct {
 	Preconnect      *int        `toml:"preconnect"`
 	Members         []rawMember `toml:"members"`
 	Health          rawHealth   `toml:"health"`
+	TLS             *rawPoolTLS `toml:"tls"`
 }
 
 type rawMember struct {
@@ -114,6 +116,7 @@ type rawVirtualServer struct {
 	ServerProfile  *string `toml:"server_profile"`
 	MaxConnections *int    `toml:"max_connections"`
 	HTTP           rawHTTP `toml:"http"`
+	TLS            *rawTLS `toml:"tls"`
 }
 
 type rawHTTP struct {
@@ -131,6 +134,52 @@ type rawHTTP struct {
 	RemoveResponseHeaders []string          `toml:"remove_response_headers"`
 }
 
+// rawTLS is [virtual_server.tls]; paths are as written in the file.
+type rawTLS struct {
+	Certificates      []rawCertificate `toml:"certificates"`
+	ACME              *rawACME         `toml:"acme"`
+	MinVersion        *string          `toml:"min_version"`
+	ALPN              *[]string        `toml:"alpn"`
+	ClientAuth        *string          `toml:"client_auth"`
+	ClientCA          *string          `toml:"client_ca"`
+	SessionTickets    *bool            `toml:"session_tickets"`
+	TicketKeyRotation *duration        `toml:"ticket_key_rotation"`
+	HandshakeTimeout  *duration        `toml:"handshake_timeout"`
+	WatchInterval     *duration        `toml:"watch_interval"`
+}
+
+type rawCertificate struct {
+	Cert    *string `toml:"cert"`
+	Key     *string `toml:"key"`
+	Default *bool   `toml:"default"`
+}
+
+type rawACME struct {
+	Email         *string   `toml:"email"`
+	CA            *string   `toml:"ca"`
+	Domains       []string  `toml:"domains"`
+	Storage       *string   `toml:"storage"`
+	CARoot        *string   `toml:"ca_root"`
+	Challenges    *[]string `toml:"challenges"`
+	HTTPPort      *int      `toml:"http_port"`
+	TLSALPNPort   *int      `toml:"tls_alpn_port"`
+	OnDemand      *bool     `toml:"on_demand"`
+	OnDemandAllow []string  `toml:"on_demand_allow"`
+}
+
+// rawPoolTLS is [pool.NAME.tls].
+type rawPoolTLS struct {
+	ServerName         *string   `toml:"server_name"`
+	CA                 *string   `toml:"ca"`
+	InsecureSkipVerify *bool     `toml:"insecure_skip_verify"`
+	Cert               *string   `toml:"cert"`
+	Key                *string   `toml:"key"`
+	MinVersion         *string   `toml:"min_version"`
+	ALPN               *[]string `toml:"alpn"`
+	HandshakeTimeout   *duration `toml:"handshake_timeout"`
+	SessionResumption  *bool     `toml:"session_resumption"`
+}
+
 func (h rawHTTP) set() bool {
 	return h.MaxRequests != nil || h.KeepaliveTimeout != nil || h.RequestHeaderTimeout != nil ||
 		h.MaxRequestLine != nil || h.MaxHeaderBytes != nil || h.ServerResponseTimeout != nil ||
@@ -138,13 +187,19 @@ func (h rawHTTP) set() bool {
 		h.AddResponseHeaders != nil || h.RemoveResponseHeaders != nil
 }
 
-// LoadFile reads and validates the TOML file at path.
+// LoadFile reads and validates the TOML file at path. Relative file names in
+// it (certificates, keys, CA bundles, ACME storage) are taken from the
+// directory of path.
 func LoadFile(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := Parse(b)
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg, err := parse(b, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -153,8 +208,13 @@ func LoadFile(path string) (*Config, error) {
 
 // Parse decodes TOML strictly (an unknown key is an error naming it),
 // resolves profiles, fills defaults and validates. All problems found are
-// returned together, one per line.
-func Parse(b []byte) (*Config, error) {
+// returned together, one per line. Relative file names are taken from the
+// working directory (LoadFile takes them from the file's directory).
+func Parse(b []byte) (*Config, error) { return parse(b, "") }
+
+// parse is Parse with relative file names resolved against dir ("" = the
+// working directory).
+func parse(b []byte, dir string) (*Config, error) {
 	var raw rawFile
 	md, err := toml.NewDecoder(strings.NewReader(string(b))).Decode(&raw)
 	if err != nil {
@@ -171,7 +231,7 @@ func Parse(b []byte) (*Config, error) {
 		}
 		return nil, errors.Join(errs...)
 	}
-	return build(&raw)
+	return build(&raw, dir)
 }
 
 func parseMessage(pe toml.ParseError) string {
@@ -194,6 +254,14 @@ func unknownKey(k toml.Key) error {
 
 func knownKeys(k toml.Key) []string {
 	switch {
+	case len(k) >= 4 && k[0] == "virtual_server" && k[1] == "tls" && k[2] == "acme":
+		return tagNames(rawACME{})
+	case len(k) >= 4 && k[0] == "virtual_server" && k[1] == "tls" && k[2] == "certificates":
+		return tagNames(rawCertificate{})
+	case len(k) >= 3 && k[0] == "virtual_server" && k[1] == "tls":
+		return tagNames(rawTLS{})
+	case len(k) >= 4 && k[0] == "pool" && k[2] == "tls":
+		return tagNames(rawPoolTLS{})
 	case len(k) >= 3 && k[0] == "tcp_profile":
 		return tagNames(rawProfile{})
 	case len(k) >= 4 && k[0] == "pool" && k[2] == "health":
@@ -244,7 +312,9 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-func build(raw *rawFile) (*Config, error) {
+// build resolves raw into a Config; relative file names are taken from dir
+// ("" = the working directory).
+func build(raw *rawFile, dir string) (*Config, error) {
 	v := &validator{}
 	cfg := &Config{
 		Global: Global{ShutdownTimeout: durOr(raw.Global.ShutdownTimeout, DefaultShutdownTimeout)},
@@ -271,7 +341,7 @@ func build(raw *rawFile) (*Config, error) {
 	}
 
 	for _, name := range sortedKeys(raw.Pools) {
-		cfg.Pools[name] = buildPool(name, raw.Pools[name], v)
+		cfg.Pools[name] = buildPool(name, raw.Pools[name], dir, v)
 	}
 
 	seenName := map[string]bool{}
@@ -317,10 +387,20 @@ func build(raw *rawFile) (*Config, error) {
 		default:
 			v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q or %q)", vs.Mode, ModeTCP, ModeHTTP))
 		}
+		if rvs.TLS != nil {
+			vs.TLS = buildTLS(v, path+": tls", dir, vs.Mode, *rvs.TLS)
+		}
 		if vs.Pool == "" {
 			v.add(path, "pool", "is required")
 		} else if _, ok := raw.Pools[vs.Pool]; !ok {
 			v.add(path, fmt.Sprintf("pool %q", vs.Pool), "is not defined (no [pool."+vs.Pool+"])")
+		} else if pt := cfg.Pools[vs.Pool].TLS; pt != nil && vs.Mode == ModeHTTP {
+			for _, proto := range pt.ALPN {
+				if proto != alpnHTTP1 {
+					v.add(fmt.Sprintf("pool %q: tls", vs.Pool), fmt.Sprintf("alpn %q", proto),
+						fmt.Sprintf("virtual_server %q uses this pool in http mode, which speaks %s only", vs.Name, alpnHTTP1))
+				}
+			}
 		}
 		for _, p := range []struct{ key, name string }{{"client_profile", vs.ClientProfile}, {"server_profile", vs.ServerProfile}} {
 			if _, ok := cfg.Profiles[p.name]; !ok && !r.failed[p.name] {
@@ -347,6 +427,7 @@ func build(raw *rawFile) (*Config, error) {
 			}
 		}
 	}
+	cfg.Warnings = append(cfg.Warnings, v.warns...)
 	if len(raw.VirtualServers) == 0 {
 		cfg.Warnings = append(cfg.Warnings, "no virtual_server is defined: tether will listen on nothing")
 	}
@@ -377,7 +458,20 @@ func warnProfile(cfg *Config, path string, p TCPProfile) {
 	}
 }
 
-type validator struct{ errs []error }
+// validator collects every problem (errs) and every valid-but-suspicious
+// setting (warns), each with its path.
+type validator struct {
+	errs  []error
+	warns []string
+}
+
+func (v *validator) warn(path, key, msg string) {
+	if key == "" {
+		v.warns = append(v.warns, path+": "+msg)
+		return
+	}
+	v.warns = append(v.warns, path+": "+key+": "+msg)
+}
 
 func (v *validator) add(path, key, msg string) {
 	if key == "" {
@@ -566,7 +660,7 @@ func validateProfile(v *validator, path string, p TCPProfile) {
 	}
 }
 
-func buildPool(name string, rp rawPool, v *validator) Pool {
+func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 	path := fmt.Sprintf("pool %q", name)
 	dh := DefaultHealth()
 	dr := DefaultReuse()
@@ -699,6 +793,9 @@ func buildPool(name string, rp rawPool, v *validator) Pool {
 		if p.Health.Fall < 1 {
 			v.add(hpath, "fall", "must be >= 1")
 		}
+	}
+	if rp.TLS != nil {
+		p.TLS = buildPoolTLS(v, path+": tls", dir, *rp.TLS)
 	}
 	return p
 }

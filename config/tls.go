@@ -1,6 +1,19 @@
 package config
 
-import "time"
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
 
 // Client certificate policies of a TLS virtual server.
 const (
@@ -115,4 +128,403 @@ type PoolTLS struct {
 	// SessionResumption keeps TLS sessions per member for resumed
 	// handshakes on new conns (default true).
 	SessionResumption bool `toml:"session_resumption"`
+}
+
+// Loading: raw tables (load.go) to the types above, with file checks done at
+// load time so that `tether check` and a reload refuse a bad certificate and
+// name it.
+
+// tlsVersions are the values of min_version.
+var tlsVersions = map[string]uint16{"1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
+
+// alpnHTTP1 is the only protocol http mode speaks.
+const alpnHTTP1 = "http/1.1"
+
+// buildTLS resolves a virtual server's [virtual_server.tls]; path is
+// `virtual_server "NAME": tls`.
+func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
+	t := DefaultTLS(mode)
+	t.MinVersion = strOr(rt.MinVersion, t.MinVersion)
+	if rt.ALPN != nil {
+		t.ALPN = *rt.ALPN
+	}
+	t.ClientAuth = strOr(rt.ClientAuth, t.ClientAuth)
+	t.ClientCA = filePath(dir, strOr(rt.ClientCA, ""))
+	setBool(&t.SessionTickets, rt.SessionTickets)
+	setDur(&t.TicketKeyRotation, rt.TicketKeyRotation)
+	setDur(&t.HandshakeTimeout, rt.HandshakeTimeout)
+	setDur(&t.WatchInterval, rt.WatchInterval)
+
+	now := time.Now()
+	switch {
+	case len(rt.Certificates) > 0 && rt.ACME != nil:
+		v.add(path, "", "certificates and acme are both set; use one of them")
+	case len(rt.Certificates) == 0 && rt.ACME == nil:
+		v.add(path, "", "one of certificates or acme is required")
+	}
+	defaultAt := 0
+	for i, rc := range rt.Certificates {
+		cpath := fmt.Sprintf("%s: certificate %d", path, i+1)
+		c := Certificate{
+			Cert:    filePath(dir, strOr(rc.Cert, "")),
+			Key:     filePath(dir, strOr(rc.Key, "")),
+			Default: boolOr(rc.Default, false),
+		}
+		if c.Default {
+			if defaultAt > 0 {
+				v.add(cpath, "default", fmt.Sprintf("only one certificate may be the default (certificate %d is)", defaultAt))
+			} else {
+				defaultAt = i + 1
+			}
+		}
+		if c.Cert == "" {
+			v.add(cpath, "cert", "is required")
+		}
+		if c.Key == "" {
+			v.add(cpath, "key", "is required")
+		}
+		if c.Cert != "" && c.Key != "" {
+			checkKeyPair(v, cpath, c.Cert, c.Key, true, now)
+		}
+		t.Certificates = append(t.Certificates, c)
+	}
+	if defaultAt == 0 && len(t.Certificates) > 0 {
+		t.Certificates[0].Default = true // the documented fallback, made explicit
+	}
+	if rt.ACME != nil {
+		t.ACME = buildACME(v, path+": acme", dir, *rt.ACME)
+	}
+
+	if id, ok := tlsVersions[t.MinVersion]; ok {
+		t.MinVersionID = id
+	} else {
+		v.add(path, "min_version", fmt.Sprintf("%q is not one of 1.2 | 1.3", t.MinVersion))
+	}
+	checkALPN(v, path, t.ALPN, mode == ModeHTTP)
+	v.oneOf(path+": client_auth", t.ClientAuth, ClientAuthNone, ClientAuthRequest, ClientAuthRequire)
+	switch {
+	case t.ClientAuth == ClientAuthNone && t.ClientCA != "":
+		v.add(path, "client_ca", `is set but client_auth is "none", so no client certificate is asked for (set client_auth = "request" or "require")`)
+	case t.ClientAuth != ClientAuthNone && t.ClientCA == "":
+		v.add(path, "client_ca", fmt.Sprintf("is required with client_auth = %q (the CA bundle that verifies client certificates)", t.ClientAuth))
+	}
+	if t.ClientCA != "" {
+		checkCAFile(v, path, "client_ca", t.ClientCA)
+	}
+	if t.TicketKeyRotation <= 0 {
+		v.add(path, "ticket_key_rotation", "must be > 0")
+	}
+	if t.HandshakeTimeout <= 0 {
+		v.add(path, "handshake_timeout", "must be > 0")
+	}
+	if t.WatchInterval < 0 {
+		v.add(path, "watch_interval", "must be >= 0 (0 = reload certificate files on SIGHUP only)")
+	}
+	return &t
+}
+
+// buildACME resolves the acme table; path is `virtual_server "NAME": tls: acme`.
+func buildACME(v *validator, path, dir string, ra rawACME) *ACME {
+	a := DefaultACME()
+	a.Email = strOr(ra.Email, "")
+	a.CA = strOr(ra.CA, a.CA)
+	a.Domains = ra.Domains
+	a.Storage = filePath(dir, strOr(ra.Storage, ""))
+	a.CARoot = filePath(dir, strOr(ra.CARoot, ""))
+	if ra.Challenges != nil {
+		a.Challenges = *ra.Challenges
+	}
+	setInt(&a.HTTPPort, ra.HTTPPort)
+	setInt(&a.TLSALPNPort, ra.TLSALPNPort)
+	a.OnDemand = boolOr(ra.OnDemand, false)
+	a.OnDemandAllow = ra.OnDemandAllow
+
+	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " \t\r\n<>")) {
+		v.add(path, fmt.Sprintf("email %q", a.Email), "is not an email address")
+	}
+	if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+		v.add(path, fmt.Sprintf("ca %q", a.CA), "must be the https:// URL of an ACME directory")
+	}
+	if len(a.Domains) == 0 && !a.OnDemand {
+		v.add(path, "domains", "at least one domain is required (or on_demand = true with on_demand_allow)")
+	}
+	seen := map[string]bool{}
+	for _, d := range a.Domains {
+		key := fmt.Sprintf("domains %q", d)
+		switch {
+		case strings.HasPrefix(d, "*.") && isHostName(d[2:]):
+			v.add(path, key, "a wildcard name needs the dns-01 challenge, which tether does not answer; list the names, or use on_demand with a \"*.\" pattern in on_demand_allow")
+		case !isHostName(d) && !isIP(d):
+			v.add(path, key, "is not a host name")
+		case seen[d]:
+			v.add(path, key, "is listed twice")
+		}
+		seen[d] = true
+	}
+	switch {
+	case a.OnDemand && len(a.OnDemandAllow) == 0:
+		v.add(path, "on_demand_allow", "is required with on_demand = true (exact names or \"*.example.com\" patterns): without it anyone could make tether obtain certificates for any name")
+	case !a.OnDemand && len(a.OnDemandAllow) > 0:
+		v.add(path, "on_demand_allow", "applies with on_demand = true only")
+	}
+	for _, pat := range a.OnDemandAllow {
+		name := strings.TrimPrefix(pat, "*.")
+		if !isHostName(name) && !(name == pat && isIP(pat)) {
+			v.add(path, fmt.Sprintf("on_demand_allow %q", pat), "want an exact name or a pattern like \"*.example.com\"")
+		}
+	}
+	if len(a.Challenges) == 0 {
+		v.add(path, "challenges", "at least one is required: tls-alpn-01 | http-01")
+	}
+	seenCh := map[string]bool{}
+	for _, c := range a.Challenges {
+		switch {
+		case c != ChallengeTLSALPN && c != ChallengeHTTP:
+			v.add(path, "challenges", fmt.Sprintf("%q is not one of tls-alpn-01 | http-01", c))
+		case seenCh[c]:
+			v.add(path, "challenges", fmt.Sprintf("%q is listed twice", c))
+		}
+		seenCh[c] = true
+	}
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"http_port", a.HTTPPort}, {"tls_alpn_port", a.TLSALPNPort}} {
+		if p.port < 1 || p.port > 65535 {
+			v.add(path, p.key, "must be between 1 and 65535")
+		}
+	}
+	if a.Storage != "" {
+		checkStorageDir(v, path, a.Storage)
+	}
+	if a.CARoot != "" {
+		checkCAFile(v, path, "ca_root", a.CARoot)
+	}
+	return &a
+}
+
+// buildPoolTLS resolves [pool.NAME.tls]; path is `pool "NAME": tls`.
+func buildPoolTLS(v *validator, path, dir string, rt rawPoolTLS) *PoolTLS {
+	t := DefaultPoolTLS()
+	t.ServerName = strOr(rt.ServerName, "")
+	t.CA = filePath(dir, strOr(rt.CA, ""))
+	t.InsecureSkipVerify = boolOr(rt.InsecureSkipVerify, false)
+	t.Cert = filePath(dir, strOr(rt.Cert, ""))
+	t.Key = filePath(dir, strOr(rt.Key, ""))
+	t.MinVersion = strOr(rt.MinVersion, t.MinVersion)
+	if rt.ALPN != nil {
+		t.ALPN = *rt.ALPN
+	}
+	setDur(&t.HandshakeTimeout, rt.HandshakeTimeout)
+	setBool(&t.SessionResumption, rt.SessionResumption)
+
+	if t.ServerName != "" && !isHostName(t.ServerName) && !isIP(t.ServerName) {
+		v.add(path, fmt.Sprintf("server_name %q", t.ServerName), "is not a host name")
+	}
+	if t.CA != "" {
+		checkCAFile(v, path, "ca", t.CA)
+	}
+	if t.InsecureSkipVerify {
+		msg := "member certificates are NOT verified; anyone on the path can impersonate the members"
+		if t.CA != "" {
+			msg += " (ca is not used while this is on)"
+		}
+		v.warn(path, "insecure_skip_verify", msg)
+	}
+	switch {
+	case t.Cert != "" && t.Key == "":
+		v.add(path, "key", "is required with cert (set both or neither)")
+	case t.Cert == "" && t.Key != "":
+		v.add(path, "cert", "is required with key (set both or neither)")
+	case t.Cert != "":
+		// A client certificate is checked like a served one except for the
+		// subjectAltName: members identify clients by whatever they like
+		// (CN, URI, e-mail), not by a host name.
+		checkKeyPair(v, path, t.Cert, t.Key, false, time.Now())
+	}
+	if id, ok := tlsVersions[t.MinVersion]; ok {
+		t.MinVersionID = id
+	} else {
+		v.add(path, "min_version", fmt.Sprintf("%q is not one of 1.2 | 1.3", t.MinVersion))
+	}
+	checkALPN(v, path, t.ALPN, false)
+	if t.HandshakeTimeout <= 0 {
+		v.add(path, "handshake_timeout", "must be > 0")
+	}
+	return &t
+}
+
+// filePath makes a file name from the config absolute: a relative one is
+// taken from dir, or from the working directory when dir is "".
+func filePath(dir, name string) string {
+	switch {
+	case name == "":
+		return ""
+	case filepath.IsAbs(name):
+		return filepath.Clean(name)
+	case dir != "":
+		return filepath.Join(dir, name)
+	}
+	if abs, err := filepath.Abs(name); err == nil {
+		return abs
+	}
+	return name
+}
+
+func checkALPN(v *validator, path string, protos []string, httpMode bool) {
+	seen := map[string]bool{}
+	for _, p := range protos {
+		key := fmt.Sprintf("alpn %q", p)
+		switch {
+		case p == "" || len(p) > 255:
+			v.add(path, key, "a protocol name is 1 to 255 bytes")
+		case seen[p]:
+			v.add(path, key, "is listed twice")
+		case httpMode && p == "h2":
+			v.add(path, key, "HTTP/2 is not supported: http mode speaks http/1.1 only")
+		case httpMode && p != alpnHTTP1:
+			v.add(path, key, "http mode speaks http/1.1 only")
+		}
+		seen[p] = true
+	}
+}
+
+// checkKeyPair checks a certificate/key pair as crypto/tls will load it:
+// both files readable, PEM that parses, the key matching the first
+// certificate (the leaf), the leaf valid now, and, for a served certificate
+// (server), at least one DNS name or IP address to match. A leaf expiring
+// within CertExpiryWarning is a warning.
+func checkKeyPair(v *validator, path, certFile, keyFile string, server bool, now time.Time) {
+	certKey, keyKey := "cert "+quote(certFile), "key "+quote(keyFile)
+	certPEM, certs, cerr := readCerts(certFile)
+	if cerr != nil {
+		v.add(path, certKey, cerr.Error())
+	}
+	keyPEM, kerr := readFile(keyFile)
+	if kerr != nil {
+		v.add(path, keyKey, kerr.Error())
+	}
+	if cerr != nil || kerr != nil {
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "tls: ")
+		switch {
+		case strings.Contains(msg, "does not match"):
+			msg = "private key does not match the certificate in " + quote(certFile)
+		case strings.Contains(msg, "failed to find"):
+			msg = "holds no PEM private key"
+		}
+		v.add(path, keyKey, msg)
+	}
+	leaf := certs[0]
+	if server && len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
+		v.add(path, certKey, "the certificate names no DNS name or IP address (subjectAltName); clients check those and ignore the Common Name")
+	}
+	switch {
+	case now.After(leaf.NotAfter):
+		v.add(path, certKey, "expired on "+leaf.NotAfter.UTC().Format(time.DateOnly))
+	case now.Before(leaf.NotBefore):
+		v.add(path, certKey, "is not valid yet: valid from "+leaf.NotBefore.UTC().Format("2006-01-02 15:04:05 UTC"))
+	case leaf.NotAfter.Sub(now) < CertExpiryWarning:
+		days := int(leaf.NotAfter.Sub(now) / (24 * time.Hour))
+		v.warn(path, certKey, fmt.Sprintf("expires on %s (in %d days)", leaf.NotAfter.UTC().Format(time.DateOnly), days))
+	}
+}
+
+// checkCAFile checks a PEM bundle of CA certificates: readable, with at
+// least one certificate, each one parsable.
+func checkCAFile(v *validator, path, key, file string) {
+	if _, _, err := readCerts(file); err != nil {
+		v.add(path, key+" "+quote(file), err.Error())
+	}
+}
+
+// checkStorageDir accepts a directory, or a name whose parent directory
+// exists (certmagic creates it).
+func checkStorageDir(v *validator, path, dir string) {
+	key := "storage " + quote(dir)
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && !st.IsDir():
+		v.add(path, key, "is not a directory")
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		if pst, perr := os.Stat(filepath.Dir(dir)); perr != nil || !pst.IsDir() {
+			v.add(path, key, "does not exist, and neither does its parent directory to create it in")
+		}
+	default:
+		v.add(path, key, "cannot read it: "+pathErr(err))
+	}
+}
+
+// readCerts reads a PEM file and parses each CERTIFICATE block in it.
+func readCerts(file string) ([]byte, []*x509.Certificate, error) {
+	b, err := readFile(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	var certs []*x509.Certificate
+	rest := b
+	for {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certificate %d in the file does not parse: %v", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, nil, errors.New("holds no PEM certificate")
+	}
+	return b, certs, nil
+}
+
+// readFile reads a file named in the config; its error leaves the name out
+// (the message already carries it).
+func readFile(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, errors.New("cannot read it: " + pathErr(err))
+	}
+	return b, nil
+}
+
+func pathErr(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// isHostName reports whether s is a DNS name: dot-separated labels of
+// letters, digits, '-' and '_', none empty or longer than 63 bytes.
+func isHostName(s string) bool {
+	if s == "" || len(s) > 253 || isIP(s) {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
