@@ -123,6 +123,23 @@ func TestBadConfigExitsNonZeroNamingTheKey(t *testing.T) {
 	}
 }
 
+// TLS problems come out of `tether check` like the others: a certificate file
+// named by its absolute path (relative to the config), a TLS warning as a
+// warning with exit 0.
+func TestCheckReportsTLSFilesAndWarnings(t *testing.T) {
+	path := writeConfig(t, goodConfig+"[virtual_server.tls]\ncertificates = [{ cert = \"web.pem\", key = \"web.key\" }]\n")
+	code, _, errOut := runCLI("check", "-c", path)
+	want := `virtual_server "vs": tls: certificate 1: cert "` + filepath.Join(filepath.Dir(path), "web.pem") + `": cannot read it`
+	if code != exitError || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, stderr %q, want %q", code, errOut, want)
+	}
+	code, out, errOut := runCLI("check", "-c", writeConfig(t, goodConfig+"[pool.p.tls]\ninsecure_skip_verify = true\n"))
+	if code != exitOK || !strings.Contains(out, "1 warnings") ||
+		!strings.Contains(errOut, `warning: pool "p": tls: insecure_skip_verify: member certificates are NOT verified`) {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
 func TestRunFailsWhenPortInUse(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
