@@ -1,0 +1,153 @@
+// Package testpki makes throwaway certificate authorities and leaf
+// certificates for tests: a CA per test, leaves (ECDSA P-256 or RSA 2048,
+// server or client) written as PEM files into the test's temp dir.
+package testpki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// CA is a self-signed test CA.
+type CA struct {
+	Dir  string            // where its files go (a t.TempDir)
+	Cert *x509.Certificate // the CA certificate
+	Pool *x509.CertPool    // holds Cert only
+	File string            // Cert as PEM, for ca / client_ca settings
+
+	key    crypto.Signer
+	mu     sync.Mutex
+	serial int64
+}
+
+// New makes a CA valid from an hour ago for a day.
+func New(t testing.TB) *CA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "tether test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &CA{Dir: t.TempDir(), Cert: cert, Pool: x509.NewCertPool(), key: key, serial: 1}
+	ca.Pool.AddCert(cert)
+	ca.File = filepath.Join(ca.Dir, "ca.pem")
+	WritePEM(t, ca.File, "CERTIFICATE", der)
+	return ca
+}
+
+// Leaf is an issued certificate.
+type Leaf struct {
+	CertFile, KeyFile string
+	Serial            int64
+	Pair              tls.Certificate
+}
+
+// Options shape a leaf. The zero value is an ECDSA P-256 server
+// certificate valid from an hour ago for a day.
+type Options struct {
+	RSA       bool      // RSA 2048 instead of ECDSA P-256
+	Client    bool      // client authentication instead of server
+	NotBefore time.Time // zero: an hour ago
+	NotAfter  time.Time // zero: in a day
+}
+
+// Issue writes a leaf for name (a DNS name or an IP address) to
+// Dir/base.pem and Dir/base.key, replacing files of that name.
+func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
+	t.Helper()
+	var key crypto.Signer
+	var err error
+	if o.RSA {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.mu.Lock()
+	ca.serial++
+	serial := ca.serial
+	ca.mu.Unlock()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    o.NotBefore,
+		NotAfter:     o.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	if o.Client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{name}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Leaf{CertFile: filepath.Join(ca.Dir, base+".pem"), KeyFile: filepath.Join(ca.Dir, base+".key"), Serial: serial}
+	WritePEM(t, l.CertFile, "CERTIFICATE", der)
+	WritePEM(t, l.KeyFile, "PRIVATE KEY", kder)
+	l.Pair, err = tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// ClientConfig trusts the CA, sends sni and offers http/1.1.
+func (ca *CA) ClientConfig(sni string) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool, ServerName: sni, NextProtos: []string{"http/1.1"}}
+}
+
+// WritePEM writes one PEM block to path.
+func WritePEM(t testing.TB, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
