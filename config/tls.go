@@ -35,7 +35,7 @@ const (
 type TLS struct {
 	// Certificates are served by SNI name; a client without SNI, or with a
 	// name none matches, gets Default (the first one unless one sets
-	// default = true).
+	// default = true). Once loaded, exactly one has Default set.
 	Certificates []Certificate `toml:"certificates,omitempty"`
 	// ACME obtains and renews certificates from an ACME CA (certmagic).
 	ACME *ACME `toml:"acme,omitempty"`

@@ -309,7 +309,8 @@ func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 	pki.leaf("a", leafOpts{})
 	pki.leaf("b", leafOpts{RSA: true})
 	pki.leaf("nosan", leafOpts{NoSAN: true})
-	pki.leaf("future", leafOpts{NotBefore: time.Now().Add(48 * time.Hour), NotAfter: time.Now().Add(96 * time.Hour)})
+	future := time.Now().Add(48 * time.Hour)
+	pki.leaf("future", leafOpts{NotBefore: future, NotAfter: future.Add(48 * time.Hour)})
 	writeFile(t, filepath.Join(dir, "junk.pem"), []byte("not pem at all\n"))
 	abs := func(name string) string { return filepath.Join(dir, name) }
 	vsTLS := func(mode, tlsBody string) string {
@@ -345,7 +346,7 @@ func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 		{"certificate without subjectAltName", vsTLS("", `certificates = [{ cert = "nosan.pem", key = "nosan.key" }]`),
 			[]string{vsp + `certificate 1: cert "` + abs("nosan.pem") + `": the certificate names no DNS name or IP address`}},
 		{"certificate not yet valid", vsTLS("", `certificates = [{ cert = "future.pem", key = "future.key" }]`),
-			[]string{vsp + `certificate 1: cert "` + abs("future.pem") + `": is not valid yet: valid from ` + time.Now().Add(48*time.Hour).UTC().Format(time.DateOnly)}},
+			[]string{vsp + `certificate 1: cert "` + abs("future.pem") + `": is not valid yet: valid from ` + future.UTC().Format("2006-01-02 15:04:05 UTC")}},
 		{"acme without domains", vsTLS("", `acme = { email = "ops@example.com" }`), []string{acmep + "domains: at least one domain is required"}},
 		{"acme wildcard domain", vsTLS("", `acme = { domains = ["*.x.test"] }`), []string{acmep + `domains "*.x.test": a wildcard name needs the dns-01 challenge`}},
 		{"acme bad domain", vsTLS("", `acme = { domains = ["x test"] }`), []string{acmep + `domains "x test": is not a host name`}},
