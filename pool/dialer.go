@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,10 +46,16 @@ type Dialer struct {
 
 // memberStock is one member's share of a Dialer's preconnect stock.
 type memberStock struct {
-	idle     []*net.TCPConn // established, unused; newest last (handed out first)
+	idle     []stockConn // established, unused; newest last (handed out first)
 	pending  int            // preconnect dials in flight
 	failures int            // consecutive failed preconnect dials
 	retryAt  time.Time      // no preconnect dial before this
+}
+
+// stockConn is a preconnected conn: TCP, and TLS over it with pool TLS.
+type stockConn struct {
+	tcp *net.TCPConn
+	tls *tls.Conn
 }
 
 func newDialer(p *Pool, profile config.TCPProfile) *Dialer {
@@ -76,6 +84,10 @@ func (d *Dialer) Idle(m *Member) int {
 type Conn struct {
 	// TCP is the member conn; never wrapped, so splice works.
 	TCP *net.TCPConn
+	// TLS runs over TCP when the pool speaks TLS to its members (SetTLS);
+	// nil otherwise. Relay through it; socket options and deadlines
+	// still go to TCP.
+	TLS *tls.Conn
 	// Member is the member TCP is connected to.
 	Member *Member
 	// Preconnected is true when TCP came from the preconnect stock.
@@ -144,10 +156,10 @@ func (d *Dialer) Connect(ctx context.Context, clientAddr net.Addr) (*Conn, error
 			continue // reached its limit since candidates ran: not an attempt
 		}
 		attempts++
-		c, took, memberFault, err := d.dial(ctx, m)
+		c, tc, took, memberFault, err := d.dial(ctx, m)
 		if err == nil {
 			p.observe(m, nil, "connect")
-			return &Conn{TCP: c, Member: m, ConnectTime: took}, nil
+			return &Conn{TCP: c, TLS: tc, Member: m, ConnectTime: took}, nil
 		}
 		m.release()
 		lastErr = err
@@ -203,18 +215,18 @@ func (d *Dialer) takeIdle(m *Member) *Conn {
 			return nil
 		}
 		c := s.idle[n-1]
-		s.idle[n-1] = nil
+		s.idle[n-1] = stockConn{}
 		s.idle = s.idle[:n-1]
 		m.idle.Add(-1)
 		d.mu.Unlock()
 		d.kick() // refill
 
-		if err := sockopt.Alive(c); err != nil {
-			d.dropStale(m, c, err)
+		if err := aliveTLS(c.tcp, c.tls); err != nil {
+			d.dropStale(m, c.tcp, err)
 			continue
 		}
 		m.preconnectHits.Add(1)
-		return &Conn{TCP: c, Member: m, Preconnected: true}
+		return &Conn{TCP: c.tcp, TLS: c.tls, Member: m, Preconnected: true}
 	}
 }
 
@@ -229,26 +241,38 @@ func (d *Dialer) dropStale(m *Member, c *net.TCPConn, err error) {
 	m.release()
 }
 
-// dial connects to m with the Dialer's profile. memberFault is false when
-// the failure was tether's (applying the profile), which must not count
-// against the member's health.
-func (d *Dialer) dial(ctx context.Context, m *Member) (c *net.TCPConn, took time.Duration, memberFault bool, err error) {
+// dial connects to m with the Dialer's profile, then runs the TLS
+// handshake when the pool speaks TLS (tc is nil otherwise; took covers
+// both). memberFault is false when the failure was tether's (applying the
+// profile), which must not count against the member's health; a failed
+// handshake (a certificate that does not verify, a member that does not
+// speak TLS) is the member's.
+func (d *Dialer) dial(ctx context.Context, m *Member) (c *net.TCPConn, tc *tls.Conn, took time.Duration, memberFault bool, err error) {
 	start := time.Now()
 	nc, err := d.nd.DialContext(ctx, "tcp", m.addr)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.connectFailures.Add(1)
 		}
-		return nil, 0, true, err
+		return nil, nil, 0, true, err
 	}
-	took = time.Since(start)
 	c = nc.(*net.TCPConn)
 	if err := sockopt.Apply(c, d.profile); err != nil {
 		_ = sockopt.Close(c, config.CloseReset, 0)
-		return nil, 0, false, fmt.Errorf("member %s: profile %q: %w", m.addr, d.profile.Name, err)
+		return nil, nil, 0, false, fmt.Errorf("member %s: profile %q: %w", m.addr, d.profile.Name, err)
+	}
+	if m.tls != nil {
+		if tc, _, err = d.pool.handshake(ctx, m, c); err != nil {
+			_ = sockopt.Close(c, config.CloseReset, 0)
+			if ctx.Err() == nil {
+				m.connectFailures.Add(1)
+				m.handshakeFailures.Add(1)
+			}
+			return nil, nil, 0, true, err
+		}
 	}
 	m.connects.Add(1)
-	return c, took, true, nil
+	return c, tc, time.Since(start), true, nil
 }
 
 // kick wakes the filler without blocking; one pending wake is enough.
@@ -340,8 +364,8 @@ func (d *Dialer) reconcile(ctx context.Context) (next time.Time) {
 		s := &d.stock[i]
 		if !m.eligible() {
 			for j, c := range s.idle {
-				drop = append(drop, dropped{m, c})
-				s.idle[j] = nil
+				drop = append(drop, dropped{m, c.tcp})
+				s.idle[j] = stockConn{}
 			}
 			m.idle.Add(-int64(len(s.idle)))
 			s.idle = s.idle[:0]
@@ -353,7 +377,7 @@ func (d *Dialer) reconcile(ctx context.Context) (next time.Time) {
 		}
 		rank++
 		for len(s.idle) > 0 && len(s.idle)+s.pending > share {
-			drop = append(drop, dropped{m, s.idle[0]})
+			drop = append(drop, dropped{m, s.idle[0].tcp})
 			s.idle = slices.Delete(s.idle, 0, 1)
 			m.idle.Add(-1)
 		}
@@ -386,7 +410,7 @@ func (d *Dialer) reconcile(ctx context.Context) (next time.Time) {
 func (d *Dialer) preconnect(ctx context.Context, m *Member) {
 	defer d.pool.wg.Done()
 	defer d.kick()
-	c, _, memberFault, err := d.dial(ctx, m)
+	c, tc, _, memberFault, err := d.dial(ctx, m)
 
 	d.mu.Lock()
 	s := &d.stock[m.index]
@@ -416,7 +440,7 @@ func (d *Dialer) preconnect(ctx context.Context, m *Member) {
 		return
 	}
 	s.failures, s.retryAt = 0, time.Time{}
-	s.idle = append(s.idle, c)
+	s.idle = append(s.idle, stockConn{c, tc})
 	m.idle.Add(1)
 	d.mu.Unlock()
 	d.pool.observe(m, nil, "preconnect")
@@ -437,8 +461,11 @@ func (d *Dialer) pruneStale() {
 		s := &d.stock[i]
 		keep := s.idle[:0]
 		for _, c := range s.idle {
-			if err := sockopt.Alive(c); err != nil {
-				found = append(found, stale{m, c, err})
+			// A peek only: the conn stays in the stock, where Connect
+			// may take it at any moment, so TLS records are not read
+			// here (takeIdle does that for the conn it takes).
+			if err := sockopt.Alive(c.tcp); err != nil && (c.tls == nil || !errors.Is(err, sockopt.ErrStaleData)) {
+				found = append(found, stale{m, c.tcp, err})
 				m.idle.Add(-1)
 				continue
 			}
@@ -463,7 +490,7 @@ func (d *Dialer) closeStock() {
 	for i, m := range d.pool.members {
 		s := &d.stock[i]
 		for _, c := range s.idle {
-			conns = append(conns, c)
+			conns = append(conns, c.tcp)
 			owners = append(owners, m)
 		}
 		m.idle.Add(-int64(len(s.idle)))

@@ -221,8 +221,8 @@ func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		idle := d.stock[0].idle
-		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0]), sockopt.ErrStale) {
-			stale = idle[0]
+		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].tcp), sockopt.ErrStale) {
+			stale = idle[0].tcp
 		}
 		return stale != nil
 	})

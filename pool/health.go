@@ -3,8 +3,10 @@ package pool
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -59,12 +61,21 @@ func (p *Pool) check(m *Member) error {
 	_ = tc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = tc.SetDeadline(time.Unix(1, 0)) }) // Close cuts a check short
 	defer stop()
+	if m.tls != nil {
+		// The check speaks what the members speak; a handshake that
+		// fails (an expired or unverifiable certificate) fails it.
+		sc := tls.Client(tc, m.tls)
+		if err := sc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("http check: TLS handshake: %w", err)
+		}
+		return httpCheck(sc, p.cfg.Health, m.addr)
+	}
 	return httpCheck(tc, p.cfg.Health, m.addr)
 }
 
 // httpCheck sends one request and reads the status line of the answer;
 // the rest of the response is not read (the conn is reset after).
-func httpCheck(c *net.TCPConn, h config.Health, memberAddr string) error {
+func httpCheck(c io.ReadWriter, h config.Health, memberAddr string) error {
 	host := h.Host
 	if host == "" {
 		host = memberAddr

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"crypto/tls"
 	"net"
 	"strings"
 	"sync"
@@ -10,12 +11,14 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // httpMember answers every request with the status line it is told to,
 // and records the request lines it saw.
 type httpMember struct {
 	ln     net.Listener
+	tls    *tls.Config // speaks TLS when set
 	status atomic.Value // string: the whole status line, "" = never answer
 	wg     sync.WaitGroup
 
@@ -25,12 +28,17 @@ type httpMember struct {
 }
 
 func startHTTPMember(t *testing.T, status string) *httpMember {
+	return startHTTPSMember(t, status, nil)
+}
+
+// startHTTPSMember is an httpMember behind TLS with conf (nil: plain).
+func startHTTPSMember(t *testing.T, status string, conf *tls.Config) *httpMember {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &httpMember{ln: ln}
+	m := &httpMember{ln: ln, tls: conf}
 	m.status.Store(status)
 	m.wg.Add(1)
 	go m.serve()
@@ -47,6 +55,9 @@ func (m *httpMember) serve() {
 		c, err := m.ln.Accept()
 		if err != nil {
 			return
+		}
+		if m.tls != nil {
+			c = tls.Server(c, m.tls)
 		}
 		m.wg.Add(1)
 		go m.answer(c)
@@ -135,4 +146,33 @@ func TestHTTPHealthExactStatus(t *testing.T) {
 	waitFor(t, 3*time.Second, "down: 200 is not 204", func() bool { return m.State() == Down })
 	hm.status.Store("HTTP/1.1 204 No Content")
 	waitFor(t, 3*time.Second, "up on 204", func() bool { return m.State() == Up })
+}
+
+// With pool TLS the http check speaks TLS: a member whose certificate
+// verifies is up; one that does not verify is down (the handshake failed).
+func TestHTTPHealthOverTLS(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "member", "member.test", testpki.Options{})
+	hm := startHTTPSMember(t, "HTTP/1.1 200 OK", &tls.Config{Certificates: []tls.Certificate{leaf.Pair}})
+	for _, tc := range []struct {
+		name  string
+		roots *testpki.CA
+		want  MemberState
+	}{{"verified", ca, Up}, {"unverified", testpki.New(t), Down}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+			cfg.Health = httpHealth("/healthz", "200-399")
+			p := tlsPool(t, cfg, tc.roots.ClientConfig("member.test"))
+			m := p.Members()[0]
+			waitFor(t, 3*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 4 })
+			if m.State() != tc.want {
+				t.Fatalf("member %v, want %v (%+v)", m.State(), tc.want, m.Stats())
+			}
+		})
+	}
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	if len(hm.lines) == 0 || hm.lines[0] != "GET /healthz HTTP/1.1" {
+		t.Fatalf("request lines over TLS: %q", hm.lines)
+	}
 }

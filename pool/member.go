@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"crypto/tls"
 	"sync"
 	"sync/atomic"
 
@@ -41,8 +42,9 @@ type Member struct {
 	index    int // position in Pool.members
 	addr     string
 	weight   int
-	maxConns int    // 0 = no limit
-	seed     uint64 // source-hash seed derived from addr
+	maxConns int         // 0 = no limit
+	seed     uint64      // source-hash seed derived from addr
+	tls      *tls.Config // TLS toward the member (Pool.SetTLS); nil = plain TCP
 
 	enabled atomic.Bool
 	healthy atomic.Bool
@@ -55,6 +57,8 @@ type Member struct {
 	idle   atomic.Int64
 
 	connects          atomic.Uint64
+	handshakes        atomic.Uint64
+	handshakeFailures atomic.Uint64
 	connectFailures   atomic.Uint64
 	preconnectHits    atomic.Uint64
 	staleDropped      atomic.Uint64
@@ -173,6 +177,8 @@ type MemberStats struct {
 
 	Connects          uint64 // successful dials (client and preconnect)
 	ConnectFailures   uint64 // failed dials (client and preconnect)
+	TLSHandshakes     uint64 // TLS handshakes completed with the member (pool TLS)
+	TLSFailures       uint64 // TLS handshakes that failed (counted in ConnectFailures too)
 	PreconnectHits    uint64 // preconnected conns handed to a client
 	StaleDropped      uint64 // preconnected conns found closed/stale and dropped
 	HealthTransitions uint64 // up->down and down->up changes
@@ -191,6 +197,8 @@ func (m *Member) Stats() MemberStats {
 		Active:            int(m.active.Load()),
 		Idle:              int(m.idle.Load()),
 		Connects:          m.connects.Load(),
+		TLSHandshakes:     m.handshakes.Load(),
+		TLSFailures:       m.handshakeFailures.Load(),
 		ConnectFailures:   m.connectFailures.Load(),
 		PreconnectHits:    m.preconnectHits.Load(),
 		StaleDropped:      m.staleDropped.Load(),

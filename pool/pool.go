@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -32,6 +33,8 @@ type Pool struct {
 	members []*Member
 	bal     balancer
 	probe   *net.Dialer // health checks: the root profile, fastopen off
+	// tlsTimeout bounds a TLS handshake with a member (SetTLS).
+	tlsTimeout time.Duration
 
 	ctx    context.Context // cancelled by Close; bounds every background dial
 	cancel context.CancelFunc

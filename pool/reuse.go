@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -153,8 +154,13 @@ var serverConnIDs atomic.Uint64
 // gives the conn back exactly once with Put or Discard; after that it must
 // not touch it. Its methods are for the one goroutine holding it.
 type ServerConn struct {
-	// TCP is the member conn, never wrapped.
+	// TCP is the member conn's socket: options, deadlines, the stale check.
 	TCP *net.TCPConn
+	// TLS runs over TCP when the pool speaks TLS to its members; nil
+	// otherwise.
+	TLS *tls.Conn
+	// Conn is what the exchange reads and writes: TLS when set, else TCP.
+	Conn net.Conn
 	// Member is the member TCP is connected to.
 	Member *Member
 	// ID is unique per server-side conn in the process (access logs).
@@ -573,7 +579,7 @@ func (r *Reuser) usable(sc *ServerConn) bool {
 		r.expire(sc)
 		return false
 	}
-	if err := sockopt.Alive(sc.TCP); err != nil {
+	if err := aliveTLS(sc.TCP, sc.TLS); err != nil {
 		r.dropStale(sc, now)
 		return false
 	}
@@ -584,7 +590,7 @@ func (r *Reuser) usable(sc *ServerConn) bool {
 // when the dial fails.
 func (r *Reuser) dial(ctx context.Context, m *Member) (*ServerConn, error) {
 	p := r.d.pool
-	tcp, _, memberFault, err := r.d.dial(ctx, m)
+	tcp, tc, _, memberFault, err := r.d.dial(ctx, m)
 	if err != nil {
 		m.release()
 		if memberFault && ctx.Err() == nil {
@@ -593,15 +599,17 @@ func (r *Reuser) dial(ctx context.Context, m *Member) (*ServerConn, error) {
 		return nil, err
 	}
 	p.observe(m, nil, "connect")
-	sc := r.newConn(tcp, m, time.Now())
+	sc := r.newConn(tcp, tc, m, time.Now())
 	r.counters[m.index].opened.Add(1)
 	return sc, nil
 }
 
 // newConn wraps a fresh conn to m dialed at now, lent out.
-func (r *Reuser) newConn(tcp *net.TCPConn, m *Member, now time.Time) *ServerConn {
+func (r *Reuser) newConn(tcp *net.TCPConn, tc *tls.Conn, m *Member, now time.Time) *ServerConn {
 	sc := &ServerConn{
 		TCP:       tcp,
+		TLS:       tc,
+		Conn:      tcp,
 		Member:    m,
 		ID:        serverConnIDs.Add(1),
 		Created:   now,
@@ -609,6 +617,9 @@ func (r *Reuser) newConn(tcp *net.TCPConn, m *Member, now time.Time) *ServerConn
 		maxReq:    r.s.MaxRequests,
 		idleLimit: -1,
 		out:       true,
+	}
+	if tc != nil {
+		sc.Conn = tc
 	}
 	if r.s.IdleTimeout > 0 {
 		sc.idleLimit = r.s.IdleTimeout
@@ -764,7 +775,9 @@ func (r *Reuser) retire(c *ServerConn) {
 	cs := &r.counters[c.Member.index]
 	cs.retired.Add(1)
 	err := sockopt.Alive(c.TCP)
-	if err == nil {
+	// Over TLS the member's close_notify may be waiting already: the
+	// goroutine reads it (and the FIN after it).
+	if err == nil || (c.TLS != nil && errors.Is(err, sockopt.ErrStaleData)) {
 		r.mu.Lock()
 		if !r.closed {
 			// The deadline is set under r.mu so that Close, which cuts it
@@ -791,7 +804,16 @@ func (r *Reuser) retire(c *ServerConn) {
 func (r *Reuser) awaitMemberClose(c *ServerConn) {
 	defer r.wg.Done()
 	var buf [1]byte
-	n, err := c.TCP.Read(buf[:])
+	var n int
+	var err error
+	if c.TLS != nil {
+		// The member's close_notify ends TLS (EOF), then its FIN ends TCP.
+		if n, err = c.TLS.Read(buf[:]); n == 0 && errors.Is(err, io.EOF) {
+			n, err = c.TCP.Read(buf[:])
+		}
+	} else {
+		n, err = c.TCP.Read(buf[:])
+	}
 	if n > 0 {
 		err = errStrayData
 	}
@@ -826,6 +848,9 @@ func (r *Reuser) finishRetire(c *ServerConn, err error) {
 // closeConn closes c with mode and gives its slot back. r.mu must not be
 // held (the release may wake a queued Get).
 func (r *Reuser) closeConn(c *ServerConn, mode config.CloseMode) {
+	if c.TLS != nil && mode != config.CloseReset {
+		_ = c.TLS.CloseWrite() // close_notify before the FIN; the socket buffer takes it at once
+	}
 	_ = sockopt.Close(c.TCP, mode, r.d.profile.DrainTimeout)
 	c.Member.release()
 	if c.Member.maxConns > 0 {
@@ -1078,7 +1103,7 @@ func (r *Reuser) warmDial(m *Member) {
 	defer r.kickFill()
 	p := r.d.pool
 	cs := &r.counters[m.index]
-	tcp, _, memberFault, err := r.d.dial(r.ctx, m)
+	tcp, tc, _, memberFault, err := r.d.dial(r.ctx, m)
 	if err != nil {
 		cut := r.ctx.Err() != nil // Close: not the member's fault
 		r.mu.Lock()
@@ -1104,7 +1129,7 @@ func (r *Reuser) warmDial(m *Member) {
 	}
 	p.observe(m, nil, "min_idle")
 	now := time.Now()
-	sc := r.newConn(tcp, m, now)
+	sc := r.newConn(tcp, tc, m, now)
 	sc.out = false
 	cs.opened.Add(1)
 	cs.warmed.Add(1)
@@ -1171,7 +1196,10 @@ func (r *Reuser) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time {
 func (r *Reuser) peekIdle(now time.Time) {
 	for i, c := range r.peekBuf {
 		r.peekBuf[i] = nil
-		if !errors.Is(sockopt.Alive(c.TCP), sockopt.ErrStale) {
+		// A peek only: the conn is still in its idle stack, where a Get
+		// may take it, so TLS records are not read here (Get's check
+		// reads them for the conn it takes).
+		if err := sockopt.Alive(c.TCP); !errors.Is(err, sockopt.ErrStale) || (c.TLS != nil && errors.Is(err, sockopt.ErrStaleData)) {
 			continue
 		}
 		r.mu.Lock()

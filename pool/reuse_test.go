@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,9 +25,10 @@ import (
 // `Connection: close`); with idle > 0 it closes a conn idle that long (its
 // keep-alive timeout). It records how every conn ended.
 type lineBackend struct {
-	ln   net.Listener
-	addr string
-	idle time.Duration
+	ln      net.Listener
+	addr    string
+	idle    time.Duration
+	tlsConf *tls.Config // a TLS member when set
 	wg   sync.WaitGroup
 
 	accepted atomic.Int64
@@ -50,12 +52,17 @@ type connEnd struct {
 }
 
 func newLineBackend(t testing.TB, idle time.Duration) *lineBackend {
+	return newTLSLineBackend(t, idle, nil)
+}
+
+// newTLSLineBackend is a lineBackend speaking TLS with conf (nil: plain).
+func newTLSLineBackend(t testing.TB, idle time.Duration, conf *tls.Config) *lineBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &lineBackend{ln: ln, addr: ln.Addr().String(), idle: idle, conns: make(map[net.Conn]struct{})}
+	b := &lineBackend{ln: ln, addr: ln.Addr().String(), idle: idle, tlsConf: conf, conns: make(map[net.Conn]struct{})}
 	b.wg.Add(1)
 	go b.acceptLoop()
 	t.Cleanup(b.Close)
@@ -82,6 +89,9 @@ func (b *lineBackend) acceptLoop() {
 		}
 		b.wg.Add(1)
 		b.mu.Unlock()
+		if b.tlsConf != nil {
+			c = tls.Server(c, b.tlsConf) // the handshake runs on the first read
+		}
 		go b.serve(c)
 	}
 }
@@ -93,6 +103,9 @@ func (b *lineBackend) serve(c net.Conn) {
 		c.Close()
 		b.mu.Lock()
 		delete(b.conns, c)
+		if tc, ok := c.(*tls.Conn); ok {
+			delete(b.conns, tc.NetConn())
+		}
 		b.ends = append(b.ends, connEnd{remote: c.RemoteAddr().String(), how: how, at: time.Now()})
 		b.mu.Unlock()
 		b.open.Add(-1)
@@ -193,11 +206,11 @@ func get(t *testing.T, r *Reuser) *ServerConn {
 func exchange(c *ServerConn, msg string) error {
 	c.TCP.SetDeadline(time.Now().Add(5 * time.Second))
 	defer c.TCP.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c.TCP, msg+"\n"); err != nil {
+	if _, err := io.WriteString(c.Conn, msg+"\n"); err != nil {
 		return fmt.Errorf("conn %d: write: %w", c.ID, err)
 	}
 	got := make([]byte, len(msg)+1)
-	if _, err := io.ReadFull(c.TCP, got); err != nil {
+	if _, err := io.ReadFull(c.Conn, got); err != nil {
 		return fmt.Errorf("conn %d: read echo: %w", c.ID, err)
 	}
 	if string(got) != msg+"\n" {

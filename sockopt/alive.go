@@ -14,11 +14,12 @@ import (
 // reset it, or sent bytes nobody asked for.
 var ErrStale = errors.New("sockopt: connection is stale")
 
-// Errors wrapped in ErrStale for the reasons without an errno.
-var (
-	errStaleEOF  = fmt.Errorf("%w: %w", ErrStale, io.EOF)
-	errStaleData = fmt.Errorf("%w: unexpected data", ErrStale)
-)
+// ErrStaleData is the ErrStale for bytes waiting on an idle connection.
+// Over TLS they may be records the peer sends unasked (TLS 1.3 session
+// tickets, key updates, close_notify), which only TLS can tell apart.
+var ErrStaleData = fmt.Errorf("%w: unexpected data", ErrStale)
+
+var errStaleEOF = fmt.Errorf("%w: %w", ErrStale, io.EOF)
 
 // Alive is the stale check before an idle connection is reused: a one-byte
 // recv(MSG_PEEK|MSG_DONTWAIT). Nothing to read (EAGAIN) means healthy and
@@ -54,7 +55,7 @@ func Alive(c *net.TCPConn) error {
 	case n == 0:
 		return errStaleEOF
 	default:
-		return errStaleData
+		return ErrStaleData
 	}
 }
 

@@ -1,0 +1,82 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/tetherproxy/tether/sockopt"
+)
+
+// SetTLS makes every connection to the members TLS (F5's server SSL
+// profile): perMember returns the client config for a member address (its
+// ServerName set), and handshakeTimeout bounds each handshake after the TCP
+// connect. Health checks of type http speak TLS too; type tcp stays a bare
+// connect. Call it before Start.
+func (p *Pool) SetTLS(perMember func(addr string) *tls.Config, handshakeTimeout time.Duration) {
+	for _, m := range p.members {
+		m.tls = perMember(m.addr)
+	}
+	p.tlsTimeout = handshakeTimeout
+}
+
+// TLS reports whether the pool speaks TLS to its members.
+func (p *Pool) TLS() bool { return len(p.members) > 0 && p.members[0].tls != nil }
+
+// handshake runs the TLS client handshake on a fresh conn to m, bounded by
+// the pool's handshake timeout and ctx. On failure the caller closes c.
+func (p *Pool) handshake(ctx context.Context, m *Member, c *net.TCPConn) (*tls.Conn, time.Duration, error) {
+	start := time.Now()
+	tc := tls.Client(c, m.tls)
+	if p.tlsTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.tlsTimeout)
+		defer cancel()
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, 0, fmt.Errorf("member %s: TLS handshake: %w", m.addr, err)
+	}
+	m.handshakes.Add(1)
+	return tc, time.Since(start), nil
+}
+
+// aliveTLS is the stale check of an idle TLS conn. Bytes waiting on the
+// socket may be TLS records the member sent unasked (TLS 1.3 session
+// tickets after the handshake, a key update): they are read through TLS,
+// without waiting, and the conn is healthy when no application byte came
+// with them. A close_notify or application data makes it stale. Only the
+// conn's owner may call it: it reads (the stale check of a plain conn only
+// peeks).
+func aliveTLS(c *net.TCPConn, tc *tls.Conn) error {
+	for range 4 {
+		err := sockopt.Alive(c)
+		if tc == nil || !errors.Is(err, sockopt.ErrStaleData) {
+			return err
+		}
+		// The records are in the socket buffer: a read returns at once
+		// after them, and the deadline (not sticky for reads in
+		// crypto/tls) only ends the wait for more.
+		_ = tc.SetReadDeadline(time.Now().Add(time.Millisecond))
+		var b [1]byte
+		n, rerr := tc.Read(b[:])
+		_ = tc.SetReadDeadline(time.Time{})
+		switch {
+		case n > 0:
+			return sockopt.ErrStaleData
+		case rerr == nil:
+			continue
+		case !errors.Is(rerr, os.ErrDeadlineExceeded):
+			return fmt.Errorf("%w: %w", sockopt.ErrStale, rerr)
+		}
+	}
+	return sockopt.Alive(c)
+}
+
+// Alive is the stale check of a conn the caller holds (lent out or kept
+// per client): the peek, and over TLS a read of records the member sent
+// unasked. The Reuser runs it before it lends an idle conn.
+func (c *ServerConn) Alive() error { return aliveTLS(c.TCP, c.TLS) }
