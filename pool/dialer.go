@@ -47,9 +47,9 @@ type Dialer struct {
 // memberStock is one member's share of a Dialer's preconnect stock.
 type memberStock struct {
 	idle     []stockConn // established, unused; newest last (handed out first)
-	pending  int            // preconnect dials in flight
-	failures int            // consecutive failed preconnect dials
-	retryAt  time.Time      // no preconnect dial before this
+	pending  int         // preconnect dials in flight
+	failures int         // consecutive failed preconnect dials
+	retryAt  time.Time   // no preconnect dial before this
 }
 
 // stockConn is a preconnected conn: TCP, and TLS over it with pool TLS.

@@ -18,7 +18,7 @@ import (
 // and records the request lines it saw.
 type httpMember struct {
 	ln     net.Listener
-	tls    *tls.Config // speaks TLS when set
+	tls    *tls.Config  // speaks TLS when set
 	status atomic.Value // string: the whole status line, "" = never answer
 	wg     sync.WaitGroup
 

@@ -29,7 +29,7 @@ type lineBackend struct {
 	addr    string
 	idle    time.Duration
 	tlsConf *tls.Config // a TLS member when set
-	wg   sync.WaitGroup
+	wg      sync.WaitGroup
 
 	accepted atomic.Int64
 	open     atomic.Int64
