@@ -46,8 +46,16 @@ td:first-child,th:first-child{text-align:left}
 	card(&b, "Throughput over time (requests/s per 100 ms)", throughputChart(rs))
 	card(&b, "Requests/s", barChart(rs, func(r *Result) float64 { return r.RPS }, "%.0f"))
 	card(&b, "TCP connections opened, TIME_WAIT client side / target side", connChart(rs))
+	if anyTLS(rs) {
+		card(&b, "TLS handshake time p50 / p99 / max (µs)", handshakeChart(rs))
+	}
 	b.WriteString("</div>\n")
 	writeTable(&b, rs)
+	var notes strings.Builder
+	writeTLSNotes(&notes, rs)
+	if notes.Len() > 0 {
+		fmt.Fprintf(&b, "<pre class=\"note\">%s</pre>\n", e(notes.String()))
+	}
 	fmt.Fprintf(&b, "<p class=\"note\">%s</p>\n</body></html>\n", e(TimeWaitNote))
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -231,6 +239,22 @@ func connChart(rs []*Result) string {
 		values[2] = append(values[2], float64(r.TimeWaitTarget))
 	}
 	return bars("connections and TIME_WAIT", names, values, "%.0f")
+}
+
+func handshakeChart(rs []*Result) string {
+	names := []string{"p50", "p99", "max"}
+	values := make([][]float64, len(names))
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	for _, r := range rs {
+		var h Percentiles
+		if r.TLS != nil {
+			h = r.TLS.Handshake
+		}
+		values[0] = append(values[0], us(h.P50))
+		values[1] = append(values[1], us(h.P99))
+		values[2] = append(values[2], us(h.Max))
+	}
+	return bars("TLS handshake time", names, values, "%.0f")
 }
 
 func writeTable(b *strings.Builder, rs []*Result) {

@@ -23,6 +23,10 @@ const (
 
 	CloseClient = "client"
 	CloseServer = "server"
+
+	// Options.TLSMin values.
+	TLS12 = "1.2"
+	TLS13 = "1.3"
 )
 
 // Defaults applied by [Options.withDefaults].
@@ -36,12 +40,13 @@ const (
 // Options says what to measure. The zero value of every field but Target
 // means its default; Validate reports what cannot work.
 type Options struct {
-	// Target is "http://host:port/path" (protocol http) or "host:port".
+	// Target is "http://host:port/path" or "https://host:port/path"
+	// (protocol http; the port defaults to 80 / 443) or "host:port".
 	// A host name is resolved once, before the run; every connection goes
 	// to that one address, and TIME_WAIT is counted against it.
 	Target string
-	// Protocol is "http" or "tcp". Empty: http for an http:// target,
-	// tcp for host:port.
+	// Protocol is "http" or "tcp". Empty: http for an http:// or https://
+	// target, tcp for host:port.
 	Protocol string
 	// Conn is "short" (a new TCP connection per request, closed after it)
 	// or "long" (keepalive). Empty means long.
@@ -88,8 +93,40 @@ type Options struct {
 	// between Timeout/2 and Timeout (deadlines are refreshed coarsely).
 	// 0 = 10 s.
 	Timeout time.Duration
-	// Label names the result in reports; empty means "<protocol> <conn>".
+	// Label names the result in reports; empty means "<protocol> <conn>"
+	// ("https <conn>" for an https:// target).
 	Label string
+
+	// TLS, for an https:// target only. Every connection does a TLS
+	// handshake right after its TCP connect, offering ALPN http/1.1; the
+	// handshake is timed on its own (Result.TLS).
+
+	// CACert is a PEM file of the roots that verify the target's
+	// certificate; "" = the system roots.
+	CACert string
+	// Insecure skips verifying the target's certificate (its handshake
+	// signature is still checked). Off by default; not with CACert.
+	Insecure bool
+	// SNI is the server name sent and verified; "" = the URL's host (an IP
+	// address is verified against the certificate's IP SANs and sent as no
+	// SNI, as TLS requires).
+	SNI string
+	// TLSResume gives the run a client session cache (shared by the
+	// workers, warmup included) so that new connections resume earlier
+	// sessions when the target issues tickets. Off by default: every
+	// connection does a full handshake, which is what short connections
+	// cost a client that has never been seen.
+	TLSResume bool
+	// TLSMin is the lowest TLS version offered: "1.2" (default) or "1.3".
+	// The highest is 1.3.
+	TLSMin string
+	// TLSGroups are the key exchange groups offered, in order of
+	// preference: x25519, p256, p384, p521, x25519mlkem768,
+	// secp256r1mlkem768, secp384r1mlkem1024. Empty = Go's default (which
+	// since Go 1.24 leads with the hybrid x25519mlkem768, a bigger and
+	// costlier handshake than x25519 alone: pin x25519 to compare with
+	// servers whose TLS library lacks ML-KEM).
+	TLSGroups []string
 	// Progress, when not nil, gets a live progress bar (give it a
 	// terminal only). nil = no bar.
 	Progress io.Writer
@@ -100,13 +137,18 @@ type target struct {
 	addr netip.AddrPort
 	host string // Host header value
 	path string // request target, origin-form
+	tls  bool   // an https:// target
+	name string // the URL's host, without brackets: the default SNI
 }
+
+// isTLS reports whether the target is an https:// URL.
+func (o Options) isTLS() bool { return strings.HasPrefix(o.Target, "https://") }
 
 // withDefaults returns o with every zero field that has a default filled in.
 func (o Options) withDefaults() Options {
 	if o.Protocol == "" {
 		o.Protocol = ProtocolTCP
-		if strings.HasPrefix(o.Target, "http://") {
+		if strings.HasPrefix(o.Target, "http://") || o.isTLS() {
 			o.Protocol = ProtocolHTTP
 		}
 	}
@@ -136,6 +178,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Label == "" {
 		o.Label = o.Protocol + " " + o.Conn
+		if o.isTLS() && o.Protocol == ProtocolHTTP {
+			o.Label = "https " + o.Conn
+		}
+	}
+	if o.TLSMin == "" && o.isTLS() {
+		o.TLSMin = TLS12
 	}
 	return o
 }
@@ -213,6 +261,26 @@ func (o Options) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if o.isTLS() {
+		switch o.TLSMin {
+		case TLS12, TLS13:
+		default:
+			add("--tls-min %q: must be 1.2 or 1.3", o.TLSMin)
+		}
+		if o.Insecure && o.CACert != "" {
+			add("--insecure and --cacert: give one, not both")
+		}
+		for _, g := range o.TLSGroups {
+			if _, ok := tlsGroups[strings.ToLower(g)]; !ok {
+				add("--tls-groups %q: want one of %s", g, groupNames())
+			}
+		}
+		if strings.ContainsAny(o.SNI, " /:\r\n") {
+			add("--sni %q: want a host name", o.SNI)
+		}
+	} else if o.CACert != "" || o.Insecure || o.SNI != "" || o.TLSResume || o.TLSMin != "" || len(o.TLSGroups) > 0 {
+		add("--cacert, --insecure, --sni, --tls-resume, --tls-min and --tls-groups apply to https:// targets only")
+	}
 	return errors.Join(errs...)
 }
 
@@ -225,8 +293,8 @@ func splitTarget(t, _ string) (host, port, path string, err error) {
 		if err != nil {
 			return "", "", "", fmt.Errorf("target %q: %w", t, err)
 		}
-		if u.Scheme != "http" {
-			return "", "", "", fmt.Errorf("target %q: only http:// URLs are supported (no TLS)", t)
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return "", "", "", fmt.Errorf("target %q: only http:// and https:// URLs are supported", t)
 		}
 		if u.User != nil || u.Fragment != "" {
 			return "", "", "", fmt.Errorf("target %q: no userinfo or fragment", t)
@@ -236,7 +304,7 @@ func splitTarget(t, _ string) (host, port, path string, err error) {
 			path = u.RequestURI()
 		}
 		if u.Port() == "" {
-			hostport = net.JoinHostPort(u.Hostname(), "80")
+			hostport = net.JoinHostPort(u.Hostname(), defaultPort(u.Scheme))
 		}
 	}
 	host, port, err = net.SplitHostPort(hostport)
@@ -267,12 +335,20 @@ func resolve(ctx context.Context, o Options) (target, error) {
 		}
 		ip = ips[0]
 	}
+	tls := o.isTLS()
 	hostHeader := net.JoinHostPort(host, port)
-	if port == "80" {
+	if (!tls && port == "80") || (tls && port == "443") {
 		hostHeader = host
 		if strings.Contains(host, ":") {
 			hostHeader = "[" + host + "]"
 		}
 	}
-	return target{addr: netip.AddrPortFrom(ip.Unmap(), uint16(p)), host: hostHeader, path: path}, nil
+	return target{addr: netip.AddrPortFrom(ip.Unmap(), uint16(p)), host: hostHeader, path: path, tls: tls, name: host}, nil
+}
+
+func defaultPort(scheme string) string {
+	if scheme == "https" {
+		return "443"
+	}
+	return "80"
 }

@@ -14,11 +14,16 @@ const (
 	ErrBadStatus = "bad status" // an HTTP status outside 200..399
 	ErrShortRead = "short read" // the connection ended before the whole response
 	ErrProtocol  = "protocol"   // a response bench could not parse, or a tcp echo that differs
-	ErrOther     = "other"
+	// ErrTLS is a TLS handshake that failed other than by a timeout: an
+	// alert from the target, a certificate that did not verify, a reply
+	// that is not TLS, the connection closed or reset during the
+	// handshake. TLSStats.Errors has the messages.
+	ErrTLS   = "tls"
+	ErrOther = "other"
 )
 
 // errKinds lists the kinds in report order; a worker counts them by index.
-var errKinds = [...]string{ErrRefused, ErrReset, ErrTimeout, ErrBadStatus, ErrShortRead, ErrProtocol, ErrOther}
+var errKinds = [...]string{ErrRefused, ErrReset, ErrTimeout, ErrBadStatus, ErrShortRead, ErrProtocol, ErrTLS, ErrOther}
 
 const (
 	kindRefused = iota
@@ -27,6 +32,7 @@ const (
 	kindBadStatus
 	kindShortRead
 	kindProtocol
+	kindTLS
 	kindOther
 	numKinds
 	kindOK = -1
@@ -60,8 +66,9 @@ const SeriesStep = 100 * time.Millisecond
 
 // Result is what one run measured.
 type Result struct {
-	Label    string `json:"label"`
-	Target   string `json:"target"` // the resolved address
+	Label  string `json:"label"`
+	Target string `json:"target"` // the resolved address
+	// Protocol is "http", "https" (http over TLS) or "tcp".
 	Protocol string `json:"protocol"`
 	Conn     string `json:"conn"`
 	// Concurrency, RequestsPerConn and Rate echo the options.
@@ -111,6 +118,55 @@ type Result struct {
 
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"` // tcp: echoed payload; http: not counted (0)
+
+	// CPU is the user+system CPU time of the bench process over the
+	// measured phase (getrusage): the client's own cost. Per request it
+	// shows what a short connection costs the client over a long one.
+	CPU time.Duration `json:"cpu_ns"`
+
+	// TLS is set for an https:// target, nil otherwise.
+	TLS *TLSStats `json:"tls,omitempty"`
+}
+
+// TLSStats is what an https run saw of TLS. A handshake runs once per
+// connection, right after its TCP connect; it is timed from connect done to
+// handshake done (Connect is the TCP part, Latency includes both when the
+// request opened the connection).
+type TLSStats struct {
+	// Handshakes counts completed handshakes: one per connection that got
+	// past it, so ConnsOpened - Handshakes failed or were cut. Resumed
+	// counts those that resumed an earlier session (Options.TLSResume and
+	// a target that issues tickets); ResumedShare is Resumed/Handshakes.
+	Handshakes   int64   `json:"handshakes"`
+	Resumed      int64   `json:"resumed"`
+	ResumedShare float64 `json:"resumed_share"`
+	// PerSecond is Handshakes / Duration.
+	PerSecond float64 `json:"handshakes_per_s"`
+	// Handshake is the handshake time of the completed handshakes.
+	Handshake Percentiles `json:"handshake"`
+	// HandshakeShare is the share of the successful requests' summed
+	// latency spent in handshakes: Handshake.Mean*Handshakes /
+	// (Latency.Mean*OK), at most 1. Near 1/(1+response time/handshake
+	// time) for short connections, near 0 for long ones.
+	HandshakeShare float64 `json:"handshake_share"`
+	// Version ("TLS 1.3"), CipherSuite ("TLS_AES_128_GCM_SHA256"), Group
+	// (the key exchange, "X25519") and ALPN ("http/1.1", or "none") that
+	// were negotiated; several, comma-separated, if connections differed.
+	Version     string `json:"version"`
+	CipherSuite string `json:"cipher_suite"`
+	Group       string `json:"group"`
+	ALPN        string `json:"alpn"`
+	// ServerName is the SNI sent ("" when the name is an IP address,
+	// which TLS does not send); Verify says how the certificate was
+	// checked: "system roots", "cacert FILE" or "insecure (not verified)".
+	ServerName    string `json:"server_name"`
+	Verify        string `json:"verify"`
+	MinVersion    string `json:"min_version"`
+	ResumeEnabled bool   `json:"resume_enabled"`
+	// Errors counts the failed handshakes' messages (the alert, the
+	// verification error ...): at most 10 distinct, the rest counted
+	// under "(other messages)". Their count is Errors["tls"] of the result.
+	Errors map[string]int64 `json:"errors,omitempty"`
 }
 
 // ErrorCount is the sum of Errors.

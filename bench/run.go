@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,16 +37,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ct *clientTLS
+	if t.tls {
+		if ct, err = newClientTLS(o, t); err != nil {
+			return nil, err
+		}
+	}
 	if o.Warmup > 0 {
 		w := o
 		w.Duration, w.Requests, w.Progress = o.Warmup, 0, nil
-		newPhase(w, t).run(ctx)
+		newPhase(w, t, ct).run(ctx)
 		if ctx.Err() != nil {
-			return &Result{Label: o.Label, Target: t.addr.String(), Protocol: o.Protocol, Conn: o.Conn,
+			return &Result{Label: o.Label, Target: t.addr.String(), Protocol: protocolName(o, t), Conn: o.Conn,
 				Errors: map[string]int64{}, Interrupted: true}, nil
 		}
 	}
-	p := newPhase(o, t)
+	p := newPhase(o, t, ct)
 	p.run(ctx)
 	r := p.result()
 	r.Interrupted = ctx.Err() != nil
@@ -56,11 +63,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return r, nil
 }
 
+// protocolName is Result.Protocol: o.Protocol, or https for http over TLS.
+func protocolName(o Options, t target) string {
+	if t.tls {
+		return "https"
+	}
+	return o.Protocol
+}
+
 // phase is one load run (the warmup or the measured one) and what its
 // workers share.
 type phase struct {
 	o        Options
 	t        target
+	tls      *clientTLS // https; nil otherwise
 	addr     string
 	req      []byte // the http request, sent as is
 	payload  []byte // the tcp payload
@@ -75,10 +91,11 @@ type phase struct {
 	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel
 	workers  []*worker
 	elapsed  time.Duration
+	cpu      time.Duration // the process's CPU time over the run
 }
 
-func newPhase(o Options, t target) *phase {
-	p := &phase{o: o, t: t, addr: t.addr.String()}
+func newPhase(o Options, t target, ct *clientTLS) *phase {
+	p := &phase{o: o, t: t, tls: ct, addr: t.addr.String()}
 	p.dialer = net.Dialer{Timeout: o.Timeout, KeepAlive: -1}
 	if o.Protocol == ProtocolHTTP {
 		p.req = buildRequest(o, t, o.Conn == ConnShort && o.Close == CloseServer)
@@ -104,6 +121,9 @@ func (p *phase) run(ctx context.Context) {
 		if p.o.Protocol == ProtocolTCP {
 			w.buf = make([]byte, p.o.Size)
 		}
+		if p.tls != nil {
+			w.hs = newHist()
+		}
 		if p.o.Requests > 0 && p.o.Rate == 0 {
 			// Closed loop with a request count: shared out up front, so
 			// the conns a long run opens do not depend on scheduling.
@@ -114,6 +134,7 @@ func (p *phase) run(ctx context.Context) {
 		}
 		p.workers[i] = w
 	}
+	cpu0 := processCPU()
 	p.start = time.Now()
 	if p.o.Duration > 0 {
 		p.end = p.start.Add(p.o.Duration)
@@ -131,7 +152,18 @@ func (p *phase) run(ctx context.Context) {
 	}
 	wg.Wait()
 	p.elapsed = time.Since(p.start)
+	p.cpu = processCPU() - cpu0
 	stopBar()
+}
+
+// processCPU is the user+system CPU time this process used so far; 0 when
+// getrusage fails.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cutConns makes every conn's I/O fail at once (ctx ended).
@@ -197,6 +229,7 @@ type worker struct {
 	quota int // requests left (closed loop with a count); -1 = no count
 
 	conn     *net.TCPConn
+	tc       *tls.Conn // https: the TLS layer over conn; nil otherwise
 	br       *bufio.Reader
 	uses     int
 	deadline time.Time
@@ -212,6 +245,12 @@ type worker struct {
 	okSeries, errSer []int64
 	sent, received   int64
 	waitEOF          [1]byte
+
+	// https only
+	hs                  *hdrhistogram.Histogram // handshake times
+	handshakes, resumed int64
+	tlsSeen             []tlsParams      // distinct negotiated parameters
+	tlsErrs             map[string]int64 // failed handshakes by message
 }
 
 // loop is a worker's body: take the next request, send it, record it.
@@ -317,7 +356,13 @@ func (w *worker) once(ctx context.Context) int {
 	if p.o.Protocol == ProtocolTCP {
 		return w.echo(c)
 	}
-	if _, err := c.Write(p.req); err != nil {
+	var err error
+	if w.tc != nil {
+		_, err = w.tc.Write(p.req)
+	} else {
+		_, err = c.Write(p.req)
+	}
+	if err != nil {
 		return w.fail(err)
 	}
 	w.sent += int64(len(p.req))
@@ -358,7 +403,8 @@ func (w *worker) echo(c *net.TCPConn) int {
 	return kindOK
 }
 
-// dial opens the worker's conn and records it.
+// dial opens the worker's conn and records it; for https it also runs
+// the TLS handshake, timed on its own.
 func (w *worker) dial(ctx context.Context) int {
 	p := w.p
 	t0 := time.Now()
@@ -366,7 +412,8 @@ func (w *worker) dial(ctx context.Context) int {
 	if err != nil {
 		return classify(err)
 	}
-	recordDur(w.connect, time.Since(t0))
+	t1 := time.Now()
+	recordDur(w.connect, t1.Sub(t0))
 	c := nc.(*net.TCPConn)
 	w.opened++
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
@@ -381,11 +428,32 @@ func (w *worker) dial(ctx context.Context) int {
 	}
 	w.conn, w.uses, w.deadline = c, 0, time.Time{}
 	p.conns[w.id].Store(c)
+	var r io.Reader = c
+	if p.tls != nil {
+		// The handshake runs on the request's deadline; a cut (cutConns)
+		// that came before this deadline is seen by the ctx check.
+		w.deadline = t1.Add(p.o.Timeout)
+		_ = c.SetDeadline(w.deadline)
+		if ctx.Err() != nil {
+			w.drop(false)
+			return kindOther
+		}
+		tc := tls.Client(c, p.tls.conf)
+		if err := tc.Handshake(); err != nil {
+			kind := w.handshakeFailed(err)
+			w.fail(err)
+			return kind
+		}
+		recordDur(w.hs, time.Since(t1))
+		st := tc.ConnectionState()
+		w.noteHandshake(&st)
+		w.tc, r = tc, tc
+	}
 	if p.o.Protocol == ProtocolHTTP {
 		if w.br == nil {
-			w.br = bufio.NewReaderSize(c, maxLine)
+			w.br = bufio.NewReaderSize(r, maxLine)
 		} else {
-			w.br.Reset(c)
+			w.br.Reset(r)
 		}
 	}
 	return kindOK
@@ -399,7 +467,7 @@ func (w *worker) fail(err error) int {
 		} else {
 			w.byClient++
 		}
-		w.drop()
+		w.drop(false)
 	}
 	return classify(err)
 }
@@ -407,7 +475,10 @@ func (w *worker) fail(err error) int {
 // closeConn closes the worker's conn and notes who closed first. When the
 // server announced it closes (serverCloses), bench waits for its FIN
 // (bounded by the timeout) so that the server does close first and keeps
-// the TIME_WAIT, instead of racing it.
+// the TIME_WAIT, instead of racing it. Over TLS, a client that closes
+// first sends close_notify before its FIN; after the server's FIN it
+// sends nothing (an alert written to a closed peer would draw a reset,
+// which would take the TIME_WAIT away from the server).
 func (w *worker) closeConn(serverCloses bool) {
 	c := w.conn
 	if c == nil {
@@ -421,20 +492,31 @@ func (w *worker) closeConn(serverCloses bool) {
 		}
 		if err == io.EOF {
 			w.byServer++
-		} else {
-			w.byClient++
+			w.drop(false)
+			return
 		}
-	} else if err := sockopt.Alive(c); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-		w.byServer++
-	} else {
 		w.byClient++
+		w.drop(true)
+		return
 	}
-	w.drop()
+	if err := sockopt.Alive(c); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		w.byServer++
+		w.drop(false)
+		return
+	}
+	w.byClient++
+	w.drop(true)
 }
 
-func (w *worker) drop() {
-	_ = w.conn.Close()
-	w.conn = nil
+// drop closes the worker's conn; notify sends a TLS close_notify first
+// (https).
+func (w *worker) drop(notify bool) {
+	if notify && w.tc != nil {
+		_ = w.tc.Close() // closes w.conn too
+	} else {
+		_ = w.conn.Close()
+	}
+	w.conn, w.tc = nil, nil
 	w.p.conns[w.id].Store(nil)
 }
 
@@ -460,9 +542,9 @@ func classify(err error) int {
 func (p *phase) result() *Result {
 	o := p.o
 	r := &Result{
-		Label: o.Label, Target: p.addr, Protocol: o.Protocol, Conn: o.Conn,
+		Label: o.Label, Target: p.addr, Protocol: protocolName(o, p.t), Conn: o.Conn,
 		Concurrency: o.Concurrency, RequestsPerConn: o.RequestsPerConn, Rate: o.Rate,
-		Errors: map[string]int64{}, Duration: p.elapsed,
+		Errors: map[string]int64{}, Duration: p.elapsed, CPU: p.cpu,
 	}
 	lat, conn := newHist(), newHist()
 	var okS, errS []int64
@@ -489,6 +571,9 @@ func (p *phase) result() *Result {
 	r.Latency, r.Connect, r.Distribution = percentiles(lat), percentiles(conn), distribution(lat)
 	for i := range p.ports {
 		r.PortsUsed += bits.OnesCount64(p.ports[i].Load())
+	}
+	if p.tls != nil {
+		p.mergeTLS(r)
 	}
 	n := max(len(okS), len(errS))
 	r.Series = make([]Point, n)

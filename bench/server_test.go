@@ -42,7 +42,7 @@ func (s *testServer) port() uint16 { return uint16(s.ln.Addr().(*net.TCPAddr).Po
 
 // start listens and serves until the test ends; cleanup closes every conn
 // and waits for every goroutine.
-func (s *testServer) start(t *testing.T) *testServer {
+func (s *testServer) start(t testing.TB) *testServer {
 	t.Helper()
 	ln := freshListener(t)
 	s.ln, s.conns = ln, map[net.Conn]struct{}{}
@@ -154,7 +154,7 @@ func serveEcho(s *testServer, c net.Conn) {
 // TIME_WAIT left by an earlier connection can hold the same port number as
 // a new listener), so that counting sockets by this port counts only this
 // test's.
-func freshListener(t *testing.T) *net.TCPListener {
+func freshListener(t testing.TB) *net.TCPListener {
 	t.Helper()
 	for i := 0; i < 20; i++ {
 		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -17,13 +17,17 @@ import (
 
 const benchUsage = `usage: tether bench [flags] TARGET
 
-TARGET is http://host:port/path (protocol http) or host:port (protocol tcp: an echo).
+TARGET is http://host:port/path or https://host:port/path (protocol http; https
+does a TLS handshake per connection, timed on its own) or host:port (protocol
+tcp: an echo).
 
 examples:
   tether bench --conn long -c 50 --duration 5s http://127.0.0.1:8080/
   tether bench --conn short -c 20 --requests 20000 http://127.0.0.1:8080/
   tether bench --compare -c 20 --duration 5s --html report.html http://127.0.0.1:8080/
   tether bench --rate 2000 --duration 10s http://127.0.0.1:8080/
+  tether bench --compare -c 20 --duration 5s --cacert ca.pem https://127.0.0.1:8443/
+  tether bench --conn short --cacert ca.pem --sni example.test --tls-groups x25519 https://127.0.0.1:8443/
   tether bench --protocol tcp --size 512 127.0.0.1:7000
 
 flags:
@@ -41,6 +45,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o bench.Options
 	var headers stringList
+	var groups string
 	var compare, asJSON bool
 	var htmlFile string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -68,6 +73,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.Size, "size", bench.DefaultSize, "tcp: `bytes` written and read back per request")
 	fs.StringVar(&o.Close, "close", bench.CloseClient, "short http conns: who closes first, `client` or server (request says Connection: close)")
 	fs.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "connect and request timeout")
+	fs.StringVar(&o.CACert, "cacert", "", "https: PEM `FILE` of the roots that verify the target (default: the system roots)")
+	fs.BoolVar(&o.Insecure, "insecure", false, "https: do not verify the target's certificate (a warning is printed)")
+	fs.StringVar(&o.SNI, "sni", "", "https: server `NAME` sent and verified (default: the URL's host)")
+	fs.BoolVar(&o.TLSResume, "tls-resume", false, "https: keep a client session cache so new connections resume (default: every connection does a full handshake)")
+	fs.StringVar(&o.TLSMin, "tls-min", "", "https: lowest TLS `version` offered, 1.2 or 1.3 (default 1.2)")
+	fs.StringVar(&groups, "tls-groups", "", "https: key exchange `groups` offered, comma-separated, e.g. x25519,p256 (default: Go's, which leads with x25519mlkem768)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of the table")
 	fs.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report to `FILE`")
 
@@ -100,6 +111,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageErr("one target, got %d: %s", len(targets), strings.Join(targets, " "))
 	}
 	o.Headers = headers
+	if groups != "" {
+		for _, g := range strings.Split(groups, ",") {
+			o.TLSGroups = append(o.TLSGroups, strings.TrimSpace(g))
+		}
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if compare && set["conn"] {
@@ -116,6 +132,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if err := r.Validate(); err != nil {
 			return usageErr("%s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		}
+	}
+	if o.Insecure {
+		fmt.Fprintln(stderr, "tether bench: WARNING: --insecure: the target's certificate is not verified")
 	}
 	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		for i := range runs {
