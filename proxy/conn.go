@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"time"
@@ -28,8 +29,22 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 			ce.Write(zap.Error(err), zap.Stringer("client", c.RemoteAddr()))
 		}
 	}
+	var tc *tls.Conn
+	var ti *tlsInfo
+	if vs.tls != nil {
+		t, info, timedOut, ok := vs.handshake(c)
+		if !ok {
+			vs.closeRefused(c, timedOut)
+			vs.connDone()
+			return
+		}
+		tc, ti = t, &info
+	}
 	if vs.http != nil {
-		vs.serveHTTP(c)
+		vs.serveHTTP(c, tc, ti)
+		if tc != nil {
+			_ = tc.CloseWrite() // close_notify before the FIN
+		}
 		lingeringClose(c)
 		_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
 		vs.connDone()
@@ -48,23 +63,23 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 			zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
 		if vs.accessLog {
 			ev := closeEvent{SideTether, HowError}
-			vs.logAccess(c.RemoteAddr(), nil, nil, start, ev, ev, sockopt.Info{}, sockopt.Info{}, err)
+			vs.logAccess(c.RemoteAddr(), nil, nil, ti, start, ev, ev, sockopt.Info{}, sockopt.Info{}, err)
 		}
 		vs.connDone()
 		return
 	}
 
-	r := newRelay(c, sc.TCP, vs.idle, vs.halfClose)
+	r := newTLSRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
 	stop := context.AfterFunc(vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
 	r.start(func(first, end closeEvent) {
 		stop()
-		vs.finish(c, sc, r, start, first, end)
+		vs.finish(c, sc, r, ti, start, first, end)
 	})
 }
 
 // finish runs on the relay's last goroutine once both directions ended:
 // it closes both sides, writes the access line and frees the slot.
-func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, start time.Time, first, end closeEvent) {
+func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, ti *tlsInfo, start time.Time, first, end closeEvent) {
 	var ci, si sockopt.Info
 	if vs.accessLog {
 		ci, _ = sockopt.GetInfo(c)
@@ -73,7 +88,7 @@ func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, start t
 	vs.closeBoth(c, sc.TCP, end)
 	sc.Release()
 	if vs.accessLog {
-		vs.logAccess(c.RemoteAddr(), sc, r, start, first, end, ci, si, nil)
+		vs.logAccess(c.RemoteAddr(), sc, r, ti, start, first, end, ci, si, nil)
 	}
 	vs.connDone()
 }
@@ -109,7 +124,7 @@ func (vs *VirtualServer) closeBoth(client, server *net.TCPConn, ev closeEvent) {
 	<-done
 }
 
-func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, start time.Time, first, end closeEvent, ci, si sockopt.Info, err error) {
+func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, ti *tlsInfo, start time.Time, first, end closeEvent, ci, si sockopt.Info, err error) {
 	ce := vs.logger.Check(zapcore.InfoLevel, "connection")
 	if ce == nil {
 		return
@@ -137,6 +152,9 @@ func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, sta
 			zap.Duration("server_rtt", si.RTT),
 			zap.Uint32("server_retransmits", si.TotalRetrans),
 		)
+	}
+	if ti != nil {
+		fields = ti.appendFields(fields)
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -21,7 +22,6 @@ import (
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/proxy/http1"
-	"github.com/tetherproxy/tether/sockopt"
 )
 
 // httpSide is what an http-mode virtual server adds to a tcp one: the
@@ -117,7 +117,7 @@ const (
 // read when rolling > 0 (body transfers: an idle timeout per read instead
 // of a bound on the whole body).
 type deadlineReader struct {
-	c       *net.TCPConn
+	c       net.Conn
 	rolling time.Duration
 }
 
@@ -133,7 +133,10 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 type httpConn struct {
 	vs  *VirtualServer
 	hs  *httpSide
-	c   *net.TCPConn
+	c   net.Conn     // the client stream: tc when TLS, else tcp
+	tcp *net.TCPConn // the client socket
+	tc  *tls.Conn    // nil without TLS
+	ti  *tlsInfo     // the client's TLS, for the access log; nil without TLS
 	cr  deadlineReader
 	br  *bufio.Reader
 	req http1.Request
@@ -163,10 +166,13 @@ var httpConns = sync.Pool{New: func() any {
 
 // serveHTTP serves one client connection in http mode until it ends; the
 // caller closes c.
-func (vs *VirtualServer) serveHTTP(c *net.TCPConn) {
+func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	h := httpConns.Get().(*httpConn)
-	h.vs, h.hs, h.c = vs, vs.http, c
-	h.cr = deadlineReader{c: c}
+	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti = vs, vs.http, c, c, tc, ti
+	if tc != nil {
+		h.c = tc
+	}
+	h.cr = deadlineReader{c: h.c}
 	h.br.Reset(&h.cr)
 	h.rp = http1.Parser{Limits: vs.http.limits}
 	h.sp = http1.Parser{Limits: vs.http.limits}
@@ -191,7 +197,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn) {
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
 		h.sc = nil
 	}
-	h.vs, h.hs, h.c, h.cr.c, h.sr.c = nil, nil, nil, nil, nil
+	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti, h.cr.c, h.sr.c = nil, nil, nil, nil, nil, nil, nil, nil
 	httpConns.Put(h)
 }
 
@@ -316,7 +322,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		if testHookMemberConn != nil {
 			testHookMemberConn(sc)
 		}
-		if n, err := sc.TCP.Write(h.head); err != nil {
+		if n, err := sc.Conn.Write(h.head); err != nil {
 			// The member never got the whole head (the kernel took fewer
 			// bytes): it cannot have acted on the request, so a replay is
 			// safe whatever the method.
@@ -337,7 +343,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		if small || smallKept > 0 {
 			ex.bytesIn = h.req.ContentLength
 		} else if hasBody {
-			n, err := h.rp.Body().Forward(sc.TCP, h.body, h.req.Framing == http1.FramingChunked)
+			n, err := h.rp.Body().Forward(sc.Conn, h.body, h.req.Framing == http1.FramingChunked)
 			ex.bytesIn += n
 			if err != nil {
 				h.drop(sc, pool.DiscardFailed)
@@ -369,7 +375,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 // whether the request may be replayed (a reused conn failed before any
 // response byte and the request is idempotent with no body).
 func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, streamed bool) (status int, ok, retry bool) {
-	h.sr = deadlineReader{c: sc.TCP}
+	h.sr = deadlineReader{c: sc.Conn}
 	h.sbr.Reset(&h.sr)
 	h.sp.Reset()
 	if streamed {
@@ -466,7 +472,7 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 		return h.resp.Status, false, false
 	}
 	// Bytes already read past the heads belong to the tunnel.
-	err := flushBuffered(h.br, sc.TCP)
+	err := flushBuffered(h.br, sc.Conn)
 	if err == nil {
 		err = flushBuffered(h.sbr, h.c)
 	}
@@ -475,9 +481,9 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 		ex.err = err
 		return h.resp.Status, false, false
 	}
-	_ = h.c.SetDeadline(time.Time{})
+	_ = h.tcp.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
-	r := newRelay(h.c, sc.TCP, h.vs.idle, h.vs.halfClose)
+	r := newTLSRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose)
 	done := make(chan struct{})
 	stop := context.AfterFunc(h.vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
 	r.start(func(first, end closeEvent) { close(done) })
@@ -515,7 +521,7 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 		// conns before reuse.
 		sc.Requests++
 		sc.Reused = true
-		if sockopt.Alive(sc.TCP) == nil {
+		if sc.Alive() == nil {
 			return sc, nil
 		}
 		h.hs.reuser.Discard(sc, pool.DiscardClosedEarly)
@@ -653,6 +659,9 @@ func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
 			zap.Bool("reused", ex.reused),
 			zap.Int("server_conn_requests", ex.connReqs),
 		)
+	}
+	if h.ti != nil {
+		fields = h.ti.appendFields(fields)
 	}
 	if ex.err != nil {
 		fields = append(fields, zap.Error(ex.err), zap.Bool("member_error", ex.memberErr))

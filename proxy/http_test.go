@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -54,9 +55,13 @@ func startHTTPBackend(t testing.TB, h http.HandlerFunc, tune func(*http.Server))
 	if tune != nil {
 		tune(b.srv)
 	}
+	serveLn := ln
+	if b.srv.TLSConfig != nil { // an HTTPS member
+		serveLn = tls.NewListener(ln, b.srv.TLSConfig)
+	}
 	go func() {
 		defer close(b.done)
-		_ = b.srv.Serve(ln)
+		_ = b.srv.Serve(serveLn)
 	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -67,11 +68,19 @@ func (e closeEvent) String() string {
 // After a half-close the surviving direction keeps this watch, bounded by
 // the half-close timeout when one is set, so a peer that never closes
 // cannot pin the connection (no CLOSE_WAIT lingers).
+//
+// A side that speaks TLS (clientTLS, serverTLS) is read and written
+// through its *tls.Conn: that direction holds a buffer while it waits (TLS
+// may have decrypted bytes buffered that the socket no longer shows) and
+// never splices. Deadlines, the byte counters and the close still act on
+// the socket beneath. A close_notify or a FIN at a record boundary is that
+// side's FIN; it is passed on as close_notify then FIN to a TLS peer.
 type relay struct {
-	client, server *net.TCPConn
-	halfClose      time.Duration // 0 = the idle timeout also bounds a half-closed connection
-	limit          atomic.Int64  // inactivity allowed now, ns: idle, then halfClose after a FIN; 0 = none
-	halfClosed     atomic.Bool
+	client, server       *net.TCPConn
+	clientTLS, serverTLS *tls.Conn     // nil: that side is plain TCP
+	halfClose            time.Duration // 0 = the idle timeout also bounds a half-closed connection
+	limit                atomic.Int64  // inactivity allowed now, ns: idle, then halfClose after a FIN; 0 = none
+	halfClosed           atomic.Bool
 
 	mu         sync.Mutex
 	lastSum    uint64
@@ -86,7 +95,14 @@ type relay struct {
 }
 
 func newRelay(client, server *net.TCPConn, idle, halfClose time.Duration) *relay {
-	r := &relay{client: client, server: server, halfClose: halfClose, lastChange: time.Now()}
+	return newTLSRelay(client, nil, server, nil, idle, halfClose)
+}
+
+// newTLSRelay is newRelay with either side (or both) speaking TLS over its
+// socket; a nil *tls.Conn is a plain side.
+func newTLSRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration) *relay {
+	r := &relay{client: client, server: server, clientTLS: clientTLS, serverTLS: serverTLS,
+		halfClose: halfClose, lastChange: time.Now()}
 	r.limit.Store(int64(idle))
 	if idle > 0 {
 		r.lastSum = r.counters()
@@ -122,7 +138,9 @@ func (r *relay) abort(e closeEvent) {
 // cut the connection (end; zero when both sides closed with FIN).
 func (r *relay) start(done func(first, end closeEvent)) {
 	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
+	toClient.tdst, toClient.tsrc = r.clientTLS, r.serverTLS
 	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
+	toServer.tdst, toServer.tsrc = r.serverTLS, r.clientTLS
 	r.running.Store(2)
 	go r.runDirection(toClient, done)
 	go r.runDirection(toServer, done)
@@ -154,13 +172,14 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize);
 // direction is one way of a relay. Its read state lives here, outside the
 // read callback, so that waiting for data allocates nothing.
 type direction struct {
-	r        *relay
-	dst, src *net.TCPConn
-	rc       syscall.RawConn
-	from     Side
-	count    *atomic.Int64
-	readFn   func(fd uintptr) bool
-	deadline time.Time // src's read deadline as last set
+	r          *relay
+	dst, src   *net.TCPConn
+	tdst, tsrc *tls.Conn // TLS over dst / src; nil = plain
+	rc         syscall.RawConn
+	from       Side
+	count      *atomic.Int64
+	readFn     func(fd uintptr) bool
+	deadline   time.Time // src's read deadline as last set
 
 	buf  *[]byte // filled by read
 	n    int
@@ -220,7 +239,22 @@ func (r *relay) pipe(d *direction) {
 				_ = d.src.SetReadDeadline(d.deadline)
 			}
 		}
-		if err := d.rc.Read(d.readFn); err != nil {
+		if d.tsrc != nil {
+			d.buf = copyBuffers.Get().(*[]byte)
+			d.n, d.rerr = d.tsrc.Read(*d.buf)
+			switch {
+			case d.n > 0:
+				d.rerr = nil // a lasting error comes back on the next read
+			case errors.Is(d.rerr, io.EOF): // close_notify, or FIN at a record boundary
+				d.rerr = nil
+			case d.rerr != nil && errors.Is(d.rerr, os.ErrDeadlineExceeded):
+				d.putBuffer()
+				if !r.waitFailed(d.rerr, d) {
+					return
+				}
+				continue
+			}
+		} else if err := d.rc.Read(d.readFn); err != nil {
 			if !r.waitFailed(err, d) {
 				return
 			}
@@ -238,8 +272,13 @@ func (r *relay) pipe(d *direction) {
 			r.finished(d)
 			return
 		}
-		full := d.n == len(*d.buf)
-		_, werr := d.dst.Write((*d.buf)[:d.n])
+		full := d.n == len(*d.buf) && d.tsrc == nil && d.tdst == nil
+		var werr error
+		if d.tdst != nil {
+			_, werr = d.tdst.Write((*d.buf)[:d.n])
+		} else {
+			_, werr = d.dst.Write((*d.buf)[:d.n])
+		}
 		d.count.Add(int64(d.n))
 		d.putBuffer()
 		if werr != nil {
@@ -268,6 +307,10 @@ func (r *relay) pipe(d *direction) {
 // direction by the half-close timeout.
 func (r *relay) finished(d *direction) {
 	r.record(closeEvent{d.from, HowFIN})
+	if d.tdst != nil {
+		// close_notify first: the peer tells a clean end from a cut one.
+		_ = d.tdst.CloseWrite()
+	}
 	if err := d.dst.CloseWrite(); err != nil && !r.aborted.Load() {
 		r.abort(closeEvent{other(d.from), HowRST})
 		return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
+	"github.com/tetherproxy/tether/proxy/certs"
 )
 
 // Server is every virtual server and pool of one configuration.
@@ -43,6 +45,12 @@ func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
 			return nil, fmt.Errorf("pool %q: %w", name, err)
 		}
 		s.pools[name] = p
+		if pc.TLS != nil {
+			if err := s.poolTLS(p, pc); err != nil {
+				s.closePools()
+				return nil, fmt.Errorf("pool %q: tls: %w", name, err)
+			}
+		}
 	}
 	for _, vc := range cfg.VirtualServers {
 		vs, err := newVirtualServer(vc, cfg.Client(vc), cfg.Server(vc), cfg.Log.Access, cfg.Pools[vc.Pool], s.pools[vc.Pool], logger)
@@ -75,6 +83,22 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	for i, vs := range s.vss {
+		// After the listeners: an ACME tls-alpn-01 challenge is answered
+		// on the virtual server's own listener.
+		if vs.tls == nil {
+			continue
+		}
+		vs.tls.certs.SetListenAddr(vs.ln.Addr())
+		if err := vs.tls.certs.Start(ctx); err != nil {
+			for _, done := range s.vss {
+				done.closeListener()
+			}
+			s.closeVirtualServers()
+			s.closePools()
+			return fmt.Errorf("virtual_server %q: tls: %w", s.vss[i].cfg.Name, err)
+		}
+	}
 	for _, p := range s.pools {
 		p.Start()
 	}
@@ -83,6 +107,39 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.started = true
 	return nil
+}
+
+// poolTLS makes p speak TLS to its members. ALPN offers http/1.1 when an
+// http-mode virtual server uses the pool, unless the config names some.
+func (s *Server) poolTLS(p *pool.Pool, pc config.Pool) error {
+	var alpn []string
+	for _, vc := range s.cfg.VirtualServers {
+		if vc.Pool == pc.Name && vc.Mode == config.ModeHTTP {
+			alpn = []string{"http/1.1"}
+		}
+	}
+	base, err := certs.ClientConfig(*pc.TLS, alpn, s.logger.With(zap.String("pool", pc.Name)))
+	if err != nil {
+		return err
+	}
+	p.SetTLS(func(addr string) *tls.Config { return certs.ForMember(base, addr) }, pc.TLS.HandshakeTimeout)
+	return nil
+}
+
+// ReloadCertificates re-reads every virtual server's certificate files
+// (SIGHUP). A virtual server whose files fail keeps its old certificates;
+// the error names each failure. Open connections are not touched.
+func (s *Server) ReloadCertificates() error {
+	var errs []error
+	for _, vs := range s.vss {
+		if vs.tls == nil {
+			continue
+		}
+		if err := vs.tls.certs.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("virtual_server %q: %w", vs.cfg.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // VirtualServer returns the named virtual server, or nil.
@@ -123,6 +180,9 @@ func (s *Server) closeVirtualServers() {
 	for _, vs := range s.vss {
 		if vs.http != nil {
 			vs.http.reuser.Close()
+		}
+		if vs.tls != nil {
+			vs.tls.certs.Close()
 		}
 	}
 }

@@ -26,6 +26,7 @@ type VirtualServer struct {
 	accessLog bool
 	dialer    *pool.Dialer
 	http      *httpSide // nil in tcp mode
+	tls       *tlsSide  // nil without TLS termination
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -67,6 +68,16 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 			return nil, err
 		}
 		vs.http = hs
+	}
+	if vc.TLS != nil {
+		ts, err := newTLSSide(*vc.TLS, vs.logger)
+		if err != nil {
+			if vs.http != nil {
+				vs.http.reuser.Close()
+			}
+			return nil, err
+		}
+		vs.tls = ts
 	}
 	return vs, nil
 }

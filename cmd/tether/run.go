@@ -42,8 +42,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Warn("config", zap.String("warning", w))
 	}
 
-	// SIGHUP would kill the process by default; live reload is not built
-	// yet, so say so instead of dying. Registered before listening.
+	// SIGHUP reloads the certificate files (it would kill the process by
+	// default). Registered before listening.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -63,7 +63,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for wait := true; wait; {
 		select {
 		case <-hup:
-			logger.Warn("SIGHUP: live reload is not supported by this version; restart tether to apply a new config")
+			// Certificates are reloaded; the rest of the config is not
+			// yet (live config reload is a later piece of work).
+			if err := srv.ReloadCertificates(); err != nil {
+				logger.Warn("SIGHUP: certificate reload failed; the old certificates stay in service", zap.Error(err))
+			} else {
+				logger.Info("SIGHUP: certificates reloaded; other config changes need a restart")
+			}
 		case <-ctx.Done():
 			wait = false
 		}

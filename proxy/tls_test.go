@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
+)
+
+// tlsBlock is a [virtual_server.tls] table serving one certificate.
+func tlsBlock(cert, key, extra string) string {
+	return fmt.Sprintf("\n[virtual_server.tls]\ncertificates = [ { cert = %q, key = %q } ]\n%s\n", cert, key, extra)
+}
+
+// tlsGet does one GET over a new TLS conn and returns the status line, the
+// body and the conn's state.
+func tlsGet(t *testing.T, addr string, cfg *tls.Config) (string, string, tls.ConnectionState) {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatalf("TLS dial: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.Status, string(b), c.ConnectionState()
+}
+
+// http mode ends TLS: the member gets plain HTTP, the access line has the
+// TLS version, cipher, SNI, ALPN, handshake time and resumption; a second
+// conn with a session cache resumes.
+func TestTLSHTTPModeTerminates(t *testing.T) {
+	pki := testpki.New(t)
+	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
+	cert, key := leaf.CertFile, leaf.KeyFile
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "plain:"+fmt.Sprint(r.TLS == nil))
+	}, nil)
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, ""), "", be.addr()))
+	cfg := pki.ClientConfig("a.test")
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	status, body, cs := tlsGet(t, p.addr("vs"), cfg)
+	if status != "200 OK" || body != "plain:true" {
+		t.Fatalf("got %q %q", status, body)
+	}
+	if cs.NegotiatedProtocol != "http/1.1" || cs.Version != tls.VersionTLS13 {
+		t.Fatalf("ALPN %q version %x", cs.NegotiatedProtocol, cs.Version)
+	}
+	if _, _, cs2 := tlsGet(t, p.addr("vs"), cfg); !cs2.DidResume {
+		t.Fatal("second conn with a session cache did not resume")
+	}
+	lines := p.waitAccess(t, 2)
+	for i, want := range []string{"false", "true"} {
+		m := lines[i].ContextMap()
+		if m["tls_version"] != "TLS 1.3" || m["sni"] != "a.test" || m["alpn"] != "http/1.1" ||
+			fmt.Sprint(m["tls_resumed"]) != want || m["tls_cipher"] == "" {
+			t.Fatalf("access line %d: %v", i, m)
+		}
+		if d, ok := m["tls_handshake"].(time.Duration); !ok || d <= 0 {
+			t.Fatalf("access line %d: tls_handshake %v", i, m["tls_handshake"])
+		}
+	}
+	if st := p.srv.VirtualServer("vs").TLSStats(); st.Handshakes != 2 || st.Resumed != 1 || st.Failed != 0 {
+		t.Fatalf("TLS stats %+v", st)
+	}
+}
+
+// tcp mode ends TLS too: decrypted bytes go to the member, a client's
+// close_notify + FIN reach it as FIN, and its answer still comes back.
+func TestTLSTCPModeRelaysDecryptedBytes(t *testing.T) {
+	pki := testpki.New(t)
+	leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
+	cert, key := leaf.CertFile, leaf.KeyFile
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", tlsBlock(cert, key, ""), "", be.addr()))
+	c, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	big := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB: many records
+	go func() {
+		_, _ = io.WriteString(c, big)
+		_ = c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if string(got) != big {
+		t.Fatalf("echoed %d bytes, want %d intact", len(got), len(big))
+	}
+	lines := p.waitAccess(t, 1)
+	m := lines[0].ContextMap()
+	if m["tls_version"] != "TLS 1.3" || m["closed_first"] != "client FIN" || m["bytes_in"] != int64(len(big)) {
+		t.Fatalf("access line: %v", m)
+	}
+}
+
+// client_auth = "require": no client certificate, no request; one signed
+// by client_ca passes.
+func TestTLSClientAuthRequire(t *testing.T) {
+	pki := testpki.New(t)
+	leaf := pki.Issue(t, "a", "a.test", testpki.Options{RSA: true}) // RSA 2048 server key
+	cert, key := leaf.CertFile, leaf.KeyFile
+	client := pki.Issue(t, "client", "client.test", testpki.Options{Client: true})
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, fmt.Sprintf("client_auth = \"require\"\nclient_ca = %q", pki.File)), "", be.addr()))
+
+	// Without a certificate: in TLS 1.3 the client's handshake ends before
+	// the server checks, so the refusal shows on the first read.
+	c, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("a.test"))
+	if err == nil {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("without a client certificate: %v, want a certificate-required alert", err)
+	}
+	cfg := pki.ClientConfig("a.test")
+	cfg.Certificates = []tls.Certificate{client.Pair}
+	if status, body, _ := tlsGet(t, p.addr("vs"), cfg); status != "200 OK" || body != "ok" {
+		t.Fatalf("with a client certificate: %q %q", status, body)
+	}
+	if be.requests.Load() != 1 {
+		t.Fatalf("member served %d requests, want 1", be.requests.Load())
+	}
+}
+
+// tlsMember is an HTTPS member with its own CA that counts its handshakes.
+type tlsMember struct {
+	*httpBackend
+	pki        *testpki.CA
+	handshakes atomic.Int64
+}
+
+func startTLSMember(t *testing.T, idle time.Duration) *tlsMember {
+	t.Helper()
+	m := &tlsMember{pki: testpki.New(t)}
+	leaf := m.pki.Issue(t, "member", "member.test", testpki.Options{})
+	m.httpBackend = startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "tls:"+fmt.Sprint(r.TLS != nil))
+	}, func(s *http.Server) {
+		s.IdleTimeout = idle
+		s.TLSConfig = &tls.Config{
+			Certificates: []tls.Certificate{leaf.Pair},
+			NextProtos:   []string{"http/1.1"},
+			VerifyConnection: func(tls.ConnectionState) error {
+				m.handshakes.Add(1)
+				return nil
+			},
+		}
+	})
+	return m
+}
+
+// TLS to members: verified against the pool's CA, pooled conns reused
+// (handshakes counted at the member), including after the member's TLS 1.3
+// session tickets wait unread on an idle conn; a member that closes idle
+// conns is found by the stale check through TLS.
+func TestTLSToMembersVerifiedAndReused(t *testing.T) {
+	m := startTLSMember(t, 300*time.Millisecond)
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", m.pki.File), m.addr()))
+	cl := proxyClient(true)
+	defer cl.CloseIdleConnections()
+	url := "http://" + p.addr("vs") + "/"
+	for i := 0; i < 20; i++ {
+		if !getOK(cl, url, "tls:true") {
+			t.Fatalf("request %d failed", i)
+		}
+	}
+	if n := m.handshakes.Load(); n != 1 {
+		t.Fatalf("member saw %d handshakes for 20 sequential requests, want 1 (pooled conn reused)", n)
+	}
+	st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+	if st.Opened != 1 || st.Reused != 19 {
+		t.Fatalf("reuse stats %+v, want 1 opened, 19 reused", st)
+	}
+	// The member closes the idle conn (IdleTimeout 300 ms): the next
+	// request goes on a new conn without an error or a replay.
+	time.Sleep(600 * time.Millisecond)
+	if !getOK(cl, url, "tls:true") {
+		t.Fatal("request after the member closed its idle conn failed")
+	}
+	if n := m.handshakes.Load(); n != 2 {
+		t.Fatalf("member saw %d handshakes, want 2", n)
+	}
+	st = p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+	if st.StaleOnPeek != 1 || st.ReplaysNoResponse+st.ReplaysHeadUnsent != 0 {
+		t.Fatalf("reuse stats %+v, want the closed conn found stale by the check", st)
+	}
+	if ms := p.srv.Pool("p").Members()[0].Stats(); ms.TLSHandshakes != 2 || ms.TLSFailures != 0 {
+		t.Fatalf("member stats %+v", ms)
+	}
+}
+
+// A member certificate that does not verify: 502, and the access line
+// names the verification error.
+func TestTLSToMemberWithWrongCAIs502(t *testing.T) {
+	m := startTLSMember(t, 0)
+	other := testpki.New(t)
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", other.File), m.addr()))
+	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 502 ") {
+		t.Fatalf("got %q, want 502", out)
+	}
+	lines := p.waitAccess(t, 1)
+	if e := fieldString(lines[0], "error"); !strings.Contains(e, "certificate signed by unknown authority") {
+		t.Fatalf("access error %q does not name the verification error", e)
+	}
+	if m.requests.Load() != 0 {
+		t.Fatalf("member served %d requests", m.requests.Load())
+	}
+	if ms := p.srv.Pool("p").Members()[0].Stats(); ms.TLSFailures == 0 {
+		t.Fatalf("member stats %+v: no TLS failure counted", ms)
+	}
+}
+
+// Garbage on a TLS port: plain HTTP gets a 400, a truncated ClientHello and
+// a client that never finishes the handshake are closed (the latter at
+// handshake_timeout). Nothing is logged at error level, the warnings are
+// rate-limited to one per second, and goleak (TestMain) sees no goroutine
+// left behind.
+func TestTLSBadInputIsRefusedQuietly(t *testing.T) {
+	pki := testpki.New(t)
+	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
+	cert, key := leaf.CertFile, leaf.KeyFile
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, "handshake_timeout = \"300ms\""), "", be.addr()))
+
+	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request") || !strings.Contains(out, "HTTPS") {
+		t.Fatalf("plain HTTP on the TLS port: got %q", out)
+	}
+
+	// A ClientHello record header announcing 512 bytes, then 10 of them.
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 1, 2, 3, 4})
+	_ = c.CloseWrite()
+	if _, err := io.ReadAll(c); err != nil && !isReset(err) {
+		t.Fatalf("truncated ClientHello: %v", err)
+	}
+
+	// A client that connects and says nothing: closed at the timeout.
+	s := p.dial(t, "vs")
+	start := time.Now()
+	_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.ReadAll(s)
+	if took := time.Since(start); took > 2*time.Second || (err != nil && !isReset(err)) {
+		t.Fatalf("stalled handshake: closed after %s with %v, want ~300ms", took, err)
+	}
+
+	waitFor(t, 2*time.Second, "3 failed handshakes", func() bool { return p.srv.VirtualServer("vs").TLSStats().Failed == 3 })
+	if n := p.logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {
+		t.Fatalf("%d error-level log lines for expected garbage: %v", n, p.logs.FilterLevelExact(zapcore.ErrorLevel).All())
+	}
+	if n := p.logs.FilterMessage("TLS handshake failed").Len(); n != 1 {
+		t.Fatalf("%d handshake warnings within a second, want 1 (rate-limited)", n)
+	}
+	if be.requests.Load() != 0 {
+		t.Fatalf("member served %d requests", be.requests.Load())
+	}
+}
+
+// Replacing the certificate files and reloading (SIGHUP): new handshakes
+// get the new certificate; a TLS conn opened before keeps working.
+func TestTLSReloadKeepsOpenConnections(t *testing.T) {
+	pki := testpki.New(t)
+	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
+	cert, key, serial1 := leaf.CertFile, leaf.KeyFile, leaf.Serial
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, "watch_interval = \"0s\""), "", be.addr()))
+
+	old, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("a.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	_ = old.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(old)
+	if resp := getOn(t, old, br, 1); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := old.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != serial1 {
+		t.Fatalf("serial %d, want %d", got, serial1)
+	}
+
+	renewed := pki.Issue(t, "a", "a.test", testpki.Options{RSA: true}) // same files, new RSA key and serial
+	serial2 := renewed.Serial
+	if err := p.srv.ReloadCertificates(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, cs := tlsGet(t, p.addr("vs"), pki.ClientConfig("a.test"))
+	if got := cs.PeerCertificates[0].SerialNumber.Int64(); got != serial2 {
+		t.Fatalf("after reload a new conn got serial %d, want %d", got, serial2)
+	}
+	if resp := getOn(t, old, br, 2); resp.StatusCode != 200 {
+		t.Fatalf("the conn opened before the reload: status %d", resp.StatusCode)
+	}
+
+	// A broken key file: the reload fails naming it, the certificate in
+	// service stays.
+	if err := os.WriteFile(key, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.srv.ReloadCertificates(); err == nil || !strings.Contains(err.Error(), key) {
+		t.Fatalf("reload of a broken key: %v, want an error naming %s", err, key)
+	}
+	if _, _, cs := tlsGet(t, p.addr("vs"), pki.ClientConfig("a.test")); cs.PeerCertificates[0].SerialNumber.Int64() != serial2 {
+		t.Fatal("a failed reload changed the certificate in service")
+	}
+}
