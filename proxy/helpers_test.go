@@ -20,10 +20,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy/certs/acmetest"
 	"github.com/tetherproxy/tether/sockopt"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	opts := append(acmetest.GoleakOptions(),
+		// certmagic's FileStorage refreshes a lock file from a goroutine
+		// that notices the unlock only at its next 5 s tick.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		// certmagic's per-CA rate limiter never stops; caught inside
+		// permit, its top function is not loop.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"))
+	goleak.VerifyTestMain(m, opts...)
+}
 
 // backend is an in-process TCP server on 127.0.0.1 that runs handler for
 // every accepted connection and records what it saw.

@@ -26,6 +26,7 @@ type tlsSide struct {
 	handshakes atomic.Uint64 // completed
 	resumed    atomic.Uint64 // of those, resumed from a session ticket
 	failed     atomic.Uint64 // handshakes that failed or timed out
+	challenges atomic.Uint64 // ACME tls-alpn-01 challenges answered
 	lastWarn   atomic.Int64  // unix nanos of the last handshake-failure log
 	suppressed atomic.Uint64
 }
@@ -43,6 +44,7 @@ type TLSStats struct {
 	Handshakes uint64 // completed client handshakes
 	Resumed    uint64 // of those, resumed sessions
 	Failed     uint64 // failed or timed-out client handshakes
+	Challenges uint64 // ACME tls-alpn-01 challenge handshakes answered
 }
 
 // TLSStats returns the virtual server's TLS counters (zero without TLS).
@@ -50,7 +52,7 @@ func (vs *VirtualServer) TLSStats() TLSStats {
 	if vs.tls == nil {
 		return TLSStats{}
 	}
-	return TLSStats{vs.tls.handshakes.Load(), vs.tls.resumed.Load(), vs.tls.failed.Load()}
+	return TLSStats{vs.tls.handshakes.Load(), vs.tls.resumed.Load(), vs.tls.failed.Load(), vs.tls.challenges.Load()}
 }
 
 // tlsInfo is what the access log says of a client's TLS.
@@ -98,6 +100,10 @@ func (vs *VirtualServer) handshake(c *net.TCPConn) (tc *tls.Conn, ti tlsInfo, ti
 	_ = c.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
 	if certs.IsChallenge(cs) {
+		ts.challenges.Add(1)
+		if ce := vs.logger.Check(zap.InfoLevel, "ACME tls-alpn-01 challenge answered"); ce != nil {
+			ce.Write(zap.String("name", cs.ServerName), zap.Stringer("client", c.RemoteAddr()))
+		}
 		return nil, ti, false, false // certmagic answered the CA's challenge in the handshake
 	}
 	ts.handshakes.Add(1)
