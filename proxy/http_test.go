@@ -573,6 +573,13 @@ func TestHTTPWithRealNginxMember(t *testing.T) {
 // directives; it answers "nginx says hi" on /.
 func startNginx(t *testing.T, directives string) string {
 	t.Helper()
+	return startNginxServer(t, directives, "", "")
+}
+
+// startNginxServer is startNginx with extra listen parameters (" ssl") and
+// server-block directives.
+func startNginxServer(t *testing.T, directives, listenParams, server string) string {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
@@ -608,11 +615,12 @@ http {
   scgi_temp_path %[1]s;
   %[2]s
   server {
-    listen %[3]s;
+    listen %[3]s%[4]s;
+    %[5]s
     location / { return 200 "nginx says hi\n"; }
   }
 }
-`, dir, directives, addr)
+`, dir, directives, addr, listenParams, server)
 	if err := os.WriteFile(dir+"/nginx.conf", []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

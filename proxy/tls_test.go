@@ -331,3 +331,33 @@ func TestTLSReloadKeepsOpenConnections(t *testing.T) {
 		t.Fatal("a failed reload changed the certificate in service")
 	}
 }
+
+// TLS to a real nginx (OpenSSL sends its TLS 1.3 session tickets after the
+// client's Finished, so they wait on every fresh idle conn): a warm pool
+// conn with the tickets pending is reused, not called stale, and the
+// requests ride pooled TLS conns.
+func TestTLSToRealNginxMember(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "member", "member.test", testpki.Options{})
+	addr := startNginxServer(t, "keepalive_timeout 60s; keepalive_requests 100000;", " ssl",
+		fmt.Sprintf("ssl_certificate %s; ssl_certificate_key %s; ssl_protocols TLSv1.3;", leaf.CertFile, leaf.KeyFile))
+	p := startProxy(t, httpConfig("", fmt.Sprintf("min_idle = 1\n\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), addr))
+	ms := p.srv.Pool("p").Members()[0]
+	waitFor(t, 3*time.Second, "the warm conn", func() bool { return ms.Stats().TLSHandshakes == 1 })
+	time.Sleep(100 * time.Millisecond) // the tickets reach the idle socket
+	cl := proxyClient(true)
+	defer cl.CloseIdleConnections()
+	for i := 0; i < 20; i++ {
+		if !getOK(cl, "http://"+p.addr("vs")+"/", "nginx says hi\n") {
+			t.Fatalf("request %d failed", i)
+		}
+	}
+	lines := p.waitAccess(t, 20)
+	if fieldString(lines[0], "reused") != "true" {
+		t.Fatalf("the first request did not ride the warm TLS conn: %v", lines[0].ContextMap())
+	}
+	st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+	if st.StaleOnPeek != 0 || st.Opened > 2 || st.Reused != 20 {
+		t.Fatalf("reuse stats %+v: want every request on a pooled conn, none stale", st)
+	}
+}
