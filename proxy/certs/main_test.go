@@ -31,13 +31,9 @@ import (
 	"github.com/tetherproxy/tether/proxy/certs/acmetest"
 )
 
-func TestMain(m *testing.M) {
-	opts := append(acmetest.GoleakOptions(),
-		// certmagic's FileStorage keeps a lock file fresh from a goroutine
-		// that notices the unlock only at its next 5 s tick.
-		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"))
-	goleak.VerifyTestMain(m, opts...)
-}
+// TestMain checks that no goroutine outlives the tests, except the ones
+// pebble and certmagic never stop (acmetest.GoleakOptions).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, acmetest.GoleakOptions()...) }
 
 // testCA is a certificate authority made for a test.
 type testCA struct {
@@ -320,3 +316,8 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+const (
+	x509ServerAuth = x509.ExtKeyUsageServerAuth
+	x509ClientAuth = x509.ExtKeyUsageClientAuth
+)

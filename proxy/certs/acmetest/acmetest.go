@@ -7,9 +7,9 @@
 // Pebble's validation authority dials the ports given to Start on
 // 127.0.0.1: listen first (127.0.0.1:0), then start the CA with that port.
 //
-// Pebble's VA runs one goroutine per CA that never ends
-// (va.VAImpl.processTasks); a package using Start adds it to goleak's
-// ignore list (see GoleakOptions).
+// Some goroutines of pebble and certmagic never end, or end seconds after
+// the test: a package using Start passes GoleakOptions to
+// goleak.VerifyTestMain.
 package acmetest
 
 import (
@@ -84,13 +84,16 @@ func Env() {
 	})
 }
 
-// GoleakOptions are the goroutines a package using Start leaves running for
-// good: pebble's VA task loop, and the rate limiter certmagic starts per CA
-// and account and never stops.
+// GoleakOptions are for goleak.VerifyTestMain in a package using Start: the
+// goroutines that outlive the tests for good, pebble's VA task loop and
+// the rate limiter certmagic starts per CA and account, and certmagic's
+// FileStorage lock refreshers, which notice an unlock only at their next
+// 5 s tick.
 func GoleakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/letsencrypt/pebble/v2/va.VAImpl.processTasks"),
-		goleak.IgnoreTopFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 	}
 }
 
