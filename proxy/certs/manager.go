@@ -219,6 +219,13 @@ func (m *Manager) Close() {
 // challenge certificate and ALPN acme-tls/1; other clients never see that
 // protocol offered, so a client whose ALPN list does not overlap c.ALPN is
 // not refused because of it when c.ALPN is empty.
+//
+// Also set: MinVersion from c.MinVersionID (0: Go's default), ALPN c.ALPN,
+// client certificates per c.ClientAuth verified against c.ClientCA, and
+// session tickets unless c.SessionTickets is false. Their keys are random
+// and rotated every c.TicketKeyRotation (from Start) with the previous key
+// kept for decryption, so a ticket resumes for up to two rotations; with
+// TicketKeyRotation 0, Go rotates its own keys (daily, valid a week).
 func (m *Manager) TLSConfig() *tls.Config { return m.conf }
 
 // IsChallenge reports whether a completed handshake only answered an ACME
