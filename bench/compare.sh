@@ -32,6 +32,20 @@
 #      --close server), target >= 0.9x; and, for information, the default
 #      --close client short run, whose client side keeps every TIME_WAIT and
 #      runs through the ephemeral ports. Each run gets its own nginx port.
+#   7. HTTPS: HAProxy and tether both terminate TLS with the same ECDSA P-256
+#      certificate (made here with openssl for 127.0.0.1) and forward plain
+#      HTTP/1.1 to an nginx backend (64-byte body, as in 4). TLS 1.3 only on
+#      both, HAProxy pinned to what tether (Go) negotiates: X25519 and
+#      TLS_AES_128_GCM_SHA256; what each proxy negotiated is printed (and
+#      checked equal) for both load generators:
+#        a. new handshakes: tether bench --conn short -c 20 (one request per
+#           connection, no session resumption: every one a full handshake,
+#           X25519 offered alone) — handshakes/s and per proxy CPU-second;
+#        b. keepalive: wrk -c 50 -t 2 over https — requests/s and per proxy
+#           CPU-second.
+#      tether/HAProxy ratios beside the issue's targets (>= 0.8x handshakes
+#      per CPU-s, >= 1.0x keepalive requests per CPU-s), and the proxy's CPU
+#      share, which says whether the load reached the proxy's limit.
 #
 # HTTP settings, the same for every proxy where they exist: no per-client-conn
 # request limit (tether: [virtual_server.http] max_requests = 0; nginx:
@@ -57,11 +71,13 @@
 #   bash bench/compare.sh --http-only   # only the HTTP scenarios (4-6); --no-http skips them (and 5, 6)
 #   bash bench/compare.sh --loadgen-only   # only the load generator check (6), about 20 s
 #   bash bench/compare.sh --no-loadgen     # everything but the load generator check
+#   bash bench/compare.sh --https-only     # only the HTTPS scenarios (7), under a minute; --no-https skips them
 #
 # Needs haproxy iperf3 redis-server redis-benchmark taskset python3 timeout ss
 # go; the HTTP scenarios also need wrk and nginx (apt-get install -y wrk nginx)
 # and are skipped with a warning when those are absent; the load generator
-# check's short row needs ab (apt-get install -y apache2-utils).
+# check's short row needs ab (apt-get install -y apache2-utils); HTTPS needs wrk,
+# nginx and openssl. iperf3 and redis are needed only by sections 1-3.
 #
 # Environment:
 #   TETHER_BIN=path     use this tether binary instead of building ./cmd/tether
@@ -73,6 +89,7 @@
 #   LOADGEN_SECS=N      long runs of the load generator check (default 5; 2 with --quick)
 #   LOADGEN_N=N         requests per short run of the check (default 20000; 5000 with --quick)
 #   TBENCH_SECS=N       tether bench --compare duration per side (default 5; 2 with --quick)
+#   HTTPS_SECS=N        duration of each HTTPS run, handshakes and wrk (default 5; 2 with --quick)
 #
 # Writes the table to stdout and the same figures as JSON to
 # bench/results/compare-DATE.json (gitignored).
@@ -80,14 +97,16 @@ set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-QUICK=0 RUN_TCP=1 RUN_HTTP=1 RUN_HTTP_TARGETS=1 RUN_LOADGEN=1 RUN_TB=0
+QUICK=0 RUN_TCP=1 RUN_HTTP=1 RUN_HTTP_TARGETS=1 RUN_LOADGEN=1 RUN_TB=0 RUN_HTTPS=1
 for arg in "$@"; do
 	case "$arg" in
 	--quick) QUICK=1 ;;
-	--http-only) RUN_TCP=0 ;;
-	--no-http) RUN_HTTP=0 ;;
-	--loadgen-only) RUN_TCP=0 RUN_HTTP_TARGETS=0 ;;
+	--http-only) RUN_TCP=0 RUN_HTTPS=0 ;;
+	--no-http) RUN_HTTP=0 RUN_HTTPS=0 ;;
+	--loadgen-only) RUN_TCP=0 RUN_HTTP_TARGETS=0 RUN_HTTPS=0 ;;
 	--no-loadgen) RUN_LOADGEN=0 ;;
+	--https-only) RUN_TCP=0 RUN_HTTP=0 ;;
+	--no-https) RUN_HTTPS=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "compare.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
 	esac
@@ -101,14 +120,16 @@ if ((QUICK)); then
 	IDLE_N=${IDLE_CONNS:-1000}
 	HTTP_SECS=${HTTP_SECS:-2}
 	LG_SECS=${LOADGEN_SECS:-2} LG_N=${LOADGEN_N:-5000} TB_SECS=${TBENCH_SECS:-2}
+	HTTPS_SECS=${HTTPS_SECS:-2}
 else
 	IPERF_SECS=5 REDIS_N=200000
 	IDLE_N=${IDLE_CONNS:-5000}
 	HTTP_SECS=${HTTP_SECS:-5}
 	LG_SECS=${LOADGEN_SECS:-5} LG_N=${LOADGEN_N:-20000} TB_SECS=${TBENCH_SECS:-5}
+	HTTPS_SECS=${HTTPS_SECS:-5}
 fi
 ((RUN_HTTP)) || RUN_HTTP_TARGETS=0 RUN_LOADGEN=0
-((RUN_TCP || RUN_HTTP_TARGETS || RUN_LOADGEN)) || { echo "compare.sh: those options leave nothing to run" >&2; exit 2; }
+((RUN_TCP || RUN_HTTP_TARGETS || RUN_LOADGEN || RUN_HTTPS)) || { echo "compare.sh: those options leave nothing to run" >&2; exit 2; }
 REDIS_CLIENTS=50
 PROXY_CPU=0 LOAD_CPU=1
 
@@ -122,8 +143,9 @@ declare -A PKG=(
 	[redis-benchmark]=redis-tools [taskset]=util-linux [python3]=python3
 	[timeout]=coreutils [ss]=iproute2 [go]=golang-go
 )
-missing=()
-for p in haproxy iperf3 redis-server redis-benchmark taskset python3 timeout ss go; do
+missing=() needed=(haproxy taskset python3 timeout ss go)
+((RUN_TCP)) && needed+=(iperf3 redis-server redis-benchmark)
+for p in "${needed[@]}"; do
 	command -v "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -139,6 +161,16 @@ if ((RUN_HTTP)); then
 		((RUN_TCP)) || die "$msg"
 		printf '%s WARNING: %s (HTTP scenarios skipped)\n' "$(date +%T)" "$msg" >&2
 		RUN_HTTP=0 RUN_HTTP_TARGETS=0 RUN_LOADGEN=0
+	fi
+fi
+if ((RUN_HTTPS)); then
+	https_missing=()
+	for p in wrk nginx openssl; do command -v "$p" >/dev/null 2>&1 || https_missing+=("$p"); done
+	if ((${#https_missing[@]})); then
+		msg="missing for the HTTPS scenarios: ${https_missing[*]}; install with:  apt-get install -y ${https_missing[*]}"
+		((RUN_TCP || RUN_HTTP)) || die "$msg"
+		printf '%s WARNING: %s (HTTPS scenarios skipped)\n' "$(date +%T)" "$msg" >&2
+		RUN_HTTPS=0
 	fi
 fi
 HAVE_AB=1
@@ -327,7 +359,7 @@ if ((IDLE_N * 2 + 1024 > FDS)); then
 fi
 
 # ---------------------------------------------------------------- builds
-log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N"
+log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN https=$RUN_HTTPS iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N https=${HTTPS_SECS}s"
 TETHER=""
 if [[ -n ${TETHER_BIN:-} ]]; then
 	[[ -x $TETHER_BIN ]] || die "TETHER_BIN=$TETHER_BIN is not executable"
@@ -1186,6 +1218,237 @@ if ((RUN_HTTP)); then
 	fi
 fi
 
+# ---------------------------------------------------------------- 7: https
+# HAProxy and tether terminate TLS (same ECDSA P-256 certificate, TLS 1.3)
+# and forward plain HTTP/1.1 to their own nginx backend port. Numbers go to
+# $RESULTS under "tls."; the strings (what was negotiated, why tether could
+# not run) to $TLS_INFO as "key<TAB>text".
+HS_CONNS=20 HTTPS_CONNS=50 HTTPS_THREADS=2
+TLS_INFO=$tmp/tls-info.txt
+: >"$TLS_INFO"
+info() { printf '%s\t%s\n' "$1" "$2" >>"$TLS_INFO"; } # info KEY TEXT
+
+# make_tls_cert DIR: a self-signed ECDSA P-256 certificate for 127.0.0.1
+# (its own CA for the clients): DIR/cert.pem, DIR/key.pem, and
+# DIR/combined.pem (both, for HAProxy's crt).
+make_tls_cert() {
+	local dir=$1
+	mkdir -p "$dir"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -nodes -days 30 \
+		-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+		-keyout "$dir/key.pem" -out "$dir/cert.pem" >"$dir/openssl.log" 2>&1 || return 1
+	cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
+	chmod 644 "$dir"/*.pem
+}
+
+# haproxy_https_cfg FILE COMBINED_PEM FRONT:BACK: section 4's http proxy,
+# terminating TLS 1.3 pinned to X25519 and TLS_AES_128_GCM_SHA256 (what
+# tether's Go TLS picks for clients that prefer AES-GCM, as both load
+# generators here do).
+haproxy_https_cfg() {
+	local file=$1 pem=$2 pair=$3
+	cat >"$file" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+    ssl-default-bind-curves X25519
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse safe
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    timeout http-request 10s
+
+listen s1
+    bind 127.0.0.1:${pair%%:*} ssl crt $pem alpn http/1.1
+    server s1 127.0.0.1:${pair##*:}
+EOF
+}
+
+# tether_https_cfg FILE LOGLEVEL CERT KEY FRONT:BACK: section 4's http
+# virtual server with [virtual_server.tls], TLS 1.3 only.
+tether_https_cfg() {
+	local file=$1 cert=$3 key=$4
+	tether_http_cfg "$file" "$2" "$5"
+	cat >>"$file" <<EOF
+
+[virtual_server.tls]
+certificates = [ { cert = "$cert", key = "$key" } ]
+min_version = "1.3"
+EOF
+}
+
+# tls_probe KIND PORT: what a client with OpenSSL's defaults (as wrk has)
+# negotiates with the proxy: version, cipher suite, key exchange, ALPN.
+tls_probe() {
+	local kind=$1 port=$2 out=$tmp/tls-probe-$1.txt
+	timeout 10 openssl s_client -connect "127.0.0.1:$port" -alpn http/1.1 -CAfile "$TLS_DIR/cert.pem" </dev/null >"$out" 2>&1 || true
+	info "probe.$kind" "$(python3 - "$out" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+def f(p):
+    m = re.search(p, t, re.M)
+    return m.group(1) if m else "?"
+ver = f(r"^New, (TLSv[\d.]+),")
+print(" / ".join([{"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2"}.get(ver, ver), f(r"Cipher is (\S+)"),
+                  f(r"Server Temp Key: ([^,\s]+)"), f(r"^ALPN protocol: (\S+)"), "verify " + f(r"Verify return code: \d+ \(([^)]*)\)")]))
+EOF
+)"
+}
+
+# https_handshakes KIND PORT PROXY_PID: 7a, short connections, one request
+# each, every handshake a full one.
+https_handshakes() {
+	local kind=$1 port=$2 ppid=$3 key="tls.hs.$1" name="tls-hs-$1" t0 t1 s0 s1 rc=0 k v
+	t0=$(cpu_ticks "$ppid") s0=$(cpu_stat)
+	run_load "$name" $((HTTPS_SECS + 60)) env GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$TETHER" bench --conn short \
+		-c "$HS_CONNS" -d "${HTTPS_SECS}s" --tls-min 1.3 --tls-groups x25519 --cacert "$TLS_DIR/cert.pem" --json \
+		"https://127.0.0.1:$port/" || rc=$?
+	if ! alive "$ppid"; then warn "$kind died during the handshake run"; put "$key.died" 1; return 0; fi
+	t1=$(cpu_ticks "$ppid") s1=$(cpu_stat)
+	if ((rc)); then
+		warn "tether bench (handshakes) via $kind failed (exit $rc): $(head -c 300 "$tmp/$name.err")"
+		return 0
+	fi
+	put_cpu_util "$key" "$s0" "$s1" "$((t1 - t0))"
+	put "$key.cpu_s" "$(python3 -c "print('%.3f' % (($t1-$t0)/$CLK_TCK))")"
+	while IFS=$'\t' read -r k v; do
+		case $k in
+		s.*) info "hs.$kind.${k#s.}" "$v" ;;
+		*) put "$key.$k" "$v" ;;
+		esac
+	done < <(python3 - "$tmp/$name.out" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+t = r.get("tls") or {}
+h = t.get("handshake", {})
+nums = dict(requests=r["requests"], ok=r["ok"], errors=sum(r["errors"].values()), rps=r["rps"], secs=r["duration_ns"] / 1e9,
+            handshakes=t.get("handshakes", 0), resumed=t.get("resumed", 0), hs_per_s=t.get("handshakes_per_s", 0),
+            hs_p50_ms=h.get("p50_ns", 0) / 1e6, hs_p99_ms=h.get("p99_ns", 0) / 1e6, p99_ms=r["latency"]["p99_ns"] / 1e6,
+            conns_opened=r["conns_opened"], gen_cpu_s=r.get("cpu_ns", 0) / 1e9)
+for k, v in nums.items():
+    print(f"{k}\t{v}")
+print("s.negotiated\t" + " / ".join([t.get("version") or "?", t.get("cipher_suite") or "?", t.get("group") or "?", t.get("alpn") or "?"]))
+errs = dict(r["errors"])
+for m, n in (t.get("errors") or {}).items():
+    errs.pop("tls", None)
+    print(f"s.tls_error\t{n} x {m}")
+if errs:
+    print("s.errors\t" + ", ".join(f"{k} {v}" for k, v in errs.items()))
+EOF
+)
+	log "handshakes $kind: $(awk '$1 == "'"$key"'.hs_per_s" {printf "%.0f/s", $2}' "$RESULTS"), proxy CPU $(awk '$1 == "'"$key"'.cpu_s" {print $2}' "$RESULTS") s, negotiated $(awk -F'\t' '$1 == "hs.'"$kind"'.negotiated" {print $2}' "$TLS_INFO")"
+}
+
+# https_keepalive KIND PORT PROXY_PID: 7b, wrk over https, keepalive.
+https_keepalive() {
+	local kind=$1 port=$2 ppid=$3 key="tls.ka.$1" out=$tmp/tls-wrk-$1.txt t0 t1 s0 s1 k v
+	t0=$(cpu_ticks "$ppid") s0=$(cpu_stat)
+	if ! timeout -k 5 $((HTTPS_SECS + 30)) taskset -c "$LOAD_CPU" wrk -c "$HTTPS_CONNS" -t "$HTTPS_THREADS" \
+		-d "${HTTPS_SECS}s" --latency "https://127.0.0.1:$port/" >"$out" 2>&1; then
+		warn "wrk over https via $kind failed: $(head -c 300 "$out")"
+		return 0
+	fi
+	if ! alive "$ppid"; then warn "$kind died during wrk"; put "$key.died" 1; return 0; fi
+	t1=$(cpu_ticks "$ppid") s1=$(cpu_stat)
+	put_cpu_util "$key" "$s0" "$s1" "$((t1 - t0))"
+	put "$key.cpu_s" "$(python3 -c "print('%.3f' % (($t1-$t0)/$CLK_TCK))")"
+	while read -r k v; do put "$key.$k" "$v"; done < <(parse_load wrk "$out")
+	v=$(python3 - "$out" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", t, re.M)
+print(float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)] if m else "")
+EOF
+)
+	[[ -n $v ]] && put "$key.p99_ms" "$v"
+	log "wrk https $kind: $(awk '/^Requests\/sec/ {print $2}' "$out") req/s, proxy CPU $(python3 -c "print('%.2f' % (($t1-$t0)/$CLK_TCK))") s$(grep -E 'Socket errors|Non-2xx' "$out" | tr -s ' \n' ' ' | sed 's/^/, /')"
+}
+
+# run_https: section 7.
+run_https() {
+	local kind pair ppid back stub dir=$tmp/nginx-https
+	if [[ -z $TETHER ]]; then
+		warn "no tether binary: the HTTPS scenarios need it (proxy and handshake load generator); skipped"
+		info "tether.unavailable" "tether does not build"
+		return 0
+	fi
+	TLS_DIR=$tmp/tls
+	if ! make_tls_cert "$TLS_DIR"; then
+		warn "openssl could not make the certificate: $(tail -n 3 "$TLS_DIR/openssl.log")"
+		info "tether.unavailable" "no certificate (openssl failed)"
+		return 0
+	fi
+	declare -A TFRONT TBACK
+	for kind in haproxy tether; do TFRONT[$kind]=$(pick_port) TBACK[$kind]=$(pick_port); done
+	stub=$(pick_port)
+	mkdir -p "$dir/logs"
+	chmod 755 "$tmp"
+	nginx_backend_cfg "$dir" "$stub" "${TBACK[@]}"
+	if ! start_nginx nginx-https "$dir" "$LOAD_CPU" || ! wait_listen "$BG_PID" "${TBACK[@]}"; then
+		warn "the HTTPS scenarios' nginx backend did not start: $(tail -n 5 "$tmp/nginx-https.log" "$dir/error.log" 2>/dev/null)"
+		return 0
+	fi
+	back=$BG_PID
+	nginx_workers "$back" || true
+	log "https: backend nginx on CPU $LOAD_CPU (ports ${TBACK[*]}); handshakes: tether bench --conn short -c $HS_CONNS -d ${HTTPS_SECS}s; keepalive: wrk -c $HTTPS_CONNS -t $HTTPS_THREADS -d ${HTTPS_SECS}s"
+	for kind in haproxy tether; do
+		pair="${TFRONT[$kind]}:${TBACK[$kind]}" ppid=""
+		case $kind in
+		haproxy)
+			haproxy_https_cfg "$tmp/haproxy-https.cfg" "$TLS_DIR/combined.pem" "$pair"
+			if haproxy -c -q -f "$tmp/haproxy-https.cfg" >"$tmp/haproxy-https.check" 2>&1; then
+				start_bg haproxy-https taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy-https.cfg"
+				ppid=$BG_PID
+			else
+				warn "haproxy rejects its https config:"; sed 's/^/    /' "$tmp/haproxy-https.check" >&2
+			fi
+			;;
+		tether)
+			tether_https_cfg "$tmp/tether-https.toml" "${TETHER_HTTP_LOG:-warn}" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$pair"
+			if "$TETHER" check -c "$tmp/tether-https.toml" >"$tmp/tether-https.check" 2>&1; then
+				start_bg tether-https env GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$TETHER" run -c "$tmp/tether-https.toml"
+				ppid=$BG_PID
+			else
+				warn "tether check REJECTS the HTTPS config ([virtual_server.tls]); tether has no HTTPS figures:"
+				sed 's/^/    /' "$tmp/tether-https.check" >&2
+				info "tether.unavailable" "tether check rejected [virtual_server.tls]: $(grep -v '^$' "$tmp/tether-https.check" | head -n 2 | tr '\n' ' ')"
+			fi
+			;;
+		esac
+		[[ -n $ppid ]] || continue
+		if ! wait_listen "$ppid" "${TFRONT[$kind]}" || ! alive "$ppid"; then
+			warn "$kind did not start with TLS; its log:"; tail -n 20 "$tmp/$kind-https.log" | sed 's/^/    /' >&2
+			[[ $kind == tether ]] && info "tether.unavailable" "tether did not start with TLS: $(tail -n 2 "$tmp/tether-https.log" | tr '\n' ' ')"
+			stop_pid "$ppid"
+			continue
+		fi
+		sleep 0.3
+		tls_probe "$kind" "${TFRONT[$kind]}"
+		if [[ $kind == tether ]] && ! grep -q "^probe.tether	TLS 1.3" "$TLS_INFO"; then
+			warn "tether listens on :${TFRONT[$kind]} but does not answer TLS 1.3: $(grep '^probe.tether' "$TLS_INFO" | cut -f2)"
+			info "tether.unavailable" "tether does not serve TLS on its https virtual server (openssl s_client: $(grep '^probe.tether' "$TLS_INFO" | cut -f2))"
+			stop_pid "$ppid"
+			continue
+		fi
+		https_handshakes "$kind" "${TFRONT[$kind]}" "$ppid"
+		sleep 0.5
+		https_keepalive "$kind" "${TFRONT[$kind]}" "$ppid"
+		stop_pid "$ppid"
+	done
+	alive "$back" || warn "the HTTPS backend nginx died: $(tail -n 5 "$dir/error.log")"
+	stop_nginx "$back"
+}
+
+if ((RUN_HTTPS)); then run_https; fi
+
 # ---------------------------------------------------------------- report
 mkdir -p bench/results
 OUT_JSON=bench/results/compare-$(date +%Y%m%d-%H%M%S).json
@@ -1452,7 +1715,7 @@ print(f"HTTP figures added to {out_json} (key \"http\")")
 EOF
 fi
 
-((RUN_LOADGEN || RUN_TB)) || exit 0
+if ((RUN_LOADGEN || RUN_TB)); then
 python3 - "$RESULTS" "$OUT_JSON" "$tmp" "$PROXY_CPU" "$LOAD_CPU" "$LG_SECS" "$LG_N" "$LG_LONG_CONNS" "$LG_SHORT_CONNS" \
 	"$TB_SECS" "$TB_CONNS" "$TETHER_POOL_MAX" "$RUN_LOADGEN" "$RUN_TB" "$HAVE_AB" \
 	"$(cat /proc/sys/net/ipv4/ip_local_port_range)" "$(cat /proc/sys/net/ipv4/tcp_tw_reuse)" <<'EOF'
@@ -1645,4 +1908,159 @@ doc.setdefault("versions", {})["ab"] = ver(["ab", "-V"]) if have_ab == "1" else 
 with open(out_json, "w") as f:
     json.dump(doc, f, indent=2)
 print(f"tether bench figures added to {out_json} (keys " + ", ".join(f'"{k}"' for k in ("loadgen", "tether_bench") if k in doc) + ")")
+EOF
+fi
+
+# ------------------------------------------------ 7: https
+((RUN_HTTPS)) || exit 0
+python3 - "$RESULTS" "$TLS_INFO" "$OUT_JSON" "$HTTPS_SECS" "$HS_CONNS" "$HTTPS_CONNS" "$HTTPS_THREADS" "$PROXY_CPU" "$LOAD_CPU" <<'EOF'
+import json, subprocess, sys
+res, info_file, out_json, secs, hs_c, wrk_c, wrk_t, pcpu, lcpu = sys.argv[1:10]
+vals, info = {}, {}
+for line in open(res):
+    k, v = line.split()
+    if k.startswith("tls."):
+        vals[k] = float(v)
+for line in open(info_file):
+    k, _, v = line.rstrip("\n").partition("\t")
+    info.setdefault(k, []).append(v)
+g = vals.get
+def i1(k):
+    v = info.get(k)
+    return v[-1] if v else None
+KINDS = ("haproxy", "tether")
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+def per_cpu(scen, kind, count):
+    n, c = g(f"tls.{scen}.{kind}.{count}"), g(f"tls.{scen}.{kind}.cpu_s")
+    return round(n / c) if n is not None and c else None
+def per_busy(scen, kind, count):
+    n, c = g(f"tls.{scen}.{kind}.{count}"), g(f"tls.{scen}.{kind}.cpu_proxy_busy_s")
+    return round(n / c) if n is not None and c else None
+def util(scen, kind):
+    c, s = g(f"tls.{scen}.{kind}.cpu_s"), g(f"tls.{scen}.{kind}.secs")
+    return round(c / s, 2) if c is not None and s else None
+
+rows = []
+def row(scen, metric, unit, by, better="higher", target=None):
+    r = dict(scenario=scen, metric=metric, unit=unit, better=better, haproxy=by.get("haproxy"), tether=by.get("tether"))
+    r["tether_haproxy"] = ratio(r["tether"], r["haproxy"])
+    if target is not None:
+        met = None if r["tether_haproxy"] is None else r["tether_haproxy"] >= target
+        r["target"] = dict(text=f"tether/haproxy >= {target}x", ratio=target, met=met)
+    rows.append(r)
+    return r
+
+HS = f"new handshakes (short conns, 1 request each)"
+KA = f"keepalive (wrk -c {wrk_c} -t {wrk_t})"
+by = lambda f: {k: f(k) for k in KINDS}
+row(HS, "handshakes/s", "hs/s", by(lambda k: g(f"tls.hs.{k}.hs_per_s")))
+hs_cpu = row(HS, "handshakes per proxy CPU-s", "hs/CPU-s", by(lambda k: per_cpu("hs", k, "handshakes")), target=0.8)
+row(HS, f"handshakes per CPU-{pcpu} busy s", "hs/CPU-s", by(lambda k: per_busy("hs", k, "handshakes")))
+row(HS, "handshake p50 (client side)", "ms", by(lambda k: g(f"tls.hs.{k}.hs_p50_ms")), "lower")
+row(HS, "handshake p99 (client side)", "ms", by(lambda k: g(f"tls.hs.{k}.hs_p99_ms")), "lower")
+row(HS, "resumed handshakes", "count", by(lambda k: g(f"tls.hs.{k}.resumed")), "lower")
+row(HS, "proxy CPU share (own)", "CPU", by(lambda k: util("hs", k)), "info")
+row(HS, f"CPU {pcpu} busy share (all)", "CPU", by(lambda k: g(f"tls.hs.{k}.cpu_proxy_util")), "info")
+row(HS, "errors", "count", by(lambda k: g(f"tls.hs.{k}.errors")), "lower")
+row(KA, "requests/s", "req/s", by(lambda k: g(f"tls.ka.{k}.rps")))
+ka_cpu = row(KA, "req per proxy CPU-s", "req/CPU-s", by(lambda k: per_cpu("ka", k, "requests")), target=1.0)
+row(KA, f"req per CPU-{pcpu} busy s", "req/CPU-s", by(lambda k: per_busy("ka", k, "requests")))
+row(KA, "p99 latency", "ms", by(lambda k: g(f"tls.ka.{k}.p99_ms")), "lower")
+row(KA, "proxy CPU share (own)", "CPU", by(lambda k: util("ka", k)), "info")
+row(KA, f"CPU {pcpu} busy share (all)", "CPU", by(lambda k: g(f"tls.ka.{k}.cpu_proxy_util")), "info")
+row(KA, "errors", "count", by(lambda k: g(f"tls.ka.{k}.errors")), "lower")
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit in ("hs/s", "req/s", "hs/CPU-s", "req/CPU-s", "count"):
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+def fr(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+def ft(t):
+    if not t:
+        return ""
+    return t["text"] + ": " + {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+
+hdr = ["scenario", "metric", "unit", "haproxy", "tether", "tether/haproxy", "issue target"]
+body = [[r["scenario"] if i == 0 or rows[i - 1]["scenario"] != r["scenario"] else "", r["metric"], r["unit"],
+         fmt(r["haproxy"], r["unit"]), fmt(r["tether"], r["unit"]), fr(r["tether_haproxy"]), ft(r.get("target"))] for i, r in enumerate(rows)]
+w = [max(len(x[i]) for x in [hdr] + body) for i in range(len(hdr))]
+line = lambda cells: "| " + " | ".join(c.ljust(w[i]) if i < 3 or i == 6 else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+print()
+print(f"HTTPS on 127.0.0.1 — HAProxy and tether terminate TLS 1.3 (one ECDSA P-256 certificate) and forward HTTP/1.1 to an nginx")
+print(f"backend (64-byte body); proxy alone on CPU {pcpu} (tether GOMAXPROCS=1, HAProxy nbthread 1), load and backend on CPU {lcpu}")
+print(f"handshakes: tether bench --conn short -c {hs_c} -d {secs}s --tls-min 1.3 --tls-groups x25519 (no resumption, GOMAXPROCS=1);")
+print(f"keepalive: wrk -c {wrk_c} -t {wrk_t} -d {secs}s --latency https://...")
+print(line(hdr))
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in body:
+    print(line(r))
+print("(per proxy CPU-s: the proxy's utime+stime over the run; per CPU busy s: all busy time of the proxy's CPU in /proc/stat,")
+print(" softirq included. proxy CPU share (own): the proxy's CPU-s per second of the run; CPU busy share (all): the share of")
+print(f" CPU {pcpu} that was busy, the proxy, softirq and anything else; near 1.00 the proxy's CPU was the limit, lower means the")
+print(f" load generator (sharing CPU {lcpu} with the backend) was, and handshakes/s or requests/s are the generator's ceiling)")
+
+# what each proxy negotiated, with each load generator
+neg = {}
+print()
+print("negotiated (version / cipher suite / key exchange / ALPN):")
+for k in KINDS:
+    hs, probe = i1(f"hs.{k}.negotiated"), i1(f"probe.{k}")
+    neg[k] = dict(tether_bench=hs, openssl_defaults=probe)
+    print(f"  {k:8s} tether bench: {hs or 'n/a'};  openssl s_client with OpenSSL's defaults (as wrk): {probe or 'n/a'}")
+def strip_verify(p):
+    return None if p is None else p.split(" / verify")[0]
+same = {}
+for who, f in (("tether_bench", lambda k: neg[k]["tether_bench"]), ("openssl_defaults", lambda k: strip_verify(neg[k]["openssl_defaults"]))):
+    a, b = f("haproxy"), f("tether")
+    same[who] = None if a is None or b is None else a == b
+    if same[who] is False:
+        print(f"  MISMATCH ({who}): haproxy {a} vs tether {b}: the comparison is not like for like")
+if all(v for v in same.values()):
+    print("  same version, cipher suite and key exchange on both proxies, for both load generators")
+for k in KINDS:
+    for m in info.get(f"hs.{k}.tls_error", []):
+        print(f"  {k}: TLS handshake failures: {m}")
+    for m in info.get(f"hs.{k}.errors", []):
+        print(f"  {k}: handshake run errors: {m}")
+unavailable = i1("tether.unavailable")
+if unavailable:
+    print()
+    print(f"tether: NO HTTPS FIGURES — {unavailable}")
+sat = {f"{s}.{k}": dict(proxy_own=util(s, k), cpu_busy=g(f"tls.{s}.{k}.cpu_proxy_util")) for s in ("hs", "ka") for k in KINDS}
+low = [k for k, v in sat.items() if v["cpu_busy"] is not None and v["cpu_busy"] < 0.9]
+if low:
+    print(f"(CPU {pcpu} below 90% busy in {', '.join(low)}: the load generator was the limit there, not the proxy;")
+    print(f" the per CPU-s figures still compare the cost, the rates are lower bounds of the proxy's)")
+dist = [f"{s}.{k}" for s in ("hs", "ka") for k in KINDS if (g(f"tls.{s}.{k}.cpu_proxy_foreign") or 0) > 0.05]
+if dist:
+    print(f"(disturbed: other processes took over 5% of CPU {pcpu} during {', '.join(dist)}: a busy host; rerun for clean figures)")
+
+doc = json.load(open(out_json))
+doc["https"] = dict(
+    params=dict(seconds=float(secs), handshake_conns=int(hs_c), wrk_connections=int(wrk_c), wrk_threads=int(wrk_t),
+                proxy_cpu=int(pcpu), load_cpu=int(lcpu), certificate="ECDSA P-256, self-signed, CN/SAN 127.0.0.1",
+                tls="1.3 only; HAProxy pinned to X25519 and TLS_AES_128_GCM_SHA256; tether bench offers x25519 only",
+                body_bytes=64),
+    rows=rows,
+    targets=dict(handshakes_per_cpu_s=dict(ratio=hs_cpu["tether_haproxy"], target=0.8, met=hs_cpu.get("target", {}).get("met")),
+                 keepalive_rps_per_cpu_s=dict(ratio=ka_cpu["tether_haproxy"], target=1.0, met=ka_cpu.get("target", {}).get("met"))),
+    negotiated=neg, same_negotiation=same, proxy_cpu_share=sat, tether_unavailable=unavailable,
+    details={k: v for k, v in vals.items()})
+def ver(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return ((p.stdout or "") + (p.stderr or "")).splitlines()[0].strip()
+    except Exception:
+        return None
+doc.setdefault("versions", {}).update(openssl=ver(["openssl", "version"]), haproxy=ver(["haproxy", "-v"]),
+                                      wrk=ver(["wrk", "--version"]))
+with open(out_json, "w") as f:
+    json.dump(doc, f, indent=2)
+print(f"HTTPS figures added to {out_json} (key \"https\")")
+sys.exit(3 if unavailable else 0)
 EOF
