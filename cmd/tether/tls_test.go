@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The real binary reloads its certificate files on SIGHUP: the next
+// handshake gets the new certificate, a TLS connection opened before keeps
+// relaying, and the process keeps running.
+func TestBinaryReloadsCertificatesOnSIGHUP(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tether")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ca := testpki.New(t)
+	first := ca.Issue(t, "site", "site.test", testpki.Options{})
+
+	member, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		member.Close()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() { // an echo member
+		defer wg.Done()
+		for {
+			c, err := member.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	_ = ln.Close()
+	cfg := fmt.Sprintf(`
+[global]
+shutdown_timeout = "1s"
+[pool.p]
+members = [ { address = %q } ]
+[[virtual_server]]
+name = "tls"
+listen = %q
+pool = "p"
+[virtual_server.tls]
+certificates = [ { cert = %q, key = %q } ]
+watch_interval = "0s"
+`, member.Addr().String(), listen, first.CertFile, first.KeyFile)
+	cmd := exec.Command(bin, "run", "-c", writeConfig(t, cfg))
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+
+	dial := func() *tls.Conn {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := tls.Dial("tcp", listen, ca.ClientConfig("site.test"))
+			if err == nil {
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				return c
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no TLS handshake with tether: %v\n%s", err, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	echoes := func(c *tls.Conn, msg string) {
+		t.Helper()
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q, %v", got, err)
+		}
+	}
+	old := dial()
+	defer old.Close()
+	echoes(old, "before")
+	if s := old.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); s != first.Serial {
+		t.Fatalf("serial %d, want %d", s, first.Serial)
+	}
+
+	second := ca.Issue(t, "site", "site.test", testpki.Options{RSA: true}) // the same files, rewritten
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(stderr.String(), "certificates reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged after SIGHUP:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := dial()
+	defer c.Close()
+	if s := c.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); s != second.Serial {
+		t.Fatalf("after SIGHUP a new handshake got serial %d, want %d", s, second.Serial)
+	}
+	echoes(c, "new")
+	echoes(old, "after") // the conn from before the reload still relays
+}
