@@ -22,6 +22,10 @@ type tlsSide struct {
 	certs   *certs.Manager
 	conf    *tls.Config
 	timeout time.Duration
+	// onDemand: a handshake may wait for an ACME order (certmagic takes
+	// the handshake's context), so it runs under a context bounded by the
+	// timeout, not only under a conn deadline.
+	onDemand bool
 
 	handshakes atomic.Uint64 // completed
 	resumed    atomic.Uint64 // of those, resumed from a session ticket
@@ -36,7 +40,8 @@ func newTLSSide(c config.TLS, logger *zap.Logger) (*tlsSide, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tlsSide{certs: m, conf: m.TLSConfig(), timeout: c.HandshakeTimeout}, nil
+	return &tlsSide{certs: m, conf: m.TLSConfig(), timeout: c.HandshakeTimeout,
+		onDemand: c.ACME != nil && c.ACME.OnDemand}, nil
 }
 
 // TLSStats is a snapshot of a virtual server's TLS counters.
@@ -88,12 +93,20 @@ func (vs *VirtualServer) handshake(c *net.TCPConn) (tc *tls.Conn, ti tlsInfo, ti
 	if ts.timeout > 0 {
 		_ = c.SetDeadline(start.Add(ts.timeout))
 	}
-	stop := context.AfterFunc(vs.cutCtx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	err := tc.Handshake()
-	stop()
+	var err error
+	if ts.onDemand {
+		ctx, cancel := context.WithTimeout(vs.cutCtx, ts.timeout)
+		err = tc.HandshakeContext(ctx)
+		cancel()
+	} else {
+		// No context: HandshakeContext costs a goroutine per handshake.
+		stop := context.AfterFunc(vs.cutCtx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+		err = tc.Handshake()
+		stop()
+	}
 	if err != nil {
 		ts.failed.Add(1)
-		timedOut = errors.Is(err, os.ErrDeadlineExceeded)
+		timedOut = errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
 		vs.refuseTLS(c, err, timedOut)
 		return nil, ti, timedOut, false
 	}
