@@ -79,10 +79,13 @@ type Options struct {
 	Client    bool      // client authentication instead of server
 	NotBefore time.Time // zero: an hour ago
 	NotAfter  time.Time // zero: in a day
+	Names     []string  // more DNS names or IP addresses beside the first
 }
 
-// Issue writes a leaf for name (a DNS name or an IP address) to
-// Dir/base.pem and Dir/base.key, replacing files of that name.
+// Issue writes a leaf for name (a DNS name or an IP address; "" = none)
+// and o.Names to Dir/base.pem and Dir/base.key, replacing files of that
+// name atomically (written aside, then renamed: a watcher never reads half
+// a file).
 func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
 	t.Helper()
 	var key crypto.Signer
@@ -116,10 +119,12 @@ func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{name}
+	for _, n := range append([]string{name}, o.Names...) {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if n != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
 	if err != nil {
@@ -144,10 +149,14 @@ func (ca *CA) ClientConfig(sni string) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool, ServerName: sni, NextProtos: []string{"http/1.1"}}
 }
 
-// WritePEM writes one PEM block to path.
+// WritePEM writes one PEM block to path, atomically (a temp file renamed).
 func WritePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
