@@ -2014,20 +2014,20 @@ for k in KINDS:
     print(f"  {k:8s} tether bench: {hs or 'n/a'};  openssl s_client with OpenSSL's defaults (as wrk): {probe or 'n/a'}")
 def strip_verify(p):
     return None if p is None else p.split(" / verify")[0]
+unavailable = i1("tether.unavailable")
 same = {}
 for who, f in (("tether_bench", lambda k: neg[k]["tether_bench"]), ("openssl_defaults", lambda k: strip_verify(neg[k]["openssl_defaults"]))):
     a, b = f("haproxy"), f("tether")
-    same[who] = None if a is None or b is None else a == b
+    same[who] = None if a is None or b is None or unavailable else a == b
     if same[who] is False:
         print(f"  MISMATCH ({who}): haproxy {a} vs tether {b}: the comparison is not like for like")
-if all(v for v in same.values()):
+if not unavailable and all(v for v in same.values()):
     print("  same version, cipher suite and key exchange on both proxies, for both load generators")
 for k in KINDS:
     for m in info.get(f"hs.{k}.tls_error", []):
         print(f"  {k}: TLS handshake failures: {m}")
     for m in info.get(f"hs.{k}.errors", []):
         print(f"  {k}: handshake run errors: {m}")
-unavailable = i1("tether.unavailable")
 if unavailable:
     print()
     print(f"tether: NO HTTPS FIGURES — {unavailable}")

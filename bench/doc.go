@@ -4,8 +4,10 @@
 //
 // It owns:
 //   - two protocols: a minimal HTTP/1.1 client of its own on raw
-//     *net.TCPConn (net/http's Transport would hide the connections it opens)
-//     and a tcp echo round trip (write N bytes, read N bytes back);
+//     *net.TCPConn (net/http's Transport would hide the connections it opens),
+//     over crypto/tls for an https:// target (one handshake per connection,
+//     timed on its own, full unless Options.TLSResume), and a tcp echo round
+//     trip (write N bytes, read N bytes back);
 //   - the connection modes short (one TCP connection per request) and long
 //     (keepalive, optionally N requests per connection);
 //   - the load: a bounded pool of Concurrency workers, closed loop or open
@@ -28,9 +30,12 @@
 //     Requests == OK + the sum of Errors: each attempt ends as exactly one
 //     success or one error kind;
 //   - a connection is counted in ConnsOpened when connect succeeded; a
-//     failed connect is an error ("refused", "timeout" ...), not a conn;
+//     failed connect is an error ("refused", "timeout" ...), not a conn. A
+//     TLS handshake that fails after it is an error ("tls", or "timeout")
+//     on a counted conn, so TLS.Handshakes <= ConnsOpened;
 //   - Latency runs from the scheduled send time (open loop) or from the
 //     start of the attempt (closed loop) to the last byte of the response,
-//     and so includes the connect when the request opened one; Connect
-//     alone is reported separately. Only successful requests are recorded.
+//     and so includes the connect (and the TLS handshake) when the request
+//     opened one; Connect and TLS.Handshake alone are reported separately.
+//     Only successful requests are recorded.
 package bench
