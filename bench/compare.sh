@@ -66,9 +66,9 @@
 # 127.0.0.1. Every process this script starts is killed when it exits.
 #
 # Usage (from the repo root):
-#   bash bench/compare.sh            # full run, about 2 minutes (1 of them HTTP)
+#   bash bench/compare.sh            # full run, about 2.5 minutes (1 of them HTTP, 25 s HTTPS)
 #   bash bench/compare.sh --quick    # smoke check: 1 s iperf3, fewer requests, 1000 idle conns, 2 s wrk
-#   bash bench/compare.sh --http-only   # only the HTTP scenarios (4-6); --no-http skips them (and 5, 6)
+#   bash bench/compare.sh --http-only   # only the HTTP scenarios (4-6); --no-http skips them (and 5-7)
 #   bash bench/compare.sh --loadgen-only   # only the load generator check (6), about 20 s
 #   bash bench/compare.sh --no-loadgen     # everything but the load generator check
 #   bash bench/compare.sh --https-only     # only the HTTPS scenarios (7), under a minute; --no-https skips them
