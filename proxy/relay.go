@@ -138,9 +138,9 @@ func (r *relay) abort(e closeEvent) {
 // cut the connection (end; zero when both sides closed with FIN).
 func (r *relay) start(done func(first, end closeEvent)) {
 	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
-	toClient.tdst, toClient.tsrc = r.clientTLS, r.serverTLS
+	toClient.setTLS(r.clientTLS, r.serverTLS)
 	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
-	toServer.tdst, toServer.tsrc = r.serverTLS, r.clientTLS
+	toServer.setTLS(r.serverTLS, r.clientTLS)
 	r.running.Store(2)
 	go r.runDirection(toClient, done)
 	go r.runDirection(toServer, done)
@@ -182,7 +182,12 @@ type direction struct {
 	deadline   time.Time // src's read deadline as last set
 
 	buf  *[]byte // filled by read
-	n    int
+	// TLS source: a small buffer to wait with (crypto/tls has its own
+	// record buffer), the pooled one only while a burst lasts (the last
+	// read filled its buffer).
+	waitBuf []byte
+	burst   bool
+	n       int
 	rerr error
 	lr   io.LimitedReader
 }
@@ -213,8 +218,21 @@ func (d *direction) read(fd uintptr) bool {
 }
 
 func (d *direction) putBuffer() {
-	copyBuffers.Put(d.buf)
+	if d.buf != &d.waitBuf {
+		copyBuffers.Put(d.buf)
+	}
 	d.buf = nil
+}
+
+// tlsWaitBuffer is what a TLS direction holds while it waits: an idle TLS
+// side costs this, not a 16 KiB copy buffer.
+const tlsWaitBuffer = 1 << 10
+
+func (d *direction) setTLS(dst, src *tls.Conn) {
+	d.tdst, d.tsrc = dst, src
+	if src != nil {
+		d.waitBuf = make([]byte, tlsWaitBuffer)
+	}
 }
 
 // pipe copies src to dst until src sends FIN (then FIN is passed on with
@@ -240,8 +258,12 @@ func (r *relay) pipe(d *direction) {
 			}
 		}
 		if d.tsrc != nil {
-			d.buf = copyBuffers.Get().(*[]byte)
+			d.buf = &d.waitBuf
+			if d.burst {
+				d.buf = copyBuffers.Get().(*[]byte)
+			}
 			d.n, d.rerr = d.tsrc.Read(*d.buf)
+			d.burst = d.n == len(*d.buf)
 			switch {
 			case d.n > 0:
 				d.rerr = nil // a lasting error comes back on the next read
