@@ -361,3 +361,59 @@ func TestTLSToRealNginxMember(t *testing.T) {
 		t.Fatalf("reuse stats %+v: want every request on a pooled conn, none stale", st)
 	}
 }
+
+// An Upgrade (WebSocket) over TLS on both sides: the tunnel relays through
+// both TLS conns, and the client's close_notify + FIN reaches the member as
+// the end of its stream.
+func TestTLSUpgradeTunnelsThroughTLSOnBothSides(t *testing.T) {
+	ca := testpki.New(t)
+	front := ca.Issue(t, "front", "front.test", testpki.Options{})
+	back := ca.Issue(t, "member", "member.test", testpki.Options{})
+	memberSawEOF := make(chan bool, 1)
+	be := startBackend(t, func(raw *net.TCPConn) {
+		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{back.Pair}})
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Header.Get("Upgrade") != "websocket" {
+			return
+		}
+		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
+		_, err = io.Copy(c, br) // echo the tunnel until the client's end
+		memberSawEOF <- err == nil
+	})
+	p := startProxy(t, httpConfig(tlsBlock(front.CertFile, front.KeyFile, ""),
+		fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.addr()))
+	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("front.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	big := strings.Repeat("x", 100<<10) // several TLS records each way
+	for _, msg := range []string{"frame one", big} {
+		go func() { _, _ = c.Write([]byte(msg)) }()
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("tunnel echo of %d bytes: %d bytes, %v", len(msg), len(got), err)
+		}
+	}
+	_ = c.CloseWrite()
+	select {
+	case clean := <-memberSawEOF:
+		if !clean {
+			t.Fatal("the member's stream ended with an error, not the client's end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's close_notify + FIN never reached the member")
+	}
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("after the member closed: %v", err)
+	}
+}
