@@ -181,15 +181,15 @@ type direction struct {
 	readFn     func(fd uintptr) bool
 	deadline   time.Time // src's read deadline as last set
 
-	buf  *[]byte // filled by read
+	buf *[]byte // filled by read
 	// TLS source: a small buffer to wait with (crypto/tls has its own
 	// record buffer), the pooled one only while a burst lasts (the last
 	// read filled its buffer).
 	waitBuf []byte
 	burst   bool
 	n       int
-	rerr error
-	lr   io.LimitedReader
+	rerr    error
+	lr      io.LimitedReader
 }
 
 func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int64) *direction {
