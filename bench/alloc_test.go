@@ -5,6 +5,8 @@ import (
 	"context"
 	"net"
 	"testing"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // fixedResponse is what serveFixed answers.
@@ -83,17 +85,17 @@ func BenchmarkRequestHTTPLong(b *testing.B) {
 }
 
 func BenchmarkRequestHTTPSLong(b *testing.B) {
-	ca := newTestCA(b, "bench test CA")
+	ca := testpki.New(b)
 	s := startTLSServer(b, ca, nil)
-	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1, CACert: ca.pemFile}))
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1, CACert: ca.File}))
 }
 
 // BenchmarkRequestHTTPSShort is a full handshake per request (x25519,
 // verified against the test CA), both sides in this process.
 func BenchmarkRequestHTTPSShort(b *testing.B) {
-	ca := newTestCA(b, "bench test CA")
+	ca := testpki.New(b)
 	s := startTLSServer(b, ca, nil)
-	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Concurrency: 1, CACert: ca.pemFile, TLSGroups: []string{"x25519"}}))
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Concurrency: 1, CACert: ca.File, TLSGroups: []string{"x25519"}}))
 }
 
 func benchOnce(b *testing.B, w *worker) {

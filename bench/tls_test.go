@@ -3,86 +3,25 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
-// testCA is a CA generated for one test (ECDSA P-256) and a leaf it
-// signed for 127.0.0.1 and bench.test.
-type testCA struct {
-	pemFile string // the CA certificate, PEM
-	leaf    tls.Certificate
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "bench.test"},
-		DNSNames:     []string{"bench.test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{pemFile: file, leaf: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
-}
-
-// tlsServer is an in-process HTTPS server (net/http) that counts the
+// tlsServer is an in-process HTTPS server (net/http), with a certificate
+// for bench.test and 127.0.0.1 signed by a test CA, that counts the
 // connections it accepted and the handshakes it completed.
 type tlsServer struct {
 	*httptest.Server
@@ -92,8 +31,9 @@ type tlsServer struct {
 	serverNames map[string]int
 }
 
-func startTLSServer(t testing.TB, ca *testCA, edit func(*tls.Config)) *tlsServer {
+func startTLSServer(t testing.TB, ca *testpki.CA, edit func(*tls.Config)) *tlsServer {
 	t.Helper()
+	leaf := ca.Issue(t, "bench", "bench.test", testpki.Options{Names: []string{"127.0.0.1"}})
 	s := &tlsServer{serverNames: map[string]int{}}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
@@ -106,7 +46,7 @@ func startTLSServer(t testing.TB, ca *testCA, edit func(*tls.Config)) *tlsServer
 		}
 	}
 	s.TLS = &tls.Config{
-		Certificates: []tls.Certificate{ca.leaf},
+		Certificates: []tls.Certificate{leaf.Pair},
 		VerifyConnection: func(cs tls.ConnectionState) error { // runs once per completed handshake, resumed ones too
 			s.handshakes.Add(1)
 			if cs.DidResume {
@@ -129,9 +69,9 @@ func startTLSServer(t testing.TB, ca *testCA, edit func(*tls.Config)) *tlsServer
 func (s *tlsServer) url() string { return s.URL + "/x" }
 
 func TestHTTPSShortDoesOneFullHandshakePerRequest(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	s := startTLSServer(t, ca, nil)
-	r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: 4, Requests: 100, CACert: ca.pemFile})
+	r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: 4, Requests: 100, CACert: ca.File})
 	noErrors(t, r)
 	if r.Protocol != "https" || r.Label != "https short" {
 		t.Errorf("protocol %q label %q; want https, https short", r.Protocol, r.Label)
@@ -165,9 +105,9 @@ func TestHTTPSShortDoesOneFullHandshakePerRequest(t *testing.T) {
 }
 
 func TestHTTPSLongDoesOneHandshakePerConn(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	s := startTLSServer(t, ca, nil)
-	r := run(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 5, Requests: 500, CACert: ca.pemFile})
+	r := run(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 5, Requests: 500, CACert: ca.File})
 	noErrors(t, r)
 	if r.OK != 500 || s.requests.Load() != 500 || r.ConnsOpened != 5 || s.conns.Load() != 5 {
 		t.Errorf("ok %d (server %d) conns %d (server %d); want 500, 5", r.OK, s.requests.Load(), r.ConnsOpened, s.conns.Load())
@@ -180,7 +120,7 @@ func TestHTTPSLongDoesOneHandshakePerConn(t *testing.T) {
 		t.Errorf("handshake share %v, want %v (5 handshakes over 500 requests)", r.TLS.HandshakeShare, want)
 	}
 	// requests-per-conn opens a conn, and so a handshake, every N requests
-	r = run(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 5, Requests: 500, RequestsPerConn: 50, CACert: ca.pemFile})
+	r = run(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 5, Requests: 500, RequestsPerConn: 50, CACert: ca.File})
 	noErrors(t, r)
 	if r.ConnsOpened != 10 || r.TLS.Handshakes != 10 {
 		t.Errorf("conns %d handshakes %d; want 10", r.ConnsOpened, r.TLS.Handshakes)
@@ -191,7 +131,7 @@ func TestHTTPSLongDoesOneHandshakePerConn(t *testing.T) {
 // connection after a worker's first can resume, and both sides count the
 // same resumed handshakes.
 func TestHTTPSResumptionIsCounted(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	for _, min := range []string{TLS12, TLS13} {
 		t.Run(min, func(t *testing.T) {
 			s := startTLSServer(t, ca, func(c *tls.Config) {
@@ -200,7 +140,7 @@ func TestHTTPSResumptionIsCounted(t *testing.T) {
 				}
 			})
 			const n, c = 60, 3
-			r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: c, Requests: n, CACert: ca.pemFile, TLSResume: true})
+			r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: c, Requests: n, CACert: ca.File, TLSResume: true})
 			noErrors(t, r)
 			tl := r.TLS
 			if tl.Handshakes != n || tl.Resumed < n-c || tl.Resumed != s.resumed.Load() || !tl.ResumeEnabled {
@@ -219,17 +159,17 @@ func TestHTTPSResumptionIsCounted(t *testing.T) {
 // A certificate that does not verify fails every handshake at once: error
 // kind tls with the verify message, no request sent, no hang.
 func TestHTTPSWrongCAIsATLSErrorWithoutHang(t *testing.T) {
-	ca, other := newTestCA(t, "bench test CA"), newTestCA(t, "another CA")
+	ca, other := testpki.New(t), testpki.NewCA(t, testpki.CAOptions{Name: "another CA"})
 	s := startTLSServer(t, ca, nil)
 	for _, tc := range []struct {
 		name string
 		o    Options
 		want string
 	}{
-		{"other CA", Options{CACert: other.pemFile}, "certificate signed by unknown authority"},
+		{"other CA", Options{CACert: other.File}, "certificate signed by unknown authority"},
 		{"system roots", Options{}, "certificate signed by unknown authority"},
-		{"wrong name", Options{CACert: ca.pemFile, SNI: "other.test"}, "other.test"},
-		{"TLS 1.3 asked of a 1.2 server", Options{CACert: ca.pemFile, TLSMin: TLS13}, "protocol version"},
+		{"wrong name", Options{CACert: ca.File, SNI: "other.test"}, "other.test"},
+		{"TLS 1.3 asked of a 1.2 server", Options{CACert: ca.File, TLSMin: TLS13}, "protocol version"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := s
@@ -271,9 +211,9 @@ func TestHTTPSWrongCAIsATLSErrorWithoutHang(t *testing.T) {
 }
 
 func TestHTTPSSNIAndInsecure(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	s := startTLSServer(t, ca, nil)
-	r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: 2, Requests: 10, CACert: ca.pemFile, SNI: "bench.test"})
+	r := run(t, Options{Target: s.url(), Conn: ConnShort, Concurrency: 2, Requests: 10, CACert: ca.File, SNI: "bench.test"})
 	noErrors(t, r)
 	s.mu.Lock()
 	names := s.serverNames[""]
@@ -294,10 +234,10 @@ func TestHTTPSSNIAndInsecure(t *testing.T) {
 }
 
 func TestHTTPSGroupsAreOffered(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	s := startTLSServer(t, ca, nil)
 	for groups, want := range map[string]string{"": "X25519MLKEM768", "x25519": "X25519", "P256": "CurveP256"} {
-		o := Options{Target: s.url(), Conn: ConnLong, Concurrency: 1, Requests: 2, CACert: ca.pemFile}
+		o := Options{Target: s.url(), Conn: ConnLong, Concurrency: 1, Requests: 2, CACert: ca.File}
 		if groups != "" {
 			o.TLSGroups = []string{groups}
 		}
@@ -312,11 +252,11 @@ func TestHTTPSGroupsAreOffered(t *testing.T) {
 // The JSON report carries the TLS figures of each run and, for two runs,
 // the handshake cost; the HTML report draws the handshake chart.
 func TestHTTPSReportsHaveTheTLSFields(t *testing.T) {
-	ca := newTestCA(t, "bench test CA")
+	ca := testpki.New(t)
 	s := startTLSServer(t, ca, nil)
 	var rs []*Result
 	for _, conn := range []string{ConnShort, ConnLong} {
-		rs = append(rs, run(t, Options{Target: s.url(), Conn: conn, Label: conn, Concurrency: 2, Requests: 200, CACert: ca.pemFile}))
+		rs = append(rs, run(t, Options{Target: s.url(), Conn: conn, Label: conn, Concurrency: 2, Requests: 200, CACert: ca.File}))
 	}
 	var buf bytes.Buffer
 	if err := WriteJSON(&buf, rs...); err != nil {

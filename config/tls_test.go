@@ -1,142 +1,38 @@
 package config
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
-// testPKI is a self-signed ECDSA CA that issues leaf certificates into dir.
-type testPKI struct {
-	t      *testing.T
-	dir    string
-	ca     *x509.Certificate
-	caKey  crypto.Signer
-	CAFile string
-	serial int64
-}
-
-func newTestPKI(t *testing.T, dir string) *testPKI {
+// leaf issues base.pem (the leaf, then the CA) and base.key into the CA's
+// directory for name ("" = no subjectAltName) and returns their paths. It
+// is valid for 90 days unless o says otherwise: past tether's expiry
+// warning.
+func leaf(t *testing.T, ca *testpki.CA, base, name string, o testpki.Options) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tether test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{t: t, dir: dir, ca: ca, caKey: key, CAFile: filepath.Join(dir, "ca.pem"), serial: 1}
-	writePEM(t, p.CAFile, "CERTIFICATE", der)
-	return p
-}
-
-type leafOpts struct {
-	RSA                 bool
-	DNS                 []string
-	IPs                 []net.IP
-	NoSAN               bool
-	NotBefore, NotAfter time.Time
-}
-
-// leaf issues name.pem (the leaf, then the CA) and name.key into the PKI's
-// directory and returns their paths. Zero options: ECDSA P-256, DNS
-// "x.test", valid from an hour ago for 90 days.
-func (p *testPKI) leaf(name string, o leafOpts) (certFile, keyFile string) {
-	p.t.Helper()
-	var key crypto.Signer
-	var err error
-	if o.RSA {
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if o.DNS == nil && o.IPs == nil && !o.NoSAN {
-		o.DNS = []string{"x.test"}
-	}
-	if o.NotBefore.IsZero() {
-		o.NotBefore = time.Now().Add(-time.Hour)
-	}
+	o.Chain = true
 	if o.NotAfter.IsZero() {
 		o.NotAfter = time.Now().Add(90 * 24 * time.Hour)
 	}
-	p.serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     o.DNS,
-		IPAddresses:  o.IPs,
-		NotBefore:    o.NotBefore,
-		NotAfter:     o.NotAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, key.Public(), p.caKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, name+".pem"), filepath.Join(p.dir, name+".key")
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.ca.Raw})...)
-	writeFile(p.t, certFile, chain)
-	writePEM(p.t, keyFile, "PRIVATE KEY", keyDER)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	writeFile(t, path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
-}
-
-func writeFile(t *testing.T, path string, b []byte) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	l := ca.Issue(t, base, name, o)
+	return l.CertFile, l.KeyFile
 }
 
 // loadText writes text as dir/tether.toml and loads it with LoadFile.
 func loadText(t *testing.T, dir, text string) (*Config, error) {
 	t.Helper()
 	path := filepath.Join(dir, "tether.toml")
-	writeFile(t, path, []byte(text))
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return LoadFile(path)
 }
 
@@ -154,10 +50,10 @@ pool = "p"
 
 func TestTLSStaticConfigLoadsWithDefaultsAndAbsolutePaths(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	pki.leaf("ec", leafOpts{})
-	pki.leaf("rsa", leafOpts{RSA: true, DNS: []string{"rsa.test"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
-	pki.leaf("client", leafOpts{RSA: true})
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
+	leaf(t, ca, "ec", "x.test", testpki.Options{})
+	leaf(t, ca, "rsa", "rsa.test", testpki.Options{RSA: true, Names: []string{"127.0.0.1"}})
+	leaf(t, ca, "client", "x.test", testpki.Options{RSA: true, Client: true})
 	cfg, err := loadText(t, dir, tlsPool+`
 [pool.p.tls]
 ca = "ca.pem"
@@ -223,7 +119,7 @@ min_version = "1.3"
 
 func TestTLSACMEDefaults(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
 	cfg, err := loadText(t, dir, tlsPool+tlsVS+`
 [virtual_server.tls]
 acme = { email = "ops@example.com", domains = ["x.test", "127.0.0.1"], storage = "acme", ca_root = "ca.pem" }
@@ -237,7 +133,7 @@ acme = { email = "ops@example.com", domains = ["x.test", "127.0.0.1"], storage =
 		CA:          "https://acme-v02.api.letsencrypt.org/directory",
 		Domains:     []string{"x.test", "127.0.0.1"},
 		Storage:     filepath.Join(dir, "acme"),
-		CARoot:      pki.CAFile,
+		CARoot:      ca.File,
 		Challenges:  []string{ChallengeTLSALPN},
 		HTTPPort:    80,
 		TLSALPNPort: 443,
@@ -270,8 +166,8 @@ on_demand_allow = ["*.x.test", "y.test"]
 func TestTLSRelativePathsFollowTheConfigFile(t *testing.T) {
 	root := t.TempDir()
 	confDir := filepath.Join(root, "etc", "tether")
-	pki := newTestPKI(t, filepath.Join(confDir, "certs"))
-	pki.leaf("web", leafOpts{})
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: filepath.Join(confDir, "certs")})
+	leaf(t, ca, "web", "x.test", testpki.Options{})
 	text := tlsPool + `
 [pool.p.tls]
 ca = "certs/ca.pem"
@@ -305,13 +201,13 @@ certificates = [{ cert = "certs/web.pem", key = "certs/../certs/web.key" }]
 
 func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	pki.leaf("a", leafOpts{})
-	pki.leaf("b", leafOpts{RSA: true})
-	pki.leaf("nosan", leafOpts{NoSAN: true})
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
+	leaf(t, ca, "a", "x.test", testpki.Options{})
+	leaf(t, ca, "b", "x.test", testpki.Options{RSA: true})
+	leaf(t, ca, "nosan", "", testpki.Options{})
 	future := time.Now().Add(48 * time.Hour)
-	pki.leaf("future", leafOpts{NotBefore: future, NotAfter: future.Add(48 * time.Hour)})
-	writeFile(t, filepath.Join(dir, "junk.pem"), []byte("not pem at all\n"))
+	leaf(t, ca, "future", "x.test", testpki.Options{NotBefore: future, NotAfter: future.Add(48 * time.Hour)})
+	testpki.WriteFile(t, filepath.Join(dir, "junk.pem"), []byte("not pem at all\n"))
 	abs := func(name string) string { return filepath.Join(dir, name) }
 	vsTLS := func(mode, tlsBody string) string {
 		return tlsPool + tlsVS + mode + "\n[virtual_server.tls]\n" + tlsBody + "\n"
@@ -415,10 +311,10 @@ func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 
 func TestTLSExpiredCertificateIsRejected(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
 	expiry := time.Now().Add(-72 * time.Hour)
-	cert, _ := pki.leaf("old", leafOpts{NotBefore: expiry.Add(-90 * 24 * time.Hour), NotAfter: expiry})
-	pki.leaf("good", leafOpts{})
+	cert, _ := leaf(t, ca, "old", "x.test", testpki.Options{NotBefore: expiry.Add(-90 * 24 * time.Hour), NotAfter: expiry})
+	leaf(t, ca, "good", "x.test", testpki.Options{})
 	_, err := loadText(t, dir, tlsPool+tlsVS+`
 [virtual_server.tls]
 certificates = [{ cert = "good.pem", key = "good.key" }, { cert = "old.pem", key = "old.key" }]
@@ -434,10 +330,10 @@ certificates = [{ cert = "good.pem", key = "good.key" }, { cert = "old.pem", key
 
 func TestTLSKeyMismatchNamesBothFiles(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	aCert, _ := pki.leaf("a", leafOpts{})
-	_, bKey := pki.leaf("b", leafOpts{})
-	_, rsaKey := pki.leaf("r", leafOpts{RSA: true})
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
+	aCert, _ := leaf(t, ca, "a", "x.test", testpki.Options{})
+	_, bKey := leaf(t, ca, "b", "x.test", testpki.Options{})
+	_, rsaKey := leaf(t, ca, "r", "x.test", testpki.Options{RSA: true})
 	for _, key := range []string{bKey, rsaKey} { // same key type, then ECDSA cert with an RSA key
 		_, err := loadText(t, dir, tlsPool+tlsVS+`
 [virtual_server.tls]
@@ -455,11 +351,11 @@ certificates = [{ cert = "a.pem", key = "a.key" }, { cert = "a.pem", key = "`+fi
 
 func TestTLSExpiringSoonWarns(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
 	end := time.Now().Add(10*24*time.Hour + time.Hour)
-	soon, _ := pki.leaf("soon", leafOpts{NotAfter: end})
-	pki.leaf("fine", leafOpts{})
-	client, _ := pki.leaf("client", leafOpts{NotAfter: end, NoSAN: true})
+	soon, _ := leaf(t, ca, "soon", "x.test", testpki.Options{NotAfter: end})
+	leaf(t, ca, "fine", "x.test", testpki.Options{})
+	client, _ := leaf(t, ca, "client", "", testpki.Options{NotAfter: end, Client: true})
 	cfg, err := loadText(t, dir, tlsPool+`
 [pool.p.tls]
 cert = "client.pem"
@@ -483,7 +379,7 @@ certificates = [{ cert = "fine.pem", key = "fine.key" }, { cert = "soon.pem", ke
 
 func TestTLSInsecureSkipVerifyWarns(t *testing.T) {
 	dir := t.TempDir()
-	newTestPKI(t, dir)
+	testpki.NewCA(t, testpki.CAOptions{Dir: dir})
 	for _, tc := range []struct{ body, want string }{
 		{"insecure_skip_verify = true", `pool "p": tls: insecure_skip_verify: member certificates are NOT verified; anyone on the path can impersonate the members`},
 		{"insecure_skip_verify = true\nca = \"ca.pem\"", `pool "p": tls: insecure_skip_verify: member certificates are NOT verified; anyone on the path can impersonate the members (ca is not used while this is on)`},
@@ -509,8 +405,8 @@ func TestTLSInsecureSkipVerifyWarns(t *testing.T) {
 // same TLS settings.
 func TestTLSEffectiveRoundTrips(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	pki.leaf("a", leafOpts{})
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
+	leaf(t, ca, "a", "x.test", testpki.Options{})
 	cfg, err := loadText(t, dir, tlsPool+`
 [pool.p.tls]
 server_name = "api.internal"

@@ -11,19 +11,16 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // member is a TLS member server on 127.0.0.1 with a certificate for
 // member.tether.test and 127.0.0.1.
-func member(t *testing.T, ca *testCA, mutate func(*tls.Config)) *tlsServer {
+func member(t *testing.T, ca *testpki.CA, mutate func(*tls.Config)) *tlsServer {
 	t.Helper()
-	certPEM, keyPEM, _ := ca.issue(t, "ecdsa", x509ServerAuth, "member.tether.test", "127.0.0.1")
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := ca.Issue(t, "member", "member.tether.test", testpki.Options{Names: []string{"127.0.0.1"}}).Pair
 	conf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1", "other"}}
 	if mutate != nil {
 		mutate(conf)
@@ -36,11 +33,11 @@ func poolTLS(ca string) config.PoolTLS {
 }
 
 func TestForMemberVerifiesTheMemberHost(t *testing.T) {
-	ca := newTestCA(t, "member-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "member-ca"})
 	srv := member(t, ca, nil)
 	_, port, _ := net.SplitHostPort(srv.addr)
 
-	base, err := ClientConfig(poolTLS(ca.file), []string{"http/1.1"}, nil)
+	base, err := ClientConfig(poolTLS(ca.File), []string{"http/1.1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +65,7 @@ func TestForMemberVerifiesTheMemberHost(t *testing.T) {
 		t.Fatal("a member whose certificate lacks the name was accepted")
 	}
 	// A configured server_name wins over the member's host.
-	c := poolTLS(ca.file)
+	c := poolTLS(ca.File)
 	c.ServerName = "member.tether.test"
 	c.ALPN = []string{"other"}
 	named, err := ClientConfig(c, []string{"http/1.1"}, nil)
@@ -89,10 +86,10 @@ func TestForMemberVerifiesTheMemberHost(t *testing.T) {
 }
 
 func TestClientConfigRejectsUnknownMemberCA(t *testing.T) {
-	ca := newTestCA(t, "member-ca")
-	other := newTestCA(t, "other-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "member-ca"})
+	other := testpki.NewCA(t, testpki.CAOptions{Name: "other-ca"})
 	srv := member(t, ca, nil)
-	base, err := ClientConfig(poolTLS(other.file), nil, nil)
+	base, err := ClientConfig(poolTLS(other.File), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +99,7 @@ func TestClientConfigRejectsUnknownMemberCA(t *testing.T) {
 }
 
 func TestClientConfigInsecureSkipVerifyWarns(t *testing.T) {
-	ca := newTestCA(t, "member-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "member-ca"})
 	srv := member(t, ca, nil)
 	core, logs := observer.New(zapcore.WarnLevel)
 	c := poolTLS("")
@@ -120,18 +117,15 @@ func TestClientConfigInsecureSkipVerifyWarns(t *testing.T) {
 }
 
 func TestClientConfigPresentsClientCertificate(t *testing.T) {
-	ca := newTestCA(t, "member-ca")
-	clientCA := newTestCA(t, "client-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "member-ca"})
+	clientCA := testpki.NewCA(t, testpki.CAOptions{Name: "client-ca"})
 	srv := member(t, ca, func(c *tls.Config) {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.ClientCAs = clientCA.pool()
+		c.ClientCAs = clientCA.Pool
 	})
-	certPEM, keyPEM, _ := clientCA.issue(t, "ecdsa", x509ClientAuth, "tether")
-	dir := t.TempDir()
-	c := poolTLS(ca.file)
-	c.Cert, c.Key = dir+"/client.crt", dir+"/client.key"
-	writeFile(t, c.Cert, certPEM)
-	writeFile(t, c.Key, keyPEM)
+	client := clientCA.Issue(t, "client", "tether", testpki.Options{Client: true})
+	c := poolTLS(ca.File)
+	c.Cert, c.Key = client.CertFile, client.KeyFile
 	base, err := ClientConfig(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +138,7 @@ func TestClientConfigPresentsClientCertificate(t *testing.T) {
 		t.Fatalf("member refused tether's client certificate: %v", err)
 	}
 
-	without, err := ClientConfig(poolTLS(ca.file), nil, nil)
+	without, err := ClientConfig(poolTLS(ca.File), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +152,9 @@ func TestClientConfigPresentsClientCertificate(t *testing.T) {
 }
 
 func TestForMemberResumesPerMember(t *testing.T) {
-	ca := newTestCA(t, "member-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "member-ca"})
 	srv := member(t, ca, nil)
-	base, err := ClientConfig(poolTLS(ca.file), nil, nil)
+	base, err := ClientConfig(poolTLS(ca.File), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +177,7 @@ func TestForMemberResumesPerMember(t *testing.T) {
 		t.Fatal("the second conn to the member did not resume")
 	}
 
-	off := poolTLS(ca.file)
+	off := poolTLS(ca.File)
 	off.SessionResumption = false
 	noCache, err := ClientConfig(off, nil, nil)
 	if err != nil {

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 func TestCloseLeavesNoGoroutine(t *testing.T) {
-	ca := newTestCA(t, "life-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "life-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.WatchInterval = time.Millisecond
 	c.TicketKeyRotation = time.Millisecond
@@ -37,8 +39,8 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 }
 
 func TestCloseWithoutStart(t *testing.T) {
-	ca := newTestCA(t, "life-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "life-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	before := goleak.IgnoreCurrent()
 	m, err := New(staticConfig(a), nil)
 	if err != nil {
@@ -49,8 +51,8 @@ func TestCloseWithoutStart(t *testing.T) {
 }
 
 func TestStartEndsWithItsContext(t *testing.T) {
-	ca := newTestCA(t, "life-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "life-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.WatchInterval = time.Millisecond
 	before := goleak.IgnoreCurrent()

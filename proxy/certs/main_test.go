@@ -2,21 +2,10 @@ package certs
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,140 +18,16 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/acmetest"
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // TestMain checks that no goroutine outlives the tests, except the ones
 // pebble and certmagic never stop (acmetest.GoleakOptions).
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, acmetest.GoleakOptions()...) }
 
-// testCA is a certificate authority made for a test.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-	file string // the CA certificate as PEM
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), name+".pem")
-	writeFile(t, file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	return &testCA{cert: cert, key: key, file: file}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue makes a leaf for names (DNS names or IP addresses) with a new key:
-// "ecdsa" (P-256) or "rsa" (2048). usage is server or client auth.
-func (ca *testCA) issue(t *testing.T, keyType string, usage x509.ExtKeyUsage, names ...string) (certPEM, keyPEM []byte, leaf *x509.Certificate) {
-	t.Helper()
-	var key crypto.Signer
-	var err error
-	switch keyType {
-	case "ecdsa":
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "rsa":
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		t.Fatalf("key type %q", keyType)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaf, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), leaf
-}
-
-// writePair issues a server certificate and writes it to dir/base.crt and
-// dir/base.key (each through a rename, as deploy tools do).
-func (ca *testCA) writePair(t *testing.T, dir, base, keyType string, names ...string) (config.Certificate, *x509.Certificate) {
-	t.Helper()
-	certPEM, keyPEM, leaf := ca.issue(t, keyType, x509.ExtKeyUsageServerAuth, names...)
-	c := config.Certificate{Cert: filepath.Join(dir, base+".crt"), Key: filepath.Join(dir, base+".key")}
-	writeFile(t, c.Cert, certPEM)
-	writeFile(t, c.Key, keyPEM)
-	return c, leaf
-}
-
-// clientCert issues a client certificate.
-func (ca *testCA) clientCert(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	certPEM, keyPEM, _ := ca.issue(t, "ecdsa", x509.ExtKeyUsageClientAuth, name)
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func serial(t *testing.T) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// writeFile replaces file by a rename, so a reader never sees half of it.
-func writeFile(t *testing.T, file string, b []byte) {
-	t.Helper()
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		t.Fatal(err)
-	}
+// files is a leaf's cert and key files as config hands them over.
+func files(l testpki.Leaf) config.Certificate {
+	return config.Certificate{Cert: l.CertFile, Key: l.KeyFile}
 }
 
 // staticConfig is a virtual server's TLS with files, as config would hand
@@ -316,8 +181,3 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-const (
-	x509ServerAuth = x509.ExtKeyUsageServerAuth
-	x509ClientAuth = x509.ExtKeyUsageClientAuth
-)

@@ -5,15 +5,16 @@ import (
 	"testing"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 func TestClientAuth(t *testing.T) {
-	serverCA := newTestCA(t, "server-ca")
-	clientCA := newTestCA(t, "client-ca")
-	otherCA := newTestCA(t, "other-ca")
-	a, _ := serverCA.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
-	good := clientCA.clientCert(t, "client.tether.test")
-	stranger := otherCA.clientCert(t, "stranger.tether.test")
+	serverCA := testpki.NewCA(t, testpki.CAOptions{Name: "server-ca"})
+	clientCA := testpki.NewCA(t, testpki.CAOptions{Name: "client-ca"})
+	otherCA := testpki.NewCA(t, testpki.CAOptions{Name: "other-ca"})
+	a := files(serverCA.Issue(t, "a", "a.tether.test", testpki.Options{}))
+	good := clientCA.Issue(t, "client", "client.tether.test", testpki.Options{Client: true}).Pair
+	stranger := otherCA.Issue(t, "client", "stranger.tether.test", testpki.Options{Client: true}).Pair
 
 	for _, tc := range []struct {
 		policy       string
@@ -36,11 +37,11 @@ func TestClientAuth(t *testing.T) {
 			c := staticConfig(a)
 			c.ClientAuth = tc.policy
 			if tc.policy != config.ClientAuthNone {
-				c.ClientCA = clientCA.file
+				c.ClientCA = clientCA.File
 			}
 			m, _ := newManager(t, c)
 			srv := serveTLS(t, m.TLSConfig(), echo)
-			conf := &tls.Config{ServerName: "a.tether.test", RootCAs: serverCA.pool()}
+			conf := &tls.Config{ServerName: "a.tether.test", RootCAs: serverCA.Pool}
 			if tc.cert != nil {
 				// Sent whatever CAs the server names (Go's client would
 				// otherwise keep back a certificate of another CA).
@@ -70,8 +71,8 @@ func TestClientAuth(t *testing.T) {
 }
 
 func TestClientAuthNeedsClientCA(t *testing.T) {
-	ca := newTestCA(t, "server-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "server-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.ClientAuth = config.ClientAuthRequire
 	if m, err := New(c, nil); err == nil {

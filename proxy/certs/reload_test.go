@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // servedSerial is the serial of the certificate a new handshake for name
@@ -24,14 +26,14 @@ func servedSerial(t *testing.T, addr, name string, roots *x509.CertPool) string 
 }
 
 func TestReloadServesNewCertificateAndKeepsOpenConns(t *testing.T) {
-	ca := newTestCA(t, "reload-ca")
-	dir := t.TempDir()
-	a, oldLeaf := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	b, _ := ca.writePair(t, dir, "b", "rsa", "b.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "reload-ca"})
+	la := ca.Issue(t, "a", "a.tether.test", testpki.Options{})
+	a, oldLeaf := files(la), la.Pair.Leaf
+	b := files(ca.Issue(t, "b", "b.tether.test", testpki.Options{RSA: true}))
 	m, _ := newManager(t, staticConfig(a, b))
 	srv := serveTLS(t, m.TLSConfig(), echo)
 
-	before, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool()})
+	before, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +41,11 @@ func TestReloadServesNewCertificateAndKeepsOpenConns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, newLeaf := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test") // new key, new serial
+	newLeaf := ca.Issue(t, "a", "a.tether.test", testpki.Options{}).Pair.Leaf // new key, new serial
 	if err := m.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	if got := servedSerial(t, srv.addr, "a.tether.test", ca.pool()); got != newLeaf.SerialNumber.String() {
+	if got := servedSerial(t, srv.addr, "a.tether.test", ca.Pool); got != newLeaf.SerialNumber.String() {
 		t.Fatalf("after Reload a new handshake got serial %s, want the new %s (old %s)", got, newLeaf.SerialNumber, oldLeaf.SerialNumber)
 	}
 	if err := exchange(before, "still there"); err != nil {
@@ -54,7 +56,7 @@ func TestReloadServesNewCertificateAndKeepsOpenConns(t *testing.T) {
 	}
 	// The untouched pair is still served, and only one certificate per
 	// name is left in the cache.
-	if got := servedSerial(t, srv.addr, "b.tether.test", ca.pool()); got == "" {
+	if got := servedSerial(t, srv.addr, "b.tether.test", ca.Pool); got == "" {
 		t.Fatal("b.tether.test lost")
 	}
 	if n := len(m.matching("a.tether.test")); n != 1 {
@@ -63,16 +65,16 @@ func TestReloadServesNewCertificateAndKeepsOpenConns(t *testing.T) {
 }
 
 func TestReloadWithBrokenKeyKeepsOldCertificate(t *testing.T) {
-	ca := newTestCA(t, "reload-ca")
-	dir := t.TempDir()
-	a, oldLeaf := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	b, _ := ca.writePair(t, dir, "b", "ecdsa", "b.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "reload-ca"})
+	la := ca.Issue(t, "a", "a.tether.test", testpki.Options{})
+	a, oldLeaf := files(la), la.Pair.Leaf
+	b := files(ca.Issue(t, "b", "b.tether.test", testpki.Options{}))
 	m, _ := newManager(t, staticConfig(a, b))
 	srv := serveTLS(t, m.TLSConfig(), echo)
 
 	// a is renewed fine, b's key file is broken: nothing changes.
-	ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	writeFile(t, b.Key, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+	ca.Issue(t, "a", "a.tether.test", testpki.Options{})
+	testpki.WriteFile(t, b.Key, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
 	err := m.Reload()
 	if err == nil {
 		t.Fatal("Reload accepted a broken key")
@@ -80,7 +82,7 @@ func TestReloadWithBrokenKeyKeepsOldCertificate(t *testing.T) {
 	if !strings.Contains(err.Error(), `key "`+b.Key+`"`) {
 		t.Fatalf("error %q does not name the key file %s", err, b.Key)
 	}
-	if got := servedSerial(t, srv.addr, "a.tether.test", ca.pool()); got != oldLeaf.SerialNumber.String() {
+	if got := servedSerial(t, srv.addr, "a.tether.test", ca.Pool); got != oldLeaf.SerialNumber.String() {
 		t.Fatalf("after a failed reload a.tether.test got serial %s, want the old %s", got, oldLeaf.SerialNumber)
 	}
 	if n := len(m.cache.AllMatchingCertificates("a.tether.test")); n != 1 {
@@ -89,32 +91,31 @@ func TestReloadWithBrokenKeyKeepsOldCertificate(t *testing.T) {
 }
 
 func TestWatcherReloadsChangedFiles(t *testing.T) {
-	ca := newTestCA(t, "watch-ca")
-	dir := t.TempDir()
-	a, _ := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "watch-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.WatchInterval = 10 * time.Millisecond
 	m, logs := newManager(t, c)
 	srv := serveTLS(t, m.TLSConfig(), echo)
-	before, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool()})
+	before, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A broken key: warned once, the old certificate stays.
-	old := servedSerial(t, srv.addr, "a.tether.test", ca.pool())
+	old := servedSerial(t, srv.addr, "a.tether.test", ca.Pool)
 	good, err := os.ReadFile(a.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, a.Key, []byte("garbage\n"))
+	testpki.WriteFile(t, a.Key, []byte("garbage\n"))
 	waitFor(t, "a warning about the broken key", 5*time.Second, func() bool {
 		return logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("do not load").Len() > 0
 	})
-	if got := servedSerial(t, srv.addr, "a.tether.test", ca.pool()); got != old {
+	if got := servedSerial(t, srv.addr, "a.tether.test", ca.Pool); got != old {
 		t.Fatalf("served %s after a broken key, want the old %s", got, old)
 	}
-	writeFile(t, a.Key, good) // back as it was: reloads the same certificate
+	testpki.WriteFile(t, a.Key, good) // back as it was: reloads the same certificate
 	waitFor(t, "the reload of the repaired key", 5*time.Second, func() bool {
 		return logs.FilterLevelExact(zapcore.InfoLevel).FilterMessageSnippet("reloaded").Len() > 0
 	})
@@ -123,9 +124,9 @@ func TestWatcherReloadsChangedFiles(t *testing.T) {
 	}
 
 	// A renewed pair is picked up without a Reload call.
-	_, newLeaf := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
+	newLeaf := ca.Issue(t, "a", "a.tether.test", testpki.Options{}).Pair.Leaf
 	waitFor(t, "the watcher to serve the new certificate", 5*time.Second, func() bool {
-		return servedSerial(t, srv.addr, "a.tether.test", ca.pool()) == newLeaf.SerialNumber.String()
+		return servedSerial(t, srv.addr, "a.tether.test", ca.Pool) == newLeaf.SerialNumber.String()
 	})
 	if err := exchange(before, "still there"); err != nil {
 		t.Fatalf("a conn opened before the reloads: %v", err)

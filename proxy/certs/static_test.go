@@ -9,15 +9,15 @@ import (
 	"testing"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 func TestSNIPicksCertificateElseDefault(t *testing.T) {
-	ca := newTestCA(t, "static-ca")
-	dir := t.TempDir()
-	a, _ := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	b, _ := ca.writePair(t, dir, "b", "rsa", "b.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "static-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
+	b := files(ca.Issue(t, "b", "b.tether.test", testpki.Options{RSA: true}))
 	b.Default = true // not the first: the default is chosen, not positional
-	w, _ := ca.writePair(t, dir, "w", "ecdsa", "*.w.tether.test")
+	w := files(ca.Issue(t, "w", "*.w.tether.test", testpki.Options{}))
 	c := staticConfig(a, b, w)
 	c.ALPN = []string{"http/1.1"}
 	m, _ := newManager(t, c)
@@ -35,7 +35,7 @@ func TestSNIPicksCertificateElseDefault(t *testing.T) {
 		{"no SNI", "", "b.tether.test", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conf := &tls.Config{ServerName: tc.sni, RootCAs: ca.pool(), NextProtos: []string{"h2", "http/1.1"}}
+			conf := &tls.Config{ServerName: tc.sni, RootCAs: ca.Pool, NextProtos: []string{"h2", "http/1.1"}}
 			if !tc.verify {
 				conf.InsecureSkipVerify = true
 			}
@@ -57,7 +57,7 @@ func TestSNIPicksCertificateElseDefault(t *testing.T) {
 		})
 	}
 	t.Run("RSA certificate keeps its key type", func(t *testing.T) {
-		conn, err := dial(t, srv.addr, &tls.Config{ServerName: "b.tether.test", RootCAs: ca.pool()})
+		conn, err := dial(t, srv.addr, &tls.Config{ServerName: "b.tether.test", RootCAs: ca.Pool})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,10 +68,9 @@ func TestSNIPicksCertificateElseDefault(t *testing.T) {
 }
 
 func TestFirstCertificateIsDefaultWhenNoneIsMarked(t *testing.T) {
-	ca := newTestCA(t, "static-ca")
-	dir := t.TempDir()
-	a, _ := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	b, _ := ca.writePair(t, dir, "b", "rsa", "b.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "static-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
+	b := files(ca.Issue(t, "b", "b.tether.test", testpki.Options{RSA: true}))
 	m, _ := newManager(t, staticConfig(a, b))
 	srv := serveTLS(t, m.TLSConfig(), echo)
 	conn, err := dial(t, srv.addr, &tls.Config{InsecureSkipVerify: true})
@@ -84,17 +83,17 @@ func TestFirstCertificateIsDefaultWhenNoneIsMarked(t *testing.T) {
 }
 
 func TestMinVersion13RefusesTLS12Client(t *testing.T) {
-	ca := newTestCA(t, "static-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "static-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.MinVersion, c.MinVersionID = "1.3", tls.VersionTLS13
 	m, _ := newManager(t, c)
 	srv := serveTLS(t, m.TLSConfig(), echo)
 
-	if _, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool(), MaxVersion: tls.VersionTLS12}); err == nil {
+	if _, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool, MaxVersion: tls.VersionTLS12}); err == nil {
 		t.Fatal("a TLS 1.2-only client completed a handshake with min_version 1.3")
 	}
-	conn, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool()})
+	conn, err := dial(t, srv.addr, &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatalf("TLS 1.3 client: %v", err)
 	}
@@ -104,10 +103,10 @@ func TestMinVersion13RefusesTLS12Client(t *testing.T) {
 }
 
 func TestNewNamesTheBadFile(t *testing.T) {
-	ca := newTestCA(t, "static-ca")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "static-ca"})
 	dir := t.TempDir()
-	a, _ := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test")
-	b, _ := ca.writePair(t, dir, "b", "ecdsa", "b.tether.test")
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
+	b := files(ca.Issue(t, "b", "b.tether.test", testpki.Options{}))
 	garbage := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not PEM\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -139,9 +138,9 @@ func TestNewNamesTheBadFile(t *testing.T) {
 }
 
 func TestCertificatesListsFiles(t *testing.T) {
-	ca := newTestCA(t, "static-ca")
-	dir := t.TempDir()
-	a, leafA := ca.writePair(t, dir, "a", "ecdsa", "a.tether.test", "127.0.0.1")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "static-ca"})
+	la := ca.Issue(t, "a", "a.tether.test", testpki.Options{Names: []string{"127.0.0.1"}})
+	a, leafA := files(la), la.Pair.Leaf
 	m, _ := newManager(t, staticConfig(a))
 	got := m.Certificates()
 	if len(got) != 1 {

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // resumes makes a full handshake with a fresh session cache (keeping the
@@ -36,12 +38,12 @@ func resumes(t *testing.T, addr string, conf *tls.Config, between func()) bool {
 }
 
 func TestSessionTicketResumesWithinTwoRotations(t *testing.T) {
-	ca := newTestCA(t, "ticket-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "ticket-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	m, _ := newManager(t, staticConfig(a)) // rotation 1h: only the test rotates
 	srv := serveTLS(t, m.TLSConfig(), echo)
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool(), MaxVersion: v}
+		conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool, MaxVersion: v}
 		if !resumes(t, srv.addr, conf, func() {}) {
 			t.Fatalf("%s: no resumption", tls.VersionName(v))
 		}
@@ -52,13 +54,13 @@ func TestSessionTicketResumesWithinTwoRotations(t *testing.T) {
 }
 
 func TestSessionTicketExpiresAfterTwoRotations(t *testing.T) {
-	ca := newTestCA(t, "ticket-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "ticket-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.TicketKeyRotation = 20 * time.Millisecond
 	m, _ := newManager(t, c)
 	srv := serveTLS(t, m.TLSConfig(), echo)
-	conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool()}
+	conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool}
 	if resumes(t, srv.addr, conf, func() {
 		// The ticket was sealed with key number made (or older).
 		made := m.keysMade.Load()
@@ -69,14 +71,14 @@ func TestSessionTicketExpiresAfterTwoRotations(t *testing.T) {
 }
 
 func TestSessionTicketsOffNeverResume(t *testing.T) {
-	ca := newTestCA(t, "ticket-ca")
-	a, _ := ca.writePair(t, t.TempDir(), "a", "ecdsa", "a.tether.test")
+	ca := testpki.NewCA(t, testpki.CAOptions{Name: "ticket-ca"})
+	a := files(ca.Issue(t, "a", "a.tether.test", testpki.Options{}))
 	c := staticConfig(a)
 	c.SessionTickets = false
 	m, _ := newManager(t, c)
 	srv := serveTLS(t, m.TLSConfig(), echo)
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.pool(), MaxVersion: v}
+		conf := &tls.Config{ServerName: "a.tether.test", RootCAs: ca.Pool, MaxVersion: v}
 		if resumes(t, srv.addr, conf, func() {}) {
 			t.Fatalf("%s: resumed with session_tickets = false", tls.VersionName(v))
 		}

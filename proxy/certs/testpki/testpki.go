@@ -1,6 +1,8 @@
 // Package testpki makes throwaway certificate authorities and leaf
 // certificates for tests: a CA per test, leaves (ECDSA P-256 or RSA 2048,
-// server or client) written as PEM files into the test's temp dir.
+// server or client, any validity window, several names) written as PEM
+// files, atomically, into the test's temp dir or a directory of its
+// choosing. It is the one place tests make certificates.
 package testpki
 
 import (
@@ -24,26 +26,45 @@ import (
 
 // CA is a self-signed test CA.
 type CA struct {
-	Dir  string            // where its files go (a t.TempDir)
+	Dir  string            // where its files go (a t.TempDir unless CAOptions.Dir)
 	Cert *x509.Certificate // the CA certificate
 	Pool *x509.CertPool    // holds Cert only
-	File string            // Cert as PEM, for ca / client_ca settings
+	File string            // Cert as PEM (Dir/ca.pem), for ca / client_ca settings
 
 	key    crypto.Signer
 	mu     sync.Mutex
 	serial int64
 }
 
-// New makes a CA valid from an hour ago for a day.
+// CAOptions shape a CA. The zero value is what New makes.
+type CAOptions struct {
+	Name string // subject common name; "" = "tether test CA"
+	Dir  string // where ca.pem and the leaves go, made if missing; "" = a new t.TempDir
+}
+
+// New makes an ECDSA P-256 CA named "tether test CA", valid from an hour
+// ago for a day, in a new t.TempDir.
 func New(t testing.TB) *CA {
 	t.Helper()
+	return NewCA(t, CAOptions{})
+}
+
+// NewCA makes an ECDSA P-256 CA valid from an hour ago for a day, as o says.
+func NewCA(t testing.TB, o CAOptions) *CA {
+	t.Helper()
+	if o.Name == "" {
+		o.Name = "tether test CA"
+	}
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tether test CA"},
+		Subject:               pkix.Name{CommonName: o.Name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		IsCA:                  true,
@@ -58,7 +79,7 @@ func New(t testing.TB) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &CA{Dir: t.TempDir(), Cert: cert, Pool: x509.NewCertPool(), key: key, serial: 1}
+	ca := &CA{Dir: o.Dir, Cert: cert, Pool: x509.NewCertPool(), key: key, serial: 1}
 	ca.Pool.AddCert(cert)
 	ca.File = filepath.Join(ca.Dir, "ca.pem")
 	WritePEM(t, ca.File, "CERTIFICATE", der)
@@ -69,7 +90,7 @@ func New(t testing.TB) *CA {
 type Leaf struct {
 	CertFile, KeyFile string
 	Serial            int64
-	Pair              tls.Certificate
+	Pair              tls.Certificate // loaded from the files; Pair.Leaf is the parsed leaf
 }
 
 // Options shape a leaf. The zero value is an ECDSA P-256 server
@@ -80,12 +101,14 @@ type Options struct {
 	NotBefore time.Time // zero: an hour ago
 	NotAfter  time.Time // zero: in a day
 	Names     []string  // more DNS names or IP addresses beside the first
+	Chain     bool      // the cert file holds the CA certificate after the leaf, as a deployed chain does
 }
 
 // Issue writes a leaf for name (a DNS name or an IP address; "" = none)
 // and o.Names to Dir/base.pem and Dir/base.key, replacing files of that
 // name atomically (written aside, then renamed: a watcher never reads half
-// a file).
+// a file). The leaf's common name is name; its serial is the CA's next
+// one, so a leaf issued again under the same base is told apart.
 func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
 	t.Helper()
 	var key crypto.Signer
@@ -135,7 +158,11 @@ func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
 		t.Fatal(err)
 	}
 	l := Leaf{CertFile: filepath.Join(ca.Dir, base+".pem"), KeyFile: filepath.Join(ca.Dir, base+".key"), Serial: serial}
-	WritePEM(t, l.CertFile, "CERTIFICATE", der)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if o.Chain {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
+	}
+	WriteFile(t, l.CertFile, certPEM)
 	WritePEM(t, l.KeyFile, "PRIVATE KEY", kder)
 	l.Pair, err = tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
 	if err != nil {
@@ -149,11 +176,23 @@ func (ca *CA) ClientConfig(sni string) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool, ServerName: sni, NextProtos: []string{"http/1.1"}}
 }
 
-// WritePEM writes one PEM block to path, atomically (a temp file renamed).
+// WritePEM writes one PEM block to path, atomically (see WriteFile).
 func WritePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
+	WriteFile(t, path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+}
+
+// WriteFile replaces path with b atomically (path.tmp written, then renamed
+// over it), making its directory if missing: a reader or a file watcher sees
+// the old content or the new, never half. Tests use it to break or repair a
+// certificate or key file in place.
+func WriteFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
