@@ -47,7 +47,7 @@ var stricterThanNetHTTP = []struct {
 	{ErrContentLengthWithTE, "net/http lets chunked override Content-Length; we reject both together", nil},
 	{ErrTransferEncodingHTTP10, "net/http ignores Transfer-Encoding in HTTP/1.0; we reject", nil},
 	{ErrUnsupportedVersion, "net/http.ReadRequest parses any HTTP/d.d; we reject major ≠ 1 (505)", nil},
-	{ErrInvalidTarget, "net/http accepts obs-text and '#' in targets, '*' for any method, CONNECT /path, any scheme, userinfo, empty ports and %-escapes in hosts; we reject", nonOriginOrOdd},
+	{ErrInvalidTarget, "net/http accepts obs-text and '#' in targets, '*' for any method, CONNECT /path or an empty CONNECT authority, any scheme, userinfo, empty ports and %-escapes in hosts; we reject", nonOriginOrOdd},
 	{ErrURITooLong, "net/http.ReadRequest has no request-line limit", nil},
 	{ErrHeaderTooLarge, "net/http.ReadRequest has no field-section limit", nil},
 	{ErrTooManyHeaders, "net/http.ReadRequest has no field-count limit", nil},
@@ -77,6 +77,9 @@ func hasSpaceInName(in []byte) bool {
 func nonOriginOrOdd(in []byte) bool {
 	line, _, _ := bytes.Cut(in, []byte("\n"))
 	parts := bytes.SplitN(line, []byte(" "), 3)
+	if len(parts) >= 2 && string(parts[0]) == "CONNECT" {
+		return true // net/http takes any CONNECT target as an authority, even an empty one
+	}
 	if len(parts) < 2 || len(parts[1]) == 0 {
 		return false
 	}
