@@ -417,3 +417,37 @@ func TestTLSUpgradeTunnelsThroughTLSOnBothSides(t *testing.T) {
 		t.Fatalf("after the member closed: %v", err)
 	}
 }
+
+// A member that requires a client certificate: the pool's cert/key is
+// presented and verified by the member; without it the member refuses and
+// the client gets 502.
+func TestTLSClientCertificateTowardMembers(t *testing.T) {
+	ca := testpki.New(t)
+	server := ca.Issue(t, "member", "member.test", testpki.Options{})
+	client := ca.Issue(t, "tether-client", "tether.test", testpki.Options{Client: true})
+	var verified atomic.Int64
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) > 0 && r.TLS.PeerCertificates[0].Subject.CommonName == "tether.test" {
+			verified.Add(1)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, func(s *http.Server) {
+		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{server.Pair},
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool}
+	})
+	poolTLS := fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File)
+	with := startProxy(t, httpConfig("", poolTLS+fmt.Sprintf("cert = %q\nkey = %q\n", client.CertFile, client.KeyFile), be.addr()))
+	if out := rawExchange(t, with.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
+		t.Fatalf("with the client certificate: %q", out)
+	}
+	if verified.Load() != 1 {
+		t.Fatalf("member verified tether's certificate %d times, want 1", verified.Load())
+	}
+	without := startProxy(t, httpConfig("", poolTLS, be.addr()))
+	if out := rawExchange(t, without.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 502 ") {
+		t.Fatalf("without a client certificate: %q, want 502", out)
+	}
+	if be.requests.Load() != 1 {
+		t.Fatalf("member served %d requests, want 1", be.requests.Load())
+	}
+}
