@@ -451,3 +451,53 @@ func TestTLSClientCertificateTowardMembers(t *testing.T) {
 		t.Fatalf("member served %d requests, want 1", be.requests.Load())
 	}
 }
+
+// The idle timeout holds on a TLS relay (tcp mode): nothing moves, both
+// sides are cut at the timeout and reset (reset_on_timeout), and bytes
+// that keep flowing through TLS keep it open meanwhile.
+func TestTLSRelayIdleTimeout(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
+	memberSaw := make(chan error, 1)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c) // echo until cut
+		_, err := c.Read(make([]byte, 1))
+		memberSaw <- err
+	})
+	p := startProxy(t, tcpConfig(idleProfiles, "client_profile = \"short\"\nserver_profile = \"short\"\n"+tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("a.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < 6; i++ { // 6 x 150 ms of traffic: longer than the 400 ms timeout
+		if _, err := io.WriteString(c, "ping"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	if !isReset(err) {
+		t.Fatalf("client read after the idle timeout: %v, want a reset", err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("cut after %s of silence, want about 400ms", took)
+	}
+	select {
+	case err := <-memberSaw:
+		if !isReset(err) && err != io.EOF {
+			t.Fatalf("member: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("member side was not closed")
+	}
+	if fc := fieldString(p.waitAccess(t, 1)[0], "closed_first"); fc != "tether idle-timeout" {
+		t.Fatalf("closed_first = %q", fc)
+	}
+}
