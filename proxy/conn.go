@@ -69,7 +69,7 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		return
 	}
 
-	r := newTLSRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
+	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
 	stop := context.AfterFunc(vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
 	r.start(func(first, end closeEvent) {
 		stop()

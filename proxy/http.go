@@ -483,7 +483,7 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 	}
 	_ = h.tcp.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
-	r := newTLSRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose)
+	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose)
 	done := make(chan struct{})
 	stop := context.AfterFunc(h.vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
 	r.start(func(first, end closeEvent) { close(done) })

@@ -94,13 +94,9 @@ type relay struct {
 	running            atomic.Int32 // directions still running
 }
 
-func newRelay(client, server *net.TCPConn, idle, halfClose time.Duration) *relay {
-	return newTLSRelay(client, nil, server, nil, idle, halfClose)
-}
-
-// newTLSRelay is newRelay with either side (or both) speaking TLS over its
-// socket; a nil *tls.Conn is a plain side.
-func newTLSRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration) *relay {
+// newRelay relays between client and server; either side (or both) may
+// speak TLS over its socket: a nil *tls.Conn is a plain side.
+func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration) *relay {
 	r := &relay{client: client, server: server, clientTLS: clientTLS, serverTLS: serverTLS,
 		halfClose: halfClose, lastChange: time.Now()}
 	r.limit.Store(int64(idle))
