@@ -37,6 +37,10 @@ type httpSide struct {
 	// An added name is removed first, so adding replaces.
 	reqRemove, respRemove [][]byte
 	reqAdd, respAdd       []http1.Header
+
+	// busy counts client conns holding request buffers: a request in
+	// progress (idle keepalive conns hold none).
+	busy atomic.Int64
 }
 
 // headerEdits turns a config's add/remove lists into codec fields, in a
@@ -107,21 +111,45 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*http
 	return hs, nil
 }
 
-// Per-connection buffers of the http path, kept across connections.
+// Buffers of the http path. A client connection borrows the read and body
+// buffers (httpBufs) for each request and gives them back while it waits
+// for the next one: an idle keepalive connection holds only httpWaitBuffer.
 const (
 	httpReadBuffer = 4 << 10
 	httpBodyBuffer = 32 << 10
+	httpWaitBuffer = 1 << 10 // the first bytes of the next request land here
 )
+
+// httpBufs are the buffers one request (and any pipelined behind it) uses.
+type httpBufs struct {
+	br, sbr *bufio.Reader
+	body    []byte
+}
+
+var httpBufPool = sync.Pool{New: func() any {
+	return &httpBufs{
+		br:   bufio.NewReaderSize(nil, httpReadBuffer),
+		sbr:  bufio.NewReaderSize(nil, httpReadBuffer),
+		body: make([]byte, httpBodyBuffer),
+	}
+}}
 
 // deadlineReader reads from a conn, re-arming the read deadline before each
 // read when rolling > 0 (body transfers: an idle timeout per read instead
-// of a bound on the whole body).
+// of a bound on the whole body). Bytes in pre are returned first (what the
+// wait for the next request read).
 type deadlineReader struct {
 	c       net.Conn
 	rolling time.Duration
+	pre     []byte
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if len(d.pre) > 0 {
+		n := copy(p, d.pre)
+		d.pre = d.pre[n:]
+		return n, nil
+	}
 	if d.rolling > 0 {
 		_ = d.c.SetReadDeadline(time.Now().Add(d.rolling))
 	}
@@ -151,18 +179,37 @@ type httpConn struct {
 	served  int
 	waiting atomic.Bool // between requests: shutdown may wake it
 
-	head  []byte
+	bufs  *httpBufs // borrowed for a request: br, sbr and body are its; nil while idle
 	body  []byte
+	wait  []byte // httpWaitBuffer: the wait for the next request reads into it
+	head  []byte
 	extra []http1.Header
 	ip    []byte // the client's IP, for X-Forwarded-For
 }
 
-var httpConns = sync.Pool{New: func() any {
-	h := &httpConn{body: make([]byte, httpBodyBuffer)}
-	h.br = bufio.NewReaderSize(&h.cr, httpReadBuffer)
-	h.sbr = bufio.NewReaderSize(&h.sr, httpReadBuffer)
-	return h
-}}
+var httpConns = sync.Pool{New: func() any { return &httpConn{wait: make([]byte, httpWaitBuffer)} }}
+
+// borrow takes the buffers for a request.
+func (h *httpConn) borrow() {
+	b := httpBufPool.Get().(*httpBufs)
+	h.bufs, h.br, h.sbr, h.body = b, b.br, b.sbr, b.body
+	h.hs.busy.Add(1)
+	h.br.Reset(&h.cr)
+	h.sbr.Reset(&h.sr)
+}
+
+// giveBack returns the buffers; the caller made sure nothing is buffered
+// in them that the connection still needs.
+func (h *httpConn) giveBack() {
+	if h.bufs == nil {
+		return
+	}
+	h.br.Reset(nil)
+	h.sbr.Reset(nil)
+	httpBufPool.Put(h.bufs)
+	h.hs.busy.Add(-1)
+	h.bufs, h.br, h.sbr, h.body = nil, nil, nil, nil
+}
 
 // serveHTTP serves one client connection in http mode until it ends; the
 // caller closes c.
@@ -173,7 +220,6 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 		h.c = tc
 	}
 	h.cr = deadlineReader{c: h.c}
-	h.br.Reset(&h.cr)
 	h.rp = http1.Parser{Limits: vs.http.limits}
 	h.sp = http1.Parser{Limits: vs.http.limits}
 	h.served = 0
@@ -197,6 +243,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
 		h.sc = nil
 	}
+	h.giveBack()
 	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti, h.cr.c, h.sr.c = nil, nil, nil, nil, nil, nil, nil, nil
 	httpConns.Put(h)
 }
@@ -216,7 +263,22 @@ func (h *httpConn) loop() {
 		if h.vs.acceptCtx.Err() != nil {
 			return // shutting down: no new request on this conn
 		}
-		_, err := h.br.Peek(1)
+		var err error
+		if h.bufs != nil && h.br.Buffered() > 0 {
+			_, err = h.br.Peek(1) // a pipelined request is already here
+		} else {
+			// Wait holding no buffer but the small wait one: an idle
+			// keepalive connection costs little more than its goroutine.
+			h.giveBack()
+			var n int
+			n, err = h.c.Read(h.wait)
+			if n > 0 {
+				err = nil // a lasting error comes back on the next read
+				h.borrow()
+				h.cr.pre = h.wait[:n]
+				_, _ = h.br.Peek(1) // into br, without a system call
+			}
+		}
 		h.waiting.Store(false)
 		if err != nil || h.vs.acceptCtx.Err() != nil {
 			return // closed, reset, idle past keepalive_timeout, or shutdown: close quietly

@@ -501,3 +501,34 @@ func TestTLSRelayIdleTimeout(t *testing.T) {
 		t.Fatalf("closed_first = %q", fc)
 	}
 }
+
+// Over TLS, a request head larger than the idle wait buffer and a body of
+// many records arrive whole, twice on one keepalive conn.
+func TestTLSLargeRequestsOnAKeepaliveConn(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%d %d", len(r.Header.Get("X-Big")), len(b))
+	}, nil)
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("a.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	hdr, body := strings.Repeat("h", 3000), strings.Repeat("b", 300<<10)
+	for i := 0; i < 2; i++ {
+		go fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\nContent-Length: %d\r\n\r\n%s", hdr, len(body), body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("%d %d", len(hdr), len(body)); string(got) != want {
+			t.Fatalf("request %d: member saw %q, want %q", i, got, want)
+		}
+	}
+}

@@ -98,11 +98,19 @@ type Stats struct {
 	Active    int64  // client connections open now
 	Accepted  uint64 // client connections accepted since start
 	LimitHits uint64 // times the accept loop paused at max_connections
+	// HTTPBusy (http mode) is how many client connections hold request
+	// buffers now: a request in progress. Idle keepalive connections
+	// hold none.
+	HTTPBusy int64
 }
 
 // Stats returns the current counters.
 func (vs *VirtualServer) Stats() Stats {
-	return Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load()}
+	st := Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load()}
+	if vs.http != nil {
+		st.HTTPBusy = vs.http.busy.Load()
+	}
+	return st
 }
 
 func (vs *VirtualServer) listen(ctx context.Context) error {
