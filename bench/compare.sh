@@ -16,6 +16,13 @@
 #      with ss by port 1 s after wrk ends. Every (target, scenario) pair gets
 #      its own front and backend ports, so pools start cold and counts do not
 #      mix. The issue's targets are printed beside the figures.
+#        c. idle keepalive client conns: memory of a fresh proxy (each with
+#           section 4's config, its own ports) holding IDLE_KA_CONNS client
+#           conns that each did one GET and then stay idle and open
+#           (bench/idleconns -request /): RSS delta of the proxy (nginx
+#           master + worker) from before the first connect to 2 s after the
+#           last response, per conn; fds per conn; and the backend conns the
+#           proxy keeps meanwhile. tether/HAProxy and tether/nginx ratios.
 #   5. tether bench --compare -c 20 (short, then long connections) through
 #      tether's pooled http virtual server and against the backend nginx
 #      directly: requests/s short and long, p50/p99, conns opened, ports used,
@@ -46,6 +53,10 @@
 #      tether/HAProxy ratios beside the issue's targets (>= 0.8x handshakes
 #      per CPU-s, >= 1.0x keepalive requests per CPU-s), and the proxy's CPU
 #      share, which says whether the load reached the proxy's limit.
+#        c. idle keepalive client conns as in 4c, over TLS (idleconns
+#           -cacert: handshake, one GET, then idle), through HAProxy, nginx
+#           (TLS 1.3, X25519, TLS_AES_128_GCM_SHA256 as HAProxy) and tether.
+#      4c and 7c are printed in one table ("idle keepalive client conns").
 #
 # HTTP settings, the same for every proxy where they exist: no per-client-conn
 # request limit (tether: [virtual_server.http] max_requests = 0; nginx:
@@ -83,6 +94,7 @@
 #   TETHER_BIN=path     use this tether binary instead of building ./cmd/tether
 #   HAPROXY_SPLICE=1    add "option splice-auto" to HAProxy (stock config otherwise)
 #   IDLE_CONNS=N        idle connections for the memory test (default 5000; 1000 with --quick)
+#   IDLE_KA_CONNS=N     idle keepalive client conns for 4c and 7c (default 2000; 500 with --quick; 0 skips them)
 #   KEEP_TMP=1          keep the temp dir (configs, logs) for inspection
 #   HTTP_SECS=N         wrk duration per HTTP run (default 5; 2 with --quick)
 #   TETHER_HTTP_LOG=L   tether's log level in the HTTP runs (default warn)
@@ -118,12 +130,14 @@ ROOT=$(pwd)
 if ((QUICK)); then
 	IPERF_SECS=1 REDIS_N=20000
 	IDLE_N=${IDLE_CONNS:-1000}
+	IDLE_KA_N=${IDLE_KA_CONNS:-500}
 	HTTP_SECS=${HTTP_SECS:-2}
 	LG_SECS=${LOADGEN_SECS:-2} LG_N=${LOADGEN_N:-5000} TB_SECS=${TBENCH_SECS:-2}
 	HTTPS_SECS=${HTTPS_SECS:-2}
 else
 	IPERF_SECS=5 REDIS_N=200000
 	IDLE_N=${IDLE_CONNS:-5000}
+	IDLE_KA_N=${IDLE_KA_CONNS:-2000}
 	HTTP_SECS=${HTTP_SECS:-5}
 	LG_SECS=${LOADGEN_SECS:-5} LG_N=${LOADGEN_N:-20000} TB_SECS=${TBENCH_SECS:-5}
 	HTTPS_SECS=${HTTPS_SECS:-5}
@@ -173,6 +187,9 @@ if ((RUN_HTTPS)); then
 		RUN_HTTPS=0
 	fi
 fi
+# 4c and 7c, the idle keepalive memory tests: with their sections, unless IDLE_KA_CONNS=0.
+RUN_KA_HTTP=0 RUN_KA_HTTPS=0
+if ((IDLE_KA_N > 0)); then RUN_KA_HTTP=$RUN_HTTP_TARGETS RUN_KA_HTTPS=$RUN_HTTPS; fi
 HAVE_AB=1
 if ((RUN_LOADGEN)) && ! command -v ab >/dev/null 2>&1; then
 	printf '%s WARNING: ab missing; the load generator check has no short reference (apt-get install -y apache2-utils)\n' "$(date +%T)" >&2
@@ -334,9 +351,12 @@ put() { echo "$1 $2" >>"$RESULTS"; } # put KEY VALUE
 # ---------------------------------------------------------------- limits
 # HAProxy wants ~2*maxconn fds (60015 for maxconn 30000) and refuses to start
 # without them; an idle proxied conn holds 2 fds in tether (its 2 sockets;
-# splice pipes are borrowed only during bursts). Raise the limit as far as allowed (needs
-# CAP_SYS_RESOURCE beyond the hard limit), then fit the tests into it.
-want_fds=$((IDLE_N * 2 + 1024))
+# splice pipes are borrowed only during bursts). An idle keepalive client conn
+# (4c, 7c) holds 1 fd, plus the proxy's idle backend conns (bounded by the pool
+# for tether and nginx, by what was in use at once for HAProxy): 2 at most.
+# Raise the limit as far as allowed (needs CAP_SYS_RESOURCE beyond the hard
+# limit), then fit the tests into it.
+want_fds=$(((IDLE_N > IDLE_KA_N ? IDLE_N : IDLE_KA_N) * 2 + 1024))
 ((want_fds >= 61000)) || want_fds=61000
 hard=$(ulimit -Hn)
 if [[ $hard != unlimited ]] && ((hard < want_fds)); then
@@ -357,9 +377,18 @@ if ((IDLE_N * 2 + 1024 > FDS)); then
 	warn "ulimit -n is $FDS: tether needs 2 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
 	IDLE_N=$new_n
 fi
+if ((IDLE_KA_N * 2 + 1024 > FDS)); then
+	new_n=$(((FDS - 1024) / 2 / 50 * 50))
+	warn "ulimit -n is $FDS: a proxy may need 2 fds per idle keepalive client conn, so those conns lowered from $IDLE_KA_N to $new_n"
+	IDLE_KA_N=$new_n
+fi
+# nginx's worker_connections counts client and upstream conns: room for the
+# idle keepalive tests (unchanged at the default IDLE_KA_CONNS).
+NGINX_WORKER_CONNS=8192
+((IDLE_KA_N * 2 + 512 <= NGINX_WORKER_CONNS)) || NGINX_WORKER_CONNS=$((IDLE_KA_N * 2 + 512))
 
 # ---------------------------------------------------------------- builds
-log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN https=$RUN_HTTPS iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N https=${HTTPS_SECS}s"
+log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN https=$RUN_HTTPS iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N idle-ka=$((RUN_KA_HTTP || RUN_KA_HTTPS ? IDLE_KA_N : 0)) wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N https=${HTTPS_SECS}s"
 TETHER=""
 if [[ -n ${TETHER_BIN:-} ]]; then
 	[[ -x $TETHER_BIN ]] || die "TETHER_BIN=$TETHER_BIN is not executable"
@@ -371,13 +400,14 @@ else
 	head -n 8 "$tmp/build-tether.log" | sed 's/^/    /' >&2
 fi
 IDLECONNS=""
-if ((!RUN_TCP)); then
+if ((!RUN_TCP && !RUN_KA_HTTP && !RUN_KA_HTTPS)); then
 	:
 elif go build -o "$tmp/idleconns" ./bench/idleconns >"$tmp/build-idleconns.log" 2>&1; then
 	IDLECONNS=$tmp/idleconns
 else
-	warn "bench/idleconns does not build; the memory test is skipped:"
+	warn "bench/idleconns does not build; the memory tests are skipped:"
 	head -n 8 "$tmp/build-idleconns.log" | sed 's/^/    /' >&2
+	RUN_KA_HTTP=0 RUN_KA_HTTPS=0
 fi
 TETHER_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git status --porcelain -- cmd config pool proxy sockopt 2>/dev/null) ]]; then
@@ -656,7 +686,7 @@ nginx_common() {
 worker_processes 1;
 error_log $1/error.log warn;
 pid $1/nginx.pid;
-events { worker_connections 8192; }
+events { worker_connections $NGINX_WORKER_CONNS; }
 EOF
 }
 nginx_http_common() {
@@ -695,10 +725,22 @@ EOF
 	} >"$dir/nginx.conf"
 }
 
-# nginx_proxy_cfg DIR FRONT:BACK...
+# nginx_proxy_cfg DIR [--tls CERT KEY] FRONT:BACK...: with --tls, each
+# server terminates TLS 1.3 as section 7's HAProxy does (X25519,
+# TLS_AES_128_GCM_SHA256).
 nginx_proxy_cfg() {
-	local dir=$1 pair i=0
+	local dir=$1 pair i=0 ssl="" tls_lines=""
 	shift
+	if [[ $1 == --tls ]]; then
+		ssl=" ssl"
+		tls_lines="        ssl_certificate $2;
+        ssl_certificate_key $3;
+        ssl_protocols TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+"
+		shift 3
+	fi
 	{
 		nginx_common "$dir"
 		echo "http {"
@@ -711,8 +753,8 @@ nginx_proxy_cfg() {
         keepalive $NGINX_KEEPALIVE;
     }
     server {
-        listen 127.0.0.1:${pair%%:*} backlog=4096;
-        location / {
+        listen 127.0.0.1:${pair%%:*}$ssl backlog=4096;
+${tls_lines}        location / {
             proxy_pass http://b$i;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -923,6 +965,120 @@ EOF
 	log "wrk $scen $target: $(awk '/^Requests\/sec/ {print $2}' "$out") req/s, p99 $(awk '$1 == "99%" {print $2}' "$out"), backend conns $([[ -n $a0 && -n $a1 ]] && echo $((a1 - a0 - 1)) || echo '?'), TIME_WAIT client/front/back/backend $twc/$twf/$twb/$twk$(grep -E 'Socket errors|Non-2xx' "$out" | tr -s ' \n' ' ' | sed 's/^/, /')"
 }
 
+# ---------------------------------------------------------------- 4c, 7c: idle keepalive
+# What an idle keepalive client conn costs each proxy: a fresh proxy process
+# (section 4's http config, or section 7's https one), its own front and
+# backend ports, IDLE_KA_N clients that each do one GET / and then stay idle.
+# Numbers go to $RESULTS as idleka.PROTO.KIND.*.
+KA_KINDS=(haproxy nginx tether)
+KA_SETTLE=2 # seconds idle after the last response, before the RSS reading
+KA_TLS=$tmp/idleka-tls.txt # "PROTO.KIND<TAB>what idleconns negotiated" (https)
+: >"$KA_TLS"
+
+# sum_rss PID...: VmRSS summed, in kB. sum_fds PID...: open fds summed.
+sum_rss() { local pid n=0; for pid in "$@"; do n=$((n + $(rss_kb "$pid"))); done; echo "$n"; }
+sum_fds() { local pid n=0; for pid in "$@"; do n=$((n + $(ls "/proc/$pid/fd" | wc -l))); done; echo "$n"; }
+
+# start_ka_proxy PROTO KIND FRONT:BACK: a fresh KIND proxy (http or https) on
+# CPU $PROXY_CPU; sets KA_PID (what to stop) and KA_PIDS (whose memory counts:
+# nginx's master and worker). Returns 1 when it did not start.
+start_ka_proxy() {
+	local proto=$1 kind=$2 pair=$3 tag="ka-$1-$2" cfg
+	KA_PID="" KA_PIDS=()
+	case $kind in
+	haproxy)
+		cfg=$tmp/$tag.cfg
+		if [[ $proto == https ]]; then haproxy_https_cfg "$cfg" "$TLS_DIR/combined.pem" "$pair"; else haproxy_http_cfg "$cfg" "$pair"; fi
+		if ! haproxy -c -q -f "$cfg" >"$tmp/$tag.check" 2>&1; then
+			warn "haproxy rejects its $proto config:"; sed 's/^/    /' "$tmp/$tag.check" >&2
+			return 1
+		fi
+		start_bg "$tag" taskset -c "$PROXY_CPU" haproxy -db -f "$cfg"
+		;;
+	nginx)
+		mkdir -p "$tmp/$tag/logs"
+		chmod 755 "$tmp" # nginx workers run as nobody
+		if [[ $proto == https ]]; then
+			nginx_proxy_cfg "$tmp/$tag" --tls "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$pair"
+		else
+			nginx_proxy_cfg "$tmp/$tag" "$pair"
+		fi
+		start_nginx "$tag" "$tmp/$tag" "$PROXY_CPU" || return 1
+		;;
+	tether)
+		[[ -n $TETHER ]] || return 1
+		cfg=$tmp/$tag.toml
+		if [[ $proto == https ]]; then
+			tether_https_cfg "$cfg" "${TETHER_HTTP_LOG:-warn}" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$pair"
+		else
+			tether_http_cfg "$cfg" "${TETHER_HTTP_LOG:-warn}" "$pair"
+		fi
+		if ! "$TETHER" check -c "$cfg" >"$tmp/$tag.check" 2>&1; then
+			warn "tether check rejects its $proto config:"; sed 's/^/    /' "$tmp/$tag.check" >&2
+			return 1
+		fi
+		start_bg "$tag" env GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$TETHER" run -c "$cfg"
+		;;
+	esac
+	if ! wait_listen "$BG_PID" "${pair%%:*}" || ! alive "$BG_PID"; then
+		warn "$kind ($proto) did not start; its log:"; tail -n 20 "$tmp/$tag.log" "$tmp/$tag/error.log" 2>/dev/null | sed 's/^/    /' >&2
+		if [[ $kind == nginx ]]; then stop_nginx "$BG_PID"; else stop_pid "$BG_PID"; fi
+		return 1
+	fi
+	KA_PID=$BG_PID KA_PIDS=("$BG_PID")
+	if [[ $kind == nginx ]]; then
+		nginx_workers "$KA_PID" || true
+		KA_PIDS=("${NGINX_PIDS[@]}")
+	fi
+}
+stop_ka_proxy() { # stop_ka_proxy KIND
+	if [[ $1 == nginx ]]; then stop_nginx "$KA_PID"; else stop_pid "$KA_PID"; fi
+}
+
+# measure_idle_ka PROTO KIND BACK: IDLE_KA_N idle keepalive client conns
+# (https: TLS with section 7's certificate) through a fresh KIND proxy to the
+# backend port BACK.
+measure_idle_ka() {
+	local proto=$1 kind=$2 back=$3 key="idleka.$1.$2" name="idleka-$1-$2" front cpid rss0 rss1 fds0 fds1 bconns closed pid
+	local args=(-stdin=false -n "$IDLE_KA_N" -timeout 60s -request /)
+	[[ $proto == https ]] && args+=(-cacert "$TLS_DIR/cert.pem")
+	front=$(pick_port)
+	start_ka_proxy "$proto" "$kind" "$front:$back" || { warn "$kind unavailable for the $proto idle keepalive test"; return 0; }
+	sleep 1 # started and settled: the baseline
+	rss0=$(sum_rss "${KA_PIDS[@]}") fds0=$(sum_fds "${KA_PIDS[@]}")
+	start_bg "$name" taskset -c "$LOAD_CPU" "$IDLECONNS" "${args[@]}" -connect "127.0.0.1:$front"
+	cpid=$BG_PID
+	if ! wait_until 70 "$IDLE_KA_N $proto keepalive clients via $kind" \
+		bash -c "grep -q '^ready' '$tmp/$name.log' || ! kill -0 $cpid 2>/dev/null" ||
+		! grep -q '^ready' "$tmp/$name.log"; then
+		warn "$proto keepalive clients via $kind failed: $(tail -n 3 "$tmp/$name.log")"
+		stop_pid "$cpid"; stop_ka_proxy "$kind"
+		return 0
+	fi
+	sleep "$KA_SETTLE"
+	for pid in "${KA_PIDS[@]}"; do
+		alive "$pid" || { warn "$kind ($proto, pid $pid) died holding idle conns"; put "$key.died" 1; stop_pid "$cpid"; stop_ka_proxy "$kind"; return 0; }
+	done
+	rss1=$(sum_rss "${KA_PIDS[@]}") fds1=$(sum_fds "${KA_PIDS[@]}")
+	# the proxy's side of its conns to the backend port (ss lists both ends of a loopback conn)
+	bconns=$(ss -Htn state established "( dport = :$back )" 2>/dev/null | wc -l)
+	closed=$(awk '/^closed/ {n=$2} END {print n+0}' "$tmp/$name.log")
+	((closed == 0)) || warn "$kind ($proto) closed $closed of the $IDLE_KA_N idle keepalive conns before the reading: its figure is low"
+	put "$key.n" "$IDLE_KA_N"
+	put "$key.rss0_kb" "$rss0"
+	put "$key.rss1_kb" "$rss1"
+	put "$key.kib_per_conn" "$(python3 -c "print('%.2f' % (($rss1 - $rss0) / $IDLE_KA_N))")"
+	put "$key.fds0" "$fds0"
+	put "$key.fds1" "$fds1"
+	put "$key.fds_per_conn" "$(python3 -c "print('%.2f' % (($fds1 - $fds0) / $IDLE_KA_N))")"
+	put "$key.backend_conns" "$bconns"
+	put "$key.closed" "$closed"
+	awk -v k="$proto.$kind" '$1 == "tls" {$1 = ""; sub(/^ /, ""); print k "\t" $0}' "$tmp/$name.log" >>"$KA_TLS"
+	log "$kind $proto idle keepalive: RSS $rss0 kB -> $rss1 kB, fds $fds0 -> $fds1 for $IDLE_KA_N conns = $(python3 -c "print('%.1f' % (($rss1 - $rss0) / $IDLE_KA_N))") KiB/conn; backend conns held $bconns$(awk '$1 == "tls" {$1 = ""; print "; negotiated" $0}' "$tmp/$name.log")"
+	stop_pid "$cpid"
+	stop_ka_proxy "$kind"
+}
+
 # ---------------------------------------------------------------- 5, 6: tether bench
 # Section 5 (tether bench --compare through tether and direct) runs at the end
 # of the HTTP targets, 6 (load generator check) after them: their TIME_WAIT
@@ -1121,7 +1277,7 @@ run_tb() {
 }
 
 if ((RUN_HTTP)); then
-	declare -A HFRONT HBACK LGPORT
+	declare -A HFRONT HBACK LGPORT KABACK
 	RUN_TARGETS=()
 	((RUN_HTTP_TARGETS)) && RUN_TARGETS=("${HTTP_TARGETS[@]}")
 	RUN_TB=0
@@ -1140,13 +1296,16 @@ if ((RUN_HTTP)); then
 	if ((RUN_LOADGEN)); then # section 6: one port per run
 		for r in "${LG_RUNS[@]}"; do LGPORT[$r]=$(pick_port); done
 	fi
+	if ((RUN_KA_HTTP)); then # 4c: a backend port per proxy
+		for k in "${KA_KINDS[@]}"; do KABACK[$k]=$(pick_port); done
+	fi
 	STUB_PORT=$(pick_port)
 	mkdir -p "$tmp/nginx-backend/logs" "$tmp/nginx-proxy/logs"
 	chmod 755 "$tmp" # nginx workers run as nobody
-	nginx_backend_cfg "$tmp/nginx-backend" "$STUB_PORT" "${HBACK[@]}" "${LGPORT[@]}"
-	log "http: nginx backend on CPU $LOAD_CPU (ports ${HBACK[*]} ${LGPORT[*]}, stub_status :$STUB_PORT); wrk -c $HTTP_CONNS -t $HTTP_THREADS -d ${HTTP_SECS}s"
+	nginx_backend_cfg "$tmp/nginx-backend" "$STUB_PORT" "${HBACK[@]}" "${LGPORT[@]}" "${KABACK[@]}"
+	log "http: nginx backend on CPU $LOAD_CPU (ports ${HBACK[*]} ${LGPORT[*]} ${KABACK[*]}, stub_status :$STUB_PORT); wrk -c $HTTP_CONNS -t $HTTP_THREADS -d ${HTTP_SECS}s"
 	if start_nginx nginx-backend "$tmp/nginx-backend" "$LOAD_CPU" &&
-		BACKEND_PID=$BG_PID && wait_listen "$BACKEND_PID" "${HBACK[@]}" "${LGPORT[@]}" "$STUB_PORT" && nginx_workers "$BACKEND_PID"; then
+		BACKEND_PID=$BG_PID && wait_listen "$BACKEND_PID" "${HBACK[@]}" "${LGPORT[@]}" "${KABACK[@]}" "$STUB_PORT" && nginx_workers "$BACKEND_PID"; then
 		BACKEND_WORKERS=("${NGINX_PIDS[@]:1}")
 		got=$(python3 -c 'import sys, urllib.request; print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=3).read()))' "${HBACK[direct.ka]}" 2>&1) || true
 		[[ $got == 64 ]] || warn "the backend's body is '$got' bytes, not 64"
@@ -1209,6 +1368,10 @@ if ((RUN_HTTP)); then
 			*) stop_pid "$ppid" ;;
 			esac
 		done
+		if ((RUN_KA_HTTP)); then
+			log "4c: $IDLE_KA_N idle keepalive client conns (one GET / each, then idle ${KA_SETTLE}s) through a fresh proxy each"
+			for k in "${KA_KINDS[@]}"; do measure_idle_ka http "$k" "${KABACK[$k]}"; done
+		fi
 		if ((RUN_TB)); then run_tb direct "${HFRONT[direct.tb]}"; fi
 		if ((RUN_LOADGEN)); then run_loadgen_check; fi
 		alive "$BACKEND_PID" || warn "the backend nginx died: $(tail -n 5 "$tmp/nginx-backend/error.log")"
@@ -1386,13 +1549,16 @@ run_https() {
 		info "tether.unavailable" "no certificate (openssl failed)"
 		return 0
 	fi
-	declare -A TFRONT TBACK
+	declare -A TFRONT TBACK KABACK
 	for kind in haproxy tether; do TFRONT[$kind]=$(pick_port) TBACK[$kind]=$(pick_port); done
+	if ((RUN_KA_HTTPS)); then # 7c: a backend port per proxy
+		for kind in "${KA_KINDS[@]}"; do KABACK[$kind]=$(pick_port); done
+	fi
 	stub=$(pick_port)
 	mkdir -p "$dir/logs"
 	chmod 755 "$tmp"
-	nginx_backend_cfg "$dir" "$stub" "${TBACK[@]}"
-	if ! start_nginx nginx-https "$dir" "$LOAD_CPU" || ! wait_listen "$BG_PID" "${TBACK[@]}"; then
+	nginx_backend_cfg "$dir" "$stub" "${TBACK[@]}" "${KABACK[@]}"
+	if ! start_nginx nginx-https "$dir" "$LOAD_CPU" || ! wait_listen "$BG_PID" "${TBACK[@]}" "${KABACK[@]}"; then
 		warn "the HTTPS scenarios' nginx backend did not start: $(tail -n 5 "$tmp/nginx-https.log" "$dir/error.log" 2>/dev/null)"
 		return 0
 	fi
@@ -1443,6 +1609,10 @@ run_https() {
 		https_keepalive "$kind" "${TFRONT[$kind]}" "$ppid"
 		stop_pid "$ppid"
 	done
+	if ((RUN_KA_HTTPS)); then
+		log "7c: $IDLE_KA_N idle keepalive TLS client conns (handshake, one GET / each, then idle ${KA_SETTLE}s) through a fresh proxy each"
+		for kind in "${KA_KINDS[@]}"; do measure_idle_ka https "$kind" "${KABACK[$kind]}"; done
+	fi
 	alive "$back" || warn "the HTTPS backend nginx died: $(tail -n 5 "$dir/error.log")"
 	stop_nginx "$back"
 }
@@ -1908,6 +2078,84 @@ doc.setdefault("versions", {})["ab"] = ver(["ab", "-V"]) if have_ab == "1" else 
 with open(out_json, "w") as f:
     json.dump(doc, f, indent=2)
 print(f"tether bench figures added to {out_json} (keys " + ", ".join(f'"{k}"' for k in ("loadgen", "tether_bench") if k in doc) + ")")
+EOF
+fi
+
+# ------------------------------------------------ 4c, 7c: idle keepalive client conns
+if ((RUN_KA_HTTP || RUN_KA_HTTPS)); then
+python3 - "$RESULTS" "$OUT_JSON" "$IDLE_KA_N" "$KA_SETTLE" "$PROXY_CPU" "$LOAD_CPU" "$NGINX_KEEPALIVE" "$TETHER_POOL_MAX" "$KA_TLS" <<'EOF'
+import json, sys
+res, out_json, n, settle, pcpu, lcpu, nginx_ka, pool_max, tls_file = sys.argv[1:10]
+neg = dict(line.rstrip("\n").split("\t", 1) for line in open(tls_file) if "\t" in line)
+vals = {}
+for line in open(res):
+    k, v = line.split()
+    if k.startswith("idleka."):
+        vals[k] = float(v)
+g = vals.get
+KINDS = ("haproxy", "nginx", "tether")
+PROTOS = [p for p in ("http", "https") if any(k.startswith(f"idleka.{p}.") for k in vals)]
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+rows = []
+for p in PROTOS:
+    for metric, unit, f in (("RSS per idle keepalive conn", "KiB", "kib_per_conn"), ("fds per conn", "fds", "fds_per_conn"),
+                            ("backend conns held", "conns", "backend_conns"), ("conns closed before the reading", "conns", "closed")):
+        r = dict(proto=p, metric=metric, unit=unit, better="lower", **{k: g(f"idleka.{p}.{k}.{f}") for k in KINDS})
+        r["tether_haproxy"] = ratio(r["tether"], r["haproxy"])
+        r["tether_nginx"] = ratio(r["tether"], r["nginx"])
+        rows.append(r)
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    return f"{v:,.0f}" if unit == "conns" else f"{v:.2f}" if unit == "fds" else f"{v:.1f}"
+def fr(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+hdr = ["proto", "metric", "unit", "haproxy", "nginx", "tether", "tether/haproxy", "tether/nginx"]
+body = [[r["proto"] if i == 0 or rows[i - 1]["proto"] != r["proto"] else "", r["metric"], r["unit"]] +
+        [fmt(r[k], r["unit"]) for k in KINDS] +
+        ([fr(r["tether_haproxy"]), fr(r["tether_nginx"])] if r["unit"] != "conns" else ["", ""]) for i, r in enumerate(rows)]
+w = [max(len(x[i]) for x in [hdr] + body) for i in range(len(hdr))]
+line = lambda cells: "| " + " | ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+print()
+print(f"idle keepalive client conns — {n} conns through a fresh proxy each, every one after one GET / (64-byte body from an")
+print(f"nginx backend; https: TLS 1.3 handshake first, section 7's certificate), then idle {settle} s; proxy alone on CPU {pcpu}")
+print(f"(tether GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker), bench/idleconns and the backend on CPU {lcpu}")
+print(line(hdr))
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in body:
+    print(line(r))
+print("(RSS: the proxy's VmRSS (nginx master + worker) 2 s after the last response minus before the first connect, per conn;")
+print(" lower is better. fds likewise. backend conns held: the proxy's established conns to its backend port at the reading;")
+print(f" their memory is in the RSS. HAProxy keeps idle server conns up to what it used at once (idleconns has up to 128")
+print(f" connects in flight), nginx caches {nginx_ka} idle upstream conns, tether's pool keeps at most {pool_max})")
+if neg:
+    print("(negotiated by idleconns: " + "; ".join(f"{k.split('.')[1]} {v}" for k, v in neg.items()) + ")")
+for p in PROTOS:
+    for k in KINDS:
+        if g(f"idleka.{p}.{k}.died"):
+            print(f"({k} {p}: the proxy died holding the conns)")
+        if g(f"idleka.{p}.{k}.closed"):
+            print(f"({k} {p}: {g(f'idleka.{p}.{k}.closed'):.0f} conns were closed before the reading: its figure is low)")
+
+details = {}
+for p in PROTOS:
+    for k in KINDS:
+        d = {x.split(".", 3)[3]: v for x, v in vals.items() if x.startswith(f"idleka.{p}.{k}.")}
+        if d:
+            details[f"{p}.{k}"] = d
+doc = json.load(open(out_json))
+doc["idle_keepalive"] = dict(
+    params=dict(conns=int(n), request="GET / HTTP/1.1, 64-byte body", settle_seconds=float(settle), proxy_cpu=int(pcpu), load_cpu=int(lcpu),
+                tls="https: TLS 1.3, X25519, TLS_AES_128_GCM_SHA256 (HAProxy and nginx pinned; Go client offers X25519 only), ECDSA P-256",
+                nginx_upstream_keepalive=int(nginx_ka), tether_pool_max=int(pool_max)),
+    rows=rows, details=details, negotiated=neg)
+with open(out_json, "w") as f:
+    json.dump(doc, f, indent=2)
+print(f"idle keepalive figures added to {out_json} (key \"idle_keepalive\")")
 EOF
 fi
 
