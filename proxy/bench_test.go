@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sinkThenAck reads everything, then answers one byte.
@@ -139,5 +142,48 @@ func BenchmarkHTTPKeepalive(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		roundTrip()
+	}
+}
+
+// BenchmarkIdleKeepaliveConnMemory reports what an idle http-mode keepalive
+// client connection costs tether's Go side: heap and goroutine stack per
+// connection, 1000 of them idle after one request each (the client's and
+// the member's side in this process are small: bare net.Conns). It measures
+// once whatever b.N is; run it with -benchtime 1x.
+func BenchmarkIdleKeepaliveConnMemory(b *testing.B) {
+	be := startHTTPBackend(b, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(b, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"60s\"\n", "", be.addr()))
+	const n = 1000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 512)
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", p.addr("vs"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i := 0; i < 3; i++ { // stacks shrink over GCs
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/idle-conn")
+	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/idle-conn")
+	for i := 0; i < b.N; i++ {
 	}
 }

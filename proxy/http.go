@@ -41,6 +41,54 @@ type httpSide struct {
 	// busy counts client conns holding request buffers: a request in
 	// progress (idle keepalive conns hold none).
 	busy atomic.Int64
+
+	// conns are the client conns being served (a list through
+	// httpConn.prev/next), for shutdown to wake or cut: no per-conn
+	// context.AfterFunc (an allocation and ~1.5 KiB each).
+	mu    sync.Mutex
+	conns *httpConn
+}
+
+func (hs *httpSide) track(h *httpConn) {
+	hs.mu.Lock()
+	h.prev, h.next = nil, hs.conns
+	if hs.conns != nil {
+		hs.conns.prev = h
+	}
+	hs.conns = h
+	hs.mu.Unlock()
+}
+
+func (hs *httpSide) untrack(h *httpConn) {
+	hs.mu.Lock()
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		hs.conns = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	}
+	h.prev, h.next = nil, nil
+	hs.mu.Unlock()
+}
+
+// shutdown wakes the tracked conns at shutdown: with cut false the idle
+// ones (waiting for a request; a busy one answers its current request with
+// Connection: close and ends), with cut true all of them (the drain time is
+// over).
+func (hs *httpSide) shutdown(cut bool) {
+	past := time.Unix(1, 0)
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for h := hs.conns; h != nil; h = h.next {
+		switch {
+		case cut:
+			_ = h.tcp.SetDeadline(past)
+		case h.waiting.Load():
+			_ = h.tcp.SetReadDeadline(past)
+		}
+	}
 }
 
 // headerEdits turns a config's add/remove lists into codec fields, in a
@@ -179,6 +227,8 @@ type httpConn struct {
 	served  int
 	waiting atomic.Bool // between requests: shutdown may wake it
 
+	prev, next *httpConn // in httpSide.conns while served
+
 	bufs  *httpBufs // borrowed for a request: br, sbr and body are its; nil while idle
 	body  []byte
 	wait  []byte // httpWaitBuffer: the wait for the next request reads into it
@@ -228,17 +278,14 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	}
 	// Shutdown: an idle client is let go at once (a busy one gets
 	// Connection: close on its current response); when the drain time is
-	// over every read is cut.
-	past := time.Unix(1, 0)
-	stopIdle := context.AfterFunc(vs.acceptCtx, func() {
-		if h.waiting.Load() {
-			_ = c.SetReadDeadline(past)
-		}
-	})
-	stopCut := context.AfterFunc(vs.cutCtx, func() { _ = c.SetDeadline(past) })
+	// over every read is cut. The virtual server does both on the conns it
+	// tracks (httpShutdown); one that starts after the cut cuts itself.
+	vs.http.track(h)
+	if vs.cutCtx.Err() != nil {
+		_ = c.SetDeadline(time.Unix(1, 0))
+	}
 	h.loop()
-	stopIdle()
-	stopCut()
+	vs.http.untrack(h)
 	if h.sc != nil { // the member conn this client kept
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
 		h.sc = nil
@@ -251,67 +298,76 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 // loop reads requests until the client leaves, a limit is reached or an
 // exchange leaves the connection unusable.
 func (h *httpConn) loop() {
-	cfg := &h.hs.cfg
-	for {
-		wait := cfg.KeepaliveTimeout
-		if h.served == 0 {
-			wait = cfg.RequestHeaderTimeout
-		}
-		h.cr.rolling = 0
-		_ = h.c.SetReadDeadline(time.Now().Add(wait))
-		h.waiting.Store(true)
-		if h.vs.acceptCtx.Err() != nil {
-			return // shutting down: no new request on this conn
-		}
-		var err error
-		if h.bufs != nil && h.br.Buffered() > 0 {
-			_, err = h.br.Peek(1) // a pipelined request is already here
-		} else {
-			// Wait holding no buffer but the small wait one: an idle
-			// keepalive connection costs little more than its goroutine.
-			h.giveBack()
-			var n int
-			n, err = h.c.Read(h.wait)
-			if n > 0 {
-				err = nil // a lasting error comes back on the next read
-				h.borrow()
-				h.cr.pre = h.wait[:n]
-				_, _ = h.br.Peek(1) // into br, without a system call
-			}
-		}
-		h.waiting.Store(false)
-		if err != nil || h.vs.acceptCtx.Err() != nil {
-			return // closed, reset, idle past keepalive_timeout, or shutdown: close quietly
-		}
-		start := time.Now()
-		if !headBuffered(h.br) {
-			// The head is still arriving: it must be whole within the
-			// header timeout (a whole buffered head needs no new deadline).
-			_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
-		}
-		if err := h.rp.ReadRequest(h.br, &h.req); err != nil {
-			status := http1.StatusFor(err)
-			if isTimeoutErr(err) {
-				status = 408
-			}
-			if status != 0 {
-				h.writeError(status)
-			}
-			h.req.Method, h.req.Target = nil, nil // not a request: log no stale ones
-			h.logRequest(start, status, exchange{err: err})
-			return
-		}
-		h.served++
-		last := !h.req.KeepAlive || (cfg.MaxRequests > 0 && h.served >= cfg.MaxRequests) || h.vs.acceptCtx.Err() != nil
-		if h.vs.idle > 0 {
-			h.cr.rolling = h.vs.idle
-		} else {
-			_ = h.c.SetReadDeadline(time.Time{})
-		}
-		if !h.exchange(start, time.Since(start), last) || last {
-			return
+	for h.awaitRequest() && h.serveRequest() {
+	}
+}
+
+// awaitRequest waits for the next request's first bytes and reports whether
+// one came. It is all a keepalive connection runs while it idles, in a
+// small frame: with little stack in use the runtime shrinks the goroutine's
+// stack (to 2 KiB) while it waits.
+func (h *httpConn) awaitRequest() bool {
+	wait := h.hs.cfg.KeepaliveTimeout
+	if h.served == 0 {
+		wait = h.hs.cfg.RequestHeaderTimeout
+	}
+	h.cr.rolling = 0
+	_ = h.c.SetReadDeadline(time.Now().Add(wait))
+	h.waiting.Store(true)
+	if h.vs.acceptCtx.Err() != nil {
+		return false // shutting down: no new request on this conn
+	}
+	var err error
+	if h.bufs != nil && h.br.Buffered() > 0 {
+		_, err = h.br.Peek(1) // a pipelined request is already here
+	} else {
+		// Wait holding no buffer but the small wait one: an idle
+		// keepalive connection costs little more than its goroutine.
+		h.giveBack()
+		var n int
+		n, err = h.c.Read(h.wait)
+		if n > 0 {
+			err = nil // a lasting error comes back on the next read
+			h.borrow()
+			h.cr.pre = h.wait[:n]
+			_, _ = h.br.Peek(1) // into br, without a system call
 		}
 	}
+	h.waiting.Store(false)
+	// Closed, reset, idle past keepalive_timeout, or shutdown: close quietly.
+	return err == nil && h.vs.acceptCtx.Err() == nil
+}
+
+// serveRequest reads the request whose first bytes are buffered and proxies
+// it. It reports whether the connection takes another request.
+func (h *httpConn) serveRequest() bool {
+	cfg := &h.hs.cfg
+	start := time.Now()
+	if !headBuffered(h.br) {
+		// The head is still arriving: it must be whole within the
+		// header timeout (a whole buffered head needs no new deadline).
+		_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
+	}
+	if err := h.rp.ReadRequest(h.br, &h.req); err != nil {
+		status := http1.StatusFor(err)
+		if isTimeoutErr(err) {
+			status = 408
+		}
+		if status != 0 {
+			h.writeError(status)
+		}
+		h.req.Method, h.req.Target = nil, nil // not a request: log no stale ones
+		h.logRequest(start, status, exchange{err: err})
+		return false
+	}
+	h.served++
+	last := !h.req.KeepAlive || (cfg.MaxRequests > 0 && h.served >= cfg.MaxRequests) || h.vs.acceptCtx.Err() != nil
+	if h.vs.idle > 0 {
+		h.cr.rolling = h.vs.idle
+	} else {
+		_ = h.c.SetReadDeadline(time.Time{})
+	}
+	return h.exchange(start, time.Since(start), last) && !last
 }
 
 // exchange is what one request did, for the access log. The member conn's

@@ -121,6 +121,11 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
+	if vs.http != nil {
+		hs := vs.http
+		context.AfterFunc(vs.acceptCtx, func() { hs.shutdown(false) })
+		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
+	}
 	return nil
 }
 
