@@ -168,10 +168,14 @@ const (
 	httpWaitBuffer = 1 << 10 // the first bytes of the next request land here
 )
 
-// httpBufs are the buffers one request (and any pipelined behind it) uses.
+// httpBufs are the buffers one request (and any pipelined behind it) uses,
+// and the parsed request and response with their field storage.
 type httpBufs struct {
 	br, sbr *bufio.Reader
 	body    []byte
+	req     http1.Request
+	resp    http1.Response
+	rp, sp  http1.Parser
 }
 
 var httpBufPool = sync.Pool{New: func() any {
@@ -215,13 +219,13 @@ type httpConn struct {
 	ti  *tlsInfo     // the client's TLS, for the access log; nil without TLS
 	cr  deadlineReader
 	br  *bufio.Reader
-	req http1.Request
-	rp  http1.Parser // requests
+	req *http1.Request // the borrowed httpBufs' (as rp, resp, sp)
+	rp  *http1.Parser  // requests
 
 	sr   deadlineReader
 	sbr  *bufio.Reader
-	resp http1.Response
-	sp   http1.Parser // responses
+	resp *http1.Response
+	sp   *http1.Parser // responses
 
 	sc      *pool.ServerConn // held between requests (per-client, never)
 	served  int
@@ -243,6 +247,11 @@ var httpConns = sync.Pool{New: func() any { return &httpConn{wait: make([]byte, 
 func (h *httpConn) borrow() {
 	b := httpBufPool.Get().(*httpBufs)
 	h.bufs, h.br, h.sbr, h.body = b, b.br, b.sbr, b.body
+	h.req, h.resp, h.rp, h.sp = &b.req, &b.resp, &b.rp, &b.sp
+	// A request boundary on a healthy conn: the parsers start clean.
+	b.rp.Limits, b.sp.Limits = h.hs.limits, h.hs.limits
+	b.rp.Reset()
+	b.sp.Reset()
 	h.hs.busy.Add(1)
 	h.br.Reset(&h.cr)
 	h.sbr.Reset(&h.sr)
@@ -259,6 +268,7 @@ func (h *httpConn) giveBack() {
 	httpBufPool.Put(h.bufs)
 	h.hs.busy.Add(-1)
 	h.bufs, h.br, h.sbr, h.body = nil, nil, nil, nil
+	h.req, h.resp, h.rp, h.sp = nil, nil, nil, nil
 }
 
 // serveHTTP serves one client connection in http mode until it ends; the
@@ -270,8 +280,6 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 		h.c = tc
 	}
 	h.cr = deadlineReader{c: h.c}
-	h.rp = http1.Parser{Limits: vs.http.limits}
-	h.sp = http1.Parser{Limits: vs.http.limits}
 	h.served = 0
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
@@ -348,7 +356,7 @@ func (h *httpConn) serveRequest() bool {
 		// header timeout (a whole buffered head needs no new deadline).
 		_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
 	}
-	if err := h.rp.ReadRequest(h.br, &h.req); err != nil {
+	if err := h.rp.ReadRequest(h.br, h.req); err != nil {
 		status := http1.StatusFor(err)
 		if isTimeoutErr(err) {
 			status = 408
@@ -422,7 +430,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		}
 		ex.member, ex.connID, ex.reused, ex.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
 		retire := sc.Retire()
-		h.head = http1.AppendRequest(h.head[:0], &h.req, &http1.HeadOptions{
+		h.head = http1.AppendRequest(h.head[:0], h.req, &http1.HeadOptions{
 			Extra: h.forwarded(), Close: retire, Upgrade: h.req.Upgrade,
 		})
 		headLen := len(h.head)
@@ -502,7 +510,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 	}
 	noBody := h.req.Framing == http1.FramingNone
 	for {
-		err := h.sp.ReadResponse(h.sbr, &h.resp, h.req.Method)
+		err := h.sp.ReadResponse(h.sbr, h.resp, h.req.Method)
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
 			ex.err, ex.memberErr = err, true
@@ -523,7 +531,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 			break
 		}
 		// 1xx (100 Continue, 103 Early Hints ...): pass it on.
-		h.head = http1.AppendResponse(h.head[:0], &h.resp, nil)
+		h.head = http1.AppendResponse(h.head[:0], h.resp, nil)
 		if _, err := h.c.Write(h.head); err != nil {
 			h.drop(sc, pool.DiscardFailed)
 			ex.err = err
@@ -544,7 +552,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 	}
 	closeClient := last || h.resp.Framing == http1.FramingUntilClose
 	h.resp.Headers = removeFields(h.resp.Headers, h.hs.respRemove)
-	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
+	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
 	var small bool
 	h.head, small = appendSmallBody(h.head, h.sp.Body(), h.resp.Framing, h.resp.ContentLength, h.sbr.Buffered())
 	if _, err := h.c.Write(h.head); err != nil {
@@ -583,7 +591,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 // tunnel passes the 101 on, then relays both ways as tcp mode does (same
 // idle timeout). The member conn never returns to the pool.
 func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
-	h.head = http1.AppendResponse(h.head[:0], &h.resp, &http1.HeadOptions{Upgrade: true})
+	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Upgrade: true})
 	if _, err := h.c.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
 		ex.err = err
