@@ -176,6 +176,8 @@ type httpBufs struct {
 	req     http1.Request
 	resp    http1.Response
 	rp, sp  http1.Parser
+	head    []byte         // httpConn.head while borrowed
+	extra   []http1.Header // httpConn.extra while borrowed
 }
 
 var httpBufPool = sync.Pool{New: func() any {
@@ -235,10 +237,10 @@ type httpConn struct {
 
 	bufs  *httpBufs // borrowed for a request: br, sbr and body are its; nil while idle
 	body  []byte
-	wait  []byte // httpWaitBuffer: the wait for the next request reads into it
-	head  []byte
-	extra []http1.Header
-	ip    []byte // the client's IP, for X-Forwarded-For
+	wait  []byte         // httpWaitBuffer: the wait for the next request reads into it
+	head  []byte         // request and response heads being built (borrowed)
+	extra []http1.Header // fields tether adds to a request (borrowed)
+	ip    []byte         // the client's IP, for X-Forwarded-For
 }
 
 var httpConns = sync.Pool{New: func() any { return &httpConn{wait: make([]byte, httpWaitBuffer)} }}
@@ -248,6 +250,7 @@ func (h *httpConn) borrow() {
 	b := httpBufPool.Get().(*httpBufs)
 	h.bufs, h.br, h.sbr, h.body = b, b.br, b.sbr, b.body
 	h.req, h.resp, h.rp, h.sp = &b.req, &b.resp, &b.rp, &b.sp
+	h.head, h.extra = b.head, b.extra
 	// A request boundary on a healthy conn: the parsers start clean.
 	b.rp.Limits, b.sp.Limits = h.hs.limits, h.hs.limits
 	b.rp.Reset()
@@ -265,6 +268,8 @@ func (h *httpConn) giveBack() {
 	}
 	h.br.Reset(nil)
 	h.sbr.Reset(nil)
+	h.bufs.head, h.bufs.extra = h.head[:0], h.extra[:0] // grown capacity stays with the buffers
+	h.head, h.extra = nil, nil
 	httpBufPool.Put(h.bufs)
 	h.hs.busy.Add(-1)
 	h.bufs, h.br, h.sbr, h.body = nil, nil, nil, nil
