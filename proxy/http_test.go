@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -50,7 +51,7 @@ func startHTTPBackend(t testing.TB, h http.HandlerFunc, tune func(*http.Server))
 				b.conns.Add(1)
 			}
 		},
-		ErrorLog: nil,
+		ErrorLog: log.New(io.Discard, "", 0), // expected handshake and conn errors stay out of the test output
 	}
 	if tune != nil {
 		tune(b.srv)
