@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type tlsSide struct {
 	handshakes atomic.Uint64 // completed
 	resumed    atomic.Uint64 // of those, resumed from a session ticket
 	failed     atomic.Uint64 // handshakes that failed or timed out
+	silent     atomic.Uint64 // clients that closed before sending a byte
 	challenges atomic.Uint64 // ACME tls-alpn-01 challenges answered
 	lastWarn   atomic.Int64  // unix nanos of the last handshake-failure log
 	suppressed atomic.Uint64
@@ -49,6 +51,10 @@ type TLSStats struct {
 	Handshakes uint64 // completed client handshakes
 	Resumed    uint64 // of those, resumed sessions
 	Failed     uint64 // failed or timed-out client handshakes
+	// Silent counts clients that connected and closed without sending a
+	// byte (TCP health checks, port probes, certmagic's own port check):
+	// not handshake failures, and not logged above debug.
+	Silent uint64
 	Challenges uint64 // ACME tls-alpn-01 challenge handshakes answered
 }
 
@@ -57,7 +63,8 @@ func (vs *VirtualServer) TLSStats() TLSStats {
 	if vs.tls == nil {
 		return TLSStats{}
 	}
-	return TLSStats{vs.tls.handshakes.Load(), vs.tls.resumed.Load(), vs.tls.failed.Load(), vs.tls.challenges.Load()}
+	return TLSStats{Handshakes: vs.tls.handshakes.Load(), Resumed: vs.tls.resumed.Load(), Failed: vs.tls.failed.Load(),
+		Silent: vs.tls.silent.Load(), Challenges: vs.tls.challenges.Load()}
 }
 
 // tlsInfo is what the access log says of a client's TLS.
@@ -105,6 +112,13 @@ func (vs *VirtualServer) handshake(c *net.TCPConn) (tc *tls.Conn, ti tlsInfo, ti
 		stop()
 	}
 	if err != nil {
+		if err == io.EOF { // closed before a byte of ClientHello
+			ts.silent.Add(1)
+			if ce := vs.logger.Check(zap.DebugLevel, "client closed before its TLS handshake"); ce != nil {
+				ce.Write(zap.Stringer("client", c.RemoteAddr()))
+			}
+			return nil, ti, false, false
+		}
 		ts.failed.Add(1)
 		timedOut = errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
 		vs.refuseTLS(c, err, timedOut)

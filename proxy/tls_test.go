@@ -271,7 +271,15 @@ func TestTLSBadInputIsRefusedQuietly(t *testing.T) {
 		t.Fatalf("stalled handshake: closed after %s with %v, want ~300ms", took, err)
 	}
 
-	waitFor(t, 2*time.Second, "3 failed handshakes", func() bool { return p.srv.VirtualServer("vs").TLSStats().Failed == 3 })
+	// A probe that connects and closes without a byte (a TCP health
+	// check): counted apart, not a failure, not warned about.
+	probe := p.dial(t, "vs")
+	_ = probe.Close()
+
+	waitFor(t, 2*time.Second, "3 failed handshakes and 1 silent client", func() bool {
+		st := p.srv.VirtualServer("vs").TLSStats()
+		return st.Failed == 3 && st.Silent == 1
+	})
 	if n := p.logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {
 		t.Fatalf("%d error-level log lines for expected garbage: %v", n, p.logs.FilterLevelExact(zapcore.ErrorLevel).All())
 	}
