@@ -54,7 +54,7 @@ type TLSStats struct {
 	// Silent counts clients that connected and closed without sending a
 	// byte (TCP health checks, port probes, certmagic's own port check):
 	// not handshake failures, and not logged above debug.
-	Silent uint64
+	Silent     uint64
 	Challenges uint64 // ACME tls-alpn-01 challenge handshakes answered
 }
 
