@@ -4,11 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,9 +57,13 @@ idle_timeout = "0s"
 // short and with long client connections. Each measured run gets its own
 // virtual server and member, so the TIME_WAIT and connection counts of one
 // run are not mixed with another's (TIME_WAIT lasts 60 s).
-var demoKinds = []struct{ name, reuse, what string }{
-	{"oneconnect", "shared", "pooled member connections"},
-	{"no-reuse", "never", "a member connection per client connection"},
+var demoKinds = []struct {
+	name, reuse, what string
+	tls               bool // clients speak TLS to tether
+}{
+	{"oneconnect", "shared", "pooled member connections", false},
+	{"no-reuse", "never", "a member connection per client connection", false},
+	{"https", "shared", "pooled, and TLS from the clients (a handshake per client connection)", true},
 }
 
 var demoConns = []string{"short", "long"}
@@ -60,12 +73,16 @@ func demoVS(kind, conn string) string { return kind + "-" + conn }
 // demoConfig is the built-in configuration of `tether demo`: for each kind
 // and client-connection mode an http virtual server in front of its own
 // in-process member, and a tcp virtual server in front of an echo member.
-func demoConfig(members map[string]string, echo string) string {
+func demoConfig(members map[string]string, echo string, cert demoCert) string {
 	var b strings.Builder
 	b.WriteString(demoProfiles)
 	for _, k := range demoKinds {
 		for _, conn := range demoConns {
 			name := demoVS(k.name, conn)
+			tlsTable := ""
+			if k.tls {
+				tlsTable = fmt.Sprintf("[virtual_server.tls]\ncertificates = [{ cert = %q, key = %q }]\n", cert.certFile, cert.keyFile)
+			}
 			fmt.Fprintf(&b, `
 [pool.%[1]s]
 reuse = %[2]q
@@ -82,7 +99,7 @@ client_profile = "clients"
 server_profile = "members"
 [virtual_server.http]
 max_requests = 0
-`, name, k.reuse, members[name])
+%[4]s`, name, k.reuse, members[name], tlsTable)
 		}
 	}
 	fmt.Fprintf(&b, `
@@ -101,7 +118,7 @@ pool = "echo"
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dur := fs.Duration("duration", 3*time.Second, "length of each measured run (4 runs)")
+	dur := fs.Duration("duration", 3*time.Second, "length of each measured run (6 runs)")
 	conc := fs.Int("concurrency", 16, "concurrent client connections")
 	htmlFile := fs.String("html", "", "write the report as a self-contained HTML `FILE`")
 	keep := fs.Bool("keep", false, "leave everything running after the runs and print the addresses (Ctrl-C ends)")
@@ -154,6 +171,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "\nstill running (Ctrl-C to stop):\n")
 		fmt.Fprintf(stdout, "  oneconnect  http://%s/  (member %s)\n", d.addr(one), d.members[one].addr())
 		fmt.Fprintf(stdout, "  no-reuse    http://%s/  (member %s)\n", d.addr(none), d.members[none].addr())
+		fmt.Fprintf(stdout, "  https       https://%s/  (curl --cacert %s)\n", d.addr(demoVS("https", "short")), d.cert.caFile)
 		fmt.Fprintf(stdout, "  tcp echo    %s\n", d.addr("tcp-echo"))
 		fmt.Fprintf(stdout, "try:\n  curl -v http://%s/\n  go run ./cmd/tether bench --compare http://%s/\n  go run ./cmd/tether conns --port %s --port %s\n",
 			d.addr(one), d.addr(none), portOf(d.addr(one)), portOf(d.members[one].addr()))
@@ -172,10 +190,15 @@ type demo struct {
 	srv     *proxy.Server
 	members map[string]*demoServer // HTTP members, by virtual server
 	echo    *demoServer
+	cert    demoCert // for the https virtual servers
 }
 
 func startDemo(logOut io.Writer) (*demo, error) {
 	d := &demo{members: map[string]*demoServer{}}
+	var err error
+	if d.cert, err = makeDemoCert(); err != nil {
+		return nil, err
+	}
 	addrs := map[string]string{}
 	for _, k := range demoKinds {
 		for _, conn := range demoConns {
@@ -188,12 +211,11 @@ func startDemo(logOut io.Writer) (*demo, error) {
 			addrs[demoVS(k.name, conn)] = m.addr()
 		}
 	}
-	var err error
 	if d.echo, err = startDemoServer(demoEcho); err != nil {
 		d.stop()
 		return nil, err
 	}
-	cfg, err := config.Parse([]byte(demoConfig(addrs, d.echo.addr())))
+	cfg, err := config.Parse([]byte(demoConfig(addrs, d.echo.addr(), d.cert)))
 	if err != nil {
 		d.stop()
 		return nil, fmt.Errorf("built-in config: %w", err)
@@ -229,6 +251,7 @@ func (d *demo) stop() {
 	if d.echo != nil {
 		d.echo.close()
 	}
+	d.cert.remove()
 }
 
 // demoRow is one line of the demo's table.
@@ -254,13 +277,17 @@ func (d *demo) measure(ctx context.Context, kind, conn string, conc int, dur tim
 	vs := demoVS(kind, conn)
 	m := d.members[vs]
 	front, member := d.addr(vs), m.addr()
-	res, err := bench.Run(ctx, bench.Options{
+	opts := bench.Options{
 		Target:      "http://" + front + "/",
 		Protocol:    "http",
 		Conn:        conn,
 		Concurrency: conc,
 		Duration:    dur,
-	})
+	}
+	if kindTLS(kind) {
+		opts.Target, opts.CACert = "https://"+front+"/", d.cert.caFile
+	}
+	res, err := bench.Run(ctx, opts)
 	if err != nil {
 		return demoRow{}, nil, err
 	}
@@ -342,6 +369,10 @@ func writeDemoTable(w io.Writer, rows []demoRow) {
 // explainDemoRow says in one line what a row shows.
 func explainDemoRow(r demoRow) string {
 	switch {
+	case r.vs == "https" && r.conn == "short":
+		return fmt.Sprintf("as oneconnect short, plus a TLS handshake for each of the %d client connections: what short connections cost once TLS is on (no TIME_WAIT: tether's close_notify reaches a client socket already closed, which answers with a reset)", r.clientConns)
+	case r.vs == "https":
+		return "keepalive TLS clients: one handshake per client connection, then requests at nearly plain-HTTP cost"
 	case r.vs == "oneconnect" && r.conn == "short":
 		return fmt.Sprintf("a new client connection per request, yet only %d member connections: tether pools them; the clients' closes leave TIME_WAIT on the client (%d) and on tether's front port (%d), none on its ephemeral ports", r.memberConns, r.twClient, r.twFront)
 	case r.vs == "oneconnect":
@@ -448,3 +479,67 @@ var connectionClose = []byte("connection: close")
 
 // demoEcho is the TCP echo member's handler.
 func demoEcho(c net.Conn) { _, _ = io.Copy(c, c) }
+
+// kindTLS reports whether the demo kind's clients speak TLS.
+func kindTLS(kind string) bool {
+	for _, k := range demoKinds {
+		if k.name == kind {
+			return k.tls
+		}
+	}
+	return false
+}
+
+// demoCert is a throwaway self-signed certificate for 127.0.0.1 in a temp
+// dir: its files for tether, and the same certificate as the root bench
+// trusts.
+type demoCert struct {
+	dir, certFile, keyFile, caFile string
+}
+
+func makeDemoCert() (demoCert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return demoCert{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "tether demo (throwaway)"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return demoCert{}, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return demoCert{}, err
+	}
+	dir, err := os.MkdirTemp("", "tether-demo-")
+	if err != nil {
+		return demoCert{}, err
+	}
+	c := demoCert{dir: dir, certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	c.caFile = c.certFile // self-signed: the certificate is its own root
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	if err := os.WriteFile(c.certFile, certPEM, 0o600); err != nil {
+		c.remove()
+		return demoCert{}, err
+	}
+	if err := os.WriteFile(c.keyFile, keyPEM, 0o600); err != nil {
+		c.remove()
+		return demoCert{}, err
+	}
+	return c, nil
+}
+
+func (c demoCert) remove() {
+	if c.dir != "" {
+		_ = os.RemoveAll(c.dir)
+	}
+}

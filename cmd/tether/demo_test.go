@@ -12,8 +12,8 @@ import (
 
 // tether demo end to end with short runs: its table shows the pooled
 // virtual server opening far fewer member connections than the unpooled one
-// under short client connections, and it cleans up after itself (goleak in
-// TestMain checks the goroutines).
+// under short client connections, the https one pooling as well, and it
+// cleans up after itself (goleak in TestMain checks the goroutines).
 func TestDemoShowsPoolingEndToEnd(t *testing.T) {
 	html := filepath.Join(t.TempDir(), "demo.html")
 	var out, errb bytes.Buffer
@@ -24,15 +24,15 @@ func TestDemoShowsPoolingEndToEnd(t *testing.T) {
 	rows := map[string][]string{}
 	for _, line := range strings.Split(out.String(), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 12 && (f[0] == "oneconnect" || f[0] == "no-reuse") {
+		if len(f) == 12 && (f[0] == "oneconnect" || f[0] == "no-reuse" || f[0] == "https") {
 			if _, err := strconv.ParseFloat(f[2], 64); err == nil { // a table row, not an explanation
 				rows[f[0]+" "+f[1]] = f
 			}
 		}
 	}
 	t.Logf("demo output:\n%s", out.String())
-	if len(rows) != 4 {
-		t.Fatalf("want 4 table rows, got %d:\n%s", len(rows), out.String())
+	if len(rows) != 6 {
+		t.Fatalf("want 6 table rows, got %d:\n%s", len(rows), out.String())
 	}
 	col := func(row string, i int) int {
 		n, err := strconv.Atoi(rows[row][i])
@@ -53,6 +53,11 @@ func TestDemoShowsPoolingEndToEnd(t *testing.T) {
 	}
 	if pooled*5 > unpooled || pooled > 8 {
 		t.Fatalf("oneconnect short opened %d member conns vs %d without reuse: want far fewer (<= 8)", pooled, unpooled)
+	}
+	// Over TLS the pool works the same; short clients pay a handshake each,
+	// so they do fewer requests than long ones.
+	if pooledTLS := col("https short", memberConns); pooledTLS > 8 || col("https short", clientConns) < 10 {
+		t.Fatalf("https short: %d member conns for %d client conns, want pooled (<= 8)", pooledTLS, col("https short", clientConns))
 	}
 	page, err := os.ReadFile(html)
 	if err != nil || !bytes.Contains(page, []byte("<svg")) {
