@@ -92,9 +92,14 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 	}
 
 	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
-	stop := context.AfterFunc(vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
+	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
+	// conn); one that starts after the cut aborts itself.
+	vs.relays.track(r)
+	if vs.cutCtx.Err() != nil {
+		r.abort(closeEvent{SideTether, HowShutdown})
+	}
 	r.start(func(first, end closeEvent) {
-		stop()
+		vs.relays.untrack(r)
 		vs.finish(c, sc, r, ti, start, first, end)
 	})
 }

@@ -27,6 +27,7 @@ type VirtualServer struct {
 	dialer    *pool.Dialer
 	http      *httpSide // nil in tcp mode
 	tls       *tlsSide  // nil without TLS termination
+	relays    relaySet  // tcp mode: the running relays
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -125,6 +126,8 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 		hs := vs.http
 		context.AfterFunc(vs.acceptCtx, func() { hs.shutdown(false) })
 		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
+	} else {
+		context.AfterFunc(vs.cutCtx, func() { vs.relays.abortAll(closeEvent{SideTether, HowShutdown}) })
 	}
 	return nil
 }
