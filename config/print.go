@@ -21,7 +21,9 @@ func Effective(cfg *Config) (string, error) {
 }
 
 // Defaults renders the built-in defaults as TOML: the root profile, a pool's
-// settings and a virtual server's (`tether check --print-defaults`).
+// settings, a tcp-mode virtual server's and an http-mode one's with its
+// [virtual_server.http] table (`tether check --print-defaults`). TLS
+// defaults are in the README: a TLS table needs certificate files.
 func Defaults() (string, error) {
 	cfg, err := Parse([]byte(`
 [pool.example]
@@ -29,6 +31,11 @@ members = [{ address = "127.0.0.1:8080" }]
 [[virtual_server]]
 name = "example"
 listen = "127.0.0.1:80"
+pool = "example"
+[[virtual_server]]
+name = "example-http"
+listen = "127.0.0.1:8000"
+mode = "http"
 pool = "example"
 `))
 	if err != nil {

@@ -94,7 +94,8 @@ client_profile = "lan2"
 
 func TestCheckPrintDefaults(t *testing.T) {
 	code, out, _ := runCLI("check", "--print-defaults")
-	if code != exitOK || !strings.Contains(out, "[tcp_profile.tcp]") || !strings.Contains(out, "keepalive_probes = 9") {
+	if code != exitOK || !strings.Contains(out, "[tcp_profile.tcp]") || !strings.Contains(out, "keepalive_probes = 9") ||
+		!strings.Contains(out, "[virtual_server.http]") || !strings.Contains(out, `keepalive_timeout = "15s"`) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
