@@ -540,3 +540,30 @@ func TestTLSLargeRequestsOnAKeepaliveConn(t *testing.T) {
 		}
 	}
 }
+
+// A member that accepts TCP but never answers the TLS handshake cannot hang
+// a client: the pool's handshake_timeout ends each attempt, the client gets
+// 502, and the access line names the handshake.
+func TestTLSToMemberThatStallsTheHandshakeIs502(t *testing.T) {
+	ca := testpki.New(t)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // reads the ClientHello, answers nothing
+	})
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\nhandshake_timeout = \"300ms\"\n", ca.File), be.addr()))
+	start := time.Now()
+	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	took := time.Since(start)
+	if !strings.HasPrefix(out, "HTTP/1.1 502 ") {
+		t.Fatalf("got %q, want 502", out)
+	}
+	if took < 300*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("answered after %s, want about 300ms", took)
+	}
+	if e := fieldString(p.waitAccess(t, 1)[0], "error"); !strings.Contains(e, "TLS handshake") {
+		t.Fatalf("access error %q does not name the TLS handshake", e)
+	}
+	if n := be.acceptedCount(); n != 1 {
+		t.Fatalf("member saw %d connects, want 1 (a member is tried once per request)", n)
+	}
+}
