@@ -333,9 +333,11 @@ func (h *httpConn) awaitRequest() bool {
 	}
 	h.cr.rolling = 0
 	now := time.Now()
-	hold := h.bufs != nil && wait > httpHoldBuffers
+	// Holding buffers (a request was just served): wait with them first;
+	// a pipelined request is already in br.
+	hold := h.bufs != nil
 	first := wait
-	if hold {
+	if hold && wait > httpHoldBuffers {
 		first = httpHoldBuffers
 	}
 	_ = h.c.SetReadDeadline(now.Add(first))
@@ -349,7 +351,7 @@ func (h *httpConn) awaitRequest() bool {
 	}
 	if hold {
 		_, err := h.br.Peek(1) // returns at once for a pipelined request
-		if err == nil || !isTimeoutErr(err) || h.vs.acceptCtx.Err() != nil {
+		if err == nil || !isTimeoutErr(err) || first == wait || h.vs.acceptCtx.Err() != nil {
 			return err == nil && h.vs.acceptCtx.Err() == nil
 		}
 		// Quiet for httpHoldBuffers: wait on without the buffers.

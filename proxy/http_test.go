@@ -1012,3 +1012,25 @@ func TestHTTPIdleKeepaliveConnsHoldNoBuffers(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "buffers given back", func() bool { return vs.Stats().HTTPBusy == 0 })
 }
+
+// With a keepalive_timeout shorter than the time a conn holds its buffers
+// after a request, pipelined requests are still all answered (none is
+// dropped with the buffers).
+func TestHTTPPipelinedWithATinyKeepaliveTimeout(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.Path) }, nil)
+	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"5ms\"\n", "", be.addr()))
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/a", "/b", "/c"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response for %s: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+	}
+}
