@@ -706,9 +706,13 @@ func (h *httpConn) drop(sc *pool.ServerConn, why pool.DiscardReason) {
 func (h *httpConn) forwarded() []http1.Header {
 	h.extra = h.extra[:0]
 	if h.hs.cfg.ForwardedHeaders {
+		proto := protoHTTP
+		if h.tc != nil {
+			proto = protoHTTPS // the client came over TLS
+		}
 		h.extra = append(h.extra,
 			http1.Header{Name: hdrXFF, Value: h.ip},
-			http1.Header{Name: hdrXFP, Value: protoHTTP},
+			http1.Header{Name: hdrXFP, Value: proto},
 		)
 		if len(h.req.Host) > 0 {
 			h.extra = append(h.extra, http1.Header{Name: hdrXFH, Value: h.req.Host})
@@ -720,10 +724,11 @@ func (h *httpConn) forwarded() []http1.Header {
 var (
 	continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
-	hdrXFF    = []byte("X-Forwarded-For")
-	hdrXFP    = []byte("X-Forwarded-Proto")
-	hdrXFH    = []byte("X-Forwarded-Host")
-	protoHTTP = []byte("http")
+	hdrXFF     = []byte("X-Forwarded-For")
+	hdrXFP     = []byte("X-Forwarded-Proto")
+	hdrXFH     = []byte("X-Forwarded-Host")
+	protoHTTP  = []byte("http")
+	protoHTTPS = []byte("https")
 )
 
 // writeError answers with a short error response and Connection: close.
