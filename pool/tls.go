@@ -51,7 +51,25 @@ func (p *Pool) handshake(ctx context.Context, m *Member, c *net.TCPConn) (*tls.C
 // with them. A close_notify or application data makes it stale. Only the
 // conn's owner may call it: it reads (the stale check of a plain conn only
 // peeks).
+//
+// What crypto/tls already holds is checked first: bytes it decrypted past
+// the last response (sent in the same record) or a close_notify it read
+// with it are no longer on the socket, where the peek would see them.
 func aliveTLS(c *net.TCPConn, tc *tls.Conn) error {
+	if tc != nil {
+		// A past deadline: Read returns what is buffered without a system
+		// call, else it times out at once (not sticky in crypto/tls).
+		_ = tc.SetReadDeadline(time.Unix(1, 0))
+		var b [1]byte
+		n, rerr := tc.Read(b[:])
+		_ = tc.SetReadDeadline(time.Time{})
+		switch {
+		case n > 0:
+			return sockopt.ErrStaleData
+		case rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded):
+			return fmt.Errorf("%w: %w", sockopt.ErrStale, rerr)
+		}
+	}
 	for range 4 {
 		err := sockopt.Alive(c)
 		if tc == nil || !errors.Is(err, sockopt.ErrStaleData) {

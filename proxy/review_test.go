@@ -1,8 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
@@ -28,5 +34,51 @@ func TestHTTPSVirtualServerForwardsProtoHTTPS(t *testing.T) {
 	}
 	if got := <-seen; got != "https" {
 		t.Fatalf("X-Forwarded-Proto = %q for a TLS client, want https", got)
+	}
+}
+
+// Bytes a TLS member sends past the end of a response (a body longer than
+// its Content-Length, a second answer) make its conn stale, as they do on
+// a plain conn: here they arrive in the same TLS record as the response,
+// so crypto/tls holds them decrypted and the socket shows nothing. The
+// next request must not be sent on that conn, where the stray bytes would
+// be read as its answer (another client's, with reuse = "shared").
+func TestTLSMemberStrayBytesAfterResponseMakeItsConnStale(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "member", "member.test", testpki.Options{})
+	var conns atomic.Int64
+	be := startBackend(t, func(raw *net.TCPConn) {
+		n := conns.Add(1)
+		// Full-size records from the start: the response and what follows
+		// it share one.
+		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{leaf.Pair}, DynamicRecordSizingDisabled: true})
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_ = req.Body.Close()
+			body := fmt.Sprintf("conn %d %s ", n, req.URL.Path)
+			if req.URL.Path == "/first" {
+				// One write, one TLS record: a 12000-byte body, then a
+				// whole second response nobody asked for.
+				body += strings.Repeat("x", 12000-len(body))
+				stray := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s", len(body), body, stray)
+				continue
+			}
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.addr()))
+	out := rawExchange(t, p.addr("vs"), "GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.Contains(out, "conn 1 /first ") || strings.Contains(out, "stray") {
+		t.Fatalf("first response %.200q", out)
+	}
+	out = rawExchange(t, p.addr("vs"), "GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if !strings.HasSuffix(out, "conn 2 /second ") {
+		t.Fatalf("second client got %.300q, want its own answer on a new member conn", out)
 	}
 }
