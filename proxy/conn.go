@@ -36,7 +36,9 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		if tc != nil {
 			_ = tc.CloseWrite() // close_notify before the FIN
 		}
-		lingeringClose(c)
+		if vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
+			lingeringClose(c)
+		}
 		_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
 		vs.connDone()
 		return

@@ -198,6 +198,7 @@ var httpBufPool = sync.Pool{New: func() any {
 type deadlineReader struct {
 	c       net.Conn
 	rolling time.Duration
+	cut     <-chan struct{} // closed at shutdown's cut: no more re-arming
 	pre     []byte
 }
 
@@ -208,6 +209,13 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	if d.rolling > 0 {
+		// Shutdown's cut set a past deadline: re-arming would undo it and
+		// let a long body hold the shutdown.
+		select {
+		case <-d.cut:
+			return 0, os.ErrDeadlineExceeded
+		default:
+		}
 		_ = d.c.SetReadDeadline(time.Now().Add(d.rolling))
 	}
 	return d.c.Read(p)
@@ -287,7 +295,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	if tc != nil {
 		h.c = tc
 	}
-	h.cr = deadlineReader{c: h.c}
+	h.cr = deadlineReader{c: h.c, cut: vs.cutCtx.Done()}
 	h.served = 0
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
@@ -529,7 +537,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 // whether the request may be replayed (a reused conn failed before any
 // response byte and the request is idempotent with no body).
 func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, streamed bool) (status int, ok, retry bool) {
-	h.sr = deadlineReader{c: sc.Conn}
+	h.sr = deadlineReader{c: sc.Conn, cut: h.vs.cutCtx.Done()}
 	h.sbr.Reset(&h.sr)
 	h.sp.Reset()
 	if streamed {

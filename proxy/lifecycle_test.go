@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,5 +186,54 @@ func TestRedisThroughTether(t *testing.T) {
 	}
 	if rest, err := readAll(c); err != nil || len(rest) != 0 {
 		t.Fatalf("after QUIT: %q %v (want EOF: redis closed, tether relayed the FIN)", rest, err)
+	}
+}
+
+// Shutdown's cut ends a request body still streaming in: the per-read idle
+// deadline of a body must not re-arm over the cut (else a slow upload holds
+// the shutdown for as long as it lasts).
+func TestShutdownCutsAStreamingRequestBody(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}, nil)
+	cfg, err := config.Parse([]byte(httpConfig("", "", be.addr()) + "\n[global]\nshutdown_timeout = \"1s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", srv.ListenAddr("vs").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // a chunk every 20 ms for up to 10 s
+		for i := 0; i < 500; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := io.WriteString(c, "4\r\ndata\r\n"); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the body is streaming
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_ = srv.Shutdown(ctx)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("shutdown took %s with an upload streaming, want the cut at ~300ms", took)
 	}
 }
