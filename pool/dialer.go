@@ -463,8 +463,9 @@ func (d *Dialer) pruneStale() {
 		for _, c := range s.idle {
 			// A peek only: the conn stays in the stock, where Connect
 			// may take it at any moment, so TLS records are not read
-			// here (takeIdle does that for the conn it takes).
-			if err := sockopt.Alive(c.tcp); err != nil && (c.tls == nil || !errors.Is(err, sockopt.ErrStaleData)) {
+			// here (takeIdle does that for the conn it takes); with the
+			// member's FIN in too, it is stale.
+			if err := sockopt.Alive(c.tcp); err != nil && (c.tls == nil || !errors.Is(err, sockopt.ErrStaleData) || peerClosed(c.tcp)) {
 				found = append(found, stale{m, c.tcp, err})
 				m.idle.Add(-1)
 				continue

@@ -1198,8 +1198,10 @@ func (r *Reuser) peekIdle(now time.Time) {
 		r.peekBuf[i] = nil
 		// A peek only: the conn is still in its idle stack, where a Get
 		// may take it, so TLS records are not read here (Get's check
-		// reads them for the conn it takes).
-		if err := sockopt.Alive(c.TCP); !errors.Is(err, sockopt.ErrStale) || (c.TLS != nil && errors.Is(err, sockopt.ErrStaleData)) {
+		// reads them for the conn it takes). Bytes waiting on a TLS conn
+		// make it stale only when the member also sent its FIN (the
+		// close_notify then FIN of a member closing an idle conn).
+		if err := sockopt.Alive(c.TCP); !errors.Is(err, sockopt.ErrStale) || (c.TLS != nil && errors.Is(err, sockopt.ErrStaleData) && !peerClosed(c.TCP)) {
 			continue
 		}
 		r.mu.Lock()

@@ -98,3 +98,10 @@ func aliveTLS(c *net.TCPConn, tc *tls.Conn) error {
 // per client): the peek, and over TLS a read of records the member sent
 // unasked. The Reuser runs it before it lends an idle conn.
 func (c *ServerConn) Alive() error { return aliveTLS(c.TCP, c.TLS) }
+
+// peerClosed reports whether the peer sent its FIN (the socket is in
+// CLOSE_WAIT): a check that reads nothing, so anyone may run it.
+func peerClosed(c *net.TCPConn) bool {
+	info, err := sockopt.GetInfo(c)
+	return err == nil && info.State == sockopt.StateCloseWait
+}

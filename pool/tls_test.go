@@ -176,3 +176,17 @@ func TestTLSPreconnectStockIsHandshaken(t *testing.T) {
 		t.Fatalf("echo %q, %v", got, err)
 	}
 }
+
+// The reaper drops an idle TLS conn the member ended (close_notify, then
+// FIN) without waiting for a Get to find it: its slot is freed.
+func TestTLSReaperDropsAnIdleConnTheMemberClosed(t *testing.T) {
+	m := newTLSMember(t, 100*time.Millisecond, false)
+	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), m.ca.ClientConfig("member.test"))
+	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond})
+	c := get(t, r)
+	mustExchange(t, c, "one")
+	r.Put(c, true)
+	waitFor(t, 5*time.Second, "the reaper to drop the closed TLS conn", func() bool {
+		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0 && p.Members()[0].Active() == 0
+	})
+}
