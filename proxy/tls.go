@@ -119,6 +119,9 @@ func (vs *VirtualServer) handshake(c *net.TCPConn) (tc *tls.Conn, ti tlsInfo, ti
 			}
 			return nil, ti, false, false
 		}
+		if vs.cutCtx.Err() != nil {
+			return nil, ti, false, false // cut by shutdown: not the client's failure
+		}
 		ts.failed.Add(1)
 		timedOut = errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
 		vs.refuseTLS(c, err, timedOut)
