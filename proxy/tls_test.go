@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -565,5 +566,26 @@ func TestTLSToMemberThatStallsTheHandshakeIs502(t *testing.T) {
 	}
 	if n := be.acceptedCount(); n != 1 {
 		t.Fatalf("member saw %d connects, want 1 (a member is tried once per request)", n)
+	}
+}
+
+// A handshake cut by shutdown is the proxy's doing: not counted as a failed
+// handshake, not warned about.
+func TestTLSHandshakeCutByShutdownIsNotAFailure(t *testing.T) {
+	ca := testpki.New(t)
+	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
+	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {}, nil)
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	c := p.dial(t, "vs") // says nothing: its handshake waits (handshake_timeout 10 s)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	waitFor(t, 2*time.Second, "the conn to be accepted", func() bool { return p.srv.VirtualServer("vs").Stats().Active == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = p.srv.Shutdown(ctx)
+	if st := p.srv.VirtualServer("vs").TLSStats(); st.Failed != 0 {
+		t.Fatalf("TLS stats %+v: a handshake cut by shutdown counted as failed", st)
+	}
+	if n := p.logs.FilterMessage("TLS handshake failed").Len(); n != 0 {
+		t.Fatalf("%d handshake warnings for a shutdown cut", n)
 	}
 }
