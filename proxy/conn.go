@@ -96,12 +96,12 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
 	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
 	// conn); one that starts after the cut aborts itself.
-	vs.relays.track(r)
+	vs.relays.add(r)
 	if vs.cutCtx.Err() != nil {
 		r.abort(closeEvent{SideTether, HowShutdown})
 	}
 	r.start(func(first, end closeEvent) {
-		vs.relays.untrack(r)
+		vs.relays.remove(r)
 		vs.finish(c, sc, r, ti, start, first, end)
 	})
 }

@@ -42,35 +42,8 @@ type httpSide struct {
 	// progress (idle keepalive conns hold none).
 	busy atomic.Int64
 
-	// conns are the client conns being served (a list through
-	// httpConn.prev/next), for shutdown to wake or cut: no per-conn
-	// context.AfterFunc (an allocation and ~1.5 KiB each).
-	mu    sync.Mutex
-	conns *httpConn
-}
-
-func (hs *httpSide) track(h *httpConn) {
-	hs.mu.Lock()
-	h.prev, h.next = nil, hs.conns
-	if hs.conns != nil {
-		hs.conns.prev = h
-	}
-	hs.conns = h
-	hs.mu.Unlock()
-}
-
-func (hs *httpSide) untrack(h *httpConn) {
-	hs.mu.Lock()
-	if h.prev != nil {
-		h.prev.next = h.next
-	} else {
-		hs.conns = h.next
-	}
-	if h.next != nil {
-		h.next.prev = h.prev
-	}
-	h.prev, h.next = nil, nil
-	hs.mu.Unlock()
+	// conns are the client conns being served, for shutdown.
+	conns liveSet[*httpConn]
 }
 
 // shutdown wakes the tracked conns at shutdown: with cut false the idle
@@ -79,16 +52,14 @@ func (hs *httpSide) untrack(h *httpConn) {
 // over).
 func (hs *httpSide) shutdown(cut bool) {
 	past := time.Unix(1, 0)
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	for h := hs.conns; h != nil; h = h.next {
+	hs.conns.each(func(h *httpConn) {
 		switch {
 		case cut:
 			_ = h.tcp.SetDeadline(past)
 		case h.waiting.Load():
 			_ = h.tcp.SetReadDeadline(past)
 		}
-	}
+	})
 }
 
 // headerEdits turns a config's add/remove lists into codec fields, in a
@@ -244,8 +215,6 @@ type httpConn struct {
 	served  int
 	waiting atomic.Bool // between requests: shutdown may wake it
 
-	prev, next *httpConn // in httpSide.conns while served
-
 	bufs  *httpBufs // borrowed for a request: br, sbr and body are its; nil while idle
 	body  []byte
 	wait  []byte         // httpWaitBuffer: the wait for the next request reads into it
@@ -303,13 +272,13 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	// Shutdown: an idle client is let go at once (a busy one gets
 	// Connection: close on its current response); when the drain time is
 	// over every read is cut. The virtual server does both on the conns it
-	// tracks (httpShutdown); one that starts after the cut cuts itself.
-	vs.http.track(h)
+	// tracks (httpSide.shutdown); one that starts after the cut cuts itself.
+	vs.http.conns.add(h)
 	if vs.cutCtx.Err() != nil {
 		_ = c.SetDeadline(time.Unix(1, 0))
 	}
 	h.loop()
-	vs.http.untrack(h)
+	vs.http.conns.remove(h)
 	if h.sc != nil { // the member conn this client kept
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
 		h.sc = nil

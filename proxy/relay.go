@@ -92,47 +92,6 @@ type relay struct {
 
 	toServer, toClient atomic.Int64 // bytes copied each way
 	running            atomic.Int32 // directions still running
-
-	prev, next *relay // in the virtual server's relaySet while running
-}
-
-// relaySet is a virtual server's running relays, for shutdown to cut.
-type relaySet struct {
-	mu   sync.Mutex
-	head *relay
-}
-
-func (s *relaySet) track(r *relay) {
-	s.mu.Lock()
-	r.prev, r.next = nil, s.head
-	if s.head != nil {
-		s.head.prev = r
-	}
-	s.head = r
-	s.mu.Unlock()
-}
-
-func (s *relaySet) untrack(r *relay) {
-	s.mu.Lock()
-	if r.prev != nil {
-		r.prev.next = r.next
-	} else {
-		s.head = r.next
-	}
-	if r.next != nil {
-		r.next.prev = r.prev
-	}
-	r.prev, r.next = nil, nil
-	s.mu.Unlock()
-}
-
-// abortAll ends every tracked relay (shutdown's drain time is over).
-func (s *relaySet) abortAll(e closeEvent) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for r := s.head; r != nil; r = r.next {
-		r.abort(e)
-	}
 }
 
 // newRelay relays between client and server; either side (or both) may

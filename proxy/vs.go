@@ -25,9 +25,9 @@ type VirtualServer struct {
 	halfClose time.Duration
 	accessLog bool
 	dialer    *pool.Dialer
-	http      *httpSide // nil in tcp mode
-	tls       *tlsSide  // nil without TLS termination
-	relays    relaySet  // tcp mode: the running relays
+	http      *httpSide       // nil in tcp mode
+	tls       *tlsSide        // nil without TLS termination
+	relays    liveSet[*relay] // tcp mode: the running relays, for shutdown
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -127,7 +127,9 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 		context.AfterFunc(vs.acceptCtx, func() { hs.shutdown(false) })
 		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
 	} else {
-		context.AfterFunc(vs.cutCtx, func() { vs.relays.abortAll(closeEvent{SideTether, HowShutdown}) })
+		context.AfterFunc(vs.cutCtx, func() {
+			vs.relays.each(func(r *relay) { r.abort(closeEvent{SideTether, HowShutdown}) })
+		})
 	}
 	return nil
 }
