@@ -59,15 +59,8 @@ func aliveTLS(c *net.TCPConn, tc *tls.Conn) error {
 	if tc != nil {
 		// A past deadline: Read returns what is buffered without a system
 		// call, else it times out at once (not sticky in crypto/tls).
-		_ = tc.SetReadDeadline(time.Unix(1, 0))
-		var b [1]byte
-		n, rerr := tc.Read(b[:])
-		_ = tc.SetReadDeadline(time.Time{})
-		switch {
-		case n > 0:
-			return sockopt.ErrStaleData
-		case rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded):
-			return fmt.Errorf("%w: %w", sockopt.ErrStale, rerr)
+		if err := readTLS(tc, time.Unix(1, 0)); err != nil {
+			return err
 		}
 	}
 	for range 4 {
@@ -76,22 +69,30 @@ func aliveTLS(c *net.TCPConn, tc *tls.Conn) error {
 			return err
 		}
 		// The records are in the socket buffer: a read returns at once
-		// after them, and the deadline (not sticky for reads in
-		// crypto/tls) only ends the wait for more.
-		_ = tc.SetReadDeadline(time.Now().Add(time.Millisecond))
-		var b [1]byte
-		n, rerr := tc.Read(b[:])
-		_ = tc.SetReadDeadline(time.Time{})
-		switch {
-		case n > 0:
-			return sockopt.ErrStaleData
-		case rerr == nil:
-			continue
-		case !errors.Is(rerr, os.ErrDeadlineExceeded):
-			return fmt.Errorf("%w: %w", sockopt.ErrStale, rerr)
+		// after them, and the deadline only ends the wait for more.
+		if err := readTLS(tc, time.Now().Add(time.Millisecond)); err != nil {
+			return err
 		}
 	}
 	return sockopt.Alive(c)
+}
+
+// readTLS reads through tc until deadline, which processes the records
+// waiting (session tickets, key updates). An application byte returns
+// ErrStaleData, an error other than the deadline ErrStale wrapping it;
+// records without data return nil.
+func readTLS(tc *tls.Conn, deadline time.Time) error {
+	_ = tc.SetReadDeadline(deadline)
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	_ = tc.SetReadDeadline(time.Time{})
+	switch {
+	case n > 0:
+		return sockopt.ErrStaleData
+	case err == nil || errors.Is(err, os.ErrDeadlineExceeded):
+		return nil
+	}
+	return fmt.Errorf("%w: %w", sockopt.ErrStale, err)
 }
 
 // Alive is the stale check of a conn the caller holds (lent out or kept
