@@ -64,6 +64,7 @@ func TestTLSHTTPModeTerminates(t *testing.T) {
 	if cs.NegotiatedProtocol != "http/1.1" || cs.Version != tls.VersionTLS13 {
 		t.Fatalf("ALPN %q version %x", cs.NegotiatedProtocol, cs.Version)
 	}
+	p.waitAccess(t, 1) // the lines come in connection order
 	if _, _, cs2 := tlsGet(t, p.addr("vs"), cfg); !cs2.DidResume {
 		t.Fatal("second conn with a session cache did not resume")
 	}
