@@ -458,6 +458,14 @@ func checkStorageDir(v *validator, path, dir string) {
 	}
 }
 
+// ReadCertificates reads a PEM file and parses each CERTIFICATE block in
+// it; at least one must be there. Errors leave the file's name out (the
+// caller names the key and the file).
+func ReadCertificates(file string) ([]*x509.Certificate, error) {
+	_, certs, err := readCerts(file)
+	return certs, err
+}
+
 // readCerts reads a PEM file and parses each CERTIFICATE block in it.
 func readCerts(file string) ([]byte, []*x509.Certificate, error) {
 	b, err := readFile(file)

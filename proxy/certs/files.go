@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tetherproxy/tether/config"
 )
 
 // keyPair is a certificate/key file pair read and checked: the PEM bytes as
@@ -60,32 +62,16 @@ func parseLeaf(b []byte) (*x509.Certificate, error) {
 	}
 }
 
-// readCertPool reads a PEM bundle of CA certificates; what names the
-// config key in errors ("client_ca", "ca_root", "ca").
+// readCertPool reads a PEM bundle of CA certificates (as `tether check`
+// does); what names the config key in errors ("client_ca", "ca_root", "ca").
 func readCertPool(what, file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
+	certs, err := config.ReadCertificates(file)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q: %w", what, file, bare(err))
+		return nil, fmt.Errorf("%s %q: %w", what, file, err)
 	}
 	pool := x509.NewCertPool()
-	n := 0
-	for rest := b; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s %q: certificate %d: %w", what, file, n+1, err)
-		}
+	for _, c := range certs {
 		pool.AddCert(c)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("%s %q: %w", what, file, errNoCertificate)
 	}
 	return pool, nil
 }
