@@ -197,22 +197,8 @@ func TestShutdownCutsAStreamingRequestBody(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "ok")
 	}, nil)
-	cfg, err := config.Parse([]byte(httpConfig("", "", be.addr()) + "\n[global]\nshutdown_timeout = \"1s\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp", srv.ListenAddr("vs").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	c := p.dial(t, "vs")
 	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
 	stop := make(chan struct{})
 	defer close(stop)
@@ -232,7 +218,7 @@ func TestShutdownCutsAStreamingRequestBody(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_ = srv.Shutdown(ctx)
+	_ = p.srv.Shutdown(ctx)
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("shutdown took %s with an upload streaming, want the cut at ~300ms", took)
 	}
