@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -268,4 +269,36 @@ func timeWaitCount(t *testing.T, local, remote string) int {
 		}
 	}
 	return n
+}
+
+// waitSocketToward waits until tether holds a socket to member for which
+// cond holds (sock_diag), e.g. CLOSE_WAIT once the member closed an idle
+// conn.
+func waitSocketToward(t *testing.T, member, what string, cond func(sockopt.Socket) bool) {
+	t.Helper()
+	m, err := netip.ParseAddrPort(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, what, func() bool {
+		socks, err := sockopt.Sockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range socks {
+			if s.Remote == m && cond(s) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// waitMemberClosedIdle waits until the member closed an idle conn tether
+// holds (tether's side in CLOSE_WAIT).
+func waitMemberClosedIdle(t *testing.T, member string) {
+	t.Helper()
+	waitSocketToward(t, member, "the member to close its idle conn", func(s sockopt.Socket) bool {
+		return s.State == sockopt.StateCloseWait
+	})
 }

@@ -146,18 +146,20 @@ func TestHTTPReplayMatrix(t *testing.T) {
 		script func(conn, req int) memberAction
 		method string
 		hook   bool // reset the reused conn after the pre-reuse peek, before the write
-		pause  time.Duration
-		want   want
+		// idleClose: wait for the member to close the first request's
+		// conn (its idle end) before the second request.
+		idleClose bool
+		want      want
 	}{{
 		// (a) the member closes idle conns without announcing Keep-Alive:
 		// the peek finds the conn closed, the request goes on a fresh one,
 		// any method, and the member sees it once.
-		name: "a/idle-close/GET", method: "GET", pause: 250 * time.Millisecond,
+		name: "a/idle-close/GET", method: "GET", idleClose: true,
 		script: func(conn, req int) memberAction { return answerIdleEnd },
 		want: want{status: "HTTP/1.1 200 OK", seen: []string{"GET", "GET"}, retries: "0",
 			stats: pool.ReuseStats{Opened: 2, StaleOnPeek: 1}},
 	}, {
-		name: "a/idle-close/POST", method: "POST", pause: 250 * time.Millisecond,
+		name: "a/idle-close/POST", method: "POST", idleClose: true,
 		script: func(conn, req int) memberAction { return answerIdleEnd },
 		want: want{status: "HTTP/1.1 200 OK", seen: []string{"GET", "POST data"}, retries: "0",
 			stats: pool.ReuseStats{Opened: 2, StaleOnPeek: 1}},
@@ -214,7 +216,7 @@ func TestHTTPReplayMatrix(t *testing.T) {
 			}
 			return answerIdleEnd
 		},
-		pause: 250 * time.Millisecond,
+		idleClose: true,
 		want: want{status: "HTTP/1.1 502 Bad Gateway", seen: []string{"GET", "GET"}, retries: "0",
 			stats: pool.ReuseStats{Opened: 2, StaleOnPeek: 1, Discarded: 1, ClosedEarly: 1}},
 	}} {
@@ -239,7 +241,9 @@ func TestHTTPReplayMatrix(t *testing.T) {
 			if got := send(t, p.addr("vs"), "GET"); got != "HTTP/1.1 200 OK" {
 				t.Fatalf("first request: %q", got)
 			}
-			time.Sleep(tc.pause)
+			if tc.idleClose {
+				waitMemberClosedIdle(t, m.addr())
+			}
 			if got := send(t, p.addr("vs"), tc.method); got != tc.want.status {
 				t.Fatalf("%s: got %q, want %q", tc.method, got, tc.want.status)
 			}

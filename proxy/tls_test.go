@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 // tlsBlock is a [virtual_server.tls] table serving one certificate.
@@ -200,7 +201,7 @@ func TestTLSToMembersVerifiedAndReused(t *testing.T) {
 	}
 	// The member closes the idle conn (IdleTimeout 300 ms): the next
 	// request goes on a new conn without an error or a replay.
-	time.Sleep(600 * time.Millisecond)
+	waitMemberClosedIdle(t, m.addr())
 	if !getOK(cl, url, "tls:true") {
 		t.Fatal("request after the member closed its idle conn failed")
 	}
@@ -354,7 +355,9 @@ func TestTLSToRealNginxMember(t *testing.T) {
 	p := startProxy(t, httpConfig("", fmt.Sprintf("min_idle = 1\n\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), addr))
 	ms := p.srv.Pool("p").Members()[0]
 	waitFor(t, 3*time.Second, "the warm conn", func() bool { return ms.Stats().TLSHandshakes == 1 })
-	time.Sleep(100 * time.Millisecond) // the tickets reach the idle socket
+	waitSocketToward(t, addr, "nginx's session tickets unread on the warm conn", func(s sockopt.Socket) bool {
+		return s.State == sockopt.StateEstablished && s.RecvQ > 0
+	})
 	cl := proxyClient(true)
 	defer cl.CloseIdleConnections()
 	for i := 0; i < 20; i++ {
