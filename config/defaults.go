@@ -131,13 +131,18 @@ func DefaultTLS(mode string) TLS {
 
 // DefaultACME is the acme table before the file's keys are applied: Let's
 // Encrypt production (certmagic.LetsEncryptProductionCA), the tls-alpn-01
-// challenge, the standard ports, certmagic's own storage.
+// challenge, the standard ports, certmagic's own storage, certmagic's
+// renewal timing (checked every 10 minutes, renewed with a third of the
+// lifetime left).
 func DefaultACME() ACME {
 	return ACME{
 		CA:          "https://acme-v02.api.letsencrypt.org/directory",
 		Challenges:  []string{ChallengeTLSALPN},
 		HTTPPort:    80,
 		TLSALPNPort: 443,
+
+		RenewInterval:      10 * time.Minute,
+		RenewalWindowRatio: 1.0 / 3,
 	}
 }
 

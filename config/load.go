@@ -165,6 +165,9 @@ type rawACME struct {
 	TLSALPNPort   *int      `toml:"tls_alpn_port"`
 	OnDemand      *bool     `toml:"on_demand"`
 	OnDemandAllow []string  `toml:"on_demand_allow"`
+
+	RenewInterval      *duration `toml:"renew_interval"`
+	RenewalWindowRatio *float64  `toml:"renewal_window_ratio"`
 }
 
 // rawPoolTLS is [pool.NAME.tls].

@@ -99,6 +99,13 @@ type ACME struct {
 	// default, and it needs a non-empty allow-list.
 	OnDemand      bool     `toml:"on_demand"`
 	OnDemandAllow []string `toml:"on_demand_allow,omitempty"`
+	// RenewInterval is how often the managed certificates are checked for
+	// renewal (default 10m, as certmagic and Caddy's renew_interval).
+	// RenewalWindowRatio is the share of a certificate's lifetime left
+	// when it is renewed (default 1/3), unless the CA's ACME Renewal
+	// Information (ARI) picks an earlier time.
+	RenewInterval      time.Duration `toml:"renew_interval"`
+	RenewalWindowRatio float64       `toml:"renewal_window_ratio"`
 }
 
 // PoolTLS is TLS toward a pool's members (F5's server SSL profile):
@@ -238,6 +245,8 @@ func buildACME(v *validator, path, dir string, ra rawACME) *ACME {
 	setInt(&a.TLSALPNPort, ra.TLSALPNPort)
 	a.OnDemand = boolOr(ra.OnDemand, false)
 	a.OnDemandAllow = ra.OnDemandAllow
+	setDur(&a.RenewInterval, ra.RenewInterval)
+	a.RenewalWindowRatio = floatOr(ra.RenewalWindowRatio, a.RenewalWindowRatio)
 
 	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " \t\r\n<>")) {
 		v.add(path, fmt.Sprintf("email %q", a.Email), "is not an email address")
@@ -293,6 +302,12 @@ func buildACME(v *validator, path, dir string, ra rawACME) *ACME {
 		if p.port < 1 || p.port > 65535 {
 			v.add(path, p.key, "must be between 1 and 65535")
 		}
+	}
+	if a.RenewInterval < time.Second || a.RenewInterval > 24*time.Hour {
+		v.add(path, "renew_interval", "must be between 1s and 24h")
+	}
+	if !(a.RenewalWindowRatio > 0 && a.RenewalWindowRatio < 1) {
+		v.add(path, fmt.Sprintf("renewal_window_ratio %v", a.RenewalWindowRatio), "must be above 0 and below 1 (the share of the lifetime left at renewal)")
 	}
 	if a.Storage != "" {
 		checkStorageDir(v, path, a.Storage)

@@ -137,6 +137,9 @@ acme = { email = "ops@example.com", domains = ["x.test", "127.0.0.1"], storage =
 		Challenges:  []string{ChallengeTLSALPN},
 		HTTPPort:    80,
 		TLSALPNPort: 443,
+
+		RenewInterval:      10 * time.Minute,
+		RenewalWindowRatio: 1.0 / 3,
 	}
 	if a == nil || !reflect.DeepEqual(*a, want) {
 		t.Fatalf("acme =\n%+v\nwant\n%+v", a, want)
@@ -153,11 +156,14 @@ http_port = 5002
 tls_alpn_port = 5001
 on_demand = true
 on_demand_allow = ["*.x.test", "y.test"]
+renew_interval = "1m"
+renewal_window_ratio = 0.5
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a := cfg.VirtualServers[0].TLS.ACME; a.HTTPPort != 5002 || a.TLSALPNPort != 5001 || !a.OnDemand || a.Storage != "" ||
+		a.RenewInterval != time.Minute || a.RenewalWindowRatio != 0.5 ||
 		!reflect.DeepEqual(a.Challenges, []string{"http-01", "tls-alpn-01"}) || a.CA != "https://127.0.0.1:14000/dir" {
 		t.Fatalf("acme = %+v", a)
 	}
@@ -256,6 +262,8 @@ func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 		{"acme unknown challenge", vsTLS("", `acme = { domains = ["x.test"], challenges = ["dns-01"] }`), []string{acmep + `challenges: "dns-01" is not one of tls-alpn-01 | http-01`}},
 		{"acme ports out of range", vsTLS("", `acme = { domains = ["x.test"], http_port = 0, tls_alpn_port = 70000 }`),
 			[]string{acmep + "http_port: must be between 1 and 65535", acmep + "tls_alpn_port: must be between 1 and 65535"}},
+		{"acme renewal timing out of range", vsTLS("", `acme = { domains = ["x.test"], renew_interval = "100ms", renewal_window_ratio = 1.0 }`),
+			[]string{acmep + "renew_interval: must be between 1s and 24h", acmep + "renewal_window_ratio 1: must be above 0 and below 1"}},
 		{"acme plain http CA", vsTLS("", `acme = { domains = ["x.test"], ca = "http://127.0.0.1:14000/dir" }`),
 			[]string{acmep + `ca "http://127.0.0.1:14000/dir": must be the https:// URL of an ACME directory`}},
 		{"acme storage without parent", vsTLS("", `acme = { domains = ["x.test"], storage = "no/such/dir" }`),

@@ -59,8 +59,9 @@ func (m *Manager) newACME(a config.ACME) error {
 			DefaultServerName:  first,
 			FallbackServerName: first,
 			OnDemand:           onDemand,
+			RenewalWindowRatio: a.RenewalWindowRatio, // 0 = certmagic's default
 			OnEvent:            m.onEvent,
-			ShouldEmitFunc:     func(event string) bool { return event == "cached_managed_cert" },
+			ShouldEmitFunc:     acmeEvents,
 			Storage:            storage,
 			Logger:             m.logger.Named("certmagic"),
 		})
@@ -150,10 +151,43 @@ func matchName(name, pattern string) bool {
 	return name == pattern
 }
 
+// ACMEStats counts what certmagic did for a Manager with ACME: certificates
+// obtained, renewed, and attempts that failed (each one retried by
+// certmagic with backoff, and logged by it).
+type ACMEStats struct {
+	Obtained, Renewed, Failed uint64
+}
+
+// ACMEStats returns the counts so far (zero with files).
+func (m *Manager) ACMEStats() ACMEStats {
+	return ACMEStats{Obtained: m.obtained.Load(), Renewed: m.renewed.Load(), Failed: m.failed.Load()}
+}
+
+// acmeEvents are the certmagic events onEvent handles.
+func acmeEvents(event string) bool {
+	switch event {
+	case "cached_managed_cert", "cert_obtained", "cert_failed":
+		return true
+	}
+	return false
+}
+
 // onEvent records the names of the certificates certmagic caches, for
-// Certificates.
+// Certificates, and counts obtained, renewed and failed certificates.
 func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
-	if event != "cached_managed_cert" {
+	switch event {
+	case "cert_obtained":
+		if renewal, _ := data["renewal"].(bool); renewal {
+			m.renewed.Add(1)
+		} else {
+			m.obtained.Add(1)
+		}
+		return nil
+	case "cert_failed":
+		m.failed.Add(1)
+		return nil
+	case "cached_managed_cert":
+	default:
 		return nil
 	}
 	sans, _ := data["sans"].([]string)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -167,6 +168,139 @@ func TestACMEOnDemandObtainsAllowedNamesOnly(t *testing.T) {
 	}
 	if n := len(m.Certificates()); n != 3 {
 		t.Fatalf("Certificates() lists %d, want 3 (eager, a.od, exact): %+v", n, m.Certificates())
+	}
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// leafOf completes a handshake for name with a client trusting the CA's
+// root only, and returns the certificate served.
+func leafOf(t *testing.T, addr, name string, ca *acmetest.CA) *x509.Certificate {
+	t.Helper()
+	conn, err := dial(t, addr, &tls.Config{ServerName: name, RootCAs: ca.Roots()})
+	if err != nil {
+		t.Fatalf("handshake for %s verified against the CA's root: %v", name, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0]
+}
+
+func TestACMEObtainsThroughHTTP01(t *testing.T) {
+	const name = "http01.tether.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort := freePort(t) // certmagic answers http-01 on a listener of its own there
+	ca := acmetest.Start(t, httpPort, ln.Addr().(*net.TCPAddr).Port)
+	c := acmeConfig(ca, 0, name)
+	c.ACME.Challenges = []string{config.ChallengeHTTP}
+	c.ACME.HTTPPort = httpPort
+	c.ACME.TLSALPNPort = ln.Addr().(*net.TCPAddr).Port
+	c.ACME.Storage = t.TempDir()
+	m, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	m.SetListenAddr(ln.Addr())
+	srv := serveTLSOn(t, ln, m.TLSConfig(), echo)
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Ready(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.challenges.Load(); n != 0 {
+		t.Fatalf("%d tls-alpn-01 handshakes with only http-01 enabled", n)
+	}
+	if leaf := leafOf(t, srv.addr, name, ca); leaf.DNSNames[0] != name {
+		t.Fatalf("served %v", leaf.DNSNames)
+	}
+	if st := m.ACMEStats(); st.Obtained != 1 || st.Renewed != 0 {
+		t.Fatalf("ACMEStats = %+v, want 1 obtained", st)
+	}
+	// certmagic's http-01 listener is gone once the challenge is solved.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), time.Second); err == nil {
+		_ = c.Close()
+		t.Fatalf("the http-01 port %d still accepts after the certificate was obtained", httpPort)
+	}
+}
+
+// With certificates that live 12 s and a 1 s renew_interval, certmagic
+// renews in the background: new handshakes get the new certificate, a
+// connection opened before keeps working, and nothing restarts.
+func TestACMERenewsBeforeExpiry(t *testing.T) {
+	const name = "renew.tether.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ca := acmetest.StartWith(t, port, port, acmetest.Options{Validity: 12 * time.Second})
+	c := acmeConfig(ca, port, name)
+	c.ACME.Storage = t.TempDir()
+	c.ACME.RenewInterval = time.Second
+	c.ACME.RenewalWindowRatio = 0.5
+	m, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	m.SetListenAddr(ln.Addr())
+	srv := serveTLSOn(t, ln, m.TLSConfig(), echo)
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Ready(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	first := leafOf(t, srv.addr, name, ca)
+	if life := first.NotAfter.Sub(first.NotBefore); life > 15*time.Second {
+		t.Fatalf("the CA issued a certificate valid for %v, want about 12 s", life)
+	}
+	open, err := dial(t, srv.addr, &tls.Config{ServerName: name, RootCAs: ca.Roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exchange(open, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	var renewed *x509.Certificate
+	waitFor(t, "a renewed certificate in new handshakes", 25*time.Second, func() bool {
+		leaf := leafOf(t, srv.addr, name, ca)
+		if leaf.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			time.Sleep(200 * time.Millisecond)
+			return false
+		}
+		renewed = leaf
+		return true
+	})
+	if !renewed.NotAfter.After(first.NotAfter) || renewed.DNSNames[0] != name {
+		t.Fatalf("renewed certificate %v until %v, first until %v", renewed.DNSNames, renewed.NotAfter, first.NotAfter)
+	}
+	if time.Now().After(first.NotAfter) {
+		t.Fatalf("renewed only after the first certificate expired (%v)", first.NotAfter)
+	}
+	if st := m.ACMEStats(); st.Obtained != 1 || st.Renewed < 1 || st.Failed != 0 {
+		t.Fatalf("ACMEStats = %+v, want 1 obtained, at least 1 renewed, none failed", st)
+	}
+	if err := exchange(open, "after"); err != nil {
+		t.Fatalf("the conn opened before the renewal: %v", err)
 	}
 }
 

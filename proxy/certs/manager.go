@@ -56,6 +56,8 @@ type Manager struct {
 	namesMu sync.Mutex
 	names   map[string]struct{} // ACME: names of the certificates certmagic cached
 
+	obtained, renewed, failed atomic.Uint64 // ACME: see ACMEStats
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -94,10 +96,16 @@ func New(c config.TLS, logger *zap.Logger) (*Manager, error) {
 	if err := m.setClientAuth(); err != nil {
 		return nil, err
 	}
-	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+	cacheOpts := certmagic.CacheOptions{
 		GetConfigForCert: m.configForCert,
 		Logger:           logger.Named("certmagic"),
-	})
+	}
+	if c.ACME != nil {
+		// How often the cache's maintenance looks for certificates to
+		// renew (0 = certmagic's default).
+		cacheOpts.RenewCheckInterval = c.ACME.RenewInterval
+	}
+	m.cache = certmagic.NewCache(cacheOpts)
 	var err error
 	if c.ACME != nil {
 		err = m.newACME(*c.ACME)

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
@@ -97,11 +98,24 @@ func GoleakOptions() []goleak.Option {
 	}
 }
 
+// Options of a CA beyond the ports its validation authority dials.
+type Options struct {
+	// Validity of the certificates issued; 0 = pebble's default (90
+	// days). A short one lets a test see a renewal.
+	Validity time.Duration
+}
+
 // Start runs a CA whose validation authority dials vaHTTPPort (http-01) and
 // vaTLSPort (tls-alpn-01) on 127.0.0.1; everything stops at the end of the
 // test. Start fails the test when pebble did not take the PEBBLE_*
 // settings.
 func Start(t testing.TB, vaHTTPPort, vaTLSPort int) *CA {
+	t.Helper()
+	return StartWith(t, vaHTTPPort, vaTLSPort, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, vaHTTPPort, vaTLSPort int, o Options) *CA {
 	t.Helper()
 	Env()
 	dir := t.TempDir()
@@ -112,7 +126,7 @@ func Start(t testing.TB, vaHTTPPort, vaTLSPort int) *CA {
 	resolver := startDNS(t)
 	store := db.NewMemoryStore()
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1,
-		map[string]ca.Profile{"default": {Description: "acmetest"}})
+		map[string]ca.Profile{"default": {Description: "acmetest", ValidityPeriod: uint64(o.Validity / time.Second)}})
 	vaImpl := va.New(logger, vaHTTPPort, vaTLSPort, false, resolver, store)
 	front := wfe.New(logger, store, vaImpl, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 	for _, want := range []string{
