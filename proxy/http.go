@@ -21,6 +21,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
+	"github.com/tetherproxy/tether/proxy/certs"
 	"github.com/tetherproxy/tether/proxy/http1"
 )
 
@@ -380,7 +381,30 @@ func (h *httpConn) serveRequest() bool {
 	} else {
 		_ = h.c.SetReadDeadline(time.Time{})
 	}
+	if h.tc == nil && h.req.Framing == http1.FramingNone && bytes.HasPrefix(h.req.Target, acmeChallengePrefix) && h.req.IsMethod("GET") {
+		if keyAuth, ok := certs.HTTPChallenge(string(h.req.Host), string(h.req.Target)); ok {
+			return h.answerChallenge(start, keyAuth, last) && !last
+		}
+	}
 	return h.exchange(start, time.Since(start), last) && !last
+}
+
+var acmeChallengePrefix = []byte(certs.HTTPChallengePrefix)
+
+// answerChallenge answers an ACME http-01 validation request of this
+// process's own certificate work itself (see certs.HTTPChallenge); the
+// member never sees it.
+func (h *httpConn) answerChallenge(start time.Time, keyAuth string, last bool) bool {
+	h.head = append(h.head[:0], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "...)
+	h.head = strconv.AppendInt(h.head, int64(len(keyAuth)), 10)
+	if last {
+		h.head = append(h.head, "\r\nConnection: close"...)
+	}
+	h.head = append(h.head, "\r\n\r\n"...)
+	h.head = append(h.head, keyAuth...)
+	_, err := h.c.Write(h.head)
+	h.logRequest(start, 200, exchange{member: "acme-challenge", bytesOut: int64(len(keyAuth)), err: err})
+	return err == nil
 }
 
 // exchange is what one request did, for the access log. The member conn's

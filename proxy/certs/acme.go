@@ -198,3 +198,30 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 	m.namesMu.Unlock()
 	return nil
 }
+
+// HTTPChallengePrefix is the path prefix of ACME http-01 validation
+// requests (RFC 8555 8.3).
+const HTTPChallengePrefix = "/.well-known/acme-challenge/"
+
+// HTTPChallenge returns the key authorization answering an ACME http-01
+// validation request, a GET of path with Host host, when this process has
+// that challenge in progress (certmagic keeps them process-wide). A
+// plain-HTTP virtual server on the challenge's port answers with it: when
+// that port is taken by tether itself, certmagic's own answerer cannot
+// bind it and counts on the listener there, as Caddy's HTTP servers do.
+// The name must be the challenge's (no answer for another Host: DNS
+// rebinding) and the path its token's.
+func HTTPChallenge(host, path string) (string, bool) {
+	if !strings.HasPrefix(path, HTTPChallengePrefix) {
+		return "", false
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	ch, ok := certmagic.GetACMEChallenge(host)
+	if !ok || ch.Type != "http-01" || !strings.EqualFold(ch.Identifier.Value, host) || ch.HTTP01ResourcePath() != path {
+		return "", false
+	}
+	return ch.KeyAuthorization, true
+}
