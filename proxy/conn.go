@@ -32,15 +32,7 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		}
 	}
 	if vs.http != nil {
-		vs.serveHTTP(c, tc, ti)
-		if tc != nil {
-			_ = tc.CloseWrite() // close_notify before the FIN
-		}
-		if vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
-			lingeringClose(c)
-		}
-		_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
-		vs.connDone()
+		vs.serveHTTP(c, tc, ti) // ends the conn, or parks it
 		return
 	}
 	vs.relayTCP(c, tc, ti, start)

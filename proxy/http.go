@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,6 +24,7 @@ import (
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/proxy/certs"
 	"github.com/tetherproxy/tether/proxy/http1"
+	"github.com/tetherproxy/tether/sockopt"
 )
 
 // httpSide is what an http-mode virtual server adds to a tcp one: the
@@ -132,14 +134,14 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*http
 }
 
 // Buffers of the http path. A client connection borrows the read and body
-// buffers (httpBufs) for each request and gives them back while it waits
-// for the next one: an idle keepalive connection holds only httpWaitBuffer.
+// buffers (httpBufs) while it is busy and gives them back when it goes
+// quiet: an idle connection is parked (see parker) and holds none.
 const (
 	httpReadBuffer = 4 << 10
 	httpBodyBuffer = 32 << 10
-	httpWaitBuffer = 1 << 10 // the first bytes of the next request land here
-	// httpHoldBuffers: a connection keeps its buffers this long after a
-	// request before it waits without them.
+	// httpHoldBuffers: a connection keeps its buffers (and its goroutine)
+	// this long after a request, or after it connected, before it is
+	// parked.
 	httpHoldBuffers = 10 * time.Millisecond
 )
 
@@ -165,21 +167,14 @@ var httpBufPool = sync.Pool{New: func() any {
 
 // deadlineReader reads from a conn, re-arming the read deadline before each
 // read when rolling > 0 (body transfers: an idle timeout per read instead
-// of a bound on the whole body). Bytes in pre are returned first (what the
-// wait for the next request read).
+// of a bound on the whole body).
 type deadlineReader struct {
 	c       net.Conn
 	rolling time.Duration
 	cut     <-chan struct{} // closed at shutdown's cut: no more re-arming
-	pre     []byte
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	if len(d.pre) > 0 {
-		n := copy(p, d.pre)
-		d.pre = d.pre[n:]
-		return n, nil
-	}
 	if d.rolling > 0 {
 		// Shutdown's cut set a past deadline: re-arming would undo it and
 		// let a long body hold the shutdown.
@@ -216,15 +211,23 @@ type httpConn struct {
 	served  int
 	waiting atomic.Bool // between requests: shutdown may wake it
 
-	bufs  *httpBufs // borrowed for a request: br, sbr and body are its; nil while idle
+	bufs  *httpBufs // borrowed while busy: br, sbr and body are its; nil while idle
 	body  []byte
-	wait  []byte         // httpWaitBuffer: the wait for the next request reads into it
 	head  []byte         // request and response heads being built (borrowed)
 	extra []http1.Header // fields tether adds to a request (borrowed)
 	ip    []byte         // the client's IP, for X-Forwarded-For
+
+	// Parking (see parker): the socket's raw conn, whether the parker's
+	// epoll set has it, and the current park's id, deadline and place in
+	// the parker's deadline heap.
+	raw          syscall.RawConn
+	inEpoll      bool
+	parkID       uint64
+	parkDeadline time.Time
+	heapIndex    int
 }
 
-var httpConns = sync.Pool{New: func() any { return &httpConn{wait: make([]byte, httpWaitBuffer)} }}
+var httpConns = sync.Pool{New: func() any { return new(httpConn) }}
 
 // borrow takes the buffers for a request.
 func (h *httpConn) borrow() {
@@ -257,8 +260,8 @@ func (h *httpConn) giveBack() {
 	h.req, h.resp, h.rp, h.sp = nil, nil, nil, nil
 }
 
-// serveHTTP serves one client connection in http mode until it ends; the
-// caller closes c.
+// serveHTTP serves one client connection in http mode until it ends or is
+// parked, and ends it (closes it and frees what it held).
 func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	h := httpConns.Get().(*httpConn)
 	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti = vs, vs.http, c, c, tc, ti
@@ -267,89 +270,161 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	}
 	h.cr = deadlineReader{c: h.c, cut: vs.cutCtx.Done()}
 	h.served = 0
+	h.raw, h.inEpoll = nil, false
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
 	}
 	// Shutdown: an idle client is let go at once (a busy one gets
 	// Connection: close on its current response); when the drain time is
 	// over every read is cut. The virtual server does both on the conns it
-	// tracks (httpSide.shutdown); one that starts after the cut cuts itself.
+	// tracks (httpSide.shutdown) and the parker on the parked ones; one
+	// that starts after the cut cuts itself.
 	vs.http.conns.add(h)
 	if vs.cutCtx.Err() != nil {
 		_ = c.SetDeadline(time.Unix(1, 0))
 	}
-	h.loop()
+	if h.loop(false) {
+		return // parked: the parker has it now
+	}
+	vs.finishHTTP(h)
+}
+
+// resumeHTTP serves a parked conn whose client sent (or closed): the
+// parker's report starts it in a goroutine of its own.
+func (vs *VirtualServer) resumeHTTP(h *httpConn) {
+	vs.http.conns.add(h)
+	if vs.cutCtx.Err() != nil {
+		_ = h.tcp.SetDeadline(time.Unix(1, 0))
+	}
+	h.borrow()
+	_ = h.c.SetReadDeadline(h.parkDeadline)
+	h.waiting.Store(true)
+	// Checked after waiting is set: a shutdown either sees it waiting
+	// (and wakes its read) or is seen here.
+	ready := vs.acceptCtx.Err() == nil
+	if ready {
+		// Ready at once: bytes, or the client's FIN or reset (then it
+		// ends quietly, as a wait that reads nothing does).
+		_, err := h.br.Peek(1)
+		ready = err == nil && vs.acceptCtx.Err() == nil
+	}
+	h.waiting.Store(false)
+	if ready && h.loop(true) {
+		return // parked again
+	}
+	vs.finishHTTP(h)
+}
+
+// endParked ends a parked conn: its wait timed out, or shutdown.
+func (vs *VirtualServer) endParked(h *httpConn) { vs.finishHTTP(h) }
+
+// finishHTTP ends a client conn that is no longer served: it gives back
+// what the conn holds, closes it (close_notify, then the FIN with a
+// lingering read, as the client profile says), and frees the httpConn.
+func (vs *VirtualServer) finishHTTP(h *httpConn) {
 	vs.http.conns.remove(h)
 	if h.sc != nil { // the member conn this client kept
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
 		h.sc = nil
 	}
 	h.giveBack()
-	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti, h.cr.c, h.sr.c = nil, nil, nil, nil, nil, nil, nil, nil
+	c, tc := h.tcp, h.tc
+	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti, h.cr.c, h.sr.c, h.raw = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	httpConns.Put(h)
+	if tc != nil {
+		_ = tc.CloseWrite() // close_notify before the FIN
+	}
+	if vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
+		lingeringClose(c)
+	}
+	_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
+	vs.connDone()
 }
 
-// loop reads requests until the client leaves, a limit is reached or an
-// exchange leaves the connection unusable.
-func (h *httpConn) loop() {
-	for h.awaitRequest() && h.serveRequest() {
+// loop serves requests until the client leaves, a limit is reached, an
+// exchange leaves the connection unusable, or the connection is parked.
+// ready says a request's first bytes are buffered. It reports whether the
+// connection was parked: then the caller must not touch h again.
+func (h *httpConn) loop(ready bool) (parked bool) {
+	for {
+		if !ready {
+			switch h.awaitRequest() {
+			case awaitEnd:
+				return false
+			case awaitParked:
+				return true
+			}
+		}
+		ready = false
+		if !h.serveRequest() {
+			return false
+		}
 	}
 }
 
-// awaitRequest waits for the next request's first bytes and reports whether
-// one came. It is all a keepalive connection runs while it idles, in a
-// small frame: with little stack in use the runtime shrinks the goroutine's
-// stack while it waits.
-//
-// A busy connection keeps its buffers for httpHoldBuffers after a request
-// (its next one usually comes sooner: no pool round trip, no copy); then,
-// or on a new connection, it waits holding only the 1 KiB wait buffer.
-func (h *httpConn) awaitRequest() bool {
+// What awaitRequest saw.
+const (
+	awaitReady  = iota // a request's first bytes are buffered
+	awaitEnd           // closed, reset, timed out or shutdown: end quietly
+	awaitParked        // quiet: the parker has the conn now
+)
+
+// awaitRequest waits for the next request's first bytes, holding the
+// buffers, for at most httpHoldBuffers (a pipelined request is already
+// buffered; a busy client's next one usually comes sooner); then it parks
+// the conn for the rest of the wait (keepalive_timeout, or
+// request_header_timeout before the first request).
+func (h *httpConn) awaitRequest() int {
 	wait := h.hs.cfg.KeepaliveTimeout
 	if h.served == 0 {
 		wait = h.hs.cfg.RequestHeaderTimeout
 	}
 	h.cr.rolling = 0
 	now := time.Now()
-	// Holding buffers (a request was just served): wait with them first;
-	// a pipelined request is already in br.
-	hold := h.bufs != nil
-	first := wait
-	if hold && wait > httpHoldBuffers {
-		first = httpHoldBuffers
+	if h.bufs == nil {
+		h.borrow()
 	}
+	first := min(wait, httpHoldBuffers)
 	_ = h.c.SetReadDeadline(now.Add(first))
 	h.waiting.Store(true)
-	defer h.waiting.Store(false)
 	// Shutdown cancels acceptCtx, then sets a past read deadline on every
 	// waiting conn: checked after each deadline set here, a shutdown is
 	// never missed.
 	if h.vs.acceptCtx.Err() != nil {
-		return false // shutting down: no new request on this conn
+		h.waiting.Store(false)
+		return awaitEnd // shutting down: no new request on this conn
 	}
-	if hold {
-		_, err := h.br.Peek(1) // returns at once for a pipelined request
-		if err == nil || !isTimeoutErr(err) || first == wait || h.vs.acceptCtx.Err() != nil {
-			return err == nil && h.vs.acceptCtx.Err() == nil
+	_, err := h.br.Peek(1)
+	if err == nil || !isTimeoutErr(err) || first == wait || h.vs.acceptCtx.Err() != nil {
+		h.waiting.Store(false)
+		if err == nil && h.vs.acceptCtx.Err() == nil {
+			return awaitReady
 		}
-		// Quiet for httpHoldBuffers: wait on without the buffers.
-		_ = h.c.SetReadDeadline(now.Add(wait))
-		if h.vs.acceptCtx.Err() != nil {
-			return false
-		}
+		return awaitEnd
 	}
+	// Quiet for httpHoldBuffers: park without the buffers and the
+	// goroutine. Out of the tracked set first: once parked, a wake may
+	// add it back from another goroutine at any moment.
+	h.waiting.Store(false)
 	h.giveBack()
-	n, err := h.c.Read(h.wait)
-	if n == 0 {
-		// Closed, reset, idle past keepalive_timeout, or shutdown: close
-		// quietly.
-		return false
+	h.hs.conns.remove(h)
+	if p := h.vs.parker; p != nil && p.park(h, now.Add(wait)) {
+		return awaitParked // h is the parker's: not touched again here
 	}
+	// Not parked (shutdown stopped the parker, or the socket could not
+	// be registered): wait here with the buffers.
+	h.hs.conns.add(h)
 	h.borrow()
-	h.cr.pre = h.wait[:n]
-	_, _ = h.br.Peek(1) // into br, without a system call
-	_ = err             // a lasting error comes back on the next read
-	return h.vs.acceptCtx.Err() == nil
+	_ = h.c.SetReadDeadline(now.Add(wait))
+	h.waiting.Store(true)
+	defer h.waiting.Store(false)
+	if h.vs.acceptCtx.Err() != nil {
+		return awaitEnd
+	}
+	if _, err := h.br.Peek(1); err != nil || h.vs.acceptCtx.Err() != nil {
+		return awaitEnd
+	}
+	return awaitReady
 }
 
 // serveRequest reads the request whose first bytes are buffered and proxies

@@ -26,6 +26,7 @@ type VirtualServer struct {
 	accessLog bool
 	dialer    *pool.Dialer
 	http      *httpSide       // nil in tcp mode
+	parker    *parker         // http mode: holds idle client conns; nil if epoll failed
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // tcp mode: the running relays, for shutdown
 	logger    *zap.Logger
@@ -103,6 +104,9 @@ type Stats struct {
 	// buffers now: a request in progress. Idle keepalive connections
 	// hold none.
 	HTTPBusy int64
+	// HTTPParked (http mode) is how many idle client connections are
+	// parked now: waiting for a request without a goroutine.
+	HTTPParked int64
 }
 
 // Stats returns the current counters.
@@ -110,6 +114,9 @@ func (vs *VirtualServer) Stats() Stats {
 	st := Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load()}
 	if vs.http != nil {
 		st.HTTPBusy = vs.http.busy.Load()
+	}
+	if vs.parker != nil {
+		st.HTTPParked = vs.parker.parkedConns()
 	}
 	return st
 }
@@ -124,7 +131,18 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
 	if vs.http != nil {
 		hs := vs.http
-		context.AfterFunc(vs.acceptCtx, func() { hs.shutdown(false) })
+		if p, err := newParker(vs); err != nil {
+			// Idle conns then keep a goroutine each while they wait.
+			vs.logger.Warn("idle connections will not be parked", zap.Error(err))
+		} else {
+			vs.parker = p
+		}
+		context.AfterFunc(vs.acceptCtx, func() {
+			hs.shutdown(false)
+			if vs.parker != nil {
+				vs.parker.stop()
+			}
+		})
 		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
 	} else {
 		context.AfterFunc(vs.cutCtx, func() {
