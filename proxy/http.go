@@ -283,10 +283,9 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	if vs.cutCtx.Err() != nil {
 		_ = c.SetDeadline(time.Unix(1, 0))
 	}
-	if h.loop(false) {
-		return // parked: the parker has it now
+	if end := h.loop(false); end != loopParked { // parked: the parker has it now
+		vs.finishHTTP(h, end == loopBusyEnd)
 	}
-	vs.finishHTTP(h)
 }
 
 // resumeHTTP serves a parked conn whose client sent (or closed): the
@@ -309,19 +308,25 @@ func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 		ready = err == nil && vs.acceptCtx.Err() == nil
 	}
 	h.waiting.Store(false)
-	if ready && h.loop(true) {
-		return // parked again
+	end := loopIdleEnd
+	if ready {
+		end = h.loop(true)
 	}
-	vs.finishHTTP(h)
+	if end != loopParked { // else parked again
+		vs.finishHTTP(h, end == loopBusyEnd)
+	}
 }
 
 // endParked ends a parked conn: its wait timed out, or shutdown.
-func (vs *VirtualServer) endParked(h *httpConn) { vs.finishHTTP(h) }
+func (vs *VirtualServer) endParked(h *httpConn) { vs.finishHTTP(h, false) }
 
 // finishHTTP ends a client conn that is no longer served: it gives back
-// what the conn holds, closes it (close_notify, then the FIN with a
-// lingering read, as the client profile says), and frees the httpConn.
-func (vs *VirtualServer) finishHTTP(h *httpConn) {
+// what the conn holds, closes it (close_notify, then the FIN, as the
+// client profile says), and frees the httpConn. linger reads what the
+// client still sends for a while before the close (a conn that ended
+// after a response: see lingeringClose); an idle conn (its wait timed out,
+// shutdown, the client left) has nothing in flight and closes at once.
+func (vs *VirtualServer) finishHTTP(h *httpConn, linger bool) {
 	vs.http.conns.remove(h)
 	if h.sc != nil { // the member conn this client kept
 		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
@@ -334,30 +339,36 @@ func (vs *VirtualServer) finishHTTP(h *httpConn) {
 	if tc != nil {
 		_ = tc.CloseWrite() // close_notify before the FIN
 	}
-	if vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
+	if linger && vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
 		lingeringClose(c)
 	}
 	_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)
 	vs.connDone()
 }
 
+// How loop ended.
+const (
+	loopParked  = iota // the parker has the conn: the caller must not touch it
+	loopIdleEnd        // the wait for a request ended: the conn is idle
+	loopBusyEnd        // after a request: an error, a limit, Connection: close
+)
+
 // loop serves requests until the client leaves, a limit is reached, an
 // exchange leaves the connection unusable, or the connection is parked.
-// ready says a request's first bytes are buffered. It reports whether the
-// connection was parked: then the caller must not touch h again.
-func (h *httpConn) loop(ready bool) (parked bool) {
+// ready says a request's first bytes are buffered.
+func (h *httpConn) loop(ready bool) int {
 	for {
 		if !ready {
 			switch h.awaitRequest() {
 			case awaitEnd:
-				return false
+				return loopIdleEnd
 			case awaitParked:
-				return true
+				return loopParked
 			}
 		}
 		ready = false
 		if !h.serveRequest() {
-			return false
+			return loopBusyEnd
 		}
 	}
 }
