@@ -145,11 +145,29 @@ const (
 	httpHoldBuffers = 10 * time.Millisecond
 )
 
+// bodyBufPool holds the httpBodyBuffer buffers that stream bodies: taken
+// by a request only when it has one to stream (most requests and
+// responses are small and go out with their head), so a burst of small
+// requests leaves no pile of them behind.
+var bodyBufPool = sync.Pool{New: func() any {
+	b := make([]byte, httpBodyBuffer)
+	return &b
+}}
+
+// bodyBuf is the request's body buffer, taken from bodyBufPool at first
+// use and given back with the other buffers.
+func (h *httpConn) bodyBuf() []byte {
+	if h.bodyp == nil {
+		h.bodyp = bodyBufPool.Get().(*[]byte)
+		h.body = *h.bodyp
+	}
+	return h.body
+}
+
 // httpBufs are the buffers one request (and any pipelined behind it) uses,
 // and the parsed request and response with their field storage.
 type httpBufs struct {
 	br, sbr *bufio.Reader
-	body    []byte
 	req     http1.Request
 	resp    http1.Response
 	rp, sp  http1.Parser
@@ -159,9 +177,8 @@ type httpBufs struct {
 
 var httpBufPool = sync.Pool{New: func() any {
 	return &httpBufs{
-		br:   bufio.NewReaderSize(nil, httpReadBuffer),
-		sbr:  bufio.NewReaderSize(nil, httpReadBuffer),
-		body: make([]byte, httpBodyBuffer),
+		br:  bufio.NewReaderSize(nil, httpReadBuffer),
+		sbr: bufio.NewReaderSize(nil, httpReadBuffer),
 	}
 }}
 
@@ -211,8 +228,9 @@ type httpConn struct {
 	served  int
 	waiting atomic.Bool // between requests: shutdown may wake it
 
-	bufs  *httpBufs // borrowed while busy: br, sbr and body are its; nil while idle
-	body  []byte
+	bufs  *httpBufs      // borrowed while busy: br, sbr and body are its; nil while idle
+	body  []byte         // the body buffer, taken at first use (bodyBuf)
+	bodyp *[]byte        // body's bodyBufPool entry
 	head  []byte         // request and response heads being built (borrowed)
 	extra []http1.Header // fields tether adds to a request (borrowed)
 	ip    []byte         // the client's IP, for X-Forwarded-For
@@ -232,7 +250,7 @@ var httpConns = sync.Pool{New: func() any { return new(httpConn) }}
 // borrow takes the buffers for a request.
 func (h *httpConn) borrow() {
 	b := httpBufPool.Get().(*httpBufs)
-	h.bufs, h.br, h.sbr, h.body = b, b.br, b.sbr, b.body
+	h.bufs, h.br, h.sbr = b, b.br, b.sbr
 	h.req, h.resp, h.rp, h.sp = &b.req, &b.resp, &b.rp, &b.sp
 	h.head, h.extra = b.head, b.extra
 	// A request boundary on a healthy conn: the parsers start clean.
@@ -256,7 +274,10 @@ func (h *httpConn) giveBack() {
 	h.head, h.extra = nil, nil
 	httpBufPool.Put(h.bufs)
 	h.hs.busy.Add(-1)
-	h.bufs, h.br, h.sbr, h.body = nil, nil, nil, nil
+	if h.bodyp != nil {
+		bodyBufPool.Put(h.bodyp)
+	}
+	h.bufs, h.br, h.sbr, h.body, h.bodyp = nil, nil, nil, nil, nil
 	h.req, h.resp, h.rp, h.sp = nil, nil, nil, nil
 }
 
@@ -552,7 +573,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		if smallKept > 0 {
 			// A replay: the small body went with the first head; it was
 			// kept in h.body.
-			h.head = append(h.head, h.body[:smallKept]...)
+			h.head = append(h.head, h.bodyBuf()[:smallKept]...)
 		} else {
 			h.head, small = appendSmallBody(h.head, h.rp.Body(), h.req.Framing, h.req.ContentLength, h.br.Buffered())
 		}
@@ -570,7 +591,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			h.drop(sc, pool.DiscardClosedEarly)
 			if sc.Reused && ex.retries == 0 && n < headLen {
 				if small {
-					smallKept = copy(h.body, h.head[len(h.head)-int(h.req.ContentLength):])
+					smallKept = copy(h.bodyBuf(), h.head[len(h.head)-int(h.req.ContentLength):])
 				}
 				h.hs.reuser.NoteReplay(sc.Member, pool.ReplayHeadUnsent)
 				ex.retries, ex.replay = ex.retries+1, pool.ReplayHeadUnsent.String()
@@ -584,7 +605,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		if small || smallKept > 0 {
 			ex.bytesIn = h.req.ContentLength
 		} else if hasBody {
-			n, err := h.rp.Body().Forward(sc.Conn, h.body, h.req.Framing == http1.FramingChunked)
+			n, err := h.rp.Body().Forward(sc.Conn, h.bodyBuf(), h.req.Framing == http1.FramingChunked)
 			ex.bytesIn += n
 			if err != nil {
 				h.drop(sc, pool.DiscardFailed)
@@ -685,7 +706,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 	if small {
 		n = h.resp.ContentLength
 	} else {
-		n, err = h.sp.Body().Forward(h.c, h.body, chunked)
+		n, err = h.sp.Body().Forward(h.c, h.bodyBuf(), chunked)
 	}
 	ex.bytesOut = n
 	if err != nil {
