@@ -21,8 +21,10 @@
 #           conns that each did one GET and then stay idle and open
 #           (bench/idleconns -request /): RSS delta of the proxy (nginx
 #           master + worker) from before the first connect to 2 s after the
-#           last response, per conn; fds per conn; and the backend conns the
-#           proxy keeps meanwhile. tether/HAProxy and tether/nginx ratios.
+#           last response, per conn; then the same for IDLE_KA_CONNS more
+#           conns on top (the marginal cost, without what a fresh proxy
+#           touches once); fds per conn; and the backend conns the proxy
+#           keeps meanwhile. tether/HAProxy and tether/nginx ratios.
 #   5. tether bench --compare -c 20 (short, then long connections) through
 #      tether's pooled http virtual server and against the backend nginx
 #      directly: requests/s short and long, p50/p99, conns opened, ports used,
@@ -377,15 +379,17 @@ if ((IDLE_N * 2 + 1024 > FDS)); then
 	warn "ulimit -n is $FDS: tether needs 2 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
 	IDLE_N=$new_n
 fi
-if ((IDLE_KA_N * 2 + 1024 > FDS)); then
-	new_n=$(((FDS - 1024) / 2 / 50 * 50))
-	warn "ulimit -n is $FDS: a proxy may need 2 fds per idle keepalive client conn, so those conns lowered from $IDLE_KA_N to $new_n"
+# The idle keepalive tests open two batches of IDLE_KA_N conns (the second
+# gives the marginal cost).
+if ((IDLE_KA_N * 4 + 1024 > FDS)); then
+	new_n=$(((FDS - 1024) / 4 / 50 * 50))
+	warn "ulimit -n is $FDS: a proxy may need 2 fds per idle keepalive client conn (two batches), so those conns lowered from $IDLE_KA_N to $new_n"
 	IDLE_KA_N=$new_n
 fi
 # nginx's worker_connections counts client and upstream conns: room for the
-# idle keepalive tests (unchanged at the default IDLE_KA_CONNS).
+# idle keepalive tests' two batches.
 NGINX_WORKER_CONNS=8192
-((IDLE_KA_N * 2 + 512 <= NGINX_WORKER_CONNS)) || NGINX_WORKER_CONNS=$((IDLE_KA_N * 2 + 512))
+((IDLE_KA_N * 4 + 512 <= NGINX_WORKER_CONNS)) || NGINX_WORKER_CONNS=$((IDLE_KA_N * 4 + 512))
 
 # ---------------------------------------------------------------- builds
 log "temp dir $tmp; quick=$QUICK tcp=$RUN_TCP http=$RUN_HTTP_TARGETS loadgen=$RUN_LOADGEN https=$RUN_HTTPS iperf3=${IPERF_SECS}s redis -n $REDIS_N -c $REDIS_CLIENTS idle=$IDLE_N idle-ka=$((RUN_KA_HTTP || RUN_KA_HTTPS ? IDLE_KA_N : 0)) wrk=${HTTP_SECS}s tether-bench=${TB_SECS}s loadgen=${LG_SECS}s/-n $LG_N https=${HTTPS_SECS}s"
@@ -1037,9 +1041,11 @@ stop_ka_proxy() { # stop_ka_proxy KIND
 
 # measure_idle_ka PROTO KIND BACK: IDLE_KA_N idle keepalive client conns
 # (https: TLS with section 7's certificate) through a fresh KIND proxy to the
-# backend port BACK.
+# backend port BACK, then IDLE_KA_N more: the first batch's RSS includes
+# what a fresh proxy touches once (code pages, pools, runtime warm-up), the
+# second's is the marginal cost of a conn.
 measure_idle_ka() {
-	local proto=$1 kind=$2 back=$3 key="idleka.$1.$2" name="idleka-$1-$2" front cpid rss0 rss1 fds0 fds1 bconns closed pid
+	local proto=$1 kind=$2 back=$3 key="idleka.$1.$2" name="idleka-$1-$2" front cpid cpid2 rss0 rss1 rss2 fds0 fds1 bconns closed closed2 pid
 	local args=(-stdin=false -n "$IDLE_KA_N" -timeout 60s -request /)
 	[[ $proto == https ]] && args+=(-cacert "$TLS_DIR/cert.pem")
 	front=$(pick_port)
@@ -1062,19 +1068,38 @@ measure_idle_ka() {
 	rss1=$(sum_rss "${KA_PIDS[@]}") fds1=$(sum_fds "${KA_PIDS[@]}")
 	# the proxy's side of its conns to the backend port (ss lists both ends of a loopback conn)
 	bconns=$(ss -Htn state established "( dport = :$back )" 2>/dev/null | wc -l)
+	# The second batch, on top of the first.
+	start_bg "$name-2" taskset -c "$LOAD_CPU" "$IDLECONNS" "${args[@]}" -connect "127.0.0.1:$front"
+	cpid2=$BG_PID
+	rss2=""
+	if wait_until 70 "$IDLE_KA_N more $proto keepalive clients via $kind" \
+		bash -c "grep -q '^ready' '$tmp/$name-2.log' || ! kill -0 $cpid2 2>/dev/null" &&
+		grep -q '^ready' "$tmp/$name-2.log"; then
+		sleep "$KA_SETTLE"
+		alive "${KA_PIDS[0]}" && rss2=$(sum_rss "${KA_PIDS[@]}")
+	else
+		warn "the second batch of $proto keepalive clients via $kind failed: $(tail -n 3 "$tmp/$name-2.log")"
+	fi
 	closed=$(awk '/^closed/ {n=$2} END {print n+0}' "$tmp/$name.log")
+	closed2=$(awk '/^closed/ {n=$2} END {print n+0}' "$tmp/$name-2.log")
+	((closed2 == 0)) || warn "$kind ($proto) closed $closed2 of the second batch's conns before the reading: its marginal figure is low"
 	((closed == 0)) || warn "$kind ($proto) closed $closed of the $IDLE_KA_N idle keepalive conns before the reading: its figure is low"
 	put "$key.n" "$IDLE_KA_N"
 	put "$key.rss0_kb" "$rss0"
 	put "$key.rss1_kb" "$rss1"
 	put "$key.kib_per_conn" "$(python3 -c "print('%.2f' % (($rss1 - $rss0) / $IDLE_KA_N))")"
+	if [[ -n $rss2 ]] && ((closed2 == 0)); then
+		put "$key.rss2_kb" "$rss2"
+		put "$key.marginal_kib_per_conn" "$(python3 -c "print('%.2f' % (($rss2 - $rss1) / $IDLE_KA_N))")"
+	fi
 	put "$key.fds0" "$fds0"
 	put "$key.fds1" "$fds1"
 	put "$key.fds_per_conn" "$(python3 -c "print('%.2f' % (($fds1 - $fds0) / $IDLE_KA_N))")"
 	put "$key.backend_conns" "$bconns"
 	put "$key.closed" "$closed"
 	awk -v k="$proto.$kind" '$1 == "tls" {$1 = ""; sub(/^ /, ""); print k "\t" $0}' "$tmp/$name.log" >>"$KA_TLS"
-	log "$kind $proto idle keepalive: RSS $rss0 kB -> $rss1 kB, fds $fds0 -> $fds1 for $IDLE_KA_N conns = $(python3 -c "print('%.1f' % (($rss1 - $rss0) / $IDLE_KA_N))") KiB/conn; backend conns held $bconns$(awk '$1 == "tls" {$1 = ""; print "; negotiated" $0}' "$tmp/$name.log")"
+	log "$kind $proto idle keepalive: RSS $rss0 kB -> $rss1 kB, fds $fds0 -> $fds1 for $IDLE_KA_N conns = $(python3 -c "print('%.1f' % (($rss1 - $rss0) / $IDLE_KA_N))") KiB/conn; $IDLE_KA_N more: RSS ${rss2:-n/a} kB$([[ -n $rss2 ]] && python3 -c "print(' = %.1f KiB/conn' % (($rss2 - $rss1) / $IDLE_KA_N))"); backend conns held $bconns$(awk '$1 == "tls" {$1 = ""; print "; negotiated" $0}' "$tmp/$name.log")"
+	stop_pid "$cpid2"
 	stop_pid "$cpid"
 	stop_ka_proxy "$kind"
 }
@@ -2101,7 +2126,8 @@ def ratio(a, b):
 
 rows = []
 for p in PROTOS:
-    for metric, unit, f in (("RSS per idle keepalive conn", "KiB", "kib_per_conn"), ("fds per conn", "fds", "fds_per_conn"),
+    for metric, unit, f in (("RSS per idle keepalive conn", "KiB", "kib_per_conn"),
+                            ("RSS per conn, next batch (marginal)", "KiB", "marginal_kib_per_conn"), ("fds per conn", "fds", "fds_per_conn"),
                             ("backend conns held", "conns", "backend_conns"), ("conns closed before the reading", "conns", "closed")):
         r = dict(proto=p, metric=metric, unit=unit, better="lower", **{k: g(f"idleka.{p}.{k}.{f}") for k in KINDS})
         r["tether_haproxy"] = ratio(r["tether"], r["haproxy"])
@@ -2129,7 +2155,9 @@ print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in body:
     print(line(r))
 print("(RSS: the proxy's VmRSS (nginx master + worker) 2 s after the last response minus before the first connect, per conn;")
-print(" lower is better. fds likewise. backend conns held: the proxy's established conns to its backend port at the reading;")
+print(" it includes what a fresh proxy touches once (code pages, pools, runtime warm-up). next batch (marginal): the same")
+print(f" for {n} more conns opened on top of the first ones, so the one-time part is out: what each further conn costs.")
+print(" Lower is better. fds likewise. backend conns held: the proxy's established conns to its backend port at the reading;")
 print(f" their memory is in the RSS. HAProxy keeps idle server conns up to what it used at once (idleconns has up to 128")
 print(f" connects in flight), nginx caches {nginx_ka} idle upstream conns, tether's pool keeps at most {pool_max})")
 if neg:
