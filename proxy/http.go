@@ -313,11 +313,11 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 // parker's report starts it in a goroutine of its own.
 func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 	vs.http.conns.add(h)
+	h.borrow()
+	_ = h.c.SetReadDeadline(h.parkDeadline)
 	if vs.cutCtx.Err() != nil {
 		_ = h.tcp.SetDeadline(time.Unix(1, 0))
 	}
-	h.borrow()
-	_ = h.c.SetReadDeadline(h.parkDeadline)
 	h.waiting.Store(true)
 	// Checked after waiting is set: a shutdown either sees it waiting
 	// (and wakes its read) or is seen here.
