@@ -235,14 +235,19 @@ type httpConn struct {
 	extra []http1.Header // fields tether adds to a request (borrowed)
 	ip    []byte         // the client's IP, for X-Forwarded-For
 
-	// Parking (see parker): the socket's raw conn, whether the parker's
-	// epoll set has it, and the current park's id, deadline and place in
-	// the parker's deadline heap.
-	raw          syscall.RawConn
-	inEpoll      bool
-	parkID       uint64
-	parkDeadline time.Time
-	heapIndex    int
+	// Parking (see parker): the client socket's raw conn and its entry.
+	raw syscall.RawConn
+	pe  parkEntry
+}
+
+// unparked is parkOwner's: the client sent or closed (ready), or its wait
+// timed out or shutdown came.
+func (h *httpConn) unparked(ready bool) {
+	if ready {
+		h.vs.resumeHTTP(h)
+	} else {
+		h.vs.finishHTTP(h, false)
+	}
 }
 
 var httpConns = sync.Pool{New: func() any { return new(httpConn) }}
@@ -291,7 +296,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	}
 	h.cr = deadlineReader{c: h.c, cut: vs.cutCtx.Done()}
 	h.served = 0
-	h.raw, h.inEpoll = nil, false
+	h.raw, h.pe = nil, parkEntry{}
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
 	}
@@ -314,7 +319,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 	vs.http.conns.add(h)
 	h.borrow()
-	_ = h.c.SetReadDeadline(h.parkDeadline)
+	_ = h.c.SetReadDeadline(h.pe.deadline)
 	if vs.cutCtx.Err() != nil {
 		_ = h.tcp.SetDeadline(time.Unix(1, 0))
 	}
@@ -337,9 +342,6 @@ func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 		vs.finishHTTP(h, end == loopBusyEnd)
 	}
 }
-
-// endParked ends a parked conn: its wait timed out, or shutdown.
-func (vs *VirtualServer) endParked(h *httpConn) { vs.finishHTTP(h, false) }
 
 // finishHTTP ends a client conn that is no longer served: it gives back
 // what the conn holds, closes it (close_notify, then the FIN, as the
@@ -440,7 +442,7 @@ func (h *httpConn) awaitRequest() int {
 	h.waiting.Store(false)
 	h.giveBack()
 	h.hs.conns.remove(h)
-	if p := h.vs.parker; p != nil && p.park(h, now.Add(wait)) {
+	if h.parkable() && h.vs.parker.park(&h.pe, h.raw, h, now.Add(wait)) {
 		return awaitParked // h is the parker's: not touched again here
 	}
 	// Not parked (shutdown stopped the parker, or the socket could not
@@ -457,6 +459,22 @@ func (h *httpConn) awaitRequest() int {
 		return awaitEnd
 	}
 	return awaitReady
+}
+
+// parkable reports whether the conn can be parked: the virtual server has
+// a parker and the socket's raw conn is at hand.
+func (h *httpConn) parkable() bool {
+	if h.vs.parker == nil {
+		return false
+	}
+	if h.raw == nil {
+		rc, err := h.tcp.SyscallConn()
+		if err != nil {
+			return false
+		}
+		h.raw = rc
+	}
+	return true
 }
 
 // serveRequest reads the request whose first bytes are buffered and proxies

@@ -13,18 +13,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// parker holds the idle client connections of an http virtual server
-// without a goroutine each. A keepalive connection that stays quiet for
+// parker holds a virtual server's idle sockets without a goroutine each.
+// In http mode, a keepalive client connection that stays quiet for
 // httpHoldBuffers after a request (or a new one that sends nothing that
 // long) gives back its buffers, is registered in the parker's epoll set
 // and its goroutine ends: what remains is the httpConn and the socket,
-// about 1 KiB instead of a parked goroutine's 4 KiB stack on top. When the
-// client sends (or closes), epoll reports the socket and a new goroutine
-// takes the connection up again; at the wait's deadline (keepalive_timeout,
-// or request_header_timeout before the first request) the parker ends it
-// as the waiting goroutine would have; at shutdown it ends them all.
-// HAProxy and nginx hold an idle connection the same way: in an event loop,
-// with no stack.
+// instead of a parked goroutine's 4 KiB stack on top. When the client
+// sends (or closes), epoll reports the socket and a new goroutine takes the
+// connection up again; at the wait's deadline (keepalive_timeout, or
+// request_header_timeout before the first request) or at shutdown it is
+// ended as the waiting goroutine would have ended it. In tcp mode each
+// direction of a relay parks the same way once its source has been quiet
+// for a while (see relay). HAProxy and nginx hold an idle connection the
+// same way: in an event loop, with no stack.
+//
+// A parked socket is a parkEntry; its owner's unparked method runs, in a
+// goroutine of its own, when the socket is ready (ready true) or when its
+// deadline passed, unpark was called or the parker stopped (ready false).
 //
 // The epoll set is level-triggered and one-shot: a socket that already has
 // bytes (or a FIN) when it is registered is reported at once, and a report
@@ -35,17 +40,16 @@ import (
 // event: a late report for a connection already woken, expired or closed
 // finds no id and is dropped.
 type parker struct {
-	vs   *VirtualServer
 	epfd int
 	file *os.File // epfd, for the netpoller
 	done chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
-	parked  map[uint64]*httpConn
-	byTime  parkHeap // the parked conns by deadline, for the timer
+	parked  map[uint64]*parkEntry
+	byTime  parkHeap // the parked entries by deadline, for the timer
 	nextID  uint64
-	timer   *time.Timer // fires at byTime[0].parkDeadline
+	timer   *time.Timer // fires at byTime[0].deadline
 	timerAt time.Time   // zero when the timer is stopped
 
 	count atomic.Int64 // len(parked), for Stats without the lock
@@ -55,7 +59,27 @@ type parker struct {
 // client's FIN, an error or reset. One-shot: each park arms it once.
 const parkEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-func newParker(vs *VirtualServer) (*parker, error) {
+// parkEntry is a socket as the parker holds it. The zero value is ready
+// for a first park; an owner keeps one per socket for the socket's life.
+type parkEntry struct {
+	owner    parkOwner
+	raw      syscall.RawConn // the socket, for epoll_ctl
+	inEpoll  bool            // registered (armed or not) in the parker's set
+	parked   bool
+	id       uint64 // this park's id, carried by its epoll events
+	deadline time.Time
+	index    int // in the deadline heap
+}
+
+// parkOwner is what a parked socket belongs to.
+type parkOwner interface {
+	// unparked takes the socket up again, in a goroutine of its own:
+	// ready when epoll reported it (bytes, FIN, error), else its
+	// deadline passed, unpark was called, or the parker stopped.
+	unparked(ready bool)
+}
+
+func newParker() (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -71,7 +95,7 @@ func newParker(vs *VirtualServer) (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{vs: vs, epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*httpConn{}}
+	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}}
 	p.timer = time.AfterFunc(time.Hour, p.expire)
 	p.timer.Stop()
 	go p.run(rc)
@@ -101,19 +125,13 @@ func (p *parker) run(rc syscall.RawConn) {
 	})
 }
 
-// park hands h over to the parker until its client sends or deadline
-// passes, and reports whether it did: false when the parker is stopped
-// (shutdown) or the socket could not be registered; h is then still the
-// caller's. On true the caller's goroutine must not touch h again: it may
-// already be served by another one.
-func (p *parker) park(h *httpConn, deadline time.Time) bool {
-	if h.raw == nil {
-		rc, err := h.tcp.SyscallConn()
-		if err != nil {
-			return false
-		}
-		h.raw = rc
-	}
+// park hands the socket of e over to the parker until it is ready or
+// deadline passes, and reports whether it did: false when the parker is
+// stopped or the socket could not be registered; the caller then still
+// has it. On true the caller's goroutine must not touch e's owner again:
+// it may already be running in another one.
+func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner, deadline time.Time) bool {
+	e.owner, e.raw = owner, raw
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -123,11 +141,11 @@ func (p *parker) park(h *httpConn, deadline time.Time) bool {
 	id := p.nextID
 	ev := unix.EpollEvent{Events: parkEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	op := unix.EPOLL_CTL_ADD
-	if h.inEpoll {
+	if e.inEpoll {
 		op = unix.EPOLL_CTL_MOD // re-arm the one-shot registration
 	}
 	var ctlErr error
-	if err := h.raw.Control(func(fd uintptr) {
+	if err := raw.Control(func(fd uintptr) {
 		ctlErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 		if op == unix.EPOLL_CTL_MOD && errors.Is(ctlErr, unix.ENOENT) {
 			ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
@@ -135,10 +153,10 @@ func (p *parker) park(h *httpConn, deadline time.Time) bool {
 	}); err != nil || ctlErr != nil {
 		return false
 	}
-	h.inEpoll = true
-	h.parkID, h.parkDeadline = id, deadline
-	p.parked[id] = h
-	heap.Push(&p.byTime, h)
+	e.inEpoll, e.parked = true, true
+	e.id, e.deadline = id, deadline
+	p.parked[id] = e
+	heap.Push(&p.byTime, e)
 	p.count.Store(int64(len(p.parked)))
 	if p.timerAt.IsZero() || deadline.Before(p.timerAt) {
 		p.timerAt = deadline
@@ -147,52 +165,66 @@ func (p *parker) park(h *httpConn, deadline time.Time) bool {
 	return true
 }
 
-// take removes a parked conn (p.mu held).
-func (p *parker) take(h *httpConn) {
-	delete(p.parked, h.parkID)
-	heap.Remove(&p.byTime, h.heapIndex)
+// take removes a parked entry (p.mu held).
+func (p *parker) take(e *parkEntry) {
+	delete(p.parked, e.id)
+	heap.Remove(&p.byTime, e.index)
+	e.parked = false
 	p.count.Store(int64(len(p.parked)))
 }
 
-// wake starts serving the conn parked under id: its client sent or
-// closed.
+// wake takes up the entry parked under id: its socket is ready.
 func (p *parker) wake(id uint64) {
 	p.mu.Lock()
-	h, ok := p.parked[id]
+	e, ok := p.parked[id]
 	if ok {
-		p.take(h)
+		p.take(e)
 	}
 	p.mu.Unlock()
 	if ok {
-		go p.vs.resumeHTTP(h)
+		go e.owner.unparked(true)
 	}
 }
 
-// expire ends the conns whose wait is over, and sets the timer for the
-// next deadline.
+// unpark takes e up now, as if its deadline had passed, when it is
+// parked; it reports whether it was.
+func (p *parker) unpark(e *parkEntry) bool {
+	p.mu.Lock()
+	ok := e.parked
+	if ok {
+		p.take(e)
+	}
+	p.mu.Unlock()
+	if ok {
+		go e.owner.unparked(false)
+	}
+	return ok
+}
+
+// expire takes up the entries whose deadline passed, and sets the timer
+// for the next deadline.
 func (p *parker) expire() {
-	var over []*httpConn
+	var over []*parkEntry
 	p.mu.Lock()
 	now := time.Now()
-	for len(p.byTime) > 0 && !p.byTime[0].parkDeadline.After(now) {
-		h := p.byTime[0]
-		p.take(h)
-		over = append(over, h)
+	for len(p.byTime) > 0 && !p.byTime[0].deadline.After(now) {
+		e := p.byTime[0]
+		p.take(e)
+		over = append(over, e)
 	}
 	p.timerAt = time.Time{}
 	if len(p.byTime) > 0 && !p.closed {
-		p.timerAt = p.byTime[0].parkDeadline
+		p.timerAt = p.byTime[0].deadline
 		p.timer.Reset(time.Until(p.timerAt))
 	}
 	p.mu.Unlock()
-	for _, h := range over {
-		go p.vs.endParked(h)
+	for _, e := range over {
+		go e.owner.unparked(false)
 	}
 }
 
-// stop ends every parked conn (shutdown lets idle conns go at once) and
-// the parker; parks after it are refused. It waits for the parker's
-// goroutine.
+// stop takes up every parked entry (not ready) and ends the parker; parks
+// after it are refused. It waits for the parker's goroutine.
 func (p *parker) stop() {
 	p.mu.Lock()
 	if p.closed {
@@ -201,9 +233,10 @@ func (p *parker) stop() {
 	}
 	p.closed = true
 	p.timer.Stop()
-	over := make([]*httpConn, 0, len(p.parked))
-	for _, h := range p.parked {
-		over = append(over, h)
+	over := make([]*parkEntry, 0, len(p.parked))
+	for _, e := range p.parked {
+		e.parked = false
+		over = append(over, e)
 	}
 	clear(p.parked)
 	p.byTime = p.byTime[:0]
@@ -211,33 +244,33 @@ func (p *parker) stop() {
 	p.mu.Unlock()
 	_ = p.file.Close() // ends run's wait
 	<-p.done
-	for _, h := range over {
-		go p.vs.endParked(h)
+	for _, e := range over {
+		go e.owner.unparked(false)
 	}
 }
 
-// parked is how many conns are parked now.
-func (p *parker) parkedConns() int64 { return p.count.Load() }
+// parkedNow is how many sockets are parked now.
+func (p *parker) parkedNow() int64 { return p.count.Load() }
 
-// parkHeap orders parked conns by deadline (container/heap).
-type parkHeap []*httpConn
+// parkHeap orders parked entries by deadline (container/heap).
+type parkHeap []*parkEntry
 
 func (q parkHeap) Len() int           { return len(q) }
-func (q parkHeap) Less(i, j int) bool { return q[i].parkDeadline.Before(q[j].parkDeadline) }
+func (q parkHeap) Less(i, j int) bool { return q[i].deadline.Before(q[j].deadline) }
 func (q parkHeap) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
-	q[i].heapIndex, q[j].heapIndex = i, j
+	q[i].index, q[j].index = i, j
 }
 func (q *parkHeap) Push(x any) {
-	h := x.(*httpConn)
-	h.heapIndex = len(*q)
-	*q = append(*q, h)
+	e := x.(*parkEntry)
+	e.index = len(*q)
+	*q = append(*q, e)
 }
 func (q *parkHeap) Pop() any {
 	old := *q
-	h := old[len(old)-1]
+	e := old[len(old)-1]
 	old[len(old)-1] = nil
 	*q = old[:len(old)-1]
-	h.heapIndex = -1
-	return h
+	e.index = -1
+	return e
 }

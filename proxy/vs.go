@@ -116,7 +116,7 @@ func (vs *VirtualServer) Stats() Stats {
 		st.HTTPBusy = vs.http.busy.Load()
 	}
 	if vs.parker != nil {
-		st.HTTPParked = vs.parker.parkedConns()
+		st.HTTPParked = vs.parker.parkedNow()
 	}
 	return st
 }
@@ -131,7 +131,7 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
 	if vs.http != nil {
 		hs := vs.http
-		if p, err := newParker(vs); err != nil {
+		if p, err := newParker(); err != nil {
 			// Idle conns then keep a goroutine each while they wait.
 			vs.logger.Warn("idle connections will not be parked", zap.Error(err))
 		} else {
