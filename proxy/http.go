@@ -240,6 +240,9 @@ type httpConn struct {
 	pe  parkEntry
 }
 
+// parkDeadline is parkOwner's: the end of the wait (set by awaitRequest).
+func (h *httpConn) parkDeadline() (time.Time, bool) { return h.pe.deadline, true }
+
 // unparked is parkOwner's: the client sent or closed (ready), or its wait
 // timed out or shutdown came.
 func (h *httpConn) unparked(ready bool) {
@@ -442,7 +445,8 @@ func (h *httpConn) awaitRequest() int {
 	h.waiting.Store(false)
 	h.giveBack()
 	h.hs.conns.remove(h)
-	if h.parkable() && h.vs.parker.park(&h.pe, h.raw, h, now.Add(wait)) {
+	h.pe.deadline = now.Add(wait)
+	if h.parkable() && h.vs.parker.park(&h.pe, h.raw, h) {
 		return awaitParked // h is the parker's: not touched again here
 	}
 	// Not parked (shutdown stopped the parker, or the socket could not

@@ -73,6 +73,10 @@ type parkEntry struct {
 
 // parkOwner is what a parked socket belongs to.
 type parkOwner interface {
+	// parkDeadline is read under the parker's lock as the socket is
+	// parked: until when it may stay parked, and false to refuse the park
+	// (the owner is ending: an unpark meant for it may have come already).
+	parkDeadline() (time.Time, bool)
 	// unparked takes the socket up again, in a goroutine of its own:
 	// ready when epoll reported it (bytes, FIN, error), else its
 	// deadline passed, unpark was called, or the parker stopped.
@@ -125,16 +129,20 @@ func (p *parker) run(rc syscall.RawConn) {
 	})
 }
 
-// park hands the socket of e over to the parker until it is ready or
-// deadline passes, and reports whether it did: false when the parker is
-// stopped or the socket could not be registered; the caller then still
-// has it. On true the caller's goroutine must not touch e's owner again:
+// park hands the socket of e over to the parker until it is ready or the
+// owner's parkDeadline passes, and reports whether it did: false when the
+// parker is stopped, the owner refused, or the socket could not be
+// registered; the caller then still has it. On true the caller's goroutine must not touch e's owner again:
 // it may already be running in another one.
-func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner, deadline time.Time) bool {
+func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 	e.owner, e.raw = owner, raw
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
+		return false
+	}
+	deadline, ok := owner.parkDeadline()
+	if !ok {
 		return false
 	}
 	p.nextID++

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 	}
 	waitFor(t, 3*time.Second, "all conns parked", func() bool {
 		st := vs.Stats()
-		return st.HTTPParked == n && st.HTTPBusy == 0 && st.Active == n
+		return st.Parked == n && st.HTTPBusy == 0 && st.Active == n
 	})
 	// The conns' goroutines are gone: far fewer than one per conn remain
 	// (the member's, tether's pool and the runtime's are counted too).
@@ -70,7 +71,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 		}
 		waitFor(t, 3*time.Second, "all conns parked again", func() bool {
 			st := vs.Stats()
-			return st.HTTPParked == n && st.HTTPBusy == 0 && st.Active == n
+			return st.Parked == n && st.HTTPBusy == 0 && st.Active == n
 		})
 	}
 	if got := runtime.NumGoroutine() - base; got >= n/5 {
@@ -85,7 +86,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 	}
 	waitFor(t, 3*time.Second, "parked conns ended by their clients' FIN", func() bool {
 		st := vs.Stats()
-		return st.HTTPParked == 0 && st.Active == 0
+		return st.Parked == 0 && st.Active == 0
 	})
 }
 
@@ -98,7 +99,7 @@ func TestHTTPParkedConnEndsAtKeepaliveTimeout(t *testing.T) {
 	br := bufio.NewReader(c)
 	getPath(t, c, br, "/one")
 	answered := time.Now()
-	waitFor(t, time.Second, "the conn parked", func() bool { return p.srv.VirtualServer("vs").Stats().HTTPParked == 1 })
+	waitFor(t, time.Second, "the conn parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 1 })
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Fatalf("read on the expired conn: %v, want EOF", err)
@@ -110,7 +111,7 @@ func TestHTTPParkedConnEndsAtKeepaliveTimeout(t *testing.T) {
 	// the lingering read that follows a response.
 	waitFor(t, 300*time.Millisecond, "the conn counted closed", func() bool {
 		st := p.srv.VirtualServer("vs").Stats()
-		return st.HTTPParked == 0 && st.Active == 0
+		return st.Parked == 0 && st.Active == 0
 	})
 }
 
@@ -123,7 +124,7 @@ func TestHTTPNewConnParksUntilItsFirstRequest(t *testing.T) {
 	late := p.dial(t, "vs")
 	silent := p.dial(t, "vs")
 	opened := time.Now()
-	waitFor(t, time.Second, "both new conns parked", func() bool { return vs.Stats().HTTPParked == 2 })
+	waitFor(t, time.Second, "both new conns parked", func() bool { return vs.Stats().Parked == 2 })
 	getPath(t, late, bufio.NewReader(late), "/late")
 
 	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -147,7 +148,7 @@ func TestShutdownEndsParkedConnsAtOnce(t *testing.T) {
 		getPath(t, c, bufio.NewReader(c), fmt.Sprintf("/%d", i))
 		conns = append(conns, c)
 	}
-	waitFor(t, 2*time.Second, "10 parked", func() bool { return vs.Stats().HTTPParked == 10 })
+	waitFor(t, 2*time.Second, "10 parked", func() bool { return vs.Stats().Parked == 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -178,9 +179,179 @@ func TestHTTPParkedTLSConnResumes(t *testing.T) {
 	br := bufio.NewReader(c)
 	for i := range 3 {
 		getPath(t, c, br, fmt.Sprintf("/tls/%d", i))
-		waitFor(t, 2*time.Second, "the TLS conn parked", func() bool { return vs.Stats().HTTPParked == 1 })
+		waitFor(t, 2*time.Second, "the TLS conn parked", func() bool { return vs.Stats().Parked == 1 })
 	}
 	if st := vs.TLSStats(); st.Handshakes != 1 {
 		t.Fatalf("TLS stats %+v: want one handshake for the three requests", st)
+	}
+}
+
+// exchangeEcho writes msg and reads it back through an echo member.
+func exchangeEcho(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo of %q: %q %v", msg, buf, err)
+	}
+}
+
+// An idle tcp-mode relay parks both directions (no goroutine left for
+// it) a second after its last byte; bytes from either side take it up
+// again.
+func TestTCPIdleRelayParksAndResumes(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	vs := p.srv.VirtualServer("vs")
+	const n = 20
+	base := runtime.NumGoroutine()
+	var conns []*net.TCPConn
+	for i := range n {
+		c := p.dial(t, "vs")
+		exchangeEcho(t, c, fmt.Sprintf("hello %d", i))
+		conns = append(conns, c)
+	}
+	// The echo member keeps a goroutine per conn; tether none once parked.
+	waitFor(t, 5*time.Second, "both directions of every relay parked", func() bool { return vs.Stats().Parked == 2*n })
+	if got := runtime.NumGoroutine() - base; got > n+n/4 {
+		t.Fatalf("%d goroutines more than before %d relays (the member holds %d)", got, n, n)
+	}
+	for round := range 2 {
+		for i, c := range conns {
+			exchangeEcho(t, c, fmt.Sprintf("round %d conn %d", round, i))
+		}
+		waitFor(t, 5*time.Second, "parked again", func() bool { return vs.Stats().Parked == 2*n })
+	}
+	for _, c := range conns {
+		_ = c.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := readAll(c); err != nil || len(b) != 0 {
+			t.Fatalf("after the client's FIN: %q %v, want the member's FIN", b, err)
+		}
+	}
+	waitFor(t, 3*time.Second, "every relay ended", func() bool {
+		st := vs.Stats()
+		return st.Parked == 0 && st.Active == 0
+	})
+	if lines := p.waitAccess(t, n); len(lines) != n {
+		t.Fatalf("%d access lines", len(lines))
+	}
+}
+
+// The idle timeout still ends a parked relay on time, both sides reset
+// (reset_on_timeout), and it is logged as tether's idle timeout.
+func TestTCPParkedRelayIdleTimeout(t *testing.T) {
+	memberSaw := make(chan error, 1)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		buf := make([]byte, 16)
+		n, _ := c.Read(buf)
+		_, _ = c.Write(buf[:n])
+		_, err := readAll(c)
+		memberSaw <- err
+	})
+	p := startProxy(t, tcpConfig("[tcp_profile.idle]\nidle_timeout = \"2500ms\"\n", `client_profile = "idle"
+server_profile = "idle"`, "", be.addr()))
+	c := p.dial(t, "vs")
+	exchangeEcho(t, c, "ping")
+	last := time.Now()
+	waitFor(t, 2*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := readAll(c)
+	if elapsed := time.Since(last); elapsed < 2400*time.Millisecond || elapsed > 4*time.Second {
+		t.Fatalf("idle timeout fired %v after the last byte, want about 2.5s", elapsed)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client: %v, want ECONNRESET", err)
+	}
+	select {
+	case err := <-memberSaw:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("member: %v, want ECONNRESET", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the member side was not closed")
+	}
+	if fc := fieldString(p.waitAccess(t, 1)[0], "closed_first"); fc != "tether idle-timeout" {
+		t.Fatalf("closed_first = %q", fc)
+	}
+}
+
+// A client's FIN on a parked relay is passed on, and the surviving
+// direction, parked until the long idle timeout, is taken up to be bound
+// by the shorter half_close_timeout instead.
+func TestTCPParkedRelayHalfCloseTimeout(t *testing.T) {
+	gotFIN := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		buf := make([]byte, 16)
+		n, _ := c.Read(buf)
+		_, _ = c.Write(buf[:n])
+		if b, err := readAll(c); err == nil && len(b) == 0 {
+			close(gotFIN)
+		}
+		<-release // a member that never closes its side
+	})
+	p := startProxy(t, tcpConfig("[tcp_profile.hc]\nidle_timeout = \"30s\"\nhalf_close_timeout = \"2s\"\n", `client_profile = "hc"
+server_profile = "hc"`, "", be.addr()))
+	c := p.dial(t, "vs")
+	exchangeEcho(t, c, "ping")
+	waitFor(t, 3*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	fin := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := readAll(c); len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("client after its FIN: %q %v", b, err)
+	}
+	if elapsed := time.Since(fin); elapsed < 1900*time.Millisecond || elapsed > 4*time.Second {
+		t.Fatalf("the half-closed relay ended %v after the FIN, want about 2s (half_close_timeout, not the 30s idle timeout)", elapsed)
+	}
+	select {
+	case <-gotFIN:
+	default:
+		t.Fatal("the member never got the client's FIN")
+	}
+	if fc := fieldString(p.waitAccess(t, 1)[0], "closed_by"); fc != "tether half-close-timeout" {
+		t.Fatalf("closed_by = %q", fc)
+	}
+}
+
+// Shutdown drains parked relays like any: they stay until the drain time
+// is over, then the cut takes them up and ends them; nothing is left.
+func TestShutdownCutsParkedRelays(t *testing.T) {
+	be := startBackend(t, echo)
+	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	vs := p.srv.VirtualServer("vs")
+	var conns []*net.TCPConn
+	for i := range 5 {
+		c := p.dial(t, "vs")
+		exchangeEcho(t, c, fmt.Sprintf("x%d", i))
+		conns = append(conns, c)
+	}
+	waitFor(t, 3*time.Second, "all parked", func() bool { return vs.Stats().Parked == 10 })
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("shutdown: %v, want the drain cut (deadline exceeded)", err)
+	}
+	if took := time.Since(start); took < 450*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("shutdown took %v, want the 500ms drain then the cut", took)
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := readAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("conn %d after the cut: %v", i, err)
+		}
+	}
+	if st := vs.Stats(); st.Parked != 0 || st.Active != 0 {
+		t.Fatalf("after shutdown: %+v", st)
 	}
 }

@@ -69,6 +69,14 @@ func (e closeEvent) String() string {
 // the half-close timeout when one is set, so a peer that never closes
 // cannot pin the connection (no CLOSE_WAIT lingers).
 //
+// Parking: with a parker (tcp mode), a direction whose plain source has
+// been quiet for parkAfter hands the socket to the parker and its
+// goroutine ends; an idle relay then holds no goroutine. The tick is then
+// at most parkAfter. The parker takes the direction up again when the
+// source is readable (bytes, FIN, reset), when the idle timeout would
+// fall due (lastChange + limit: the byte counters are checked then, as at a
+// tick), or when abort or the other direction's FIN wakes it.
+//
 // A side that speaks TLS (clientTLS, serverTLS) is read and written
 // through its *tls.Conn: that direction holds a buffer while it waits (TLS
 // may have decrypted bytes buffered that the socket no longer shows) and
@@ -91,8 +99,16 @@ type relay struct {
 	aborted atomic.Bool
 
 	toServer, toClient atomic.Int64 // bytes copied each way
-	running            atomic.Int32 // directions still running
+	running            atomic.Int32 // directions still running (parked ones too)
+
+	parker *parker                     // nil: directions never park
+	done   func(first, end closeEvent) // start's
+	dirs   [2]*direction               // toClient, toServer; set by start
 }
+
+// parkAfter is how long a direction's source is quiet before the direction
+// parks (a relay with a parker).
+const parkAfter = time.Second
 
 // newRelay relays between client and server; either side (or both) may
 // speak TLS over its socket: a nil *tls.Conn is a plain side.
@@ -118,7 +134,8 @@ func (r *relay) record(e closeEvent) {
 }
 
 // abort ends both directions at once (idle timeout, an RST, shutdown): past
-// deadlines wake any read or write blocked in splice.
+// deadlines wake any read or write blocked in splice, and parked
+// directions are taken up (they see aborted and end).
 func (r *relay) abort(e closeEvent) {
 	r.record(e)
 	if r.aborted.CompareAndSwap(false, true) {
@@ -126,6 +143,13 @@ func (r *relay) abort(e closeEvent) {
 		past := time.Unix(1, 0)
 		_ = r.client.SetDeadline(past)
 		_ = r.server.SetDeadline(past)
+		if r.parker != nil {
+			for _, d := range r.dirs {
+				if d != nil {
+					r.parker.unpark(&d.pe)
+				}
+			}
+		}
 	}
 }
 
@@ -137,13 +161,31 @@ func (r *relay) start(done func(first, end closeEvent)) {
 	toClient.setTLS(r.clientTLS, r.serverTLS)
 	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
 	toServer.setTLS(r.serverTLS, r.clientTLS)
+	for _, d := range []*direction{toClient, toServer} {
+		if r.parker != nil && d.tsrc == nil {
+			d.parker = r.parker // a TLS source keeps its goroutine
+		}
+	}
+	r.done = done
 	r.running.Store(2)
-	go r.runDirection(toClient, done)
-	go r.runDirection(toServer, done)
+	// dirs is set before either direction runs: abort reads it, and an
+	// abort from outside (shutdown) may come at any time after start.
+	r.dirs = [2]*direction{toClient, toServer}
+	go r.runDirection(toClient)
+	go r.runDirection(toServer)
 }
 
-func (r *relay) runDirection(d *direction, done func(first, end closeEvent)) {
-	r.pipe(d)
+// runDirection runs a direction until it ends or parks; the last direction
+// to end calls done.
+func (r *relay) runDirection(d *direction) {
+	if r.pipe(d) {
+		return // parked: unparked goes on
+	}
+	r.directionDone()
+}
+
+func (r *relay) directionDone() {
+	done := r.done
 	if r.running.Add(-1) == 0 {
 		var first, end closeEvent
 		if e := r.first.Load(); e != nil {
@@ -154,6 +196,49 @@ func (r *relay) runDirection(d *direction, done func(first, end closeEvent)) {
 		}
 		done(first, end)
 	}
+}
+
+// unparked is parkOwner's: the source is readable (ready), or the
+// direction was woken to check the idle timeout, by abort, or by the other
+// direction's FIN.
+func (d *direction) unparked(ready bool) {
+	r := d.r
+	if !ready && !r.waitFailed(os.ErrDeadlineExceeded, d) {
+		r.directionDone()
+		return
+	}
+	d.deadline = time.Time{} // re-armed on the next turn
+	r.runDirection(d)
+}
+
+// parkDeadline is parkOwner's, read under the parker's lock: when the idle
+// timeout would fall due (the counters are checked then), and false when
+// the relay is ending (abort, then its unpark, may have run before).
+func (d *direction) parkDeadline() (time.Time, bool) {
+	r := d.r
+	if r.aborted.Load() {
+		return time.Time{}, false
+	}
+	limit := time.Duration(r.limit.Load())
+	if limit <= 0 {
+		return time.Now().Add(24 * time.Hour), true // no idle timeout: just a periodic look
+	}
+	r.mu.Lock()
+	due := r.lastChange.Add(limit)
+	r.mu.Unlock()
+	return due, true
+}
+
+// tick is how far ahead this direction arms its read deadline: the relay's
+// tick, at most parkAfter when the direction can park.
+func (d *direction) tick() time.Duration {
+	if d.parker == nil {
+		return d.r.tick()
+	}
+	if d.r.limit.Load() <= 0 {
+		return parkAfter
+	}
+	return min(d.r.tick(), parkAfter)
 }
 
 // Relay buffers: a direction borrows one only while it copies, never while
@@ -186,6 +271,9 @@ type direction struct {
 	n       int
 	rerr    error
 	lr      io.LimitedReader
+
+	parker *parker // nil: this direction does not park (no parker, TLS source)
+	pe     parkEntry
 }
 
 func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int64) *direction {
@@ -242,12 +330,15 @@ func (d *direction) setTLS(dst, src *tls.Conn) {
 // the kernel: dst.ReadFrom on an io.LimitedReader around the bare
 // *net.TCPConn splices, and the limit makes it return instead of waiting
 // holding a pipe once the burst is over.
-func (r *relay) pipe(d *direction) {
+//
+// It reports whether the direction parked: then the caller's goroutine
+// must not touch d again.
+func (r *relay) pipe(d *direction) (parked bool) {
 	for {
-		if r.limit.Load() > 0 && !r.aborted.Load() {
+		if (r.limit.Load() > 0 || d.parker != nil) && !r.aborted.Load() {
 			// Re-arm only when half the tick is used up: not a timer
 			// update per message.
-			tick := r.tick()
+			tick := d.tick()
 			if now := time.Now(); d.deadline.Sub(now) < tick/2 {
 				d.deadline = now.Add(tick)
 				_ = d.src.SetReadDeadline(d.deadline)
@@ -268,13 +359,17 @@ func (r *relay) pipe(d *direction) {
 			case d.rerr != nil && errors.Is(d.rerr, os.ErrDeadlineExceeded):
 				d.putBuffer()
 				if !r.waitFailed(d.rerr, d) {
-					return
+					return false
 				}
 				continue
 			}
 		} else if err := d.rc.Read(d.readFn); err != nil {
 			if !r.waitFailed(err, d) {
-				return
+				return false
+			}
+			// Quiet for a tick but the relay lives on: park.
+			if d.parker != nil && errors.Is(err, os.ErrDeadlineExceeded) && d.parker.park(&d.pe, d.rc, d) {
+				return true
 			}
 			continue
 		}
@@ -283,12 +378,12 @@ func (r *relay) pipe(d *direction) {
 			if !r.aborted.Load() {
 				r.abort(r.failure(d.rerr, d))
 			}
-			return
+			return false
 		}
 		if d.n == 0 {
 			d.putBuffer()
 			r.finished(d)
-			return
+			return false
 		}
 		full := d.n == len(*d.buf) && d.tsrc == nil && d.tdst == nil
 		var werr error
@@ -303,7 +398,7 @@ func (r *relay) pipe(d *direction) {
 			if !r.aborted.Load() {
 				r.abort(r.failure(werr, d))
 			}
-			return
+			return false
 		}
 		if !full {
 			continue
@@ -314,9 +409,9 @@ func (r *relay) pipe(d *direction) {
 		switch {
 		case err == nil && d.lr.N > 0: // src sent FIN during the burst
 			r.finished(d)
-			return
+			return false
 		case err != nil && !r.waitFailed(err, d):
-			return
+			return false
 		}
 	}
 }
@@ -345,9 +440,17 @@ func (r *relay) finished(d *direction) {
 	r.mu.Unlock()
 	r.limit.Store(int64(r.halfClose))
 	// Wake the surviving direction (reading from dst) within one new tick;
-	// it may be waiting on a deadline armed for the longer idle timeout.
+	// it may be waiting on a deadline armed for the longer idle timeout,
+	// or parked until it.
 	if !r.aborted.Load() {
 		_ = d.dst.SetReadDeadline(time.Now().Add(r.tick()))
+		if r.parker != nil {
+			for _, o := range r.dirs {
+				if o != nil && o != d {
+					r.parker.unpark(&o.pe)
+				}
+			}
+		}
 	}
 }
 
@@ -359,7 +462,7 @@ func (r *relay) waitFailed(err error, d *direction) bool {
 		return false
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		if r.stillActive() {
+		if r.limit.Load() <= 0 || r.stillActive() { // no idle timeout (a parking tick), or bytes moved
 			// The deadline that passed may not be the one this direction
 			// armed (finished moves it closer): re-arm on the next turn.
 			d.deadline = time.Time{}

@@ -175,9 +175,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // closeVirtualServers releases what virtual servers hold beyond their
-// connections (http mode: the idle member conns of their Reusers).
+// connections (http mode: the idle member conns of their Reusers; the
+// parker, already stopped by a drain, not after a failed Start).
 func (s *Server) closeVirtualServers() {
 	for _, vs := range s.vss {
+		if vs.parker != nil {
+			vs.parker.stop()
+		}
 		if vs.http != nil {
 			vs.http.reuser.Close()
 		}

@@ -26,7 +26,7 @@ type VirtualServer struct {
 	accessLog bool
 	dialer    *pool.Dialer
 	http      *httpSide       // nil in tcp mode
-	parker    *parker         // http mode: holds idle client conns; nil if epoll failed
+	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // tcp mode: the running relays, for shutdown
 	logger    *zap.Logger
@@ -104,9 +104,9 @@ type Stats struct {
 	// buffers now: a request in progress. Idle keepalive connections
 	// hold none.
 	HTTPBusy int64
-	// HTTPParked (http mode) is how many idle client connections are
-	// parked now: waiting for a request without a goroutine.
-	HTTPParked int64
+	// Parked is how many idle sockets wait without a goroutine now: http
+	// client connections between requests, tcp relay directions.
+	Parked int64
 }
 
 // Stats returns the current counters.
@@ -116,7 +116,7 @@ func (vs *VirtualServer) Stats() Stats {
 		st.HTTPBusy = vs.http.busy.Load()
 	}
 	if vs.parker != nil {
-		st.HTTPParked = vs.parker.parkedNow()
+		st.Parked = vs.parker.parkedNow()
 	}
 	return st
 }
@@ -129,14 +129,14 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
+	if p, err := newParker(); err != nil {
+		// Idle conns then keep their goroutines while they wait.
+		vs.logger.Warn("idle connections will not be parked", zap.Error(err))
+	} else {
+		vs.parker = p
+	}
 	if vs.http != nil {
 		hs := vs.http
-		if p, err := newParker(); err != nil {
-			// Idle conns then keep a goroutine each while they wait.
-			vs.logger.Warn("idle connections will not be parked", zap.Error(err))
-		} else {
-			vs.parker = p
-		}
 		context.AfterFunc(vs.acceptCtx, func() {
 			hs.shutdown(false)
 			if vs.parker != nil {
@@ -145,8 +145,13 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 		})
 		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
 	} else {
+		// Relays drain: their parked directions stay parked until the cut
+		// aborts them (abort takes them up).
 		context.AfterFunc(vs.cutCtx, func() {
 			vs.relays.each(func(r *relay) { r.abort(closeEvent{SideTether, HowShutdown}) })
+			if vs.parker != nil {
+				vs.parker.stop()
+			}
 		})
 	}
 	return nil
