@@ -5,7 +5,9 @@
 #   1. iperf3, one stream: Gbit/s, and Gbit per proxy CPU-second;
 #   2. redis-benchmark -c 50 (SET, GET): requests/s, and per proxy CPU-second;
 #   3. memory per idle proxied connection (RSS delta of the proxy / N conns),
-#      its fds per conn, and (noisy, system-wide) kernel memory per conn;
+#      then for N more on top (the marginal cost, without what the first
+#      batch paid once), its fds per conn, and (noisy, system-wide) kernel
+#      memory per conn;
 #   4. HTTP/1.1 through HAProxy (mode http, http-reuse safe), nginx (upstream
 #      keepalive 32) and tether (mode http, reuse shared) to an nginx backend
 #      returning a 64-byte body, with wrk -c 50 -t 2 --latency:
@@ -374,9 +376,10 @@ if ((ha_fit < HAPROXY_MAXCONN)); then
 	HAPROXY_MAXCONN=$ha_fit
 	warn "ulimit -n is $FDS (hard limit; raising it needs CAP_SYS_RESOURCE): HAProxy maxconn lowered from 30000 to $HAPROXY_MAXCONN"
 fi
-if ((IDLE_N * 2 + 1024 > FDS)); then
-	new_n=$(((FDS - 1024) / 2 / 50 * 50))
-	warn "ulimit -n is $FDS: tether needs 2 fds per idle proxied conn, so idle conns lowered from $IDLE_N to $new_n"
+# Two batches of IDLE_N (the second gives the marginal cost).
+if ((IDLE_N * 4 + 1024 > FDS)); then
+	new_n=$(((FDS - 1024) / 4 / 50 * 50))
+	warn "ulimit -n is $FDS: tether needs 2 fds per idle proxied conn (two batches), so idle conns lowered from $IDLE_N to $new_n"
 	IDLE_N=$new_n
 fi
 # The idle keepalive tests open two batches of IDLE_KA_N conns (the second
@@ -612,7 +615,7 @@ holder_count() { awk '/^accepted/ {n=$2} END {print n+0}' "$tmp/holder.log"; }
 
 # measure_idle KIND: RSS delta of a fresh proxy holding IDLE_N idle conns.
 measure_idle() {
-	local kind=$1 front rss0 rss1 fds0 fds1 kern0 kern1 cpid base
+	local kind=$1 front rss0 rss1 rss2 fds0 fds1 kern0 kern1 cpid cpid2 base
 	front=$(pick_port)
 	start_proxy "$kind" idle "$front:$HOLD_PORT" || { warn "$kind unavailable for the memory test"; return 0; }
 	sleep 1
@@ -639,6 +642,36 @@ measure_idle() {
 	rss1=$(rss_kb "$PROXY_PID")
 	fds1=$(ls "/proc/$PROXY_PID/fd" | wc -l)
 	kern1=$(kernel_kb)
+	# A second batch on top: its RSS per conn leaves out what the first
+	# paid once (code pages, pools, runtime warm-up, peak goroutine stacks).
+	rss2=""
+	start_bg "idleconns2-$kind" taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -connect "127.0.0.1:$front" -n "$IDLE_N" -timeout 60s
+	cpid2=$BG_PID
+	local held1 held2
+	held1=$(holder_count)
+	if wait_until 70 "$IDLE_N more client connections via $kind" \
+		bash -c "grep -q '^ready' '$tmp/idleconns2-$kind.log' || ! kill -0 $cpid2 2>/dev/null" &&
+		grep -q '^ready' "$tmp/idleconns2-$kind.log"; then
+		# The holder (sharing CPU 1 with the clients) may drop some SYNs of
+		# the burst; a proxy then resets those clients after its connect
+		# timeout. Count what is held.
+		wait_until 15 "$IDLE_N more backend connections from $kind" \
+			bash -c "(( \$(awk '/^accepted/ {n=\$2} END {print n+0}' '$tmp/holder.log') >= $held1 + $IDLE_N ))" || true
+		sleep 2
+		rss2=$(rss_kb "$PROXY_PID")
+		held2=$(holder_count)
+		((held2 - held1 == IDLE_N)) || warn "$kind: $((held2 - held1)) of the second batch's $IDLE_N conns reached the holder (the others were reset after the connect timeout); marginal memory is per held conn"
+		if ((held2 > held1)); then
+			put "idle.$kind.rss2_kb" "$rss2"
+			put "idle.$kind.marginal_n" "$((held2 - held1))"
+			put "idle.$kind.marginal_bytes" "$(((rss2 - rss1) * 1024 / (held2 - held1)))"
+		else
+			rss2=""
+		fi
+	else
+		warn "the second batch of idle conns via $kind failed: $(tail -n 3 "$tmp/idleconns2-$kind.log")"
+	fi
+	stop_pid "$cpid2"
 	put "idle.$kind.kernel0_kb" "$kern0"
 	put "idle.$kind.kernel1_kb" "$kern1"
 	put "idle.$kind.kernel_bytes" "$(((kern1 - kern0) * 1024 / IDLE_N))"
@@ -649,21 +682,24 @@ measure_idle() {
 	put "idle.$kind.fds0" "$fds0"
 	put "idle.$kind.fds1" "$fds1"
 	put "idle.$kind.fds_per_conn" "$(python3 -c "print('%.2f' % (($fds1 - $fds0) / $IDLE_N))")"
-	log "$kind idle: RSS ${rss0} kB -> ${rss1} kB, fds $fds0 -> $fds1 for $IDLE_N conns = $(((rss1 - rss0) * 1024 / IDLE_N)) B/conn; kernel ${kern0} kB -> ${kern1} kB"
+	log "$kind idle: RSS ${rss0} kB -> ${rss1} kB, fds $fds0 -> $fds1 for $IDLE_N conns = $(((rss1 - rss0) * 1024 / IDLE_N)) B/conn; kernel ${kern0} kB -> ${kern1} kB; ${held2:-0} - ${held1:-0} more held: RSS ${rss2:-n/a} kB$([[ -n $rss2 ]] && echo " = $(((rss2 - rss1) * 1024 / (held2 - held1))) B/conn")"
 	stop_pid "$cpid"
 	wait_until 30 "backend conns via $kind to close" bash -c "(( \$(awk '/^accepted/ {n=\$2} END {print n+0}' '$tmp/holder.log') <= $base ))" || true
 	stop_pid "$PROXY_PID"
 }
 
 if [[ -n $IDLECONNS ]]; then
-	HOLD_PORT=$(pick_port)
-	log "memory: $IDLE_N idle conns through each proxy to a holder on :$HOLD_PORT"
-	start_bg holder taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -hold "127.0.0.1:$HOLD_PORT"
-	HOLDER=$BG_PID
-	wait_listen "$HOLDER" "$HOLD_PORT" || die "idle holder did not start: $(tail -n 5 "$tmp/holder.log")"
-	measure_idle haproxy
-	measure_idle tether
-	stop_pid "$HOLDER"
+	# A fresh holder on a fresh port per proxy: the conns one proxy closed
+	# (TIME_WAIT, the holder's own state) do not slow the next one's.
+	for kind in haproxy tether; do
+		HOLD_PORT=$(pick_port)
+		log "memory: 2 x $IDLE_N idle conns through $kind to a holder on :$HOLD_PORT"
+		start_bg holder taskset -c "$LOAD_CPU" "$IDLECONNS" -stdin=false -hold "127.0.0.1:$HOLD_PORT"
+		HOLDER=$BG_PID
+		wait_listen "$HOLDER" "$HOLD_PORT" || die "idle holder did not start: $(tail -n 5 "$tmp/holder.log")"
+		measure_idle "$kind"
+		stop_pid "$HOLDER"
+	done
 fi
 fi # RUN_TCP
 
@@ -1689,6 +1725,8 @@ def req_per_busy(k):
 row("redis req per CPU-$PROXY_CPU busy s", "req/CPU-s", None, req_per_busy("haproxy"), req_per_busy("tether"))
 row(f"idle conn memory (N={int(g('idle.tether.n') or g('idle.haproxy.n') or $IDLE_N)})", "bytes/conn", None,
     g("idle.haproxy.bytes"), g("idle.tether.bytes"), better="lower")
+row("idle conn memory, next N (marginal)", "bytes/conn", None,
+    g("idle.haproxy.marginal_bytes"), g("idle.tether.marginal_bytes"), better="lower")
 row("idle conn kernel mem (noisy)", "bytes/conn", None, g("idle.haproxy.kernel_bytes"), g("idle.tether.kernel_bytes"), better="lower")
 row("idle conn fds", "fds/conn", None, g("idle.haproxy.fds_per_conn"), g("idle.tether.fds_per_conn"), better="lower")
 
