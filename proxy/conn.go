@@ -85,8 +85,7 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 		return
 	}
 
-	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose)
-	r.parker = vs.parker
+	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
 	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
 	// conn); one that starts after the cut aborts itself.
 	vs.relays.add(r)

@@ -767,7 +767,8 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 	}
 	_ = h.tcp.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
-	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose)
+	// The http goroutine waits for the tunnel: its directions do not park.
+	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose, nil)
 	done := make(chan struct{})
 	stop := context.AfterFunc(h.vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
 	r.start(func(first, end closeEvent) { close(done) })

@@ -103,7 +103,7 @@ type relay struct {
 
 	parker *parker                     // nil: directions never park
 	done   func(first, end closeEvent) // start's
-	dirs   [2]*direction               // toClient, toServer; set by start
+	dirs   [2]*direction               // toClient, toServer
 }
 
 // parkAfter is how long a direction's source is quiet before the direction
@@ -112,13 +112,25 @@ const parkAfter = time.Second
 
 // newRelay relays between client and server; either side (or both) may
 // speak TLS over its socket: a nil *tls.Conn is a plain side.
-func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration) *relay {
+// With a parker, its plain-source directions park when idle (nil: never).
+func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration, p *parker) *relay {
 	r := &relay{client: client, server: server, clientTLS: clientTLS, serverTLS: serverTLS,
-		halfClose: halfClose, lastChange: time.Now()}
+		halfClose: halfClose, lastChange: time.Now(), parker: p}
 	r.limit.Store(int64(idle))
 	if idle > 0 {
 		r.lastSum = r.counters()
 	}
+	// The directions exist before the relay is shared (abort reads them).
+	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
+	toClient.setTLS(r.clientTLS, r.serverTLS)
+	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
+	toServer.setTLS(r.serverTLS, r.clientTLS)
+	for _, d := range []*direction{toClient, toServer} {
+		if p != nil && d.tsrc == nil {
+			d.parker = p // a TLS source keeps its goroutine
+		}
+	}
+	r.dirs = [2]*direction{toClient, toServer}
 	return r
 }
 
@@ -145,9 +157,7 @@ func (r *relay) abort(e closeEvent) {
 		_ = r.server.SetDeadline(past)
 		if r.parker != nil {
 			for _, d := range r.dirs {
-				if d != nil {
-					r.parker.unpark(&d.pe)
-				}
+				r.parker.unpark(&d.pe)
 			}
 		}
 	}
@@ -157,22 +167,10 @@ func (r *relay) abort(e closeEvent) {
 // the goroutine that finishes last, with what began the end (first) and what
 // cut the connection (end; zero when both sides closed with FIN).
 func (r *relay) start(done func(first, end closeEvent)) {
-	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
-	toClient.setTLS(r.clientTLS, r.serverTLS)
-	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
-	toServer.setTLS(r.serverTLS, r.clientTLS)
-	for _, d := range []*direction{toClient, toServer} {
-		if r.parker != nil && d.tsrc == nil {
-			d.parker = r.parker // a TLS source keeps its goroutine
-		}
-	}
 	r.done = done
 	r.running.Store(2)
-	// dirs is set before either direction runs: abort reads it, and an
-	// abort from outside (shutdown) may come at any time after start.
-	r.dirs = [2]*direction{toClient, toServer}
-	go r.runDirection(toClient)
-	go r.runDirection(toServer)
+	go r.runDirection(r.dirs[0])
+	go r.runDirection(r.dirs[1])
 }
 
 // runDirection runs a direction until it ends or parks; the last direction
@@ -446,7 +444,7 @@ func (r *relay) finished(d *direction) {
 		_ = d.dst.SetReadDeadline(time.Now().Add(r.tick()))
 		if r.parker != nil {
 			for _, o := range r.dirs {
-				if o != nil && o != d {
+				if o != d {
 					r.parker.unpark(&o.pe)
 				}
 			}
