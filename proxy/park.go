@@ -52,7 +52,8 @@ type parker struct {
 	timer   *time.Timer // fires at byTime[0].deadline
 	timerAt time.Time   // zero when the timer is stopped
 
-	count atomic.Int64 // len(parked), for Stats without the lock
+	count atomic.Int64  // len(parked), for Stats without the lock
+	parks atomic.Uint64 // parks since start
 }
 
 // parkEvents are the readiness a parked connection wakes for: bytes, the
@@ -162,6 +163,7 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 		return false
 	}
 	e.inEpoll, e.parked = true, true
+	p.parks.Add(1)
 	e.id, e.deadline = id, deadline
 	p.parked[id] = e
 	heap.Push(&p.byTime, e)

@@ -107,6 +107,8 @@ type Stats struct {
 	// Parked is how many idle sockets wait without a goroutine now: http
 	// client connections between requests, tcp relay directions.
 	Parked int64
+	// Parks counts the times a socket was parked since start.
+	Parks uint64
 }
 
 // Stats returns the current counters.
@@ -116,7 +118,7 @@ func (vs *VirtualServer) Stats() Stats {
 		st.HTTPBusy = vs.http.busy.Load()
 	}
 	if vs.parker != nil {
-		st.Parked = vs.parker.parkedNow()
+		st.Parked, st.Parks = vs.parker.parkedNow(), vs.parker.parks.Load()
 	}
 	return st
 }
