@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -224,9 +223,10 @@ type httpConn struct {
 	resp *http1.Response
 	sp   *http1.Parser // responses
 
-	sc      *pool.ServerConn // held between requests (per-client, never)
-	served  int
-	waiting atomic.Bool // between requests: shutdown may wake it
+	sc       *pool.ServerConn // held between requests (per-client, never)
+	served   int
+	reqStart time.Time   // the current request's first byte
+	waiting  atomic.Bool // between requests: shutdown may wake it
 
 	bufs  *httpBufs      // borrowed while busy: br, sbr and body are its; nil while idle
 	body  []byte         // the body buffer, taken at first use (bodyBuf)
@@ -374,7 +374,7 @@ func (vs *VirtualServer) finishHTTP(h *httpConn, linger bool) {
 
 // How loop ended.
 const (
-	loopParked  = iota // the parker has the conn: the caller must not touch it
+	loopParked  = iota // the parker (or a tunnel) has the conn: the caller must not touch it
 	loopIdleEnd        // the wait for a request ended: the conn is idle
 	loopBusyEnd        // after a request: an error, a limit, Connection: close
 )
@@ -393,8 +393,11 @@ func (h *httpConn) loop(ready bool) int {
 			}
 		}
 		ready = false
-		if !h.serveRequest() {
+		switch h.serveRequest() {
+		case exEnd:
 			return loopBusyEnd
+		case exHandedOff:
+			return loopParked // the tunnel ends the conn
 		}
 	}
 }
@@ -482,10 +485,12 @@ func (h *httpConn) parkable() bool {
 }
 
 // serveRequest reads the request whose first bytes are buffered and proxies
-// it. It reports whether the connection takes another request.
-func (h *httpConn) serveRequest() bool {
+// it. It says what became of the connection: exNext (it takes another
+// request), exEnd (it must close) or exHandedOff (an upgrade tunnel has it).
+func (h *httpConn) serveRequest() int {
 	cfg := &h.hs.cfg
 	start := time.Now()
+	h.reqStart = start
 	if !headBuffered(h.br) {
 		// The head is still arriving: it must be whole within the
 		// header timeout (a whole buffered head needs no new deadline).
@@ -501,7 +506,7 @@ func (h *httpConn) serveRequest() bool {
 		}
 		h.req.Method, h.req.Target = nil, nil // not a request: log no stale ones
 		h.logRequest(start, status, exchange{err: err})
-		return false
+		return exEnd
 	}
 	h.served++
 	last := !h.req.KeepAlive || (cfg.MaxRequests > 0 && h.served >= cfg.MaxRequests) || h.vs.acceptCtx.Err() != nil
@@ -512,10 +517,19 @@ func (h *httpConn) serveRequest() bool {
 	}
 	if h.tc == nil && h.req.Framing == http1.FramingNone && bytes.HasPrefix(h.req.Target, acmeChallengePrefix) && h.req.IsMethod("GET") {
 		if keyAuth, ok := certs.HTTPChallenge(string(h.req.Host), string(h.req.Target)); ok {
-			return h.answerChallenge(start, keyAuth, last) && !last
+			if h.answerChallenge(start, keyAuth, last) && !last {
+				return exNext
+			}
+			return exEnd
 		}
 	}
-	return h.exchange(start, time.Since(start), last) && !last
+	switch r := h.exchange(start, time.Since(start), last); {
+	case r == exNext && !last:
+		return exNext
+	case r == exHandedOff:
+		return exHandedOff
+	}
+	return exEnd
 }
 
 var acmeChallengePrefix = []byte(certs.HTTPChallengePrefix)
@@ -540,24 +554,37 @@ func (h *httpConn) answerChallenge(start time.Time, keyAuth string, last bool) b
 // details are copied when it is borrowed: once given back, it belongs to
 // another request.
 type exchange struct {
-	member    string
-	connID    uint64
-	reused    bool
-	connReqs  int
-	retries   int
-	replay    string        // why the request was replayed, if it was
-	headRead  time.Duration // first byte to whole request head
-	bytesIn   int64         // request body bytes sent to the member
-	bytesOut  int64         // response body bytes sent to the client
-	waited    time.Duration // getting a member conn: idle hand-out, queue, connect
-	err       error
-	memberErr bool
+	member   string
+	connID   uint64
+	reused   bool
+	connReqs int
+	retries  int
+	replay   string // why the request was replayed, if it was
+	// method and target: copies, for a tunnel's access line (written
+	// after the buffers holding the request went back).
+	method, target string
+	headRead       time.Duration // first byte to whole request head
+	bytesIn        int64         // request body bytes sent to the member
+	bytesOut       int64         // response body bytes sent to the client
+	waited         time.Duration // getting a member conn: idle hand-out, queue, connect
+	err            error
+	memberErr      bool
 }
 
-// exchange proxies the request just read. It returns false when the client
-// connection must close (an error response, a response framed by close, a
-// failure after the response head was sent, a tunnel that ended).
-func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) bool {
+// What exchange (and serveRequest) did with the client conn.
+const (
+	exNext      = iota // it takes another request
+	exEnd              // it must close: an error response, a response framed by close, a failure after the head was sent
+	exHandedOff        // an upgrade tunnel has it: the caller must not touch h again
+)
+
+// statusHandedOff is what response returns (as the status) when a tunnel
+// took the conn over; the tunnel logs the request and ends the conn.
+const statusHandedOff = -1
+
+// exchange proxies the request just read and says what became of the
+// client conn (exNext, exEnd, exHandedOff).
+func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) int {
 	ex := exchange{headRead: headRead}
 	hasBody := h.req.Framing != http1.FramingNone
 	h.req.Headers = removeFields(h.req.Headers, h.hs.reqRemove)
@@ -567,7 +594,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		// own 100, if it sends one, is passed on too (a client takes any
 		// number of 1xx).
 		if _, err := h.c.Write(continue100); err != nil {
-			return false
+			return exEnd
 		}
 	}
 	smallKept := 0 // a small body sent with a failed first head, for the replay
@@ -584,7 +611,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			ex.err = err
 			h.writeError(status)
 			h.logRequest(start, status, ex)
-			return false
+			return exEnd
 		}
 		ex.member, ex.connID, ex.reused, ex.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
 		retire := sc.Retire()
@@ -622,7 +649,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			ex.err, ex.memberErr = err, true
 			h.writeError(502)
 			h.logRequest(start, 502, ex)
-			return false
+			return exEnd
 		}
 		if small || smallKept > 0 {
 			ex.bytesIn = h.req.ContentLength
@@ -640,7 +667,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 				}
 				h.writeError(status)
 				h.logRequest(start, status, ex)
-				return false
+				return exEnd
 			}
 		}
 		status, ok, retry := h.response(sc, &ex, retire, last, hasBody && !small && smallKept == 0)
@@ -649,8 +676,14 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			ex.retries, ex.replay = ex.retries+1, pool.ReplayNoResponse.String()
 			continue
 		}
+		if status == statusHandedOff {
+			return exHandedOff // a tunnel has the conn: h is not touched again here
+		}
 		h.logRequest(start, status, ex)
-		return ok
+		if ok {
+			return exNext
+		}
+		return exEnd
 	}
 }
 
@@ -767,17 +800,28 @@ func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
 	}
 	_ = h.tcp.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
-	// The http goroutine waits for the tunnel: its directions do not park.
-	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, h.vs.idle, h.vs.halfClose, nil)
-	done := make(chan struct{})
-	stop := context.AfterFunc(h.vs.cutCtx, func() { r.abort(closeEvent{SideTether, HowShutdown}) })
-	r.start(func(first, end closeEvent) { close(done) })
-	<-done
-	stop()
-	ex.bytesIn += r.toServer.Load()
-	ex.bytesOut += r.toClient.Load()
-	h.drop(sc, pool.DiscardFailed)
-	return h.resp.Status, false, false
+	// The relay takes the conn over: this goroutine returns, the buffers
+	// go back now (the access line keeps copies of what it prints), and
+	// the relay's directions park when idle like tcp mode's. The last
+	// direction to end logs the request and ends the client conn.
+	vs, status, start := h.vs, h.resp.Status, h.reqStart
+	ex.method, ex.target = string(h.req.Method), string(h.req.Target)
+	h.giveBack()
+	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
+	vs.relays.add(r) // shutdown's cut aborts it
+	if vs.cutCtx.Err() != nil {
+		r.abort(closeEvent{SideTether, HowShutdown})
+	}
+	done := *ex
+	r.start(func(first, end closeEvent) {
+		vs.relays.remove(r)
+		done.bytesIn += r.toServer.Load()
+		done.bytesOut += r.toClient.Load()
+		h.drop(sc, pool.DiscardFailed)
+		h.logRequest(start, status, done)
+		vs.finishHTTP(h, true)
+	})
+	return statusHandedOff, false, false
 }
 
 func flushBuffered(br *bufio.Reader, w io.Writer) error {
@@ -927,11 +971,14 @@ func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
 	if ce == nil {
 		return
 	}
+	method, path := zap.String("method", ex.method), zap.String("path", ex.target)
+	if h.req != nil { // nil once a tunnel gave the buffers back
+		method, path = zap.ByteString("method", h.req.Method), zap.ByteString("path", h.req.Target)
+	}
 	fields := []zap.Field{
 		zap.String("log", "access"),
 		zap.Stringer("client", h.c.RemoteAddr()),
-		zap.ByteString("method", h.req.Method),
-		zap.ByteString("path", h.req.Target),
+		method, path,
 		zap.Int("status", status),
 		zap.Int64("bytes_in", ex.bytesIn),
 		zap.Int64("bytes_out", ex.bytesOut),

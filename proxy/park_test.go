@@ -355,3 +355,96 @@ func TestShutdownCutsParkedRelays(t *testing.T) {
 		t.Fatalf("after shutdown: %+v", st)
 	}
 }
+
+// An upgrade tunnel (WebSocket) holds no request buffers and no http
+// goroutine: its relay's directions park like tcp mode's when idle, bytes
+// take them up again, and when it ends its access line still names the
+// request, the 101 and the bytes each way.
+func TestHTTPUpgradeTunnelParks(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Header.Get("Upgrade") != "websocket" {
+			return
+		}
+		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
+		_, _ = io.Copy(c, br) // echo the tunnel until the client's FIN
+	})
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	vs := p.srv.VirtualServer("vs")
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /ws/chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	frame := func(msg string) {
+		t.Helper()
+		_, _ = c.Write([]byte(msg))
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("tunnel echo: %q %v", got, err)
+		}
+	}
+	frame("frame one")
+	waitFor(t, 3*time.Second, "both tunnel directions parked, no buffers held", func() bool {
+		st := vs.Stats()
+		return st.Parked == 2 && st.HTTPBusy == 0 && st.Active == 1
+	})
+	frame("frame two, after parking")
+	_ = c.CloseWrite()
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the client's FIN: %q %v", rest, err)
+	}
+	lines := p.waitAccess(t, 1)
+	m := lines[0].ContextMap()
+	if m["method"] != "GET" || m["path"] != "/ws/chat" || fmt.Sprint(m["status"]) != "101" ||
+		fmt.Sprint(m["bytes_in"]) != fmt.Sprint(len("frame one")+len("frame two, after parking")) ||
+		fmt.Sprint(m["bytes_out"]) != fmt.Sprint(len("frame one")+len("frame two, after parking")) {
+		t.Fatalf("access line: %v", m)
+	}
+	waitFor(t, 2*time.Second, "the conn ended", func() bool {
+		st := vs.Stats()
+		return st.Active == 0 && st.Parked == 0
+	})
+}
+
+// Shutdown's cut ends an upgrade tunnel (tracked with the relays now that
+// no http goroutine waits for it).
+func TestShutdownCutsAnUpgradeTunnel(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
+		_, _ = io.Copy(c, br)
+	})
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("shutdown: %v, want the drain cut", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+	if _, err := io.ReadAll(br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client after the cut: %v", err)
+	}
+	if lines := p.waitAccess(t, 1); fmt.Sprint(lines[0].ContextMap()["status"]) != "101" {
+		t.Fatalf("access line: %v", lines[0].ContextMap())
+	}
+}

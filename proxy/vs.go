@@ -28,7 +28,7 @@ type VirtualServer struct {
 	http      *httpSide       // nil in tcp mode
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
 	tls       *tlsSide        // nil without TLS termination
-	relays    liveSet[*relay] // tcp mode: the running relays, for shutdown
+	relays    liveSet[*relay] // the running relays (tcp mode, http upgrade tunnels), for shutdown
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -145,7 +145,10 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 				vs.parker.stop()
 			}
 		})
-		context.AfterFunc(vs.cutCtx, func() { hs.shutdown(true) })
+		context.AfterFunc(vs.cutCtx, func() {
+			vs.relays.each(func(r *relay) { r.abort(closeEvent{SideTether, HowShutdown}) }) // upgrade tunnels
+			hs.shutdown(true)
+		})
 	} else {
 		// Relays drain: their parked directions stay parked until the cut
 		// aborts them (abort takes them up).
