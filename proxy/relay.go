@@ -69,9 +69,10 @@ func (e closeEvent) String() string {
 // the half-close timeout when one is set, so a peer that never closes
 // cannot pin the connection (no CLOSE_WAIT lingers).
 //
-// Parking: with a parker (tcp mode), a direction whose plain source has
-// been quiet for parkAfter hands the socket to the parker and its
-// goroutine ends; an idle relay then holds no goroutine. The tick is then
+// Parking: with a parker (tcp mode, http upgrade tunnels), a direction
+// whose source has been quiet for parkAfter hands the socket to the parker
+// and its goroutine ends (a TLS source also gives back its wait buffer);
+// an idle relay then holds no goroutine. The tick is then
 // at most parkAfter. The parker takes the direction up again when the
 // source is readable (bytes, FIN, reset), when the idle timeout would
 // fall due (lastChange + limit: the byte counters are checked then, as at a
@@ -112,7 +113,7 @@ const parkAfter = time.Second
 
 // newRelay relays between client and server; either side (or both) may
 // speak TLS over its socket: a nil *tls.Conn is a plain side.
-// With a parker, its plain-source directions park when idle (nil: never).
+// With a parker, its directions park when idle (nil: never).
 func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, serverTLS *tls.Conn, idle, halfClose time.Duration, p *parker) *relay {
 	r := &relay{client: client, server: server, clientTLS: clientTLS, serverTLS: serverTLS,
 		halfClose: halfClose, lastChange: time.Now(), parker: p}
@@ -125,10 +126,8 @@ func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, ser
 	toClient.setTLS(r.clientTLS, r.serverTLS)
 	toServer := newDirection(r, r.server, r.client, SideClient, &r.toServer)
 	toServer.setTLS(r.serverTLS, r.clientTLS)
-	for _, d := range []*direction{toClient, toServer} {
-		if p != nil && d.tsrc == nil {
-			d.parker = p // a TLS source keeps its goroutine
-		}
+	if p != nil {
+		toClient.parker, toServer.parker = p, p
 	}
 	r.dirs = [2]*direction{toClient, toServer}
 	return r
@@ -270,7 +269,7 @@ type direction struct {
 	rerr    error
 	lr      io.LimitedReader
 
-	parker *parker // nil: this direction does not park (no parker, TLS source)
+	parker *parker // nil: this direction does not park
 	pe     parkEntry
 }
 
@@ -343,6 +342,9 @@ func (r *relay) pipe(d *direction) (parked bool) {
 			}
 		}
 		if d.tsrc != nil {
+			if d.waitBuf == nil { // given back when it parked
+				d.waitBuf = make([]byte, tlsWaitBuffer)
+			}
 			d.buf = &d.waitBuf
 			if d.burst {
 				d.buf = copyBuffers.Get().(*[]byte)
@@ -358,6 +360,17 @@ func (r *relay) pipe(d *direction) (parked bool) {
 				d.putBuffer()
 				if !r.waitFailed(d.rerr, d) {
 					return false
+				}
+				// Quiet for a tick: park. crypto/tls holds no whole
+				// record unread when its read timed out (at most part of
+				// one, whose rest makes the socket readable).
+				if d.parker != nil {
+					wait := d.waitBuf
+					d.waitBuf = nil
+					if d.parker.park(&d.pe, d.rc, d) {
+						return true
+					}
+					d.waitBuf = wait
 				}
 				continue
 			}
