@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
 
 // Many relays and keepalive conns, each parking and waking at random
@@ -17,6 +20,7 @@ import (
 // everything ends. Bounded: a fixed number of steps per conn.
 func TestParkingUnderChurn(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) {
+		t.Parallel()
 		be := startBackend(t, echo)
 		p := startProxy(t, tcpConfig("", "", "", be.addr()))
 		churn(t, 40, func(t *testing.T, id int, rng *rand.Rand) error {
@@ -58,7 +62,50 @@ func TestParkingUnderChurn(t *testing.T) {
 			t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
 		}
 	})
+	t.Run("tls tcp", func(t *testing.T) {
+		t.Parallel()
+		pki := testpki.New(t)
+		leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
+		be := startBackend(t, echo)
+		p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+		churn(t, 20, func(t *testing.T, id int, rng *rand.Rand) error {
+			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: pki.ClientConfig("127.0.0.1")}
+			c, err := d.Dial("tcp", p.addr("vs"))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for step := range 4 {
+				if err := quiet(rng, c); err != nil {
+					return err
+				}
+				msg := fmt.Sprintf("conn %d step %d %s", id, step, string(make([]byte, rng.IntN(40000))))
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				errc := make(chan error, 1)
+				go func() { _, err := io.WriteString(c, msg); errc <- err }()
+				buf := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return fmt.Errorf("step %d: %w", step, err)
+				}
+				if err := <-errc; err != nil {
+					return err
+				}
+				if string(buf) != msg {
+					return fmt.Errorf("step %d: echo mismatch", step)
+				}
+			}
+			return nil
+		})
+		waitFor(t, 5*time.Second, "every relay ended", func() bool {
+			st := p.srv.VirtualServer("vs").Stats()
+			return st.Active == 0 && st.Parked == 0
+		})
+		if st := p.srv.VirtualServer("vs").Stats(); st.Parks < 10 {
+			t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
+		}
+	})
 	t.Run("http", func(t *testing.T) {
+		t.Parallel()
 		be := startHTTPBackend(t, echoPath, nil)
 		p := startProxy(t, httpConfig("", "", be.addr()))
 		churn(t, 40, func(t *testing.T, id int, rng *rand.Rand) error {
