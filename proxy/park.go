@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +56,10 @@ type parker struct {
 
 	count atomic.Int64  // len(parked), for Stats without the lock
 	parks atomic.Uint64 // parks since start
+
+	logger   *zap.Logger
+	failures atomic.Uint64 // epoll_ctl failures (the socket then keeps its goroutine)
+	lastWarn atomic.Int64  // unix nanos of the last warning about one
 }
 
 // parkEvents are the readiness a parked connection wakes for: bytes, the
@@ -84,7 +90,7 @@ type parkOwner interface {
 	unparked(ready bool)
 }
 
-func newParker() (*parker, error) {
+func newParker(logger *zap.Logger) (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -100,7 +106,7 @@ func newParker() (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}}
+	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger}
 	p.timer = time.AfterFunc(time.Hour, p.expire)
 	p.timer.Stop()
 	go p.run(rc)
@@ -160,6 +166,7 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 			ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 		}
 	}); err != nil || ctlErr != nil {
+		p.failed(cmp.Or(ctlErr, err))
 		return false
 	}
 	e.inEpoll, e.parked = true, true
@@ -173,6 +180,21 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 		p.timer.Reset(time.Until(deadline))
 	}
 	return true
+}
+
+// failed counts a socket that could not be parked (epoll_ctl failed: at
+// fs.epoll.max_user_watches, out of memory) and warns at most once a
+// minute: such sockets keep their goroutines, which costs memory, not
+// correctness.
+func (p *parker) failed(err error) {
+	n := p.failures.Add(1)
+	now := time.Now().UnixNano()
+	last := p.lastWarn.Load()
+	if now-last < int64(time.Minute) || !p.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	p.logger.Warn("an idle connection could not be parked; it keeps its goroutine (raise fs.epoll.max_user_watches?)",
+		zap.Error(err), zap.Uint64("park_failures", n))
 }
 
 // take removes a parked entry (p.mu held).

@@ -10,10 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
@@ -480,5 +486,54 @@ func TestTCPParkedTLSRelayResumes(t *testing.T) {
 	m := p.waitAccess(t, 1)[0].ContextMap()
 	if m["closed_first"] != "client FIN" || m["bytes_in"] != int64(len("before parking")+len(big)+len("after the second park")) {
 		t.Fatalf("access line: %v", m)
+	}
+}
+
+// ownerFunc is a parkOwner for parker unit tests.
+type ownerFunc func(ready bool)
+
+func (f ownerFunc) parkDeadline() (time.Time, bool) { return time.Now().Add(time.Minute), true }
+func (f ownerFunc) unparked(ready bool)             { f(ready) }
+
+// A socket epoll cannot take stays with its owner (park reports false),
+// is counted, and the warning about it is rate-limited.
+func TestParkFailureIsCountedAndWarnedOnce(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	p, err := newParker(zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	f, err := os.CreateTemp(t.TempDir(), "regular") // epoll_ctl refuses regular files (EPERM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	raw, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan bool, 1)
+	owner := ownerFunc(func(ready bool) { called <- ready })
+	for range 2 {
+		var e parkEntry
+		if p.park(&e, raw, owner) {
+			t.Fatal("a regular file was parked")
+		}
+	}
+	if n := p.failures.Load(); n != 2 {
+		t.Fatalf("failures = %d, want 2", n)
+	}
+	if st := p.parkedNow(); st != 0 {
+		t.Fatalf("parked = %d", st)
+	}
+	warns := logs.FilterMessageSnippet("could not be parked").All()
+	if len(warns) != 1 || !strings.Contains(fmt.Sprint(warns[0].ContextMap()["error"]), "operation not permitted") {
+		t.Fatalf("warnings: %v", warns)
+	}
+	select {
+	case r := <-called:
+		t.Fatalf("the owner was called (ready %v) for a park that failed", r)
+	default:
 	}
 }

@@ -107,8 +107,9 @@ type Stats struct {
 	// Parked is how many idle sockets wait without a goroutine now: http
 	// client connections between requests, tcp relay directions.
 	Parked int64
-	// Parks counts the times a socket was parked since start.
-	Parks uint64
+	// Parks counts the times a socket was parked since start;
+	// ParkFailures the times one could not be (it kept its goroutine).
+	Parks, ParkFailures uint64
 }
 
 // Stats returns the current counters.
@@ -118,7 +119,7 @@ func (vs *VirtualServer) Stats() Stats {
 		st.HTTPBusy = vs.http.busy.Load()
 	}
 	if vs.parker != nil {
-		st.Parked, st.Parks = vs.parker.parkedNow(), vs.parker.parks.Load()
+		st.Parked, st.Parks, st.ParkFailures = vs.parker.parkedNow(), vs.parker.parks.Load(), vs.parker.failures.Load()
 	}
 	return st
 }
@@ -131,7 +132,7 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
-	if p, err := newParker(); err != nil {
+	if p, err := newParker(vs.logger); err != nil {
 		// Idle conns then keep their goroutines while they wait.
 		vs.logger.Warn("idle connections will not be parked", zap.Error(err))
 	} else {
