@@ -977,9 +977,9 @@ func getOK(cl *http.Client, url, want string) bool {
 }
 
 // An idle keepalive client connection holds no request buffers: they are
-// borrowed when a request arrives and given back when it is done, so
-// thousands of idle keepalive clients cost little more than their
-// goroutines. A request in progress holds them.
+// borrowed when a request arrives and given back when it goes quiet, so
+// thousands of idle keepalive clients cost little (they are parked, see
+// park_test.go). A request in progress holds them.
 func TestHTTPIdleKeepaliveConnsHoldNoBuffers(t *testing.T) {
 	release := make(chan struct{})
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {

@@ -515,8 +515,8 @@ func TestTLSRelayIdleTimeout(t *testing.T) {
 	}
 }
 
-// Over TLS, a request head larger than the idle wait buffer and a body of
-// many records arrive whole, twice on one keepalive conn.
+// Over TLS, a request head larger than one read and a body of many
+// records arrive whole, twice on one keepalive conn.
 func TestTLSLargeRequestsOnAKeepaliveConn(t *testing.T) {
 	ca := testpki.New(t)
 	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
