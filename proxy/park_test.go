@@ -215,6 +215,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 	vs := p.srv.VirtualServer("vs")
 	const n = 20
 	base := runtime.NumGoroutine()
+	sockets := openSockets(t)
 	var conns []*net.TCPConn
 	for i := range n {
 		c := p.dial(t, "vs")
@@ -238,11 +239,17 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 		if b, err := readAll(c); err != nil || len(b) != 0 {
 			t.Fatalf("after the client's FIN: %q %v, want the member's FIN", b, err)
 		}
+		_ = c.Close()
 	}
 	waitFor(t, 3*time.Second, "every relay ended", func() bool {
 		st := vs.Stats()
 		return st.Parked == 0 && st.Active == 0
 	})
+	// Every socket of the parked-then-ended relays is closed: the process
+	// has the sockets it had before the clients came (pipes are not
+	// counted: the echo member's io.Copy splices through Go's pipe pool,
+	// which keeps them until a GC).
+	waitFor(t, 3*time.Second, fmt.Sprintf("%d sockets, as before the relays", sockets), func() bool { return openSockets(t) == sockets })
 	if lines := p.waitAccess(t, n); len(lines) != n {
 		t.Fatalf("%d access lines", len(lines))
 	}
@@ -536,4 +543,20 @@ func TestParkFailureIsCountedAndWarnedOnce(t *testing.T) {
 		t.Fatalf("the owner was called (ready %v) for a park that failed", r)
 	default:
 	}
+}
+
+// openSockets counts this process's open sockets.
+func openSockets(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
