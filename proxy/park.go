@@ -256,11 +256,13 @@ func (p *parker) expire() {
 }
 
 // stop takes up every parked entry (not ready) and ends the parker; parks
-// after it are refused. It waits for the parker's goroutine.
+// after it are refused. It waits for the parker's goroutine, also when
+// another stop got there first.
 func (p *parker) stop() {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		<-p.done // another stop is ending the parker: wait for it too
 		return
 	}
 	p.closed = true
