@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,27 +16,14 @@ import (
 	"github.com/tetherproxy/tether/proxy/certs/acmetest"
 )
 
-// freePort returns a port that was free on 127.0.0.1 a moment ago: the ACME
-// CA must know the virtual server's port before tether starts, and tether
-// must know the CA's URL.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // ACME end to end: an in-process pebble CA validates the tls-alpn-01
 // challenge by connecting to tether's own https virtual server (no
 // always-valid shortcut); tether then serves the issued certificate, and an
 // HTTPS request through it verifies against the CA's root.
 func TestTLSACMECertificateThroughTether(t *testing.T) {
 	const name = "acme-e2e.tether.test"
-	port := freePort(t)
-	ca := acmetest.Start(t, freePort(t), port)
+	port := acmetest.FreePort(t)
+	ca := acmetest.Start(t, acmetest.FreePort(t), port)
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
 	cfg := fmt.Sprintf(`
 [log]
@@ -83,7 +69,7 @@ acme = { email = "ops@tether.test", ca = %q, ca_root = %q, domains = [%q], stora
 // and forwards every other /.well-known/acme-challenge/ request as usual.
 func TestHTTP01AnsweredByTethersOwnHTTPVirtualServer(t *testing.T) {
 	const name = "acme-http01.tether.test"
-	webPort, tlsPort := freePort(t), freePort(t)
+	webPort, tlsPort := acmetest.FreePort(t), acmetest.FreePort(t)
 	ca := acmetest.Start(t, webPort, tlsPort)
 	var mu sync.Mutex
 	var paths []string

@@ -65,21 +65,7 @@ func TestACMEObtainsThroughTLSALPNChallengeOnTheListener(t *testing.T) {
 	c := acmeConfig(ca, port, name)
 	c.ACME.Storage = t.TempDir()
 	c.ALPN = []string{"http/1.1"}
-	m, err := New(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	m.SetListenAddr(ln.Addr())
-	srv := serveTLSOn(t, ln, m.TLSConfig(), answerHTTP) // the listener is up before Start
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Ready(ctx, name); err != nil {
-		t.Fatal(err)
-	}
+	m, srv := startACME(t, ln, c, answerHTTP)
 	if srv.challenges.Load() == 0 {
 		t.Fatal("the CA never validated on the listener (no acme-tls/1 handshake seen)")
 	}
@@ -171,15 +157,27 @@ func TestACMEOnDemandObtainsAllowedNamesOnly(t *testing.T) {
 	}
 }
 
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+// startACME builds c's Manager for the virtual server listening on ln,
+// serves ln with handle, starts the Manager and waits for c's first
+// domain; everything ends with the test.
+func startACME(t *testing.T, ln net.Listener, c config.TLS, handle func(*tls.Conn)) (*Manager, *tlsServer) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	m, err := New(c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(m.Close)
+	m.SetListenAddr(ln.Addr())
+	srv := serveTLSOn(t, ln, m.TLSConfig(), handle) // the listener is up before Start
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Ready(ctx, c.ACME.Domains[0]); err != nil {
+		t.Fatal(err)
+	}
+	return m, srv
 }
 
 // leafOf completes a handshake for name with a client trusting the CA's
@@ -200,28 +198,14 @@ func TestACMEObtainsThroughHTTP01(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpPort := freePort(t) // certmagic answers http-01 on a listener of its own there
+	httpPort := acmetest.FreePort(t) // certmagic answers http-01 on a listener of its own there
 	ca := acmetest.Start(t, httpPort, ln.Addr().(*net.TCPAddr).Port)
 	c := acmeConfig(ca, 0, name)
 	c.ACME.Challenges = []string{config.ChallengeHTTP}
 	c.ACME.HTTPPort = httpPort
 	c.ACME.TLSALPNPort = ln.Addr().(*net.TCPAddr).Port
 	c.ACME.Storage = t.TempDir()
-	m, err := New(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	m.SetListenAddr(ln.Addr())
-	srv := serveTLSOn(t, ln, m.TLSConfig(), echo)
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Ready(ctx, name); err != nil {
-		t.Fatal(err)
-	}
+	m, srv := startACME(t, ln, c, echo)
 	if n := srv.challenges.Load(); n != 0 {
 		t.Fatalf("%d tls-alpn-01 handshakes with only http-01 enabled", n)
 	}
@@ -253,21 +237,7 @@ func TestACMERenewsBeforeExpiry(t *testing.T) {
 	c.ACME.Storage = t.TempDir()
 	c.ACME.RenewInterval = time.Second
 	c.ACME.RenewalWindowRatio = 0.5
-	m, err := New(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	m.SetListenAddr(ln.Addr())
-	srv := serveTLSOn(t, ln, m.TLSConfig(), echo)
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Ready(ctx, name); err != nil {
-		t.Fatal(err)
-	}
+	m, srv := startACME(t, ln, c, echo)
 	first := leafOf(t, srv.addr, name, ca)
 	if life := first.NotAfter.Sub(first.NotBefore); life > 15*time.Second {
 		t.Fatalf("the CA issued a certificate valid for %v, want about 12 s", life)

@@ -98,6 +98,19 @@ func GoleakOptions() []goleak.Option {
 	}
 }
 
+// FreePort returns a port on 127.0.0.1 that was free a moment ago: the CA
+// must know the port it validates on before the listener there exists
+// (tether's virtual server, certmagic's http-01 answerer).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // Options of a CA beyond the ports its validation authority dials.
 type Options struct {
 	// Validity of the certificates issued; 0 = pebble's default (90
