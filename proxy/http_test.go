@@ -429,18 +429,22 @@ func TestHTTPFramingAndBodies(t *testing.T) {
 	}
 }
 
+// upgradeEcho is a member that answers a WebSocket upgrade with 101 and
+// then echoes the tunnel until the client's FIN.
+func upgradeEcho(c *net.TCPConn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil || req.Header.Get("Upgrade") != "websocket" {
+		return
+	}
+	_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
+	_, _ = io.Copy(c, br)
+}
+
 // After 101 Switching Protocols the connection is a plain relay both ways.
 func TestHTTPUpgradeBecomesATunnel(t *testing.T) {
-	be := startBackend(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		req, err := http.ReadRequest(br)
-		if err != nil || req.Header.Get("Upgrade") != "websocket" {
-			return
-		}
-		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
-		_, _ = io.Copy(c, br) // echo the tunnel
-	})
+	be := startBackend(t, upgradeEcho)
 	p := startProxy(t, httpConfig("", "", be.addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))

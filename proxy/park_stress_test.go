@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 )
 
 // Many relays and keepalive conns, each parking and waking at random
-// moments (quiet spells around the park delay, bursts, FINs, closes) while
+// moments (quiet spells around the park delays, bursts, FINs, closes) while
 // every byte is checked: no message lost, duplicated or misrouted, and
 // everything ends. Bounded: a fixed number of steps per conn.
 func TestParkingUnderChurn(t *testing.T) {
@@ -23,28 +24,14 @@ func TestParkingUnderChurn(t *testing.T) {
 		t.Parallel()
 		be := startBackend(t, echo)
 		p := startProxy(t, tcpConfig("", "", "", be.addr()))
-		churn(t, 40, func(t *testing.T, id int, rng *rand.Rand) error {
+		churn(t, p, 40, 20, func(id int, rng *rand.Rand) error {
 			c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			for step := range 4 {
-				if err := quiet(rng, c); err != nil {
-					return err
-				}
-				msg := fmt.Sprintf("conn %d step %d %s", id, step, string(make([]byte, rng.IntN(3000))))
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.WriteString(c, msg); err != nil {
-					return err
-				}
-				buf := make([]byte, len(msg))
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return fmt.Errorf("step %d: %w", step, err)
-				}
-				if string(buf) != msg {
-					return fmt.Errorf("step %d: echo mismatch", step)
-				}
+			if err := echoSteps(c, id, rng, 3000); err != nil {
+				return err
 			}
 			if rng.IntN(2) == 0 { // a clean half-close: the echo member closes after it
 				_ = c.(*net.TCPConn).CloseWrite()
@@ -54,13 +41,6 @@ func TestParkingUnderChurn(t *testing.T) {
 			}
 			return nil
 		})
-		waitFor(t, 5*time.Second, "every relay ended", func() bool {
-			st := p.srv.VirtualServer("vs").Stats()
-			return st.Active == 0 && st.Parked == 0
-		})
-		if st := p.srv.VirtualServer("vs").Stats(); st.Parks < 20 {
-			t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
-		}
 	})
 	t.Run("tls tcp", func(t *testing.T) {
 		t.Parallel()
@@ -68,47 +48,21 @@ func TestParkingUnderChurn(t *testing.T) {
 		leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
 		be := startBackend(t, echo)
 		p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
-		churn(t, 20, func(t *testing.T, id int, rng *rand.Rand) error {
+		churn(t, p, 20, 10, func(id int, rng *rand.Rand) error {
 			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: pki.ClientConfig("127.0.0.1")}
 			c, err := d.Dial("tcp", p.addr("vs"))
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			for step := range 4 {
-				if err := quiet(rng, c); err != nil {
-					return err
-				}
-				msg := fmt.Sprintf("conn %d step %d %s", id, step, string(make([]byte, rng.IntN(40000))))
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				errc := make(chan error, 1)
-				go func() { _, err := io.WriteString(c, msg); errc <- err }()
-				buf := make([]byte, len(msg))
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return fmt.Errorf("step %d: %w", step, err)
-				}
-				if err := <-errc; err != nil {
-					return err
-				}
-				if string(buf) != msg {
-					return fmt.Errorf("step %d: echo mismatch", step)
-				}
-			}
-			return nil
+			return echoSteps(c, id, rng, 40000) // records up to 16 KiB, several per message
 		})
-		waitFor(t, 5*time.Second, "every relay ended", func() bool {
-			st := p.srv.VirtualServer("vs").Stats()
-			return st.Active == 0 && st.Parked == 0
-		})
-		if st := p.srv.VirtualServer("vs").Stats(); st.Parks < 10 {
-			t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
-		}
 	})
 	t.Run("http", func(t *testing.T) {
 		t.Parallel()
 		be := startHTTPBackend(t, echoPath, nil)
 		p := startProxy(t, httpConfig("", "", be.addr()))
-		churn(t, 40, func(t *testing.T, id int, rng *rand.Rand) error {
+		churn(t, p, 40, 40, func(id int, rng *rand.Rand) error {
 			c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
 			if err != nil {
 				return err
@@ -116,42 +70,37 @@ func TestParkingUnderChurn(t *testing.T) {
 			defer c.Close()
 			br := bufio.NewReader(c)
 			for step := range 4 {
-				if err := quiet(rng, c); err != nil {
-					return err
-				}
+				quiet(rng)
 				path := fmt.Sprintf("/conn/%d/step/%d", id, step)
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 				if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
 					return err
 				}
-				resp, err := readResponse(br)
+				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
 					return fmt.Errorf("step %d: %w", step, err)
 				}
-				if resp != path {
-					return fmt.Errorf("step %d: got %q for %s", step, resp, path)
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(body) != path {
+					return fmt.Errorf("step %d: got %q %v for %s", step, body, err, path)
 				}
 			}
 			return nil
 		})
-		waitFor(t, 5*time.Second, "every conn ended", func() bool {
-			st := p.srv.VirtualServer("vs").Stats()
-			return st.Active == 0 && st.Parked == 0
-		})
-		if st := p.srv.VirtualServer("vs").Stats(); st.Parks < 40 {
-			t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
-		}
 	})
 }
 
-// churn runs n clients at once, each with its own random source.
-func churn(t *testing.T, n int, client func(*testing.T, int, *rand.Rand) error) {
+// churn runs n clients at once, each with its own random source, then
+// checks that every conn ended and that at least minParks parks happened
+// (the churn reached the parker).
+func churn(t *testing.T, p *proxyUnderTest, n int, minParks uint64, client func(int, *rand.Rand) error) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			if err := client(t, i, rand.New(rand.NewPCG(uint64(i), 7))); err != nil {
+			if err := client(i, rand.New(rand.NewPCG(uint64(i), 7))); err != nil {
 				errs <- fmt.Errorf("client %d: %w", i, err)
 			}
 		})
@@ -161,11 +110,44 @@ func churn(t *testing.T, n int, client func(*testing.T, int, *rand.Rand) error) 
 	for err := range errs {
 		t.Error(err)
 	}
+	vs := p.srv.VirtualServer("vs")
+	waitFor(t, 5*time.Second, "every conn ended", func() bool {
+		st := vs.Stats()
+		return st.Active == 0 && st.Parked == 0
+	})
+	if st := vs.Stats(); st.Parks < minParks {
+		t.Fatalf("only %d parks: the churn did not exercise parking", st.Parks)
+	}
+}
+
+// echoSteps sends four messages of up to maxLen bytes through an echo
+// member, each after a random quiet spell, and checks each echo. The write
+// runs beside the read: a large message does not fit the socket buffers.
+func echoSteps(c net.Conn, id int, rng *rand.Rand, maxLen int) error {
+	for step := range 4 {
+		quiet(rng)
+		msg := fmt.Sprintf("conn %d step %d %s", id, step, make([]byte, rng.IntN(maxLen)))
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		werr := make(chan error, 1)
+		go func() { _, err := io.WriteString(c, msg); werr <- err }()
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+		if err := <-werr; err != nil {
+			return err
+		}
+		if string(buf) != msg {
+			return fmt.Errorf("step %d: echo mismatch", step)
+		}
+	}
+	return nil
 }
 
 // quiet waits a random spell: none, a few ms, or around the park delays
-// (10 ms for http, 1 s for tcp), so wakes race with parks.
-func quiet(rng *rand.Rand, _ net.Conn) error {
+// (10 ms for http, 1 s for tcp), so wakes race with parks. The spells are
+// the behaviour under test, not a wait for a condition.
+func quiet(rng *rand.Rand) {
 	switch rng.IntN(4) {
 	case 0:
 	case 1:
@@ -175,28 +157,4 @@ func quiet(rng *rand.Rand, _ net.Conn) error {
 	default:
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 	}
-	return nil
-}
-
-// readResponse reads one response with a Content-Length body (the echo
-// member's) and returns the body.
-func readResponse(br *bufio.Reader) (string, error) {
-	var length int
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return "", err
-		}
-		if line == "\r\n" {
-			break
-		}
-		if _, err := fmt.Sscanf(line, "Content-Length: %d", &length); err == nil {
-			continue
-		}
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(br, body); err != nil {
-		return "", err
-	}
-	return string(body), nil
 }

@@ -375,16 +375,7 @@ func TestShutdownCutsParkedRelays(t *testing.T) {
 // take them up again, and when it ends its access line still names the
 // request, the 101 and the bytes each way.
 func TestHTTPUpgradeTunnelParks(t *testing.T) {
-	be := startBackend(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		req, err := http.ReadRequest(br)
-		if err != nil || req.Header.Get("Upgrade") != "websocket" {
-			return
-		}
-		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
-		_, _ = io.Copy(c, br) // echo the tunnel until the client's FIN
-	})
+	be := startBackend(t, upgradeEcho)
 	p := startProxy(t, httpConfig("", "", be.addr()))
 	vs := p.srv.VirtualServer("vs")
 	c := p.dial(t, "vs")
@@ -429,15 +420,7 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 // Shutdown's cut ends an upgrade tunnel (tracked with the relays now that
 // no http goroutine waits for it).
 func TestShutdownCutsAnUpgradeTunnel(t *testing.T) {
-	be := startBackend(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
-		_, _ = io.Copy(c, br)
-	})
+	be := startBackend(t, upgradeEcho)
 	p := startProxy(t, httpConfig("", "", be.addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
