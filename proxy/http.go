@@ -322,23 +322,10 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 	vs.http.conns.add(h)
 	h.borrow()
-	_ = h.c.SetReadDeadline(h.pe.deadline)
-	if vs.cutCtx.Err() != nil {
-		_ = h.tcp.SetDeadline(time.Unix(1, 0))
-	}
-	h.waiting.Store(true)
-	// Checked after waiting is set: a shutdown either sees it waiting
-	// (and wakes its read) or is seen here.
-	ready := vs.acceptCtx.Err() == nil
-	if ready {
-		// Ready at once: bytes, or the client's FIN or reset (then it
-		// ends quietly, as a wait that reads nothing does).
-		_, err := h.br.Peek(1)
-		ready = err == nil && vs.acceptCtx.Err() == nil
-	}
-	h.waiting.Store(false)
+	// Ready at once: bytes, or the client's FIN or reset (then it ends
+	// quietly, as a wait that reads nothing does).
 	end := loopIdleEnd
-	if ready {
+	if h.waitFirstByte(h.pe.deadline) == nil {
 		end = h.loop(true)
 	}
 	if end != loopParked { // else parked again
@@ -425,27 +412,16 @@ func (h *httpConn) awaitRequest() int {
 		h.borrow()
 	}
 	first := min(wait, httpHoldBuffers)
-	_ = h.c.SetReadDeadline(now.Add(first))
-	h.waiting.Store(true)
-	// Shutdown cancels acceptCtx, then sets a past read deadline on every
-	// waiting conn: checked after each deadline set here, a shutdown is
-	// never missed.
-	if h.vs.acceptCtx.Err() != nil {
-		h.waiting.Store(false)
-		return awaitEnd // shutting down: no new request on this conn
+	err := h.waitFirstByte(now.Add(first))
+	if err == nil {
+		return awaitReady
 	}
-	_, err := h.br.Peek(1)
-	if err == nil || !isTimeoutErr(err) || first == wait || h.vs.acceptCtx.Err() != nil {
-		h.waiting.Store(false)
-		if err == nil && h.vs.acceptCtx.Err() == nil {
-			return awaitReady
-		}
-		return awaitEnd
+	if !isTimeoutErr(err) || first == wait {
+		return awaitEnd // closed, reset, timed out, shutting down
 	}
 	// Quiet for httpHoldBuffers: park without the buffers and the
 	// goroutine. Out of the tracked set first: once parked, a wake may
 	// add it back from another goroutine at any moment.
-	h.waiting.Store(false)
 	h.giveBack()
 	h.hs.conns.remove(h)
 	h.pe.deadline = now.Add(wait)
@@ -456,16 +432,35 @@ func (h *httpConn) awaitRequest() int {
 	// be registered): wait here with the buffers.
 	h.hs.conns.add(h)
 	h.borrow()
-	_ = h.c.SetReadDeadline(now.Add(wait))
-	h.waiting.Store(true)
-	defer h.waiting.Store(false)
-	if h.vs.acceptCtx.Err() != nil {
-		return awaitEnd
-	}
-	if _, err := h.br.Peek(1); err != nil || h.vs.acceptCtx.Err() != nil {
+	if h.waitFirstByte(now.Add(wait)) != nil {
 		return awaitEnd
 	}
 	return awaitReady
+}
+
+// errStopping is waitFirstByte's answer once shutdown began.
+var errStopping = errors.New("proxy: shutting down")
+
+// waitFirstByte waits until deadline for the next request's first byte in
+// br, as a waiting conn shutdown can wake. It returns nil when a byte is
+// buffered, the read's error, or errStopping when shutdown began: a
+// waiting conn takes no new request then.
+func (h *httpConn) waitFirstByte(deadline time.Time) error {
+	_ = h.c.SetReadDeadline(deadline)
+	h.waiting.Store(true)
+	defer h.waiting.Store(false)
+	// Shutdown cancels acceptCtx, then sets a past read deadline on every
+	// waiting conn: checked after the deadline is set, it is never missed.
+	if h.vs.acceptCtx.Err() != nil {
+		return errStopping
+	}
+	if _, err := h.br.Peek(1); err != nil {
+		return err
+	}
+	if h.vs.acceptCtx.Err() != nil {
+		return errStopping
+	}
+	return nil
 }
 
 // parkable reports whether the conn can be parked: the virtual server has

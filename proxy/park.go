@@ -70,8 +70,7 @@ const parkEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 // for a first park; an owner keeps one per socket for the socket's life.
 type parkEntry struct {
 	owner    parkOwner
-	raw      syscall.RawConn // the socket, for epoll_ctl
-	inEpoll  bool            // registered (armed or not) in the parker's set
+	inEpoll  bool // registered (armed or not) in the parker's set
 	parked   bool
 	id       uint64 // this park's id, carried by its epoll events
 	deadline time.Time
@@ -142,7 +141,7 @@ func (p *parker) run(rc syscall.RawConn) {
 // registered; the caller then still has it. On true the caller's goroutine must not touch e's owner again:
 // it may already be running in another one.
 func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
-	e.owner, e.raw = owner, raw
+	e.owner = owner
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -219,8 +218,8 @@ func (p *parker) wake(id uint64) {
 }
 
 // unpark takes e up now, as if its deadline had passed, when it is
-// parked; it reports whether it was.
-func (p *parker) unpark(e *parkEntry) bool {
+// parked (else it does nothing).
+func (p *parker) unpark(e *parkEntry) {
 	p.mu.Lock()
 	ok := e.parked
 	if ok {
@@ -230,7 +229,6 @@ func (p *parker) unpark(e *parkEntry) bool {
 	if ok {
 		go e.owner.unparked(false)
 	}
-	return ok
 }
 
 // expire takes up the entries whose deadline passed, and sets the timer
