@@ -442,18 +442,26 @@ func upgradeEcho(c *net.TCPConn) {
 	_, _ = io.Copy(c, br)
 }
 
-// After 101 Switching Protocols the connection is a plain relay both ways.
-func TestHTTPUpgradeBecomesATunnel(t *testing.T) {
-	be := startBackend(t, upgradeEcho)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+// openTunnel upgrades a new conn to vs "vs" (path as the target) and
+// checks the 101; the tunnel's bytes follow in the returned reader.
+func openTunnel(t *testing.T, p *proxyUnderTest, path string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
 	c := p.dial(t, "vs")
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", path)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "websocket" {
 		t.Fatalf("handshake: %v %v", resp, err)
 	}
+	return c, br
+}
+
+// After 101 Switching Protocols the connection is a plain relay both ways.
+func TestHTTPUpgradeBecomesATunnel(t *testing.T) {
+	be := startBackend(t, upgradeEcho)
+	p := startProxy(t, httpConfig("", "", be.addr()))
+	c, br := openTunnel(t, p, "/ws")
 	for _, msg := range []string{"frame one", "frame two"} {
 		_, _ = c.Write([]byte(msg))
 		got := make([]byte, len(msg))

@@ -378,14 +378,7 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 	be := startBackend(t, upgradeEcho)
 	p := startProxy(t, httpConfig("", "", be.addr()))
 	vs := p.srv.VirtualServer("vs")
-	c := p.dial(t, "vs")
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET /ws/chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
+	c, br := openTunnel(t, p, "/ws/chat")
 	frame := func(msg string) {
 		t.Helper()
 		_, _ = c.Write([]byte(msg))
@@ -422,13 +415,7 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 func TestShutdownCutsAnUpgradeTunnel(t *testing.T) {
 	be := startBackend(t, upgradeEcho)
 	p := startProxy(t, httpConfig("", "", be.addr()))
-	c := p.dial(t, "vs")
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(c)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
+	_, br := openTunnel(t, p, "/ws")
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
 	start := time.Now()
