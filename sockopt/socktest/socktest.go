@@ -11,6 +11,8 @@ package socktest
 import (
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,4 +182,21 @@ func DeadAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// Need returns the path of program, which a test starts for real
+// (redis-server, nginx, chromium ...). When it is missing the test is
+// skipped, naming the Debian package that has it; under CI (the variable
+// CI set, as .ci/run does) it fails instead, because CI installs it.
+func Need(t testing.TB, program, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(program)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed; CI must install it (.ci/run: apt-get install %s)", program, debianPackage)
+	}
+	t.Skipf("%s not installed (apt-get install %s); CI installs it", program, debianPackage)
+	return ""
 }

@@ -71,3 +71,20 @@ func (f *fakeT) Fatalf(string, ...any) {
 	f.failed = true
 	runtime.Goexit()
 }
+
+func TestNeedFindsAProgramAndFailsInCIWithoutOne(t *testing.T) {
+	if got := Need(t, "sh", "dash"); got == "" {
+		t.Fatal("Need(sh) returned no path")
+	}
+	t.Setenv("CI", "true")
+	ft := &fakeT{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Need(ft, "tether-no-such-program", "none")
+	}()
+	<-done
+	if !ft.failed {
+		t.Fatal("Need of a missing program under CI did not fail the test")
+	}
+}
