@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestAliveOnHealthyIdleConn(t *testing.T) {
@@ -24,7 +25,7 @@ func TestAliveReportsPeerCloseAsStale(t *testing.T) {
 	c, peer := pair(t, config.DefaultProfile())
 	peer.Close()
 	var err error
-	waitFor(t, 5*time.Second, "Alive to see the FIN", func() bool { err = Alive(c); return err != nil })
+	socktest.WaitFor(t, 5*time.Second, "Alive to see the FIN", func() bool { err = Alive(c); return err != nil })
 	if !errors.Is(err, ErrStale) || !errors.Is(err, io.EOF) {
 		t.Errorf("Alive = %v, want ErrStale wrapping io.EOF", err)
 	}
@@ -36,7 +37,7 @@ func TestAliveReportsPeerResetAsStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	waitFor(t, 5*time.Second, "Alive to see the RST", func() bool { err = Alive(c); return err != nil })
+	socktest.WaitFor(t, 5*time.Second, "Alive to see the RST", func() bool { err = Alive(c); return err != nil })
 	if !errors.Is(err, ErrStale) || !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("Alive = %v, want ErrStale wrapping ECONNRESET", err)
 	}
@@ -48,7 +49,7 @@ func TestAliveReportsUnexpectedDataWithoutConsumingIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	waitFor(t, 5*time.Second, "Alive to see the data", func() bool { err = Alive(c); return err != nil })
+	socktest.WaitFor(t, 5*time.Second, "Alive to see the data", func() bool { err = Alive(c); return err != nil })
 	if !errors.Is(err, ErrStale) || errors.Is(err, io.EOF) {
 		t.Errorf("Alive = %v, want ErrStale (unexpected data)", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // sides runs f once with the dialed conn closing first and once with the
@@ -76,7 +77,7 @@ func TestGracefulCloseLeavesTimeWaitOnTheSideThatClosedFirst(t *testing.T) {
 		if err := Close(second, config.CloseGraceful, 0); err != nil {
 			t.Fatalf("Close second: %v", err)
 		}
-		waitFor(t, 5*time.Second, "TIME_WAIT on the first closer and nothing on the second", func() bool {
+		socktest.WaitFor(t, 5*time.Second, "TIME_WAIT on the first closer and nothing on the second", func() bool {
 			return slices.Equal(statesOf(t, firstTu), []State{StateTimeWait}) && len(statesOf(t, secondTu)) == 0
 		})
 	})

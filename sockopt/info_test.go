@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestGetInfoOnEstablishedConn(t *testing.T) {
@@ -47,7 +48,7 @@ func TestGetInfoOnEstablishedConn(t *testing.T) {
 	if info.Retransmits != 0 || info.TotalRetrans != 0 {
 		t.Errorf("retransmissions on loopback: %d / %d", info.Retransmits, info.TotalRetrans)
 	}
-	waitFor(t, 5*time.Second, "an empty send queue", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "an empty send queue", func() bool {
 		n, err := OutQueue(c)
 		return err == nil && n == 0
 	})
@@ -69,11 +70,11 @@ func TestGetInfoFollowsCloseStates(t *testing.T) {
 	if err := peer.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "CLOSE_WAIT after the peer's FIN", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "CLOSE_WAIT after the peer's FIN", func() bool {
 		info, err := GetInfo(c)
 		return err == nil && info.State == StateCloseWait
 	})
-	waitFor(t, 5*time.Second, "FIN_WAIT2 on the half-closed peer", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "FIN_WAIT2 on the half-closed peer", func() bool {
 		info, err := GetInfo(peer)
 		return err == nil && info.State == StateFinWait2
 	})

@@ -47,21 +47,6 @@ func getInt(t *testing.T, c syscallConn, level, opt int) int {
 	return v
 }
 
-// waitFor polls cond every few milliseconds until it is true or timeout
-// passes, then fails the test with what.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 50*time.Millisecond)
-	}
-}
-
 // listen opens a listener with p on 127.0.0.1 and closes it at cleanup.
 func listen(t *testing.T, p config.TCPProfile) *net.TCPListener {
 	t.Helper()

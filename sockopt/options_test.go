@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // opt is one integer socket option and the value a profile should leave.
@@ -249,7 +250,7 @@ func TestBacklogFillsAcceptQueue(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, 5*time.Second, "3 connections in the accept queue", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "3 connections in the accept queue", func() bool {
 		_, queued, err := Backlog(ln)
 		return err == nil && queued == 3
 	})

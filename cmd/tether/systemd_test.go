@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // unitService reads the [Service] keys of a systemd unit file.
@@ -68,13 +69,7 @@ func TestSystemdUnitExample(t *testing.T) {
 		t.Errorf("LimitNOFILE = %q, DynamicUser = %q", keys["LimitNOFILE"], keys["DynamicUser"])
 	}
 
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("systemd-analyze is not installed; CI must install it (.ci/run: systemd)")
-		}
-		t.Skip("systemd-analyze not installed (apt-get install systemd); CI installs it")
-	}
+	analyze := socktest.Need(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tether")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes to it.
@@ -46,31 +47,7 @@ func TestBinaryReloadsCertificatesOnSIGHUP(t *testing.T) {
 	ca := testpki.New(t)
 	first := ca.Issue(t, "site", "site.test", testpki.Options{})
 
-	member, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() {
-		member.Close()
-		wg.Wait()
-	}()
-	wg.Add(1)
-	go func() { // an echo member
-		defer wg.Done()
-		for {
-			c, err := member.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	member := socktest.Start(t, socktest.Echo)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +66,7 @@ pool = "p"
 [virtual_server.tls]
 certificates = [ { cert = %q, key = %q } ]
 watch_interval = "0s"
-`, member.Addr().String(), listen, first.CertFile, first.KeyFile)
+`, member.Addr(), listen, first.CertFile, first.KeyFile)
 	cmd := exec.Command(bin, "run", "-c", writeConfig(t, cfg))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

@@ -9,6 +9,7 @@
 package socktest
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -199,4 +200,17 @@ func Need(t testing.TB, program, debianPackage string) string {
 	}
 	t.Skipf("%s not installed (apt-get install %s); CI installs it", program, debianPackage)
 	return ""
+}
+
+// Missing ends a test that needs what this machine lacks (IPv6, a
+// pseudo-terminal ...), saying what with format and args: it skips, or,
+// under CI (the variable CI set), fails, because CI's machines (Debian, as
+// root) have it and a skip there would hide a path nobody tests.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s; CI must provide it", msg)
+	}
+	t.Skipf("%s; CI provides it, so there this fails", msg)
 }

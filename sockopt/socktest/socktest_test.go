@@ -63,12 +63,16 @@ func TestWaitForFailsAfterItsBound(t *testing.T) {
 // fakeT records Fatalf and ends the goroutine as testing.T does.
 type fakeT struct {
 	testing.TB
-	failed bool
+	failed, skipped bool
 }
 
 func (f *fakeT) Helper() {}
 func (f *fakeT) Fatalf(string, ...any) {
 	f.failed = true
+	runtime.Goexit()
+}
+func (f *fakeT) Skipf(string, ...any) {
+	f.skipped = true
 	runtime.Goexit()
 }
 
@@ -86,5 +90,24 @@ func TestNeedFindsAProgramAndFailsInCIWithoutOne(t *testing.T) {
 	<-done
 	if !ft.failed {
 		t.Fatal("Need of a missing program under CI did not fail the test")
+	}
+}
+
+func TestMissingSkipsLocallyAndFailsInCI(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Setenv("CI", ci)
+		ft := &fakeT{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			Missing(ft, "no %s here", "pty")
+		}()
+		<-done
+		if ci == "" && (!ft.skipped || ft.failed) {
+			t.Errorf("without CI: skipped %v, failed %v; want a skip", ft.skipped, ft.failed)
+		}
+		if ci != "" && (!ft.failed || ft.skipped) {
+			t.Errorf("under CI: skipped %v, failed %v; want a failure", ft.skipped, ft.failed)
+		}
 	}
 }
