@@ -1,9 +1,11 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -428,5 +430,72 @@ func TestWarmPoolAndJitterKeys(t *testing.T) {
 		if _, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\n"+tc.extra, 1))); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: want %q, got %v", tc.extra, tc.want, err)
 		}
+	}
+}
+
+// twoListeners is a config with virtual servers "a" and "b" on listen values
+// a and b; reuse names the ones whose client profile sets reuse_port.
+func twoListeners(a, b string, reuse ...string) string {
+	text := "[tcp_profile.shared]\nreuse_port = true\n[pool.p]\nmembers = [{ address = \"127.0.0.1:6379\" }]\n"
+	for _, vs := range []struct{ name, listen string }{{"a", a}, {"b", b}} {
+		text += fmt.Sprintf("[[virtual_server]]\nname = %q\nlisten = %q\npool = \"p\"\n", vs.name, vs.listen)
+		if slices.Contains(reuse, vs.name) {
+			text += "client_profile = \"shared\"\n"
+		}
+	}
+	return text
+}
+
+// Listeners that cannot bind side by side (what Linux refuses with "address
+// already in use", see bindAddr) fail check, naming both virtual servers and
+// listen values; those that can pass.
+func TestOverlappingListenersAreCaught(t *testing.T) {
+	const inUse = `so the second fails with "address already in use"`
+	for _, tc := range []struct {
+		name, a, b string
+		reuse      []string
+		want       string // "" = accepted
+	}{
+		{"same address twice", "127.0.0.1:80", "127.0.0.1:80", nil,
+			`virtual_server "b": listen "127.0.0.1:80": is also the address of virtual_server "a" (listen "127.0.0.1:80"): both bind 127.0.0.1:80, ` + inUse},
+		{"localhost is 127.0.0.1", "127.0.0.1:80", "localhost:80", nil,
+			`virtual_server "b": listen "localhost:80": is also the address of virtual_server "a" (listen "127.0.0.1:80"): both bind 127.0.0.1:80`},
+		{"LOCALHOST. is localhost", "localhost:80", "LOCALHOST.:80", nil, `both bind 127.0.0.1:80`},
+		{"IPv4-mapped is IPv4", "[::ffff:127.0.0.1]:80", "127.0.0.1:80", nil, `both bind 127.0.0.1:80`},
+		{"the same IPv6 address written twice ways", "[::1]:80", "[0:0::1]:80", nil, `both bind [::1]:80`},
+		{"the same name twice", "proxy.example:80", "Proxy.Example:80", nil, `both bind proxy.example:80`},
+		{"0.0.0.0 beside 127.0.0.1", "0.0.0.0:80", "127.0.0.1:80", nil,
+			`virtual_server "b": listen "127.0.0.1:80": overlaps virtual_server "a" (listen "0.0.0.0:80"): a wildcard takes port 80 on every address`},
+		{"127.0.0.2 before 0.0.0.0", "127.0.0.2:80", "0.0.0.0:80", nil,
+			`virtual_server "b": listen "0.0.0.0:80": overlaps virtual_server "a" (listen "127.0.0.2:80")`},
+		{"0.0.0.0 beside localhost", "0.0.0.0:80", "localhost:80", nil, `listen "localhost:80": overlaps virtual_server "a" (listen "0.0.0.0:80")`},
+		{"0.0.0.0 beside ::1 (Go binds it dual-stack)", "0.0.0.0:80", "[::1]:80", nil, `listen "[::1]:80": overlaps`},
+		{"[::] beside 127.0.0.1", "[::]:80", "127.0.0.1:80", nil, `listen "127.0.0.1:80": overlaps virtual_server "a" (listen "[::]:80")`},
+		{"[::] beside 0.0.0.0: one socket", "[::]:80", "0.0.0.0:80", nil, `is also the address of virtual_server "a" (listen "[::]:80"): both bind [::]:80`},
+		{"empty host beside [::]", ":80", "[::]:80", nil, `both bind [::]:80`},
+		{"a wildcard beside a name", ":80", "proxy.example:80", nil, `listen "proxy.example:80": overlaps`},
+		{"reuse_port on one side only", "0.0.0.0:80", "127.0.0.1:80", []string{"a"}, `overlaps virtual_server "a"`},
+		{"reuse_port on both, same address: connections dealt at random", "127.0.0.1:80", "localhost:80", []string{"a", "b"},
+			`with reuse_port on both the kernel would deal connections between the two at random`},
+		{"reuse_port on both lets a wildcard beside an address", "0.0.0.0:80", "127.0.0.1:80", []string{"a", "b"}, ""},
+		{"two loopback addresses", "127.0.0.1:80", "127.0.0.2:80", nil, ""},
+		{"IPv4 and IPv6 loopback", "127.0.0.1:80", "[::1]:80", nil, ""},
+		{"localhost and ::1", "localhost:80", "[::1]:80", nil, ""},
+		{"other ports", "0.0.0.0:80", "127.0.0.1:81", nil, ""},
+		{"port 0 never conflicts", "127.0.0.1:0", "127.0.0.1:0", nil, ""},
+		{"port 0 beside a wildcard port 0", "0.0.0.0:0", "127.0.0.1:0", nil, ""},
+		{"different names are not resolved", "a.example:80", "b.example:80", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(twoListeners(tc.a, tc.b, tc.reuse...)))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v\nwant one containing %q", err, tc.want)
+			case tc.want != "" && strings.Count(err.Error(), "\n") > 0:
+				t.Fatalf("want one problem, got %v", err)
+			}
+		})
 	}
 }

@@ -348,7 +348,7 @@ func build(raw *rawFile, dir string) (*Config, error) {
 	}
 
 	seenName := map[string]bool{}
-	seenListen := map[string]string{}
+	var listeners []listener
 	for i, rvs := range raw.VirtualServers {
 		vs := VirtualServer{
 			Name:           strOr(rvs.Name, ""),
@@ -373,10 +373,10 @@ func build(raw *rawFile, dir string) (*Config, error) {
 			v.add(path, "listen", "is required")
 		} else if err := checkHostPort(vs.Listen, true); err != nil {
 			v.add(path, fmt.Sprintf("listen %q", vs.Listen), err.Error())
-		} else if other, dup := seenListen[vs.Listen]; dup && !strings.HasSuffix(vs.Listen, ":0") {
-			v.add(path, fmt.Sprintf("listen %q", vs.Listen), "is also the address of virtual_server "+other)
 		} else {
-			seenListen[vs.Listen] = fmt.Sprintf("%q", vs.Name)
+			l := listener{path: path, listen: vs.Listen, bind: parseBind(vs.Listen), reusePort: cfg.Profiles[vs.ClientProfile].ReusePort}
+			checkListeners(v, path, l, listeners)
+			listeners = append(listeners, l)
 		}
 		switch vs.Mode {
 		case ModeTCP:

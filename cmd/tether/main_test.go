@@ -107,6 +107,8 @@ func TestBadConfigExitsNonZeroNamingTheKey(t *testing.T) {
 		{"unknown profile", strings.Replace(goodConfig, `client_profile = "lan"`, `client_profile = "wan"`, 1), `client_profile "wan": is not defined`},
 		{"unknown pool", strings.Replace(goodConfig, `pool = "p"`, `pool = "q"`, 1), `pool "q": is not defined`},
 		{"parent cycle", goodConfig + "[tcp_profile.a]\nparent = \"b\"\n[tcp_profile.b]\nparent = \"a\"\n", "inheritance cycle"},
+		{"overlapping listeners", strings.Replace(goodConfig, "127.0.0.1:0", "0.0.0.0:7", 1) + "[[virtual_server]]\nname = \"vs2\"\nlisten = \"127.0.0.1:7\"\npool = \"p\"\n",
+			`virtual_server "vs2": listen "127.0.0.1:7": overlaps virtual_server "vs" (listen "0.0.0.0:7")`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
