@@ -305,7 +305,7 @@ func TestLoadFileNamesThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := LoadFile(path)
-	if err == nil || !strings.HasPrefix(err.Error(), path+": line 2, column") {
+	if err == nil || !strings.HasPrefix(err.Error(), path+":2:9: ") {
 		t.Fatalf("want error starting with the path and line, got %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -192,7 +193,8 @@ func (h rawHTTP) set() bool {
 
 // LoadFile reads and validates the TOML file at path. Relative file names in
 // it (certificates, keys, CA bundles, ACME storage) are taken from the
-// directory of path.
+// directory of path. Its problems come as an *Error naming path, one a line
+// ("tether.toml:12: pool \"api\": max_idle: must be >= 0").
 func LoadFile(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -203,15 +205,19 @@ func LoadFile(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	cfg, err := parse(b, dir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if e := (*Error)(nil); errors.As(err, &e) {
+		e.File = path
+		return nil, e
 	}
-	return cfg, nil
+	return cfg, err
 }
 
 // Parse decodes TOML strictly (an unknown key is an error naming it),
 // resolves profiles, fills defaults and validates. All problems found are
-// returned together, one per line. Relative file names are taken from the
+// returned together as an *Error, one per line in line order, each with the
+// line of its key where the file has one ("line 12: ..."): unknown keys and
+// invalid values alike. Only a syntax error or a value of the wrong type
+// stops the decoder, and comes alone. Relative file names are taken from the
 // working directory (LoadFile takes them from the file's directory).
 func Parse(b []byte) (*Config, error) { return parse(b, "") }
 
@@ -221,20 +227,54 @@ func parse(b []byte, dir string) (*Config, error) {
 	var raw rawFile
 	md, err := toml.NewDecoder(strings.NewReader(string(b))).Decode(&raw)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, parseMessage(pe))
-		}
-		return nil, err
+		return nil, &Error{Problems: []Problem{decodeProblem(err)}}
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		var errs []error
-		for _, k := range und {
-			errs = append(errs, unknownKey(k))
+	lines := scanKeyLines(string(b))
+	// An unknown key is reported with every other problem, not alone: build
+	// runs on what was decoded.
+	var unknown []Problem
+	nth := map[string]int{}
+	for _, k := range md.Undecoded() {
+		name, line := k.String(), 0
+		if at := lines.byName[name]; nth[name] < len(at) {
+			line = at[nth[name]]
 		}
-		return nil, errors.Join(errs...)
+		nth[name]++
+		unknown = append(unknown, Problem{Line: line, Msg: unknownKey(k)})
 	}
-	return build(&raw, dir)
+	cfg, err := build(&raw, dir, lines)
+	if len(unknown) == 0 {
+		return cfg, err
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{}
+	}
+	e.Problems = append(unknown, e.Problems...)
+	sortProblems(e.Problems)
+	return nil, e
+}
+
+// decodeProblem is the problem that stopped the decoder: a syntax error, or
+// a value of the wrong type (its line when the decoder says it).
+func decodeProblem(err error) Problem {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return Problem{Line: pe.Position.Line, Col: pe.Position.Col, Msg: parseMessage(pe)}
+	}
+	// "toml: line 5 (last key "a.b"): incompatible types: ..."
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d", &line); n == 1 {
+		if _, rest, ok := strings.Cut(msg, " (last key "); ok {
+			if key, rest, ok := strings.Cut(rest, "): "); ok {
+				if k, err := strconv.Unquote(key); err == nil {
+					return Problem{Line: line, Msg: k + ": " + rest}
+				}
+			}
+		}
+	}
+	return Problem{Msg: msg}
 }
 
 func parseMessage(pe toml.ParseError) string {
@@ -245,14 +285,14 @@ func parseMessage(pe toml.ParseError) string {
 }
 
 // unknownKey names the key and, when one is close, the key that was meant.
-func unknownKey(k toml.Key) error {
+func unknownKey(k toml.Key) string {
 	msg := fmt.Sprintf("unknown key %q", k.String())
 	if len(k) > 0 {
 		if s := suggest(k[len(k)-1], knownKeys(k)); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
 	}
-	return errors.New(msg)
+	return msg
 }
 
 func knownKeys(k toml.Key) []string {
@@ -316,9 +356,11 @@ func editDistance(a, b string) int {
 }
 
 // build resolves raw into a Config; relative file names are taken from dir
-// ("" = the working directory).
-func build(raw *rawFile, dir string) (*Config, error) {
-	v := &validator{}
+// ("" = the working directory), problems located with lines (nil: none).
+func build(raw *rawFile, dir string, lines *keyLines) (*Config, error) {
+	v := &validator{lines: lines}
+	v.at("global", "global")
+	v.at("log", "log")
 	cfg := &Config{
 		Global: Global{ShutdownTimeout: durOr(raw.Global.ShutdownTimeout, DefaultShutdownTimeout)},
 		Log: Log{
@@ -336,6 +378,7 @@ func build(raw *rawFile, dir string) (*Config, error) {
 	// Profiles, in name order so that messages come out stable.
 	r := &resolver{raw: raw.Profiles, out: cfg.Profiles, v: v, state: map[string]int{}}
 	if _, ok := raw.Profiles[RootProfile]; ok {
+		v.at(`tcp_profile "tcp"`, "tcp_profile", RootProfile)
 		v.add(`tcp_profile "tcp"`, "", `the built-in root profile cannot be redefined; define another profile with parent = "tcp"`)
 		delete(raw.Profiles, RootProfile)
 	}
@@ -360,10 +403,16 @@ func build(raw *rawFile, dir string) (*Config, error) {
 			MaxConnections: intOr(rvs.MaxConnections, DefaultVSMaxConnections),
 		}
 		path := fmt.Sprintf("virtual_server %d", i+1)
+		if vs.Name != "" {
+			path = fmt.Sprintf("virtual_server %q", vs.Name)
+		}
+		v.at(path, "virtual_server", strconv.Itoa(i))
+		v.under(path+": http", path, "http")
+		v.under(path+": tls", path, "tls")
+		v.under(path+": tls: acme", path, "tls", "acme")
 		if vs.Name == "" {
 			v.add(path, "name", "is required")
 		} else {
-			path = fmt.Sprintf("virtual_server %q", vs.Name)
 			if seenName[vs.Name] {
 				v.add(path, "name", "is used by another virtual_server")
 			}
@@ -462,10 +511,44 @@ func warnProfile(cfg *Config, path string, p TCPProfile) {
 }
 
 // validator collects every problem (errs) and every valid-but-suspicious
-// setting (warns), each with its path.
+// setting (warns), each with its path; a problem gets the line of its key
+// (or else of its table) when at has said which table the path is.
 type validator struct {
-	errs  []error
+	errs  []Problem
 	warns []string
+
+	lines  *keyLines           // nil: no lines
+	places map[string][]string // message path (`pool "p": health`) -> place (pool, p, health)
+}
+
+// at says that path (`virtual_server "web"`) is the table at place
+// (virtual_server, 0); under says it of a table within an earlier one.
+func (v *validator) at(path string, place ...string) {
+	if v.places == nil {
+		v.places = map[string][]string{}
+	}
+	v.places[path] = place
+}
+
+func (v *validator) under(path, parent string, more ...string) {
+	if p, ok := v.places[parent]; ok {
+		v.at(path, append(slices.Clone(p), more...)...)
+	}
+}
+
+// line returns the line of key (its first word: `listen "x"` is listen) in
+// the table of path, else of the table itself, else 0.
+func (v *validator) line(path, key string) int {
+	place, ok := v.places[path]
+	if v.lines == nil || !ok {
+		return 0
+	}
+	if name, _, _ := strings.Cut(key, " "); name != "" {
+		if l := v.lines.line(loc(append(slices.Clone(place), name)...)); l > 0 {
+			return l
+		}
+	}
+	return v.lines.line(loc(place...))
 }
 
 func (v *validator) warn(path, key, msg string) {
@@ -477,11 +560,11 @@ func (v *validator) warn(path, key, msg string) {
 }
 
 func (v *validator) add(path, key, msg string) {
+	p := Problem{Line: v.line(path, key), Msg: path + ": " + key + ": " + msg}
 	if key == "" {
-		v.errs = append(v.errs, fmt.Errorf("%s: %s", path, msg))
-		return
+		p.Msg = path + ": " + msg
 	}
-	v.errs = append(v.errs, fmt.Errorf("%s: %s: %s", path, key, msg))
+	v.errs = append(v.errs, p)
 }
 
 func (v *validator) oneOf(key, got string, allowed ...string) {
@@ -501,7 +584,15 @@ func (v *validator) nonNegative(key string, d time.Duration) {
 	}
 }
 
-func (v *validator) err() error { return errors.Join(v.errs...) }
+// err returns every problem as an *Error, or nil.
+func (v *validator) err() error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	ps := slices.Clone(v.errs)
+	sortProblems(ps)
+	return &Error{Problems: ps}
+}
 
 // resolver resolves profiles through their parents with cycle detection.
 type resolver struct {
@@ -525,6 +616,7 @@ func (r *resolver) resolve(name string, chain []string) (TCPProfile, bool) {
 		return p, true
 	}
 	path := fmt.Sprintf("tcp_profile %q", name)
+	r.v.at(path, "tcp_profile", name)
 	if name == RootProfile {
 		// Only reached when the file defines [tcp_profile.tcp].
 		return TCPProfile{}, false
@@ -665,6 +757,9 @@ func validateProfile(v *validator, path string, p TCPProfile) {
 
 func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 	path := fmt.Sprintf("pool %q", name)
+	v.at(path, "pool", name)
+	v.under(path+": health", path, "health")
+	v.under(path+": tls", path, "tls")
 	dh := DefaultHealth()
 	dr := DefaultReuse()
 	p := Pool{
@@ -740,6 +835,7 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 			State:          strOr(rm.State, StateEnabled),
 		}
 		mpath := fmt.Sprintf("%s: member %d", path, i+1)
+		v.under(mpath, path, "members", strconv.Itoa(i))
 		if m.Address == "" {
 			v.add(mpath, "address", "is required")
 		} else if err := checkHostPort(m.Address, false); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -172,6 +173,7 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 	defaultAt := 0
 	for i, rc := range rt.Certificates {
 		cpath := fmt.Sprintf("%s: certificate %d", path, i+1)
+		v.under(cpath, path, "certificates", strconv.Itoa(i))
 		c := Certificate{
 			Cert:    filePath(dir, strOr(rc.Cert, "")),
 			Key:     filePath(dir, strOr(rc.Key, "")),
