@@ -209,7 +209,8 @@ func TestPreconnectSpreadsOverUpMembersAndDropsADownOne(t *testing.T) {
 func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 	b := newBackend(t)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
-	cfg.Preconnect = 1 // health none, interval 1h: no background prune here
+	cfg.Preconnect = 1
+	cfg.PeekInterval = time.Hour // no background peek here: Connect's own check must catch it
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
@@ -218,11 +219,11 @@ func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 	b.closeConns() // the member closes it while idle (its keepalive timeout)
 	var stale *net.TCPConn
 	waitFor(t, 5*time.Second, "the FIN to reach the idle conn", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		idle := d.stock[0].idle
-		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].tcp), sockopt.ErrStale) {
-			stale = idle[0].tcp
+		d.stock.mu.Lock()
+		defer d.stock.mu.Unlock()
+		idle := d.stock.members[0].idle
+		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].TCP), sockopt.ErrStale) {
+			stale = idle[0].TCP
 		}
 		return stale != nil
 	})
@@ -256,7 +257,7 @@ func TestStaleIdleConnsArePrunedInTheBackground(t *testing.T) {
 	b := newBackend(t)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
 	cfg.Preconnect = 2
-	cfg.Health = fastHealth(1, 3) // its 50 ms interval paces the prune
+	cfg.PeekInterval = 50 * time.Millisecond // paces the background peek
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
@@ -276,7 +277,7 @@ func TestMaxConnectionsCapsPreconnectAndConnect(t *testing.T) {
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
 	waitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 })
-	d.reconcile(p.ctx) // another look at the stock must start nothing
+	d.stock.fill(time.Now()) // another look at the stock must start nothing
 	if a, n := m.Active(), b.accepted.Load(); a != 2 || n != 2 {
 		t.Fatalf("active %d, backend accepted %d; want 2 (the limit)", a, n)
 	}

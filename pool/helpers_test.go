@@ -143,6 +143,7 @@ func testPool(method string, addrs ...string) config.Pool {
 		ConnectTimeout: time.Second,
 		ConnectRetries: 2,
 		Health:         config.Health{Type: config.HealthNone, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1},
+		Reuse:          config.DefaultReuse(),
 	}
 	for _, a := range addrs {
 		cfg.Members = append(cfg.Members, config.Member{Address: a, Weight: 1, State: config.StateEnabled})

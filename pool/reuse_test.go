@@ -173,7 +173,7 @@ func (b *lineBackend) endOf(local string) (connEnd, bool) {
 // allow maxConns conns each, and a Reuser on its default-profile Dialer with
 // profile close mode closeMode. Both are closed at the test's end, the
 // Reuser first.
-func reusePool(t *testing.T, s ReuseSettings, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *Reuser) {
+func reusePool(t *testing.T, s config.Reuse, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *ConnPool) {
 	t.Helper()
 	cfg := testPool(config.MethodRoundRobin, addrs...)
 	for i := range cfg.Members {
@@ -183,15 +183,26 @@ func reusePool(t *testing.T, s ReuseSettings, maxConns int, closeMode config.Clo
 	prof := config.DefaultProfile()
 	prof.Close = closeMode
 	prof.DrainTimeout = time.Second
-	r, err := NewReuser(p.Dialer(prof), s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := NewReuser(p.Dialer(prof), settings(s))
 	t.Cleanup(r.Close)
 	return p, r
 }
 
-func get(t *testing.T, r *Reuser) *ServerConn {
+// settings fills what a test leaves zero of the reaper's timing (peek
+// interval, retire wait) with config's defaults; every other zero means
+// what it means in config.Reuse.
+func settings(s config.Reuse) config.Reuse {
+	d := config.DefaultReuse()
+	if s.PeekInterval == 0 {
+		s.PeekInterval = d.PeekInterval
+	}
+	if s.RetireWait == 0 {
+		s.RetireWait = d.RetireWait
+	}
+	return s
+}
+
+func get(t *testing.T, r *ConnPool) *ServerConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -226,11 +237,11 @@ func mustExchange(t *testing.T, c *ServerConn, msg string) {
 	}
 }
 
-func stats(r *Reuser, i int) ReuseStats { return r.Stats()[i] }
+func stats(r *ConnPool, i int) ReuseStats { return r.Stats()[i] }
 
 func TestReuseHandsOutTheMostRecentlyReturnedConnFirst(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	a, bc := get(t, r), get(t, r)
 	if a.Reused || bc.Reused || a.ID == bc.ID {
 		t.Fatalf("fresh conns: a=%+v b=%+v", a, bc)
@@ -267,7 +278,7 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			b := newLineBackend(t, 0)
-			p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute}, 0, tc.mode, b.addr)
+			p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute}, 0, tc.mode, b.addr)
 			cs := []*ServerConn{get(t, r), get(t, r), get(t, r)}
 			for i, c := range cs {
 				mustExchange(t, c, fmt.Sprint("req", i))
@@ -299,19 +310,19 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 }
 
 // idleConn returns the single idle conn the Reuser holds for member 0.
-func idleConn(r *Reuser) *ServerConn {
+func idleConn(r *ConnPool) *ServerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.idle[0]) != 1 {
-		return nil
+	if idle := r.members[0].idle; len(idle) == 1 {
+		return idle[0]
 	}
-	return r.idle[0][0]
+	return nil
 }
 
 func TestStaleIdleConnIsNeverHandedOut(t *testing.T) {
 	b := newLineBackend(t, 0)
 	// No background peek during the test: Get's own peek must catch it.
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
 	staleID := c.ID
@@ -336,7 +347,7 @@ func TestStaleIdleConnIsNeverHandedOut(t *testing.T) {
 
 func TestReaperDropsIdleConnsTheMemberClosedBeforeItsKeepAlive(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
 	c.LearnKeepAlive(30*time.Second, 0) // the member promises 30 s
@@ -352,7 +363,7 @@ func TestReaperDropsIdleConnsTheMemberClosedBeforeItsKeepAlive(t *testing.T) {
 
 func TestIdleConnsAreClosedByTheReaperAfterIdleTimeout(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: 150 * time.Millisecond, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: 150 * time.Millisecond, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
 	c1, c2 := get(t, r), get(t, r)
 	mustExchange(t, c1, "1")
 	mustExchange(t, c2, "2")
@@ -379,7 +390,7 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 	b := newLineBackend(t, memberTimeout)
 	// tether's own idle timeout is long; the member's 1 s minus a 200 ms
 	// margin decides. drain-reset: the member sees RST, nobody keeps TIME_WAIT.
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, KeepAliveMargin: 200 * time.Millisecond, PeekInterval: time.Hour},
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, KeepaliveMargin: 200 * time.Millisecond, PeekInterval: time.Hour},
 		0, config.CloseDrainReset, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
@@ -415,7 +426,7 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 
 func TestLearntKeepAliveLimits(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 100, KeepAliveMargin: 200 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 100, KeepaliveMargin: 200 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	defer r.Discard(c, DiscardFailed)
 	for _, tc := range []struct {
@@ -478,7 +489,7 @@ func assertTimeWaitOnMember(t *testing.T, tether, member netip.AddrPort) {
 
 func TestMaxRequestsRetiresSoTheMemberClosesFirst(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 3, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 3, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	var id uint64
 	for i := 1; i <= 3; i++ {
 		c := get(t, r)
@@ -517,7 +528,7 @@ func TestMaxRequestsRetiresSoTheMemberClosesFirst(t *testing.T) {
 func TestMaxAgeRetiresWithJitter(t *testing.T) {
 	b := newLineBackend(t, 0)
 	const maxAge = 400 * time.Millisecond
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 8, MaxAge: maxAge, AgeJitter: 0.5, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 8, MaxAge: maxAge, AgeJitter: 0.5, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	cs := make([]*ServerConn, 6)
 	distinct := map[time.Time]bool{}
 	for i := range cs {
@@ -554,7 +565,7 @@ func TestMaxAgeRetiresWithJitter(t *testing.T) {
 
 func TestRetiredConnIsClosedWhenTheMemberKeepsItOpen(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 1, RetireWait: 100 * time.Millisecond}, 0, config.CloseReset, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 1, RetireWait: 100 * time.Millisecond}, 0, config.CloseReset, b.addr)
 	c := get(t, r)
 	if !c.Retire() {
 		t.Fatal("Retire = false with MaxRequests 1")
@@ -575,7 +586,7 @@ func TestRetiredConnIsClosedWhenTheMemberKeepsItOpen(t *testing.T) {
 
 func TestRetireWhenTheMemberIsDisabled(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c, idle := get(t, r), get(t, r)
 	r.Put(idle, true)
 	p.Members()[0].SetEnabled(false)
@@ -591,7 +602,7 @@ func TestRetireWhenTheMemberIsDisabled(t *testing.T) {
 
 func TestQueuedGetsAreServedFirstInFirstOut(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	type result struct {
 		who int
@@ -634,7 +645,7 @@ func TestQueuedGetsAreServedFirstInFirstOut(t *testing.T) {
 
 func TestQueueTimeout(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 100 * time.Millisecond}, 1, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 100 * time.Millisecond}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	start := time.Now()
 	_, err := r.Get(context.Background(), nil)
@@ -651,7 +662,7 @@ func TestQueueTimeout(t *testing.T) {
 	r.Put(held, true)
 
 	// QueueTimeout 0: no wait at all.
-	_, r0 := reusePool(t, ReuseSettings{MaxIdle: 1}, 1, config.CloseGraceful, b.addr)
+	_, r0 := reusePool(t, config.Reuse{MaxIdle: 1}, 1, config.CloseGraceful, b.addr)
 	held0 := get(t, r0)
 	start = time.Now()
 	if _, err := r0.Get(context.Background(), nil); !errors.Is(err, ErrMemberLimit) || errors.Is(err, ErrQueueTimeout) {
@@ -665,7 +676,7 @@ func TestQueueTimeout(t *testing.T) {
 
 func TestCancelledWaiterIsRemovedAndGetsNoConn(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -697,7 +708,7 @@ func TestCancelledWaiterIsRemovedAndGetsNoConn(t *testing.T) {
 
 func TestWaiterDialsWhenASlotIsFreed(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	type result struct {
 		c   *ServerConn
@@ -729,7 +740,7 @@ func TestConcurrentGetPutStaysWithinLimits(t *testing.T) {
 		maxIdle  = 4
 	)
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: maxIdle, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: maxIdle, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
 	m := p.Members()[0]
 	var over atomic.Int64
 	errc := make(chan error, workers)
@@ -784,14 +795,14 @@ func TestConcurrentGetPutStaysWithinLimits(t *testing.T) {
 
 func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 4, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 4, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	c1, c2 := get(t, r), get(t, r)
 	r.Put(c1, true)
 	r.Put(c2, true)
 
 	// A second Reuser on the same pool, at a limit of its own making: a
 	// waiter queued when it closes.
-	_, rw := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	_, rw := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, rw)
 	errc := make(chan error, 1)
 	go func() {
@@ -826,7 +837,7 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 
 func TestReuseSpreadsOverMembersWithTheBalancer(t *testing.T) {
 	b1, b2 := newLineBackend(t, 0), newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b1.addr, b2.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b1.addr, b2.addr)
 	for i := range 10 {
 		c := get(t, r)
 		mustExchange(t, c, fmt.Sprint("r", i))
@@ -839,20 +850,9 @@ func TestReuseSpreadsOverMembersWithTheBalancer(t *testing.T) {
 	}
 }
 
-func TestReuseSettingsAreValidated(t *testing.T) {
-	b := newLineBackend(t, 0)
-	p := startPool(t, testPool(config.MethodRoundRobin, b.addr))
-	for _, s := range []ReuseSettings{{MaxIdle: -1}, {AgeJitter: 1}, {QueueTimeout: -1}, {KeepAliveMargin: -time.Second}} {
-		if r, err := NewReuser(p.Dialer(config.DefaultProfile()), s); err == nil {
-			r.Close()
-			t.Errorf("NewReuser(%+v) accepted", s)
-		}
-	}
-}
-
 func TestGetPutOnAWarmPoolDoesNotAllocate(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 8, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 8, config.CloseGraceful, b.addr)
 	r.Put(get(t, r), true)
 	ctx := context.Background()
 	client := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
@@ -872,7 +872,7 @@ func TestGetPutOnAWarmPoolDoesNotAllocate(t *testing.T) {
 func TestWaitersRacingCancelsAndTimeoutsLeakNoConn(t *testing.T) {
 	const workers, cycles, maxConns = 8, 150, 2
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: maxConns, QueueTimeout: 3 * time.Millisecond, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: maxConns, QueueTimeout: 3 * time.Millisecond, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
 	m := p.Members()[0]
 	var served, refused atomic.Int64
 	errc := make(chan error, workers)

@@ -55,12 +55,9 @@ func tlsPool(t *testing.T, cfg config.Pool, conf *tls.Config) *Pool {
 	return p
 }
 
-func tlsReuser(t *testing.T, p *Pool, s ReuseSettings) *Reuser {
+func tlsReuser(t *testing.T, p *Pool, s config.Reuse) *ConnPool {
 	t.Helper()
-	r, err := NewReuser(p.Dialer(config.DefaultProfile()), s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(s))
 	t.Cleanup(r.Close)
 	return r
 }
@@ -75,7 +72,7 @@ func TestTLSConnsAreReusedThroughTheStaleCheck(t *testing.T) {
 	conf.NextProtos = nil
 	conf.ClientSessionCache = tls.NewLRUClientSessionCache(8) // so the member sends tickets
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), conf)
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 
 	// Borrow and return at once: the tickets are still on the way.
 	c := get(t, r)
@@ -116,7 +113,7 @@ func errString(err error) string {
 func TestTLSIdleConnClosedByTheMemberIsStale(t *testing.T) {
 	m := newTLSMember(t, 200*time.Millisecond, false)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), m.ca.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
@@ -135,7 +132,7 @@ func TestTLSMemberThatDoesNotVerifyFailsTheGet(t *testing.T) {
 	m := newTLSMember(t, 0, false)
 	other := testpki.New(t)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), other.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := r.Get(ctx, nil)
@@ -182,7 +179,7 @@ func TestTLSPreconnectStockIsHandshaken(t *testing.T) {
 func TestTLSReaperDropsAnIdleConnTheMemberClosed(t *testing.T) {
 	m := newTLSMember(t, 100*time.Millisecond, false)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), m.ca.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond})
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
