@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestHealthMarksDownAfterFallAndUpAfterRise(t *testing.T) {
@@ -27,13 +28,13 @@ func TestHealthMarksDownAfterFallAndUpAfterRise(t *testing.T) {
 	defer p.Close()
 	m := p.Members()[0]
 
-	waitFor(t, 5*time.Second, "first successful checks", func() bool { return m.Stats().Checks >= 2 })
+	socktest.WaitFor(t, 5*time.Second, "first successful checks", func() bool { return m.Stats().Checks >= 2 })
 	if s := m.Stats(); s.State != Up || s.HealthTransitions != 0 {
 		t.Fatalf("healthy member: %+v", s)
 	}
 
 	b.Close()
-	waitFor(t, 5*time.Second, "member down", func() bool { return m.State() == Down })
+	socktest.WaitFor(t, 5*time.Second, "member down", func() bool { return m.State() == Down })
 	s := m.Stats()
 	if s.CheckFailures < 3 {
 		t.Errorf("down after %d failed checks, want fall = 3", s.CheckFailures)
@@ -44,7 +45,7 @@ func TestHealthMarksDownAfterFallAndUpAfterRise(t *testing.T) {
 
 	failedBefore := m.Stats().CheckFailures
 	newBackendAt(t, addr)
-	waitFor(t, 5*time.Second, "member up again", func() bool { return m.State() == Up })
+	socktest.WaitFor(t, 5*time.Second, "member up again", func() bool { return m.State() == Up })
 	s = m.Stats()
 	if ok := s.Checks - s.CheckFailures; ok < 2+2 { // 2 before the outage, rise = 2 after
 		t.Errorf("up after %d successful checks in all, want >= 4", ok)
@@ -77,8 +78,8 @@ func TestHealthChecksLeaveNoTimeWaitOnTheBackend(t *testing.T) {
 	cfg.Health = fastHealth(1, 3)
 	p := startPool(t, cfg)
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "3 checks", func() bool { return m.Stats().Checks >= 3 })
-	waitFor(t, 5*time.Second, "probe conns reset", func() bool { return b.resets.Load() >= 2 })
+	socktest.WaitFor(t, 5*time.Second, "3 checks", func() bool { return m.Stats().Checks >= 3 })
+	socktest.WaitFor(t, 5*time.Second, "probe conns reset", func() bool { return b.resets.Load() >= 2 })
 	if s := m.Stats(); s.State != Up || s.HealthTransitions != 0 {
 		t.Errorf("stats = %+v", s)
 	}
@@ -93,7 +94,7 @@ func TestAllMembersDownFailsAtOnceWithErrNoMember(t *testing.T) {
 	d := p.Dialer(config.DefaultProfile())
 	b1.Close()
 	b2.Close()
-	waitFor(t, 5*time.Second, "both members down", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "both members down", func() bool {
 		return p.Members()[0].State() == Down && p.Members()[1].State() == Down
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -113,7 +114,7 @@ func TestAllMembersDownFailsAtOnceWithErrNoMember(t *testing.T) {
 }
 
 func TestHealthNoneNeverMarksDown(t *testing.T) {
-	cfg := testPool(config.MethodRoundRobin, deadAddr(t))
+	cfg := testPool(config.MethodRoundRobin, socktest.DeadAddr(t))
 	cfg.ConnectRetries = 0
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
@@ -130,7 +131,7 @@ func TestHealthNoneNeverMarksDown(t *testing.T) {
 
 func TestFailedConnectsCountTowardFall(t *testing.T) {
 	live := newBackend(t)
-	dead := deadAddr(t)
+	dead := socktest.DeadAddr(t)
 	cfg := testPool(config.MethodRoundRobin, dead, live.addr)
 	cfg.Health = config.Health{Type: config.HealthTCP, Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2}
 	p, err := New(cfg, nil) // not started: no active checks, passive health only

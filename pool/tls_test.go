@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // tlsMember is a TLS line member with its own CA, counting handshakes.
@@ -80,7 +81,7 @@ func TestTLSConnsAreReusedThroughTheStaleCheck(t *testing.T) {
 		t.Fatal("a TLS pool lent a conn without TLS")
 	}
 	r.Put(c, true)
-	waitFor(t, 2*time.Second, "the member's tickets on the idle socket", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "the member's tickets on the idle socket", func() bool {
 		return strings.Contains(errString(aliveOnly(c)), "unexpected data")
 	})
 	for i := 0; i < 10; i++ {
@@ -117,7 +118,7 @@ func TestTLSIdleConnClosedByTheMemberIsStale(t *testing.T) {
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
-	waitFor(t, 3*time.Second, "the member to close its idle conn", func() bool { return m.open.Load() == 0 })
+	socktest.WaitFor(t, 3*time.Second, "the member to close its idle conn", func() bool { return m.Open() == 0 })
 	c = get(t, r)
 	mustExchange(t, c, "two")
 	r.Put(c, true)
@@ -151,7 +152,7 @@ func TestTLSPreconnectStockIsHandshaken(t *testing.T) {
 	cfg.Preconnect = 1
 	p := tlsPool(t, cfg, m.ca.ClientConfig("member.test"))
 	d := p.Dialer(config.DefaultProfile())
-	waitFor(t, 3*time.Second, "a preconnected conn", func() bool { return d.Idle(p.Members()[0]) == 1 })
+	socktest.WaitFor(t, 3*time.Second, "a preconnected conn", func() bool { return d.Idle(p.Members()[0]) == 1 })
 	if n := m.handshakes.Load(); n != 1 {
 		t.Fatalf("member saw %d handshakes before any client, want 1", n)
 	}
@@ -183,7 +184,7 @@ func TestTLSReaperDropsAnIdleConnTheMemberClosed(t *testing.T) {
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
-	waitFor(t, 5*time.Second, "the reaper to drop the closed TLS conn", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "the reaper to drop the closed TLS conn", func() bool {
 		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0 && p.Members()[0].Active() == 0
 	})
 }
