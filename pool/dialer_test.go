@@ -277,7 +277,8 @@ func TestMaxConnectionsCapsPreconnectAndConnect(t *testing.T) {
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
-	socktest.WaitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 })
+	// The member's accept may lag the dial that returned: wait for both.
+	socktest.WaitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 && b.Accepted() >= 2 })
 	d.stock.fill(time.Now()) // another look at the stock must start nothing
 	if a, n := m.Active(), b.Accepted(); a != 2 || n != 2 {
 		t.Fatalf("active %d, backend accepted %d; want 2 (the limit)", a, n)
@@ -298,7 +299,7 @@ func TestMaxConnectionsCapsPreconnectAndConnect(t *testing.T) {
 		t.Fatalf("active = %d, want 2", a)
 	}
 	closeConn(c1)
-	socktest.WaitFor(t, 5*time.Second, "the freed slot refilled", func() bool { return d.Idle(m) == 1 })
+	socktest.WaitFor(t, 5*time.Second, "the freed slot refilled", func() bool { return d.Idle(m) == 1 && b.Accepted() >= 3 })
 	if a, n := m.Active(), b.Accepted(); a != 2 || n != 3 {
 		t.Errorf("active %d, accepted %d; want 2, 3", a, n)
 	}

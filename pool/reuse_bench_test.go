@@ -56,7 +56,7 @@ func BenchmarkGetPut(b *testing.B) {
 }
 
 // BenchmarkGetPutParallel is BenchmarkGetPut from GOMAXPROCS goroutines on
-// one member (contention on the Reuser's lock).
+// one member (contention on the ConnPool's lock).
 func BenchmarkGetPutParallel(b *testing.B) {
 	be := newLineBackend(b, 0)
 	p, err := New(testPool(config.MethodRoundRobin, be.addr), nil)

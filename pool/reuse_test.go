@@ -113,9 +113,9 @@ func (b *lineBackend) endOf(local string) (connEnd, bool) {
 }
 
 // reusePool starts a pool of addrs (round-robin, health off) whose members
-// allow maxConns conns each, and a Reuser on its default-profile Dialer with
-// profile close mode closeMode. Both are closed at the test's end, the
-// Reuser first.
+// allow maxConns conns each, and a reuse ConnPool (NewReuser) on its
+// default-profile Dialer with profile close mode closeMode. Both are closed
+// at the test's end, the ConnPool first.
 func reusePool(t *testing.T, s config.Reuse, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *ConnPool) {
 	t.Helper()
 	cfg := testPool(config.MethodRoundRobin, addrs...)
@@ -252,7 +252,7 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 	}
 }
 
-// idleConn returns the single idle conn the Reuser holds for member 0.
+// idleConn returns the single idle conn the ConnPool holds for member 0.
 func idleConn(r *ConnPool) *ServerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -743,7 +743,7 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 	r.Put(c1, true)
 	r.Put(c2, true)
 
-	// A second Reuser on the same pool, at a limit of its own making: a
+	// A second reuse ConnPool, at a limit of its own making: a
 	// waiter queued when it closes.
 	_, rw := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, rw)
@@ -761,7 +761,7 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 		t.Errorf("Get after Close = %v, want ErrReuserClosed", err)
 	}
 	if !held.Retire() {
-		t.Error("Retire = false on a closed Reuser's conn")
+		t.Error("Retire = false on a closed ConnPool's conn")
 	}
 	rw.Put(held, true) // after Close: reset, not kept
 

@@ -95,7 +95,8 @@ func TestMinIdleClampedToMaxIdle(t *testing.T) {
 		t.Errorf("Settings().MinIdle = %d, want 2 (clamped to MaxIdle)", got)
 	}
 	m := p.Members()[0]
-	socktest.WaitFor(t, 2*time.Second, "2 warm conns", func() bool { return r.Idle(m) == 2 })
+	// The member's accept may lag the dial that returned: wait for both.
+	socktest.WaitFor(t, 2*time.Second, "2 warm conns", func() bool { return r.Idle(m) == 2 && b.Accepted() == 2 })
 	steady(t, 100*time.Millisecond, "2 conns", func() bool { return b.Accepted() == 2 })
 
 }
