@@ -260,6 +260,14 @@ type Reuse struct {
 	// KeepaliveMargin is taken off a member's announced Keep-Alive timeout.
 	// Default 1 s.
 	KeepaliveMargin time.Duration `toml:"keepalive_margin"`
+	// PeekInterval is how often every idle member conn (reuse idle lists,
+	// min_idle and preconnect stocks alike) is checked with a MSG_PEEK, so a
+	// member's close is noticed while the conn idles. Default 1 s; > 0.
+	PeekInterval time.Duration `toml:"peek_interval"`
+	// RetireWait bounds how long a retired member conn (its last request
+	// said "Connection: close") waits for the member's FIN before tether
+	// closes it with the server profile's close mode. Default 2 s; > 0.
+	RetireWait time.Duration `toml:"retire_wait"`
 }
 
 // VirtualServer is one listening address.

@@ -416,16 +416,22 @@ func TestHTTPModeDefaultsAndValidation(t *testing.T) {
 }
 
 func TestWarmPoolAndJitterKeys(t *testing.T) {
-	cfg, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\nmin_idle = 4\nage_jitter = 0.25\nmax_age = \"600s\"", 1)))
+	cfg, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\nmin_idle = 4\nage_jitter = 0.25\nmax_age = \"600s\"\npeek_interval = \"250ms\"\nretire_wait = \"5s\"", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Pools["p"]; p.MinIdle != 4 || p.AgeJitter != 0.25 || p.MaxAge != 600*time.Second {
+	if p := cfg.Pools["p"]; p.MinIdle != 4 || p.AgeJitter != 0.25 || p.MaxAge != 600*time.Second ||
+		p.PeekInterval != 250*time.Millisecond || p.RetireWait != 5*time.Second {
 		t.Fatalf("pool = %+v", p.Reuse)
 	}
 	for _, tc := range []struct{ extra, want string }{
 		{"min_idle = 40", `pool "p": min_idle: must be between 0 and max_idle (32)`},
 		{"age_jitter = 1.0", `pool "p": age_jitter: must be in [0, 1)`},
+		{"min_idle = -1", `pool "p": min_idle: must be between 0 and max_idle (32)`},
+		{"queue_timeout = \"-1s\"", `pool "p": queue_timeout: must be >= 0`},
+		{"keepalive_margin = \"-1s\"", `pool "p": keepalive_margin: must be >= 0`},
+		{"peek_interval = \"0s\"", `pool "p": peek_interval: must be > 0`},
+		{"retire_wait = \"0s\"", `pool "p": retire_wait: must be > 0`},
 	} {
 		if _, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\n"+tc.extra, 1))); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: want %q, got %v", tc.extra, tc.want, err)

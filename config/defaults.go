@@ -96,6 +96,8 @@ func DefaultReuse() Reuse {
 		MaxRequests:     0,
 		QueueTimeout:    3 * time.Second,
 		KeepaliveMargin: time.Second,
+		PeekInterval:    time.Second,
+		RetireWait:      2 * time.Second,
 	}
 }
 

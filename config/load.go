@@ -80,6 +80,8 @@ type rawPool struct {
 	MaxRequests     *int        `toml:"max_requests"`
 	QueueTimeout    *duration   `toml:"queue_timeout"`
 	KeepaliveMargin *duration   `toml:"keepalive_margin"`
+	PeekInterval    *duration   `toml:"peek_interval"`
+	RetireWait      *duration   `toml:"retire_wait"`
 	Method          *string     `toml:"method"`
 	ConnectTimeout  *duration   `toml:"connect_timeout"`
 	ConnectRetries  *int        `toml:"connect_retries"`
@@ -773,6 +775,8 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 			MaxRequests:     intOr(rp.MaxRequests, dr.MaxRequests),
 			QueueTimeout:    durOr(rp.QueueTimeout, dr.QueueTimeout),
 			KeepaliveMargin: durOr(rp.KeepaliveMargin, dr.KeepaliveMargin),
+			PeekInterval:    durOr(rp.PeekInterval, dr.PeekInterval),
+			RetireWait:      durOr(rp.RetireWait, dr.RetireWait),
 		},
 		Name:           name,
 		Method:         strOr(rp.Method, DefaultMethod),
@@ -825,6 +829,12 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 		if d.d < 0 {
 			v.add(path, d.key, "must be >= 0")
 		}
+	}
+	if p.PeekInterval <= 0 {
+		v.add(path, "peek_interval", "must be > 0")
+	}
+	if p.RetireWait <= 0 {
+		v.add(path, "retire_wait", "must be > 0")
 	}
 	seen := map[string]int{}
 	for i, rm := range rp.Members {

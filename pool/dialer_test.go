@@ -10,11 +10,12 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestFailedConnectTriesTheNextMember(t *testing.T) {
 	live := newBackend(t)
-	dead := deadAddr(t)
+	dead := socktest.DeadAddr(t)
 	cfg := testPool(config.MethodRoundRobin, dead, live.addr)
 	cfg.ConnectRetries = 1
 	p := startPool(t, cfg)
@@ -39,7 +40,7 @@ func TestFailedConnectTriesTheNextMember(t *testing.T) {
 }
 
 func TestRetriesAreBoundedAndEachMemberTriedOnce(t *testing.T) {
-	addrs := []string{deadAddr(t), deadAddr(t), deadAddr(t), deadAddr(t)}
+	addrs := []string{socktest.DeadAddr(t), socktest.DeadAddr(t), socktest.DeadAddr(t), socktest.DeadAddr(t)}
 	cfg := testPool(config.MethodRoundRobin, addrs...)
 	cfg.ConnectRetries = 1
 	p := startPool(t, cfg)
@@ -68,7 +69,7 @@ func TestRetriesAreBoundedAndEachMemberTriedOnce(t *testing.T) {
 	}
 
 	// More retries than members: each member still at most once.
-	two := testPool(config.MethodRoundRobin, deadAddr(t), deadAddr(t))
+	two := testPool(config.MethodRoundRobin, socktest.DeadAddr(t), socktest.DeadAddr(t))
 	two.ConnectRetries = 10
 	p2 := startPool(t, two)
 	if _, err := connect(t, p2.Dialer(config.DefaultProfile())); err == nil {
@@ -82,7 +83,7 @@ func TestRetriesAreBoundedAndEachMemberTriedOnce(t *testing.T) {
 }
 
 func TestConnectStopsWithTheContext(t *testing.T) {
-	cfg := testPool(config.MethodRoundRobin, deadAddr(t))
+	cfg := testPool(config.MethodRoundRobin, socktest.DeadAddr(t))
 	p := startPool(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -150,7 +151,7 @@ func TestPreconnectKeepsStockAndRefillsAfterUse(t *testing.T) {
 		t.Fatal("same profile name got a second Dialer")
 	}
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "3 preconnected conns", func() bool { return b.open.Load() == 3 && d.Idle(m) == 3 })
+	socktest.WaitFor(t, 5*time.Second, "3 preconnected conns", func() bool { return b.Open() == 3 && d.Idle(m) == 3 })
 
 	c, err := connect(t, d)
 	if err != nil {
@@ -160,7 +161,7 @@ func TestPreconnectKeepsStockAndRefillsAfterUse(t *testing.T) {
 		t.Fatalf("conn preconnected=%v connect time %s; want a preconnected one", c.Preconnected, c.ConnectTime)
 	}
 	assertEcho(t, c)
-	waitFor(t, 5*time.Second, "refill to 3 idle", func() bool { return b.accepted.Load() == 4 && d.Idle(m) == 3 })
+	socktest.WaitFor(t, 5*time.Second, "refill to 3 idle", func() bool { return b.Accepted() == 4 && d.Idle(m) == 3 })
 	if s := m.Stats(); s.Active != 4 || s.Idle != 3 || s.PreconnectHits != 1 {
 		t.Errorf("stats = %+v, want active 4, idle 3, 1 hit", s)
 	}
@@ -172,7 +173,7 @@ func TestPreconnectKeepsStockAndRefillsAfterUse(t *testing.T) {
 	// Close resets the idle conns: the backend sees RST, not FIN, so no
 	// TIME_WAIT is left on tether's side.
 	p.Close()
-	waitFor(t, 5*time.Second, "idle conns closed", func() bool { return b.open.Load() == 0 })
+	socktest.WaitFor(t, 5*time.Second, "idle conns closed", func() bool { return b.Open() == 0 })
 	if r := b.resets.Load(); r != 3 {
 		t.Errorf("backend saw %d resets, want 3 (the idle conns)", r)
 	}
@@ -189,10 +190,10 @@ func TestPreconnectSpreadsOverUpMembersAndDropsADownOne(t *testing.T) {
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m1, m2 := p.Members()[0], p.Members()[1]
-	waitFor(t, 5*time.Second, "stock 2+1", func() bool { return d.Idle(m1) == 2 && d.Idle(m2) == 1 })
+	socktest.WaitFor(t, 5*time.Second, "stock 2+1", func() bool { return d.Idle(m1) == 2 && d.Idle(m2) == 1 })
 
 	b1.Close()
-	waitFor(t, 5*time.Second, "member 1 down, member 2 holding all 3", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "member 1 down, member 2 holding all 3", func() bool {
 		return m1.State() == Down && d.Idle(m1) == 0 && d.Idle(m2) == 3
 	})
 	if m1.Active() != 0 {
@@ -200,29 +201,30 @@ func TestPreconnectSpreadsOverUpMembersAndDropsADownOne(t *testing.T) {
 	}
 
 	newBackendAt(t, b1.addr)
-	waitFor(t, 5*time.Second, "back to 2+1", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "back to 2+1", func() bool {
 		return m1.State() == Up && d.Idle(m1) == 2 && d.Idle(m2) == 1
 	})
-	waitFor(t, 5*time.Second, "trimmed conn closed", func() bool { return b2.open.Load() == 1 })
+	socktest.WaitFor(t, 5*time.Second, "trimmed conn closed", func() bool { return b2.Open() == 1 })
 }
 
 func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 	b := newBackend(t)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
-	cfg.Preconnect = 1 // health none, interval 1h: no background prune here
+	cfg.Preconnect = 1
+	cfg.PeekInterval = time.Hour // no background peek here: Connect's own check must catch it
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "1 preconnected conn", func() bool { return d.Idle(m) == 1 && b.open.Load() == 1 })
+	socktest.WaitFor(t, 5*time.Second, "1 preconnected conn", func() bool { return d.Idle(m) == 1 && b.Open() == 1 })
 
-	b.closeConns() // the member closes it while idle (its keepalive timeout)
+	b.CloseConns() // the member closes it while idle (its keepalive timeout)
 	var stale *net.TCPConn
-	waitFor(t, 5*time.Second, "the FIN to reach the idle conn", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		idle := d.stock[0].idle
-		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].tcp), sockopt.ErrStale) {
-			stale = idle[0].tcp
+	socktest.WaitFor(t, 5*time.Second, "the FIN to reach the idle conn", func() bool {
+		d.stock.mu.Lock()
+		defer d.stock.mu.Unlock()
+		idle := d.stock.members[0].idle
+		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].TCP), sockopt.ErrStale) {
+			stale = idle[0].TCP
 		}
 		return stale != nil
 	})
@@ -244,7 +246,7 @@ func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 	if s := m.Stats(); s.StaleDropped != 1 || s.PreconnectHits != wantHits {
 		t.Errorf("stats = %+v, want 1 stale dropped, %d hits", s, wantHits)
 	}
-	waitFor(t, 5*time.Second, "stock refilled", func() bool { return d.Idle(m) == 1 })
+	socktest.WaitFor(t, 5*time.Second, "stock refilled", func() bool { return d.Idle(m) == 1 })
 	c2, err := connect(t, d)
 	if err != nil || !c2.Preconnected {
 		t.Fatalf("Connect = %v, %v; want the refilled preconnected conn", c2, err)
@@ -256,14 +258,14 @@ func TestStaleIdleConnsArePrunedInTheBackground(t *testing.T) {
 	b := newBackend(t)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
 	cfg.Preconnect = 2
-	cfg.Health = fastHealth(1, 3) // its 50 ms interval paces the prune
+	cfg.PeekInterval = 50 * time.Millisecond // paces the background peek
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 && b.open.Load() == 2 })
-	b.closeConns()
-	waitFor(t, 5*time.Second, "stale conns pruned and replaced", func() bool {
-		return m.Stats().StaleDropped == 2 && d.Idle(m) == 2 && b.open.Load() == 2
+	socktest.WaitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 && b.Open() == 2 })
+	b.CloseConns()
+	socktest.WaitFor(t, 5*time.Second, "stale conns pruned and replaced", func() bool {
+		return m.Stats().StaleDropped == 2 && d.Idle(m) == 2 && b.Open() == 2
 	})
 }
 
@@ -275,9 +277,10 @@ func TestMaxConnectionsCapsPreconnectAndConnect(t *testing.T) {
 	p := startPool(t, cfg)
 	d := p.Dialer(config.DefaultProfile())
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 })
-	d.reconcile(p.ctx) // another look at the stock must start nothing
-	if a, n := m.Active(), b.accepted.Load(); a != 2 || n != 2 {
+	// The member's accept may lag the dial that returned: wait for both.
+	socktest.WaitFor(t, 5*time.Second, "2 preconnected conns", func() bool { return d.Idle(m) == 2 && b.Accepted() >= 2 })
+	d.stock.fill(time.Now()) // another look at the stock must start nothing
+	if a, n := m.Active(), b.Accepted(); a != 2 || n != 2 {
 		t.Fatalf("active %d, backend accepted %d; want 2 (the limit)", a, n)
 	}
 
@@ -296,8 +299,8 @@ func TestMaxConnectionsCapsPreconnectAndConnect(t *testing.T) {
 		t.Fatalf("active = %d, want 2", a)
 	}
 	closeConn(c1)
-	waitFor(t, 5*time.Second, "the freed slot refilled", func() bool { return d.Idle(m) == 1 })
-	if a, n := m.Active(), b.accepted.Load(); a != 2 || n != 3 {
+	socktest.WaitFor(t, 5*time.Second, "the freed slot refilled", func() bool { return d.Idle(m) == 1 && b.Accepted() >= 3 })
+	if a, n := m.Active(), b.Accepted(); a != 2 || n != 3 {
 		t.Errorf("active %d, accepted %d; want 2, 3", a, n)
 	}
 }
@@ -336,5 +339,5 @@ func TestDialerAfterStartGetsItsStock(t *testing.T) {
 		t.Fatal("two profiles share a Dialer")
 	}
 	m := p.Members()[0]
-	waitFor(t, 5*time.Second, "one idle conn per profile", func() bool { return d1.Idle(m) == 1 && d2.Idle(m) == 1 })
+	socktest.WaitFor(t, 5*time.Second, "one idle conn per profile", func() bool { return d1.Idle(m) == 1 && d2.Idle(m) == 1 })
 }

@@ -12,15 +12,16 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // httpMember answers every request with the status line it is told to,
 // and records the request lines it saw.
 type httpMember struct {
-	ln     net.Listener
+	*socktest.Backend
+	addr   string
 	tls    *tls.Config  // speaks TLS when set
 	status atomic.Value // string: the whole status line, "" = never answer
-	wg     sync.WaitGroup
 
 	mu    sync.Mutex
 	lines []string
@@ -34,39 +35,24 @@ func startHTTPMember(t *testing.T, status string) *httpMember {
 // startHTTPSMember is an httpMember behind TLS with conf (nil: plain).
 func startHTTPSMember(t *testing.T, status string, conf *tls.Config) *httpMember {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &httpMember{ln: ln, tls: conf}
+	m := &httpMember{tls: conf}
 	m.status.Store(status)
-	m.wg.Add(1)
-	go m.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		m.wg.Wait()
-	})
+	m.Backend = socktest.Start(t, m.serve)
+	m.addr = m.Addr()
 	return m
 }
 
-func (m *httpMember) serve() {
-	defer m.wg.Done()
-	for {
-		c, err := m.ln.Accept()
-		if err != nil {
-			return
-		}
-		if m.tls != nil {
-			c = tls.Server(c, m.tls)
-		}
-		m.wg.Add(1)
-		go m.answer(c)
+// serve answers one conn, over TLS when the member speaks it.
+func (m *httpMember) serve(tc *net.TCPConn) {
+	var c net.Conn = tc
+	if m.tls != nil {
+		c = tls.Server(tc, m.tls)
 	}
+	defer c.Close() // over TLS: close_notify, then the FIN
+	m.answer(c)
 }
 
 func (m *httpMember) answer(c net.Conn) {
-	defer m.wg.Done()
-	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	br := bufio.NewReader(c)
 	line, err := br.ReadString('\n')
@@ -111,20 +97,20 @@ func httpHealth(path, expect string) config.Health {
 // status line each count as a failure; back in range brings the member up.
 func TestHTTPHealthFollowsStatus(t *testing.T) {
 	hm := startHTTPMember(t, "HTTP/1.1 200 OK")
-	cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+	cfg := testPool(config.MethodRoundRobin, hm.addr)
 	cfg.Health = httpHealth("/healthz", "200-399")
 	p := startPool(t, cfg)
 	m := p.Members()[0]
-	waitFor(t, 2*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 2 })
+	socktest.WaitFor(t, 2*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 2 })
 	if m.State() != Up {
 		t.Fatalf("member %v with 200 answers", m.State())
 	}
 
 	for _, bad := range []string{"HTTP/1.1 503 Service Unavailable", "", "SSH-2.0-OpenSSH_9.2"} {
 		hm.status.Store(bad)
-		waitFor(t, 3*time.Second, "down on "+bad, func() bool { return m.State() == Down })
+		socktest.WaitFor(t, 3*time.Second, "down on "+bad, func() bool { return m.State() == Down })
 		hm.status.Store("HTTP/1.1 302 Found") // 3xx is healthy by default
-		waitFor(t, 3*time.Second, "up again after "+bad, func() bool { return m.State() == Up })
+		socktest.WaitFor(t, 3*time.Second, "up again after "+bad, func() bool { return m.State() == Up })
 	}
 
 	hm.mu.Lock()
@@ -132,20 +118,20 @@ func TestHTTPHealthFollowsStatus(t *testing.T) {
 	if len(hm.lines) == 0 || hm.lines[0] != "GET /healthz HTTP/1.1" {
 		t.Fatalf("request lines: %q", hm.lines)
 	}
-	if hm.hosts[0] != hm.ln.Addr().String() {
+	if hm.hosts[0] != hm.addr {
 		t.Fatalf("Host header %q, want the member address", hm.hosts[0])
 	}
 }
 
 func TestHTTPHealthExactStatus(t *testing.T) {
 	hm := startHTTPMember(t, "HTTP/1.1 200 OK")
-	cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+	cfg := testPool(config.MethodRoundRobin, hm.addr)
 	cfg.Health = httpHealth("/", "204")
 	p := startPool(t, cfg)
 	m := p.Members()[0]
-	waitFor(t, 3*time.Second, "down: 200 is not 204", func() bool { return m.State() == Down })
+	socktest.WaitFor(t, 3*time.Second, "down: 200 is not 204", func() bool { return m.State() == Down })
 	hm.status.Store("HTTP/1.1 204 No Content")
-	waitFor(t, 3*time.Second, "up on 204", func() bool { return m.State() == Up })
+	socktest.WaitFor(t, 3*time.Second, "up on 204", func() bool { return m.State() == Up })
 }
 
 // With pool TLS the http check speaks TLS: a member whose certificate
@@ -160,11 +146,11 @@ func TestHTTPHealthOverTLS(t *testing.T) {
 		want  MemberState
 	}{{"verified", ca, Up}, {"unverified", testpki.New(t), Down}} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := testPool(config.MethodRoundRobin, hm.ln.Addr().String())
+			cfg := testPool(config.MethodRoundRobin, hm.addr)
 			cfg.Health = httpHealth("/healthz", "200-399")
 			p := tlsPool(t, cfg, tc.roots.ClientConfig("member.test"))
 			m := p.Members()[0]
-			waitFor(t, 3*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 4 })
+			socktest.WaitFor(t, 3*time.Second, "checks to run", func() bool { return m.Stats().Checks >= 4 })
 			if m.State() != tc.want {
 				t.Fatalf("member %v, want %v (%+v)", m.State(), tc.want, m.Stats())
 			}

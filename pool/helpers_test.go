@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -14,23 +13,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// backend is an in-process echo server on 127.0.0.1 that counts what it
-// sees: conns accepted, conns still open, conns that ended with a reset.
+// backend is an in-process echo member (a socktest.Backend) that also
+// counts the conns that ended with a reset.
 type backend struct {
-	ln       net.Listener
-	addr     string
-	wg       sync.WaitGroup
-	accepted atomic.Int64
-	open     atomic.Int64
-	resets   atomic.Int64
-
-	mu    sync.Mutex
-	conns []net.Conn
-	done  bool
+	*socktest.Backend
+	addr   string
+	resets atomic.Int64
 }
 
 func newBackend(t *testing.T) *backend { return newBackendAt(t, "127.0.0.1:0") }
@@ -38,52 +31,14 @@ func newBackend(t *testing.T) *backend { return newBackendAt(t, "127.0.0.1:0") }
 // newBackendAt listens on addr (a port used before, to bring a member back).
 func newBackendAt(t *testing.T, addr string) *backend {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ln, err = net.Listen("tcp", addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // port still held by a closing socket
-	}
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	b := &backend{ln: ln, addr: ln.Addr().String()}
-	b.wg.Add(1)
-	go b.acceptLoop()
-	t.Cleanup(b.Close)
+	b := &backend{}
+	b.Backend = socktest.StartAt(t, addr, b.echo)
+	b.addr = b.Addr()
 	return b
 }
 
-func (b *backend) acceptLoop() {
-	defer b.wg.Done()
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		if b.done {
-			b.mu.Unlock()
-			c.Close()
-			return
-		}
-		b.conns = append(b.conns, c)
-		b.accepted.Add(1)
-		b.open.Add(1)
-		b.wg.Add(1)
-		b.mu.Unlock()
-		go b.echo(c)
-	}
-}
-
-func (b *backend) echo(c net.Conn) {
-	defer b.wg.Done()
-	defer b.open.Add(-1)
-	defer c.Close()
+// echo copies back what it reads until the conn ends, counting a reset.
+func (b *backend) echo(c *net.TCPConn) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := c.Read(buf)
@@ -101,39 +56,6 @@ func (b *backend) echo(c net.Conn) {
 	}
 }
 
-// closeConns closes every conn accepted so far (the member closing idle
-// conns, as a keepalive timeout would).
-func (b *backend) closeConns() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, c := range b.conns {
-		c.Close()
-	}
-	b.conns = nil
-}
-
-// Close stops listening, closes every conn and waits for the goroutines.
-func (b *backend) Close() {
-	b.mu.Lock()
-	b.done = true
-	b.mu.Unlock()
-	b.ln.Close()
-	b.closeConns()
-	b.wg.Wait()
-}
-
-// deadAddr returns a 127.0.0.1 address nobody listens on (connect refused).
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // testPool returns a config for addrs with health off, 1 s connect timeout
 // and 2 retries; tests change what they exercise.
 func testPool(method string, addrs ...string) config.Pool {
@@ -143,6 +65,7 @@ func testPool(method string, addrs ...string) config.Pool {
 		ConnectTimeout: time.Second,
 		ConnectRetries: 2,
 		Health:         config.Health{Type: config.HealthNone, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1},
+		Reuse:          config.DefaultReuse(),
 	}
 	for _, a := range addrs {
 		cfg.Members = append(cfg.Members, config.Member{Address: a, Weight: 1, State: config.StateEnabled})
@@ -165,18 +88,6 @@ func startPool(t *testing.T, cfg config.Pool) *Pool {
 	p.Start()
 	t.Cleanup(p.Close)
 	return p
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // connect calls d.Connect with a deadline and registers the conn's close

@@ -49,10 +49,10 @@ type Member struct {
 	enabled atomic.Bool
 	healthy atomic.Bool
 
-	// active counts every server-side conn to the member: in use, idle in a
-	// preconnect stock or a Reuser's idle list, and dials in flight
-	// (reserved before dialing so the limit holds). idle counts the idle
-	// ones among them (preconnected and reuse).
+	// active counts every server-side conn to the member: in use, idle in
+	// a ConnPool (preconnect stock or reuse), and dials in flight (reserved
+	// before dialing so the limit holds). idle counts the idle ones among
+	// them.
 	active atomic.Int64
 	idle   atomic.Int64
 
@@ -155,10 +155,9 @@ func (m *Member) tryAcquire() bool {
 	}
 }
 
-// release gives back one conn slot. A freed slot of a limited member may let
-// a preconnect stock refill; callers that free one outside the fillers' own
-// paths wake them (Conn.Release does). Reusers with queued Gets are told
-// (Pool.slotFreed), so callers must not hold a Reuser's lock.
+// release gives back one conn slot and tells every ConnPool of the pool
+// (Pool.slotFreed): a filler held back by max_connections or a Get queued
+// at the limit looks again. Callers must not hold a ConnPool's lock.
 func (m *Member) release() {
 	m.active.Add(-1)
 	if m.pool != nil {
@@ -173,7 +172,7 @@ type MemberStats struct {
 	Weight         int
 	MaxConnections int // 0 = no limit
 	Active         int // conns incl. preconnected idle ones and dials in flight
-	Idle           int // idle conns: preconnect stocks and Reuser idle lists
+	Idle           int // idle conns in every ConnPool: preconnect stocks and reuse
 
 	Connects          uint64 // successful dials (client and preconnect)
 	ConnectFailures   uint64 // failed dials (client and preconnect)

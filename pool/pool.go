@@ -40,10 +40,11 @@ type Pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the pool starts
 
-	// reusers are the live Reusers built on the pool's Dialers
-	// (copy-on-write under mu), told by slotFreed when a member may have
-	// room again.
-	reusers atomic.Pointer[[]*Reuser]
+	// conns are the live ConnPools (every Dialer's stock, every reuse
+	// ConnPool), copy-on-write under connsMu: told when a member's slot
+	// frees or its eligibility changes.
+	conns   atomic.Pointer[[]*ConnPool]
+	connsMu sync.Mutex
 
 	mu      sync.Mutex
 	dialers map[string]*Dialer // by server profile name
@@ -139,7 +140,7 @@ func (p *Pool) Close() {
 	p.cancel()
 	p.wg.Wait()
 	for _, d := range dialers {
-		d.closeStock()
+		d.stock.Close()
 	}
 }
 
@@ -161,35 +162,20 @@ func (p *Pool) Dialer(profile config.TCPProfile) *Dialer {
 	return d
 }
 
-// wakeFillers asks every preconnect filler to look at its stock again.
-func (p *Pool) wakeFillers() {
-	if p.cfg.Preconnect <= 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, d := range p.order {
-		d.kick()
-	}
-}
-
 // memberChanged runs after a member became eligible or not (health or
-// admin). It logs the change and wakes the fillers, which drop the stock of
-// a member that went away and fill one that came back.
+// admin). Every ConnPool hears of it: one that came up is filled without
+// backoff and may serve queued Gets, one that went away loses its idle
+// conns at once. An admin change is logged here; health logs its own.
 func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
-	if eligible {
-		p.mu.Lock()
-		for _, d := range p.order {
-			d.resetBackoff(m)
-		}
-		p.mu.Unlock()
-		p.slotFreed(m)
-	} else if rs := p.reusers.Load(); rs != nil {
-		for _, r := range *rs {
-			r.memberLeft(m)
+	if cs := p.conns.Load(); cs != nil {
+		for _, c := range *cs {
+			if eligible {
+				c.memberUp(m)
+			} else {
+				c.memberLeft(m)
+			}
 		}
 	}
-	p.wakeFillers()
 	if reason == "admin" {
 		p.log.Info("member state changed",
 			zap.String("member", m.addr),
@@ -198,40 +184,40 @@ func (p *Pool) memberChanged(m *Member, eligible bool, reason string) {
 	}
 }
 
-// slotFreed tells every live Reuser that m may take a conn again (a slot was
-// released or m became eligible), so a Get queued at the limit looks again.
-// Without Reusers it is one atomic load.
+// slotFreed tells every live ConnPool that m may take a conn again, so a
+// filler held back by max_connections or a Get queued at the limit looks
+// again.
 func (p *Pool) slotFreed(m *Member) {
-	if rs := p.reusers.Load(); rs != nil {
-		for _, r := range *rs {
-			r.slotFreed(m)
+	if cs := p.conns.Load(); cs != nil {
+		for _, c := range *cs {
+			c.slotFreed(m)
 		}
 	}
 }
 
-// addReuser and removeReuser keep p.reusers (copy-on-write).
-func (p *Pool) addReuser(r *Reuser) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var rs []*Reuser
-	if old := p.reusers.Load(); old != nil {
-		rs = slices.Clone(*old)
+// addConnPool and removeConnPool keep p.conns (copy-on-write).
+func (p *Pool) addConnPool(c *ConnPool) {
+	p.connsMu.Lock()
+	defer p.connsMu.Unlock()
+	var cs []*ConnPool
+	if old := p.conns.Load(); old != nil {
+		cs = slices.Clone(*old)
 	}
-	rs = append(rs, r)
-	p.reusers.Store(&rs)
+	cs = append(cs, c)
+	p.conns.Store(&cs)
 }
 
-func (p *Pool) removeReuser(r *Reuser) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	old := p.reusers.Load()
+func (p *Pool) removeConnPool(c *ConnPool) {
+	p.connsMu.Lock()
+	defer p.connsMu.Unlock()
+	old := p.conns.Load()
 	if old == nil {
 		return
 	}
-	rs := slices.DeleteFunc(slices.Clone(*old), func(x *Reuser) bool { return x == r })
-	if len(rs) == 0 {
-		p.reusers.Store(nil)
+	cs := slices.DeleteFunc(slices.Clone(*old), func(x *ConnPool) bool { return x == c })
+	if len(cs) == 0 {
+		p.conns.Store(nil)
 		return
 	}
-	p.reusers.Store(&rs)
+	p.conns.Store(&cs)
 }

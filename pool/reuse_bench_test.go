@@ -29,10 +29,7 @@ func BenchmarkGetPut(b *testing.B) {
 			}
 			p.Start()
 			defer p.Close()
-			r, err := NewReuser(p.Dialer(config.DefaultProfile()), ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
+			r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
 			defer r.Close()
 			ctx := context.Background()
 			client := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
@@ -59,7 +56,7 @@ func BenchmarkGetPut(b *testing.B) {
 }
 
 // BenchmarkGetPutParallel is BenchmarkGetPut from GOMAXPROCS goroutines on
-// one member (contention on the Reuser's lock).
+// one member (contention on the ConnPool's lock).
 func BenchmarkGetPutParallel(b *testing.B) {
 	be := newLineBackend(b, 0)
 	p, err := New(testPool(config.MethodRoundRobin, be.addr), nil)
@@ -68,10 +65,7 @@ func BenchmarkGetPutParallel(b *testing.B) {
 	}
 	p.Start()
 	defer p.Close()
-	r, err := NewReuser(p.Dialer(config.DefaultProfile()), ReuseSettings{MaxIdle: 64, IdleTimeout: time.Minute, PeekInterval: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 64, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
 	defer r.Close()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -18,27 +18,21 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
-// lineBackend is an in-process member speaking one line per request: it
-// echoes each line; after "bye" it closes (a member answering
-// `Connection: close`); with idle > 0 it closes a conn idle that long (its
-// keep-alive timeout). It records how every conn ended.
+// lineBackend is an in-process member (a socktest.Backend) speaking one
+// line per request: it echoes each line; after "bye" it closes (a member
+// answering `Connection: close`); with idle > 0 it closes a conn idle that
+// long (its keep-alive timeout). It records how every conn ended.
 type lineBackend struct {
-	ln      net.Listener
+	*socktest.Backend
 	addr    string
 	idle    time.Duration
 	tlsConf *tls.Config // a TLS member when set
-	wg      sync.WaitGroup
 
-	accepted atomic.Int64
-	open     atomic.Int64
-	peak     atomic.Int64 // most conns open at once
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	ends  []connEnd
-	done  bool
+	mu   sync.Mutex
+	ends []connEnd
 }
 
 // connEnd is how one backend conn ended: "eof" (tether sent FIN), "reset"
@@ -58,57 +52,24 @@ func newLineBackend(t testing.TB, idle time.Duration) *lineBackend {
 // newTLSLineBackend is a lineBackend speaking TLS with conf (nil: plain).
 func newTLSLineBackend(t testing.TB, idle time.Duration, conf *tls.Config) *lineBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &lineBackend{ln: ln, addr: ln.Addr().String(), idle: idle, tlsConf: conf, conns: make(map[net.Conn]struct{})}
-	b.wg.Add(1)
-	go b.acceptLoop()
-	t.Cleanup(b.Close)
+	b := &lineBackend{idle: idle, tlsConf: conf}
+	b.Backend = socktest.Start(t, b.serve)
+	b.addr = b.Addr()
 	return b
 }
 
-func (b *lineBackend) acceptLoop() {
-	defer b.wg.Done()
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		if b.done {
-			b.mu.Unlock()
-			c.Close()
-			return
-		}
-		b.conns[c] = struct{}{}
-		b.accepted.Add(1)
-		if n := b.open.Add(1); n > b.peak.Load() {
-			b.peak.Store(n) // under b.mu: no lost update
-		}
-		b.wg.Add(1)
-		b.mu.Unlock()
-		if b.tlsConf != nil {
-			c = tls.Server(c, b.tlsConf) // the handshake runs on the first read
-		}
-		go b.serve(c)
+// serve answers one conn's lines and records how it ended.
+func (b *lineBackend) serve(tc *net.TCPConn) {
+	var c net.Conn = tc
+	if b.tlsConf != nil {
+		c = tls.Server(tc, b.tlsConf) // the handshake runs on the first read
 	}
-}
-
-func (b *lineBackend) serve(c net.Conn) {
-	defer b.wg.Done()
 	how := "closed"
 	defer func() {
-		c.Close()
+		c.Close() // over TLS: close_notify, then the FIN
 		b.mu.Lock()
-		delete(b.conns, c)
-		if tc, ok := c.(*tls.Conn); ok {
-			delete(b.conns, tc.NetConn())
-		}
 		b.ends = append(b.ends, connEnd{remote: c.RemoteAddr().String(), how: how, at: time.Now()})
 		b.mu.Unlock()
-		b.open.Add(-1)
 	}()
 	br := bufio.NewReader(c)
 	for {
@@ -139,24 +100,6 @@ func (b *lineBackend) serve(c net.Conn) {
 	}
 }
 
-// closeAll closes every open conn from the member's side.
-func (b *lineBackend) closeAll() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for c := range b.conns {
-		c.Close()
-	}
-}
-
-func (b *lineBackend) Close() {
-	b.mu.Lock()
-	b.done = true
-	b.mu.Unlock()
-	b.ln.Close()
-	b.closeAll()
-	b.wg.Wait()
-}
-
 // endOf returns how the conn whose tether side is local ended, if it did.
 func (b *lineBackend) endOf(local string) (connEnd, bool) {
 	b.mu.Lock()
@@ -170,10 +113,10 @@ func (b *lineBackend) endOf(local string) (connEnd, bool) {
 }
 
 // reusePool starts a pool of addrs (round-robin, health off) whose members
-// allow maxConns conns each, and a Reuser on its default-profile Dialer with
-// profile close mode closeMode. Both are closed at the test's end, the
-// Reuser first.
-func reusePool(t *testing.T, s ReuseSettings, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *Reuser) {
+// allow maxConns conns each, and a reuse ConnPool (NewReuser) on its
+// default-profile Dialer with profile close mode closeMode. Both are closed
+// at the test's end, the ConnPool first.
+func reusePool(t *testing.T, s config.Reuse, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *ConnPool) {
 	t.Helper()
 	cfg := testPool(config.MethodRoundRobin, addrs...)
 	for i := range cfg.Members {
@@ -183,15 +126,26 @@ func reusePool(t *testing.T, s ReuseSettings, maxConns int, closeMode config.Clo
 	prof := config.DefaultProfile()
 	prof.Close = closeMode
 	prof.DrainTimeout = time.Second
-	r, err := NewReuser(p.Dialer(prof), s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := NewReuser(p.Dialer(prof), settings(s))
 	t.Cleanup(r.Close)
 	return p, r
 }
 
-func get(t *testing.T, r *Reuser) *ServerConn {
+// settings fills what a test leaves zero of the reaper's timing (peek
+// interval, retire wait) with config's defaults; every other zero means
+// what it means in config.Reuse.
+func settings(s config.Reuse) config.Reuse {
+	d := config.DefaultReuse()
+	if s.PeekInterval == 0 {
+		s.PeekInterval = d.PeekInterval
+	}
+	if s.RetireWait == 0 {
+		s.RetireWait = d.RetireWait
+	}
+	return s
+}
+
+func get(t *testing.T, r *ConnPool) *ServerConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -226,11 +180,11 @@ func mustExchange(t *testing.T, c *ServerConn, msg string) {
 	}
 }
 
-func stats(r *Reuser, i int) ReuseStats { return r.Stats()[i] }
+func stats(r *ConnPool, i int) ReuseStats { return r.Stats()[i] }
 
 func TestReuseHandsOutTheMostRecentlyReturnedConnFirst(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	a, bc := get(t, r), get(t, r)
 	if a.Reused || bc.Reused || a.ID == bc.ID {
 		t.Fatalf("fresh conns: a=%+v b=%+v", a, bc)
@@ -252,8 +206,8 @@ func TestReuseHandsOutTheMostRecentlyReturnedConnFirst(t *testing.T) {
 	mustExchange(t, second, "a2")
 	r.Put(first, true)
 	r.Put(second, true)
-	if s := stats(r, 0); s.Opened != 2 || s.Reused != 2 || s.Idle != 2 || b.accepted.Load() != 2 {
-		t.Errorf("stats %+v, backend accepted %d; want 2 opened, 2 reused, 2 idle, 2 accepted", s, b.accepted.Load())
+	if s := stats(r, 0); s.Opened != 2 || s.Reused != 2 || s.Idle != 2 || b.Accepted() != 2 {
+		t.Errorf("stats %+v, backend accepted %d; want 2 opened, 2 reused, 2 idle, 2 accepted", s, b.Accepted())
 	}
 }
 
@@ -267,7 +221,7 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			b := newLineBackend(t, 0)
-			p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute}, 0, tc.mode, b.addr)
+			p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute}, 0, tc.mode, b.addr)
 			cs := []*ServerConn{get(t, r), get(t, r), get(t, r)}
 			for i, c := range cs {
 				mustExchange(t, c, fmt.Sprint("req", i))
@@ -277,7 +231,7 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 			}
 			oldest := cs[0].TCP.LocalAddr().String()
 			var end connEnd
-			waitFor(t, 5*time.Second, "the oldest idle conn closed", func() bool {
+			socktest.WaitFor(t, 5*time.Second, "the oldest idle conn closed", func() bool {
 				var ok bool
 				end, ok = b.endOf(oldest)
 				return ok
@@ -298,27 +252,27 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 	}
 }
 
-// idleConn returns the single idle conn the Reuser holds for member 0.
-func idleConn(r *Reuser) *ServerConn {
+// idleConn returns the single idle conn the ConnPool holds for member 0.
+func idleConn(r *ConnPool) *ServerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.idle[0]) != 1 {
-		return nil
+	if idle := r.members[0].idle; len(idle) == 1 {
+		return idle[0]
 	}
-	return r.idle[0][0]
+	return nil
 }
 
 func TestStaleIdleConnIsNeverHandedOut(t *testing.T) {
 	b := newLineBackend(t, 0)
 	// No background peek during the test: Get's own peek must catch it.
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
 	staleID := c.ID
 	r.Put(c, true)
 
-	b.closeAll() // the member's keep-alive timeout fires while the conn is idle
-	waitFor(t, 5*time.Second, "the member's FIN on the idle conn", func() bool {
+	b.CloseConns() // the member's keep-alive timeout fires while the conn is idle
+	socktest.WaitFor(t, 5*time.Second, "the member's FIN on the idle conn", func() bool {
 		ic := idleConn(r)
 		return ic != nil && errors.Is(sockopt.Alive(ic.TCP), sockopt.ErrStale)
 	})
@@ -336,13 +290,13 @@ func TestStaleIdleConnIsNeverHandedOut(t *testing.T) {
 
 func TestReaperDropsIdleConnsTheMemberClosedBeforeItsKeepAlive(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
 	c.LearnKeepAlive(30*time.Second, 0) // the member promises 30 s
 	r.Put(c, true)
-	b.closeAll() // and closes at once
-	waitFor(t, 5*time.Second, "the reaper to drop the idle conn and free its slot", func() bool {
+	b.CloseConns() // and closes at once
+	socktest.WaitFor(t, 5*time.Second, "the reaper to drop the idle conn and free its slot", func() bool {
 		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0 && p.Members()[0].Active() == 0
 	})
 	if s := stats(r, 0); s.ClosedEarly != 1 || s.KeepAliveLearnt != 1 {
@@ -352,14 +306,14 @@ func TestReaperDropsIdleConnsTheMemberClosedBeforeItsKeepAlive(t *testing.T) {
 
 func TestIdleConnsAreClosedByTheReaperAfterIdleTimeout(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: 150 * time.Millisecond, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: 150 * time.Millisecond, PeekInterval: time.Hour}, 0, config.CloseGraceful, b.addr)
 	c1, c2 := get(t, r), get(t, r)
 	mustExchange(t, c1, "1")
 	mustExchange(t, c2, "2")
 	put := time.Now()
 	r.Put(c1, true)
 	r.Put(c2, true)
-	waitFor(t, 5*time.Second, "both idle conns closed by tether", func() bool { return b.open.Load() == 0 })
+	socktest.WaitFor(t, 5*time.Second, "both idle conns closed by tether", func() bool { return b.Open() == 0 })
 	for _, c := range []*ServerConn{c1, c2} {
 		e, _ := b.endOf(c.TCP.LocalAddr().String())
 		if e.how != "eof" { // graceful profile: tether's FIN
@@ -379,7 +333,7 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 	b := newLineBackend(t, memberTimeout)
 	// tether's own idle timeout is long; the member's 1 s minus a 200 ms
 	// margin decides. drain-reset: the member sees RST, nobody keeps TIME_WAIT.
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute, KeepAliveMargin: 200 * time.Millisecond, PeekInterval: time.Hour},
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute, KeepaliveMargin: 200 * time.Millisecond, PeekInterval: time.Hour},
 		0, config.CloseDrainReset, b.addr)
 	c := get(t, r)
 	mustExchange(t, c, "hello")
@@ -394,7 +348,7 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 		t.Errorf("idle deadline %v after Put, want 800ms (1 s - 200 ms)", idleFor)
 	}
 	var e connEnd
-	waitFor(t, 3*time.Second, "the idle conn to close", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "the idle conn to close", func() bool {
 		var ok bool
 		e, ok = b.endOf(local)
 		return ok
@@ -415,7 +369,7 @@ func TestLearntKeepAliveClosesBeforeTheMember(t *testing.T) {
 
 func TestLearntKeepAliveLimits(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 100, KeepAliveMargin: 200 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 100, KeepaliveMargin: 200 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c := get(t, r)
 	defer r.Discard(c, DiscardFailed)
 	for _, tc := range []struct {
@@ -468,7 +422,7 @@ func addrPort(a net.Addr) netip.AddrPort { return a.(*net.TCPAddr).AddrPort() }
 // the member's side, none on tether's.
 func assertTimeWaitOnMember(t *testing.T, tether, member netip.AddrPort) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "TIME_WAIT on the member side of "+tether.String(), func() bool {
+	socktest.WaitFor(t, 5*time.Second, "TIME_WAIT on the member side of "+tether.String(), func() bool {
 		return hasSocket(t, member, tether, sockopt.StateTimeWait)
 	})
 	if hasSocket(t, tether, member, sockopt.StateTimeWait) {
@@ -478,7 +432,7 @@ func assertTimeWaitOnMember(t *testing.T, tether, member netip.AddrPort) {
 
 func TestMaxRequestsRetiresSoTheMemberClosesFirst(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 3, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 3, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	var id uint64
 	for i := 1; i <= 3; i++ {
 		c := get(t, r)
@@ -503,7 +457,7 @@ func TestMaxRequestsRetiresSoTheMemberClosesFirst(t *testing.T) {
 		r.Put(c, true)
 		assertTimeWaitOnMember(t, tetherSide, memberSide)
 	}
-	waitFor(t, 5*time.Second, "retired conn released", func() bool { return p.Members()[0].Active() == 0 })
+	socktest.WaitFor(t, 5*time.Second, "retired conn released", func() bool { return p.Members()[0].Active() == 0 })
 	if s := stats(r, 0); s.Retired != 1 || s.RetiredByMemberClose != 1 || s.Opened != 1 || s.Idle != 0 {
 		t.Errorf("stats %+v; want 1 opened, 1 retired, by the member's close", s)
 	}
@@ -517,7 +471,7 @@ func TestMaxRequestsRetiresSoTheMemberClosesFirst(t *testing.T) {
 func TestMaxAgeRetiresWithJitter(t *testing.T) {
 	b := newLineBackend(t, 0)
 	const maxAge = 400 * time.Millisecond
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 8, MaxAge: maxAge, AgeJitter: 0.5, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 8, MaxAge: maxAge, AgeJitter: 0.5, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	cs := make([]*ServerConn, 6)
 	distinct := map[time.Time]bool{}
 	for i := range cs {
@@ -539,7 +493,7 @@ func TestMaxAgeRetiresWithJitter(t *testing.T) {
 		t.Fatal("Retire = true on a new conn")
 	}
 	mustExchange(t, c, "young")
-	waitFor(t, 2*time.Second, "Retire to turn true", func() bool { return c.Retire() })
+	socktest.WaitFor(t, 2*time.Second, "Retire to turn true", func() bool { return c.Retire() })
 	if age := time.Since(c.Created); age < c.expires.Sub(c.Created) {
 		t.Errorf("Retire true at age %v, before its max age %v", age, c.expires.Sub(c.Created))
 	}
@@ -554,7 +508,7 @@ func TestMaxAgeRetiresWithJitter(t *testing.T) {
 
 func TestRetiredConnIsClosedWhenTheMemberKeepsItOpen(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 2, MaxRequests: 1, RetireWait: 100 * time.Millisecond}, 0, config.CloseReset, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 2, MaxRequests: 1, RetireWait: 100 * time.Millisecond}, 0, config.CloseReset, b.addr)
 	c := get(t, r)
 	if !c.Retire() {
 		t.Fatal("Retire = false with MaxRequests 1")
@@ -563,7 +517,7 @@ func TestRetiredConnIsClosedWhenTheMemberKeepsItOpen(t *testing.T) {
 	local := c.TCP.LocalAddr().String()
 	start := time.Now()
 	r.Put(c, true)
-	waitFor(t, 3*time.Second, "tether to close after RetireWait", func() bool { _, ok := b.endOf(local); return ok })
+	socktest.WaitFor(t, 3*time.Second, "tether to close after RetireWait", func() bool { _, ok := b.endOf(local); return ok })
 	e, _ := b.endOf(local)
 	if e.how != "reset" || e.at.Sub(start) < 100*time.Millisecond {
 		t.Errorf("backend saw %q after %v; want the profile's reset after the 100 ms wait", e.how, e.at.Sub(start))
@@ -575,14 +529,14 @@ func TestRetiredConnIsClosedWhenTheMemberKeepsItOpen(t *testing.T) {
 
 func TestRetireWhenTheMemberIsDisabled(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
 	c, idle := get(t, r), get(t, r)
 	r.Put(idle, true)
 	p.Members()[0].SetEnabled(false)
 	if !c.Retire() {
 		t.Error("Retire = false on a disabled member's conn")
 	}
-	waitFor(t, 5*time.Second, "the disabled member's idle conn closed", func() bool { return r.Idle(p.Members()[0]) == 0 })
+	socktest.WaitFor(t, 5*time.Second, "the disabled member's idle conn closed", func() bool { return r.Idle(p.Members()[0]) == 0 })
 	r.Discard(c, DiscardFailed)
 	if _, err := r.Get(context.Background(), nil); !errors.Is(err, ErrNoMember) {
 		t.Errorf("Get with the only member disabled = %v, want ErrNoMember", err)
@@ -591,7 +545,7 @@ func TestRetireWhenTheMemberIsDisabled(t *testing.T) {
 
 func TestQueuedGetsAreServedFirstInFirstOut(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	type result struct {
 		who int
@@ -610,7 +564,7 @@ func TestQueuedGetsAreServedFirstInFirstOut(t *testing.T) {
 			}
 			got <- result{i, c, err}
 		}()
-		waitFor(t, 5*time.Second, fmt.Sprint("waiter ", i, " queued"), func() bool { return r.nwait.Load() == int64(i+1) })
+		socktest.WaitFor(t, 5*time.Second, fmt.Sprint("waiter ", i, " queued"), func() bool { return r.nwait.Load() == int64(i+1) })
 	}
 	r.Put(held, true)
 	for want := range 3 {
@@ -627,14 +581,14 @@ func TestQueuedGetsAreServedFirstInFirstOut(t *testing.T) {
 		r.Put(res.c, true)
 	}
 	wg.Wait()
-	if n := b.accepted.Load(); n != 1 {
+	if n := b.Accepted(); n != 1 {
 		t.Errorf("backend accepted %d conns, want 1", n)
 	}
 }
 
 func TestQueueTimeout(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 100 * time.Millisecond}, 1, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 100 * time.Millisecond}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	start := time.Now()
 	_, err := r.Get(context.Background(), nil)
@@ -651,7 +605,7 @@ func TestQueueTimeout(t *testing.T) {
 	r.Put(held, true)
 
 	// QueueTimeout 0: no wait at all.
-	_, r0 := reusePool(t, ReuseSettings{MaxIdle: 1}, 1, config.CloseGraceful, b.addr)
+	_, r0 := reusePool(t, config.Reuse{MaxIdle: 1}, 1, config.CloseGraceful, b.addr)
 	held0 := get(t, r0)
 	start = time.Now()
 	if _, err := r0.Get(context.Background(), nil); !errors.Is(err, ErrMemberLimit) || errors.Is(err, ErrQueueTimeout) {
@@ -665,7 +619,7 @@ func TestQueueTimeout(t *testing.T) {
 
 func TestCancelledWaiterIsRemovedAndGetsNoConn(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -676,7 +630,7 @@ func TestCancelledWaiterIsRemovedAndGetsNoConn(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, 5*time.Second, "the waiter queued", func() bool { return r.nwait.Load() == 1 })
+	socktest.WaitFor(t, 5*time.Second, "the waiter queued", func() bool { return r.nwait.Load() == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Get = %v, want context.Canceled", err)
@@ -697,7 +651,7 @@ func TestCancelledWaiterIsRemovedAndGetsNoConn(t *testing.T) {
 
 func TestWaiterDialsWhenASlotIsFreed(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, r)
 	type result struct {
 		c   *ServerConn
@@ -708,7 +662,7 @@ func TestWaiterDialsWhenASlotIsFreed(t *testing.T) {
 		c, err := r.Get(context.Background(), nil)
 		got <- result{c, err}
 	}()
-	waitFor(t, 5*time.Second, "the waiter queued", func() bool { return r.nwait.Load() == 1 })
+	socktest.WaitFor(t, 5*time.Second, "the waiter queued", func() bool { return r.nwait.Load() == 1 })
 	r.Discard(held, DiscardClosedEarly) // the member reset it: the slot frees
 	res := <-got
 	if res.err != nil || res.c.Reused || res.c.ID == held.ID {
@@ -729,7 +683,7 @@ func TestConcurrentGetPutStaysWithinLimits(t *testing.T) {
 		maxIdle  = 4
 	)
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: maxIdle, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: maxIdle, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
 	m := p.Members()[0]
 	var over atomic.Int64
 	errc := make(chan error, workers)
@@ -768,37 +722,37 @@ func TestConcurrentGetPutStaysWithinLimits(t *testing.T) {
 		t.Errorf("%d samples above max_connections %d or max_idle %d", n, maxConns, maxIdle)
 	}
 	s := stats(r, 0)
-	if s.Opened+s.Reused != workers*cycles || uint64(b.accepted.Load()) != s.Opened {
-		t.Errorf("stats %+v, backend accepted %d; want opened+reused = %d, accepted = opened", s, b.accepted.Load(), workers*cycles)
+	if s.Opened+s.Reused != workers*cycles || uint64(b.Accepted()) != s.Opened {
+		t.Errorf("stats %+v, backend accepted %d; want opened+reused = %d, accepted = opened", s, b.Accepted(), workers*cycles)
 	}
 	// A conn tether closed may still count at the backend until its RST
 	// arrives: the backend's peak may exceed the limit by those only.
-	if peak := b.peak.Load(); peak > maxConns+int64(s.IdleOverflow) {
+	if peak := b.Peak(); peak > maxConns+int(s.IdleOverflow) {
 		t.Errorf("backend saw %d conns open at once; limit %d (+%d closed by tether)", peak, maxConns, s.IdleOverflow)
 	}
 	if a, i := m.Active(), r.Idle(m); a != i || i > maxIdle {
 		t.Errorf("after the run: active %d, idle %d; want all idle, <= %d", a, i, maxIdle)
 	}
-	t.Logf("opened %d, reused %d, idle overflow %d, backend peak %d", s.Opened, s.Reused, s.IdleOverflow, b.peak.Load())
+	t.Logf("opened %d, reused %d, idle overflow %d, backend peak %d", s.Opened, s.Reused, s.IdleOverflow, b.Peak())
 }
 
 func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 4, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 4, QueueTimeout: 5 * time.Second, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b.addr)
 	c1, c2 := get(t, r), get(t, r)
 	r.Put(c1, true)
 	r.Put(c2, true)
 
-	// A second Reuser on the same pool, at a limit of its own making: a
+	// A second reuse ConnPool, at a limit of its own making: a
 	// waiter queued when it closes.
-	_, rw := reusePool(t, ReuseSettings{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
+	_, rw := reusePool(t, config.Reuse{MaxIdle: 1, QueueTimeout: 5 * time.Second}, 1, config.CloseGraceful, b.addr)
 	held := get(t, rw)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := rw.Get(context.Background(), nil)
 		errc <- err
 	}()
-	waitFor(t, 5*time.Second, "the waiter queued", func() bool { return rw.nwait.Load() == 1 })
+	socktest.WaitFor(t, 5*time.Second, "the waiter queued", func() bool { return rw.nwait.Load() == 1 })
 	rw.Close()
 	if err := <-errc; !errors.Is(err, ErrReuserClosed) {
 		t.Errorf("queued Get at Close = %v, want ErrReuserClosed", err)
@@ -807,13 +761,13 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 		t.Errorf("Get after Close = %v, want ErrReuserClosed", err)
 	}
 	if !held.Retire() {
-		t.Error("Retire = false on a closed Reuser's conn")
+		t.Error("Retire = false on a closed ConnPool's conn")
 	}
 	rw.Put(held, true) // after Close: reset, not kept
 
 	r.Close()
 	r.Close()
-	waitFor(t, 5*time.Second, "every conn closed", func() bool { return b.open.Load() == 0 })
+	socktest.WaitFor(t, 5*time.Second, "every conn closed", func() bool { return b.Open() == 0 })
 	for _, c := range []*ServerConn{c1, c2, held} {
 		if e, _ := b.endOf(c.TCP.LocalAddr().String()); e.how != "reset" {
 			t.Errorf("conn %d: backend saw %q, want reset", c.ID, e.how)
@@ -826,7 +780,7 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 
 func TestReuseSpreadsOverMembersWithTheBalancer(t *testing.T) {
 	b1, b2 := newLineBackend(t, 0), newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: 2, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b1.addr, b2.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, IdleTimeout: time.Minute}, 0, config.CloseGraceful, b1.addr, b2.addr)
 	for i := range 10 {
 		c := get(t, r)
 		mustExchange(t, c, fmt.Sprint("r", i))
@@ -839,20 +793,9 @@ func TestReuseSpreadsOverMembersWithTheBalancer(t *testing.T) {
 	}
 }
 
-func TestReuseSettingsAreValidated(t *testing.T) {
-	b := newLineBackend(t, 0)
-	p := startPool(t, testPool(config.MethodRoundRobin, b.addr))
-	for _, s := range []ReuseSettings{{MaxIdle: -1}, {AgeJitter: 1}, {QueueTimeout: -1}, {KeepAliveMargin: -time.Second}} {
-		if r, err := NewReuser(p.Dialer(config.DefaultProfile()), s); err == nil {
-			r.Close()
-			t.Errorf("NewReuser(%+v) accepted", s)
-		}
-	}
-}
-
 func TestGetPutOnAWarmPoolDoesNotAllocate(t *testing.T) {
 	b := newLineBackend(t, 0)
-	_, r := reusePool(t, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 8, config.CloseGraceful, b.addr)
+	_, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}, 8, config.CloseGraceful, b.addr)
 	r.Put(get(t, r), true)
 	ctx := context.Background()
 	client := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
@@ -872,7 +815,7 @@ func TestGetPutOnAWarmPoolDoesNotAllocate(t *testing.T) {
 func TestWaitersRacingCancelsAndTimeoutsLeakNoConn(t *testing.T) {
 	const workers, cycles, maxConns = 8, 150, 2
 	b := newLineBackend(t, 0)
-	p, r := reusePool(t, ReuseSettings{MaxIdle: maxConns, QueueTimeout: 3 * time.Millisecond, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
+	p, r := reusePool(t, config.Reuse{MaxIdle: maxConns, QueueTimeout: 3 * time.Millisecond, IdleTimeout: time.Minute}, maxConns, config.CloseReset, b.addr)
 	m := p.Members()[0]
 	var served, refused atomic.Int64
 	errc := make(chan error, workers)
@@ -917,7 +860,7 @@ func TestWaitersRacingCancelsAndTimeoutsLeakNoConn(t *testing.T) {
 		t.Error(err)
 	}
 	// Every conn is back: idle, or closed with its slot released.
-	waitFor(t, 5*time.Second, "every conn idle or closed", func() bool { return m.Active() == r.Idle(m) })
+	socktest.WaitFor(t, 5*time.Second, "every conn idle or closed", func() bool { return m.Active() == r.Idle(m) })
 	if a := m.Active(); a > maxConns || r.nwait.Load() != 0 {
 		t.Errorf("active %d (limit %d), %d waiters left", a, maxConns, r.nwait.Load())
 	}

@@ -95,11 +95,6 @@ func readTLS(tc *tls.Conn, deadline time.Time) error {
 	return fmt.Errorf("%w: %w", sockopt.ErrStale, err)
 }
 
-// Alive is the stale check of a conn the caller holds (lent out or kept
-// per client): the peek, and over TLS a read of records the member sent
-// unasked. The Reuser runs it before it lends an idle conn.
-func (c *ServerConn) Alive() error { return aliveTLS(c.TCP, c.TLS) }
-
 // peerClosed reports whether the peer sent its FIN (the socket is in
 // CLOSE_WAIT): a check that reads nothing, so anyone may run it.
 func peerClosed(c *net.TCPConn) bool {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // tlsMember is a TLS line member with its own CA, counting handshakes.
@@ -55,12 +56,9 @@ func tlsPool(t *testing.T, cfg config.Pool, conf *tls.Config) *Pool {
 	return p
 }
 
-func tlsReuser(t *testing.T, p *Pool, s ReuseSettings) *Reuser {
+func tlsReuser(t *testing.T, p *Pool, s config.Reuse) *ConnPool {
 	t.Helper()
-	r, err := NewReuser(p.Dialer(config.DefaultProfile()), s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(s))
 	t.Cleanup(r.Close)
 	return r
 }
@@ -75,7 +73,7 @@ func TestTLSConnsAreReusedThroughTheStaleCheck(t *testing.T) {
 	conf.NextProtos = nil
 	conf.ClientSessionCache = tls.NewLRUClientSessionCache(8) // so the member sends tickets
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), conf)
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 
 	// Borrow and return at once: the tickets are still on the way.
 	c := get(t, r)
@@ -83,7 +81,7 @@ func TestTLSConnsAreReusedThroughTheStaleCheck(t *testing.T) {
 		t.Fatal("a TLS pool lent a conn without TLS")
 	}
 	r.Put(c, true)
-	waitFor(t, 2*time.Second, "the member's tickets on the idle socket", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "the member's tickets on the idle socket", func() bool {
 		return strings.Contains(errString(aliveOnly(c)), "unexpected data")
 	})
 	for i := 0; i < 10; i++ {
@@ -116,11 +114,11 @@ func errString(err error) string {
 func TestTLSIdleConnClosedByTheMemberIsStale(t *testing.T) {
 	m := newTLSMember(t, 200*time.Millisecond, false)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), m.ca.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
-	waitFor(t, 3*time.Second, "the member to close its idle conn", func() bool { return m.open.Load() == 0 })
+	socktest.WaitFor(t, 3*time.Second, "the member to close its idle conn", func() bool { return m.Open() == 0 })
 	c = get(t, r)
 	mustExchange(t, c, "two")
 	r.Put(c, true)
@@ -135,7 +133,7 @@ func TestTLSMemberThatDoesNotVerifyFailsTheGet(t *testing.T) {
 	m := newTLSMember(t, 0, false)
 	other := testpki.New(t)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), other.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := r.Get(ctx, nil)
@@ -154,7 +152,7 @@ func TestTLSPreconnectStockIsHandshaken(t *testing.T) {
 	cfg.Preconnect = 1
 	p := tlsPool(t, cfg, m.ca.ClientConfig("member.test"))
 	d := p.Dialer(config.DefaultProfile())
-	waitFor(t, 3*time.Second, "a preconnected conn", func() bool { return d.Idle(p.Members()[0]) == 1 })
+	socktest.WaitFor(t, 3*time.Second, "a preconnected conn", func() bool { return d.Idle(p.Members()[0]) == 1 })
 	if n := m.handshakes.Load(); n != 1 {
 		t.Fatalf("member saw %d handshakes before any client, want 1", n)
 	}
@@ -182,11 +180,11 @@ func TestTLSPreconnectStockIsHandshaken(t *testing.T) {
 func TestTLSReaperDropsAnIdleConnTheMemberClosed(t *testing.T) {
 	m := newTLSMember(t, 100*time.Millisecond, false)
 	p := tlsPool(t, testPool(config.MethodRoundRobin, m.addr), m.ca.ClientConfig("member.test"))
-	r := tlsReuser(t, p, ReuseSettings{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond})
+	r := tlsReuser(t, p, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: 20 * time.Millisecond})
 	c := get(t, r)
 	mustExchange(t, c, "one")
 	r.Put(c, true)
-	waitFor(t, 5*time.Second, "the reaper to drop the closed TLS conn", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "the reaper to drop the closed TLS conn", func() bool {
 		return stats(r, 0).StaleOnPeek == 1 && r.Idle(p.Members()[0]) == 0 && p.Members()[0].Active() == 0
 	})
 }

@@ -32,7 +32,7 @@ import (
 type httpSide struct {
 	cfg    config.HTTP
 	mode   string // config.ReuseShared | ReusePerClient | ReuseNever
-	reuser *pool.Reuser
+	reuser *pool.ConnPool
 	limits http1.Limits
 
 	// Configured header edits: names removed (any case), fields added.
@@ -104,23 +104,7 @@ func removeFields(hs []http1.Header, names [][]byte) []http1.Header {
 }
 
 func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*httpSide, error) {
-	s := pool.ReuseSettings{
-		MaxIdle:         pc.MaxIdle,
-		MinIdle:         pc.MinIdle,
-		IdleTimeout:     pc.IdleTimeout,
-		MaxAge:          pc.MaxAge,
-		AgeJitter:       pc.AgeJitter,
-		MaxRequests:     pc.MaxRequests,
-		QueueTimeout:    pc.QueueTimeout,
-		KeepAliveMargin: pc.KeepaliveMargin,
-	}
-	if pc.Reuse.Mode == config.ReuseNever {
-		s.MaxIdle = 0
-	}
-	r, err := pool.NewReuser(d, s)
-	if err != nil {
-		return nil, err
-	}
+	r := pool.NewReuser(d, pc.Reuse)
 	hs := &httpSide{
 		cfg:    *vc.HTTP,
 		mode:   pc.Reuse.Mode,

@@ -1,0 +1,289 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// errMustQueue is tryTake's refusal: every eligible member is at its
+// max_connections (or older Gets are queued) and the Get may wait.
+var errMustQueue = errors.New("pool: every member at its limit; queue")
+
+// attempt is one Get's way through the members: the dials it made, the
+// members that failed (not picked again), and its queue timer.
+type attempt struct {
+	client   netip.Addr
+	maxDials int // 1 + connect_retries
+	dials    int
+	tried    []*Member // members whose dial failed
+	failed   []string  // their addresses, for the error
+	lastErr  error
+	timer    *time.Timer // QueueTimeout, from the first time the Get queued
+}
+
+// dialFailed records a failed dial to m.
+func (a *attempt) dialFailed(m *Member, err error) {
+	a.dials++
+	a.tried = append(a.tried, m)
+	a.failed = append(a.failed, m.addr)
+	a.lastErr = err
+}
+
+// take is what one look at the pool got for a Get: an idle conn to check
+// (c), a conn a Put handed over (c, handed: ready to lend), or a slot
+// reserved on m to dial.
+type take struct {
+	m      *Member
+	c      *ServerConn
+	handed bool
+}
+
+// Get lends a conn to a member picked by the pool's balancer (clientAddr
+// feeds source-hash; it may be nil), in three steps as net/http's Transport
+// does: take an idle conn, else dial on a free slot, else queue until a
+// conn or a slot comes free; each waiter is delivered once.
+//
+// If the picked member has idle conns, the most recent one that passes the
+// stale check is lent (stale ones are reset and counted, expired ones
+// closed); otherwise the member is dialed with the Dialer's profile, and a
+// failed dial moves on to the next member (each member at most once, at
+// most 1+connect_retries dials, health observed).
+//
+// When every eligible member is at its max_connections, Get waits in FIFO
+// order for a conn handed over by Put or a freed slot, up to QueueTimeout,
+// then returns ErrQueueTimeout; with QueueTimeout 0 it returns an error
+// wrapping ErrMemberLimit at once. With no member up and enabled it returns
+// an error wrapping ErrNoMember. ctx bounds the wait and the dials.
+func (p *ConnPool) Get(ctx context.Context, clientAddr net.Addr) (*ServerConn, error) {
+	a := attempt{client: addrIP(clientAddr), maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0)}
+	defer func() {
+		if a.timer != nil {
+			a.timer.Stop()
+		}
+	}()
+	for a.dials < a.maxDials {
+		if err := ctx.Err(); err != nil {
+			return nil, p.connectError(&a, err)
+		}
+		t, err := p.tryTake(&a, nil)
+		if err == errMustQueue {
+			t, err = p.queueForTurn(ctx, &a)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c := p.use(ctx, &a, t); c != nil {
+			return c, nil
+		}
+	}
+	return nil, p.connectError(&a, nil)
+}
+
+// tryTake is one look at the pool for a Get (w: its place in the queue,
+// nil when not queued). It returns a conn handed over to w, else an idle
+// conn or a reserved slot of a picked member; when every eligible member is
+// at its limit it refuses with errMustQueue (or fails at once when the Get
+// may not wait). A queued Get leaves the queue with a pick, or when no
+// member is left to wait for.
+func (p *ConnPool) tryTake(a *attempt, w *wantConn) (take, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w != nil && w.done { // delivered by Put (a conn) or Close (an error)
+		if w.c != nil {
+			return take{c: w.c, handed: true}, nil
+		}
+		return take{}, fmt.Errorf("pool %q: %w", p.pool.cfg.Name, w.err)
+	}
+	if p.closed && !p.stock {
+		return take{}, ErrReuserClosed
+	}
+	// FIFO: a Get does not overtake queued ones; only the oldest waiter
+	// competes for a freed slot.
+	if p.nwait.Load() > 0 && (w == nil || p.q.front() != w) {
+		return take{}, errMustQueue
+	}
+	m, c, limited := p.pickLocked(a)
+	if w != nil && (m != nil || !limited) {
+		p.deliverLocked(w, nil, nil)
+		p.kickFrontLocked() // the next one looks too: more may be free
+	}
+	switch {
+	case m != nil:
+		return take{m: m, c: c}, nil
+	case !limited: // nothing up and enabled (or all tried)
+		return take{}, p.connectError(a, ErrNoMember)
+	case p.cfg.QueueTimeout <= 0:
+		return take{}, p.connectError(a, ErrMemberLimit)
+	}
+	return take{}, errMustQueue
+}
+
+// pickLocked lets the balancer pick among the members that are eligible, not
+// tried, and have an idle conn here or room under max_connections. If the
+// pick has idle conns, the most recent is taken off its stack (c); else a
+// slot is reserved on it (c nil). limited reports that a member was left out
+// only for its limit. p.mu is held.
+func (p *ConnPool) pickLocked(a *attempt) (m *Member, c *ServerConn, limited bool) {
+	cands := p.cands[:0]
+	for _, x := range p.pool.members {
+		if !x.eligible() || slices.Contains(a.tried, x) {
+			continue
+		}
+		if len(p.members[x.index].idle) == 0 && !x.hasRoom() {
+			limited = true
+			continue
+		}
+		cands = append(cands, x)
+	}
+	defer func() { clear(cands); p.cands = cands[:0] }()
+	for len(cands) > 0 {
+		m = p.pool.bal.pick(cands, a.client)
+		if c = p.popIdleLocked(m); c != nil {
+			return m, c, false
+		}
+		if m.tryAcquire() {
+			return m, nil, false
+		}
+		limited = true // filled up since the scan (another path took the slot)
+		i := slices.Index(cands, m)
+		cands = slices.Delete(cands, i, i+1)
+	}
+	return nil, nil, limited
+}
+
+// popIdleLocked takes m's most recent idle conn off its stack, waking the
+// filler when that leaves m short; nil when m has none. p.mu is held.
+func (p *ConnPool) popIdleLocked(m *Member) *ServerConn {
+	mc := &p.members[m.index]
+	n := len(mc.idle)
+	if n == 0 {
+		return nil
+	}
+	c := mc.idle[n-1]
+	mc.idle[n-1] = nil
+	mc.idle = mc.idle[:n-1]
+	m.idle.Add(-1)
+	if n-1+mc.dialing < mc.target {
+		p.kickFill()
+	}
+	return c
+}
+
+// queueForTurn queues a Get behind the ones already waiting and waits for a
+// conn handed over by Put, or for its turn at the front when a slot frees,
+// up to QueueTimeout (counted from the Get's first time in the queue) or
+// until ctx ends.
+func (p *ConnPool) queueForTurn(ctx context.Context, a *attempt) (take, error) {
+	w := &wantConn{ctx: ctx, ready: make(chan struct{}, 1)}
+	p.mu.Lock()
+	p.q.pushBack(w)
+	if p.q.front() == w {
+		// A slot freed between tryTake and nwait's increment was not
+		// announced to w: it looks once more now that it counts.
+		w.signal()
+	}
+	p.nwait.Add(1)
+	p.mu.Unlock()
+	if a.timer == nil {
+		a.timer = time.NewTimer(p.cfg.QueueTimeout)
+	}
+	for {
+		select {
+		case <-w.ready:
+			if t, err := p.tryTake(a, w); err != errMustQueue {
+				return t, err
+			}
+		case <-a.timer.C:
+			if c := p.cancelWant(w); c != nil {
+				return take{c: c, handed: true}, nil // handed over just in time
+			}
+			return take{}, fmt.Errorf("pool %q: %w (waited %v)", p.pool.cfg.Name, ErrQueueTimeout, p.cfg.QueueTimeout)
+		case <-ctx.Done():
+			if c := p.cancelWant(w); c != nil {
+				p.putBack(c, true) // not ours any more: to the next waiter or idle
+			}
+			return take{}, fmt.Errorf("pool %q: waiting for a conn: %w", p.pool.cfg.Name, ctx.Err())
+		}
+	}
+}
+
+// use turns a take into a lent conn: a handed-over conn as it is, an idle
+// one if it passes the stale check, a slot by dialing. It returns nil when
+// the Get must look again (the idle conn was stale, the dial failed).
+func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
+	switch {
+	case t.handed:
+		p.countHit(t.c)
+		return t.c
+	case t.c != nil:
+		if !p.usable(t.c) {
+			return nil
+		}
+		t.c.Reused, t.c.out = true, true
+		p.countHit(t.c)
+		return t.c
+	}
+	c, err := p.connect(ctx, t.m)
+	if err != nil {
+		a.dialFailed(t.m, err)
+		return nil
+	}
+	return c
+}
+
+// countHit counts a Get served without a dial.
+func (p *ConnPool) countHit(c *ServerConn) {
+	p.members[c.Member.index].counters.reused.Add(1)
+	if p.stock {
+		c.Member.preconnectHits.Add(1)
+	}
+}
+
+// usable checks an idle conn taken off its stack: not past its idle time,
+// and alive by the stale check. A conn that fails is closed and counted.
+func (p *ConnPool) usable(c *ServerConn) bool {
+	now := time.Now()
+	if !c.idleUntil.IsZero() && !now.Before(c.idleUntil) {
+		p.expire(c)
+		return false
+	}
+	if err := aliveTLS(c.TCP, c.TLS); err != nil {
+		p.dropStale(c, now, err)
+		return false
+	}
+	return true
+}
+
+// connect dials m, whose slot the caller reserved, for a Get; the slot is
+// released when the dial fails, which counts against m's health unless it
+// was tether's fault or ctx ended.
+func (p *ConnPool) connect(ctx context.Context, m *Member) (*ServerConn, error) {
+	d, err := p.dialer.dial(ctx, m)
+	if err != nil {
+		m.release()
+		if memberFault(err) && ctx.Err() == nil {
+			p.pool.observe(m, err, "connect")
+		}
+		return nil, err
+	}
+	p.pool.observe(m, nil, "connect")
+	c := p.newConn(d, m, time.Now())
+	p.members[m.index].counters.opened.Add(1)
+	return c, nil
+}
+
+// connectError is Get's error: after failed dials, the members tried and
+// the last dial error; before any, cause.
+func (p *ConnPool) connectError(a *attempt, cause error) error {
+	name := p.pool.cfg.Name
+	if len(a.failed) == 0 {
+		return fmt.Errorf("pool %q: %w", name, cause)
+	}
+	return fmt.Errorf("pool %q: connect failed (tried %s): %w", name, strings.Join(a.failed, ", "), a.lastErr)
+}

@@ -1,0 +1,148 @@
+package pool
+
+import (
+	"crypto/tls"
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// serverConnIDs numbers server conns process-wide, for access logs.
+var serverConnIDs atomic.Uint64
+
+// ServerConn is a member conn held by a ConnPool: idle in a member's stack,
+// or lent by Get for one request/response exchange. The caller reads and
+// writes TCP directly (never closes it) and gives the conn back exactly
+// once with Put or Discard; after that it must not touch it. Its methods
+// are for the one goroutine holding it.
+type ServerConn struct {
+	// TCP is the member conn's socket: options, deadlines, the stale check.
+	TCP *net.TCPConn
+	// TLS runs over TCP when the pool speaks TLS to its members; nil
+	// otherwise.
+	TLS *tls.Conn
+	// Conn is what the exchange reads and writes: TLS when set, else TCP.
+	Conn net.Conn
+	// Member is the member TCP is connected to.
+	Member *Member
+	// ID is unique per server-side conn in the process (access logs).
+	ID uint64
+	// Reused is true when the conn came from an idle stack (it carried an
+	// earlier exchange or was dialed ahead by the filler) or was handed
+	// over by a Put.
+	Reused bool
+	// Requests is how many requests the conn carried before this one.
+	Requests int
+	// Created is when the conn was dialed.
+	Created time.Time
+
+	p         *ConnPool
+	dialTook  time.Duration // how long the dial (and TLS handshake) took
+	expires   time.Time     // retire from then on (jittered MaxAge); zero = never
+	maxReq    int           // total requests allowed (MaxRequests, learnt max); 0 = no limit
+	idleLimit time.Duration // longest idle period; < 0 = no limit
+	kaTimeout time.Duration // learnt Keep-Alive timeout; 0 = none learnt
+	idleSince time.Time     // when it last went idle
+	idleUntil time.Time     // when idle: expiry; zero = never
+	retiring  bool          // Retire returned true: the member was told to close
+	memberEnd bool          // ExpectMemberClose: the member said it closes
+	out       bool          // lent out: between Get and Put/Discard
+}
+
+// newConn wraps a fresh conn to m dialed at now, lent out, with the
+// ConnPool's limits.
+func (p *ConnPool) newConn(d dialed, m *Member, now time.Time) *ServerConn {
+	c := &ServerConn{
+		TCP:       d.tcp,
+		TLS:       d.tls,
+		Conn:      d.tcp,
+		Member:    m,
+		ID:        serverConnIDs.Add(1),
+		Created:   now,
+		p:         p,
+		dialTook:  d.took,
+		maxReq:    p.cfg.MaxRequests,
+		idleLimit: -1,
+		out:       true,
+	}
+	if d.tls != nil {
+		c.Conn = d.tls
+	}
+	if p.cfg.IdleTimeout > 0 {
+		c.idleLimit = p.cfg.IdleTimeout
+	}
+	if p.cfg.MaxAge > 0 {
+		age := p.cfg.MaxAge
+		if p.cfg.AgeJitter > 0 {
+			age -= time.Duration(rand.Float64() * p.cfg.AgeJitter * float64(age))
+		}
+		c.expires = now.Add(age)
+	}
+	return c
+}
+
+// Retire reports whether this exchange must be the conn's last: its
+// MaxRequests (or learnt Keep-Alive max) is reached with this request, its
+// MaxAge has passed, its member is disabled or down, or the ConnPool is
+// closing. Call it once per request before sending the request head: when
+// it returns true, send `Connection: close` so the member closes first and
+// the TIME_WAIT lands on the member; Put then waits for the member's FIN.
+// Once true it stays true.
+func (c *ServerConn) Retire() bool {
+	if !c.retiring && c.retireDue(time.Now()) {
+		c.retiring = true
+	}
+	return c.retiring
+}
+
+// retireDue reports whether the current request (number Requests+1) must be
+// the conn's last.
+func (c *ServerConn) retireDue(now time.Time) bool {
+	return (c.maxReq > 0 && c.Requests+1 >= c.maxReq) || c.expired(now) ||
+		!c.Member.eligible() || c.p.closing.Load()
+}
+
+// expired reports whether the conn is past its (jittered) MaxAge.
+func (c *ServerConn) expired(now time.Time) bool {
+	return !c.expires.IsZero() && !now.Before(c.expires)
+}
+
+// ExpectMemberClose records that the member announced it closes the conn
+// after this response (`Connection: close`, or an HTTP/1.0 response without
+// keep-alive): Put then waits for its FIN instead of closing first.
+func (c *ServerConn) ExpectMemberClose() { c.memberEnd = true }
+
+// LearnKeepAlive records the member's `Keep-Alive: timeout=T, max=M` from
+// the current response. The conn then idles at most min(T - margin, 90% of
+// T), never below 0 (0 means it is not kept idle at all), and carries at
+// most M more requests after this one. T <= 0 or M <= 0 means that
+// parameter was absent (a member that allows no more requests sends
+// `Connection: close`). Limits only ever shrink. Counted as KeepAliveLearnt.
+func (c *ServerConn) LearnKeepAlive(timeout time.Duration, max int) {
+	if timeout > 0 {
+		limit := max0(min(timeout-c.p.cfg.KeepaliveMargin, timeout/10*9))
+		if c.idleLimit < 0 || limit < c.idleLimit {
+			c.idleLimit = limit
+		}
+		c.kaTimeout = timeout
+	}
+	if max > 0 {
+		if n := c.Requests + 1 + max; c.maxReq == 0 || n < c.maxReq {
+			c.maxReq = n
+		}
+	}
+	c.p.members[c.Member.index].counters.keepAliveLearnt.Add(1)
+}
+
+func max0(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// Alive is the stale check of a conn the caller holds (lent out or kept
+// per client): the peek, and over TLS a read of records the member sent
+// unasked. Get runs the same check before it lends an idle conn.
+func (c *ServerConn) Alive() error { return aliveTLS(c.TCP, c.TLS) }
