@@ -57,9 +57,9 @@ func (hs *httpSide) shutdown(cut bool) {
 	hs.conns.each(func(h *httpConn) {
 		switch {
 		case cut:
-			_ = h.tcp.SetDeadline(past)
+			_ = h.clientTCP.SetDeadline(past)
 		case h.waiting.Load():
-			_ = h.tcp.SetReadDeadline(past)
+			_ = h.clientTCP.SetReadDeadline(past)
 		}
 	})
 }
@@ -156,9 +156,9 @@ var bodyBufPool = sync.Pool{New: func() any {
 // bodyBuf is the request's body buffer, taken from bodyBufPool at first
 // use and given back with the other buffers.
 func (h *httpConn) bodyBuf() []byte {
-	if h.bodyp == nil {
-		h.bodyp = bodyBufPool.Get().(*[]byte)
-		h.body = *h.bodyp
+	if h.bodyPooled == nil {
+		h.bodyPooled = bodyBufPool.Get().(*[]byte)
+		h.body = *h.bodyPooled
 	}
 	return h.body
 }
@@ -166,18 +166,18 @@ func (h *httpConn) bodyBuf() []byte {
 // httpBufs are the buffers one request (and any pipelined behind it) uses,
 // and the parsed request and response with their field storage.
 type httpBufs struct {
-	br, sbr *bufio.Reader
-	req     http1.Request
-	resp    http1.Response
-	rp, sp  http1.Parser
-	head    []byte         // httpConn.head while borrowed
-	extra   []http1.Header // httpConn.extra while borrowed
+	clientBuf, memberBuf  *bufio.Reader
+	req                   http1.Request
+	resp                  http1.Response
+	reqParser, respParser http1.Parser
+	head                  []byte         // httpConn.head while borrowed
+	extra                 []http1.Header // httpConn.extra while borrowed
 }
 
 var httpBufPool = sync.Pool{New: func() any {
 	return &httpBufs{
-		br:  bufio.NewReaderSize(nil, httpReadBuffer),
-		sbr: bufio.NewReaderSize(nil, httpReadBuffer),
+		clientBuf: bufio.NewReaderSize(nil, httpReadBuffer),
+		memberBuf: bufio.NewReaderSize(nil, httpReadBuffer),
 	}
 }}
 
@@ -207,41 +207,41 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 // httpConn is one client connection in http mode and everything it reuses
 // from one request to the next, so the steady state allocates nothing.
 type httpConn struct {
-	vs  *VirtualServer
-	hs  *httpSide
-	c   net.Conn     // the client stream: tc when TLS, else tcp
-	tcp *net.TCPConn // the client socket
-	tc  *tls.Conn    // nil without TLS
-	ti  *tlsInfo     // the client's TLS, for the access log; nil without TLS
-	cr  deadlineReader
-	br  *bufio.Reader
-	req *http1.Request // the borrowed httpBufs' (as rp, resp, sp)
-	rp  *http1.Parser  // requests
+	vs         *VirtualServer
+	hs         *httpSide
+	client     net.Conn     // the client stream: clientTLS when TLS, else clientTCP
+	clientTCP  *net.TCPConn // the client socket
+	clientTLS  *tls.Conn    // nil without TLS
+	tlsInfo    *tlsInfo     // the client's TLS, for the access log; nil without TLS
+	clientRead deadlineReader
+	clientBuf  *bufio.Reader
+	req        *http1.Request // the borrowed httpBufs' (as reqParser, resp, respParser)
+	reqParser  *http1.Parser  // requests
 
-	sr   deadlineReader
-	sbr  *bufio.Reader
-	resp *http1.Response
-	sp   *http1.Parser // responses
+	memberRead deadlineReader
+	memberBuf  *bufio.Reader
+	resp       *http1.Response
+	respParser *http1.Parser // responses
 
-	sc       *pool.ServerConn // held between requests (per-client, never)
-	served   int
-	reqStart time.Time   // the current request's first byte
-	waiting  atomic.Bool // between requests: shutdown may wake it
+	heldMember *pool.ServerConn // held between requests (per-client, never)
+	served     int
+	reqStart   time.Time   // the current request's first byte
+	waiting    atomic.Bool // between requests: shutdown may wake it
 
-	bufs  *httpBufs      // borrowed while busy: br, sbr and body are its; nil while idle
-	body  []byte         // the body buffer, taken at first use (bodyBuf)
-	bodyp *[]byte        // body's bodyBufPool entry
-	head  []byte         // request and response heads being built (borrowed)
-	extra []http1.Header // fields tether adds to a request (borrowed)
-	ip    []byte         // the client's IP, for X-Forwarded-For
+	bufs       *httpBufs      // borrowed while busy: clientBuf, memberBuf and body are its; nil while idle
+	body       []byte         // the body buffer, taken at first use (bodyBuf)
+	bodyPooled *[]byte        // body's bodyBufPool entry
+	head       []byte         // request and response heads being built (borrowed)
+	extra      []http1.Header // fields tether adds to a request (borrowed)
+	clientIP   []byte         // the client's IP, for X-Forwarded-For
 
 	// Parking (see parker): the client socket's raw conn and its entry.
-	raw syscall.RawConn
-	pe  parkEntry
+	rawConn syscall.RawConn
+	parking parkEntry
 }
 
 // parkDeadline is parkOwner's: the end of the wait (set by awaitRequest).
-func (h *httpConn) parkDeadline() (time.Time, bool) { return h.pe.deadline, true }
+func (h *httpConn) parkDeadline() (time.Time, bool) { return h.parking.deadline, true }
 
 // unparked is parkOwner's: the client sent or closed (ready), or its wait
 // timed out or shutdown came.
@@ -258,16 +258,16 @@ var httpConns = sync.Pool{New: func() any { return new(httpConn) }}
 // borrow takes the buffers for a request.
 func (h *httpConn) borrow() {
 	b := httpBufPool.Get().(*httpBufs)
-	h.bufs, h.br, h.sbr = b, b.br, b.sbr
-	h.req, h.resp, h.rp, h.sp = &b.req, &b.resp, &b.rp, &b.sp
+	h.bufs, h.clientBuf, h.memberBuf = b, b.clientBuf, b.memberBuf
+	h.req, h.resp, h.reqParser, h.respParser = &b.req, &b.resp, &b.reqParser, &b.respParser
 	h.head, h.extra = b.head, b.extra
 	// A request boundary on a healthy conn: the parsers start clean.
-	b.rp.Limits, b.sp.Limits = h.hs.limits, h.hs.limits
-	b.rp.Reset()
-	b.sp.Reset()
+	b.reqParser.Limits, b.respParser.Limits = h.hs.limits, h.hs.limits
+	b.reqParser.Reset()
+	b.respParser.Reset()
 	h.hs.busy.Add(1)
-	h.br.Reset(&h.cr)
-	h.sbr.Reset(&h.sr)
+	h.clientBuf.Reset(&h.clientRead)
+	h.memberBuf.Reset(&h.memberRead)
 }
 
 // giveBack returns the buffers; the caller made sure nothing is buffered
@@ -276,32 +276,32 @@ func (h *httpConn) giveBack() {
 	if h.bufs == nil {
 		return
 	}
-	h.br.Reset(nil)
-	h.sbr.Reset(nil)
+	h.clientBuf.Reset(nil)
+	h.memberBuf.Reset(nil)
 	h.bufs.head, h.bufs.extra = h.head[:0], h.extra[:0] // grown capacity stays with the buffers
 	h.head, h.extra = nil, nil
 	httpBufPool.Put(h.bufs)
 	h.hs.busy.Add(-1)
-	if h.bodyp != nil {
-		bodyBufPool.Put(h.bodyp)
+	if h.bodyPooled != nil {
+		bodyBufPool.Put(h.bodyPooled)
 	}
-	h.bufs, h.br, h.sbr, h.body, h.bodyp = nil, nil, nil, nil, nil
-	h.req, h.resp, h.rp, h.sp = nil, nil, nil, nil
+	h.bufs, h.clientBuf, h.memberBuf, h.body, h.bodyPooled = nil, nil, nil, nil, nil
+	h.req, h.resp, h.reqParser, h.respParser = nil, nil, nil, nil
 }
 
 // serveHTTP serves one client connection in http mode until it ends or is
 // parked, and ends it (closes it and frees what it held).
 func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	h := httpConns.Get().(*httpConn)
-	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti = vs, vs.http, c, c, tc, ti
+	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo = vs, vs.http, c, c, tc, ti
 	if tc != nil {
-		h.c = tc
+		h.client = tc
 	}
-	h.cr = deadlineReader{c: h.c, cut: vs.cutCtx.Done()}
+	h.clientRead = deadlineReader{c: h.client, cut: vs.cutCtx.Done()}
 	h.served = 0
-	h.raw, h.pe = nil, parkEntry{}
+	h.rawConn, h.parking = nil, parkEntry{}
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		h.ip = a.AddrPort().Addr().Unmap().AppendTo(h.ip[:0])
+		h.clientIP = a.AddrPort().Addr().Unmap().AppendTo(h.clientIP[:0])
 	}
 	// Shutdown: an idle client is let go at once (a busy one gets
 	// Connection: close on its current response); when the drain time is
@@ -325,7 +325,7 @@ func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 	// Ready at once: bytes, or the client's FIN or reset (then it ends
 	// quietly, as a wait that reads nothing does).
 	end := loopIdleEnd
-	if h.waitFirstByte(h.pe.deadline) == nil {
+	if h.waitFirstByte(h.parking.deadline) == nil {
 		end = h.loop(true)
 	}
 	if end != loopParked { // else parked again
@@ -341,13 +341,13 @@ func (vs *VirtualServer) resumeHTTP(h *httpConn) {
 // shutdown, the client left) has nothing in flight and closes at once.
 func (vs *VirtualServer) finishHTTP(h *httpConn, linger bool) {
 	vs.http.conns.remove(h)
-	if h.sc != nil { // the member conn this client kept
-		h.hs.reuser.Put(h.sc, h.hs.mode == config.ReusePerClient)
-		h.sc = nil
+	if h.heldMember != nil { // the member conn this client kept
+		h.hs.reuser.Put(h.heldMember, h.hs.mode == config.ReusePerClient)
+		h.heldMember = nil
 	}
 	h.giveBack()
-	c, tc := h.tcp, h.tc
-	h.vs, h.hs, h.c, h.tcp, h.tc, h.ti, h.cr.c, h.sr.c, h.raw = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	c, tc := h.clientTCP, h.clientTLS
+	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo, h.clientRead.c, h.memberRead.c, h.rawConn = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	httpConns.Put(h)
 	if tc != nil {
 		_ = tc.CloseWrite() // close_notify before the FIN
@@ -406,7 +406,7 @@ func (h *httpConn) awaitRequest() int {
 	if h.served == 0 {
 		wait = h.hs.cfg.RequestHeaderTimeout
 	}
-	h.cr.rolling = 0
+	h.clientRead.rolling = 0
 	now := time.Now()
 	if h.bufs == nil {
 		h.borrow()
@@ -424,8 +424,8 @@ func (h *httpConn) awaitRequest() int {
 	// add it back from another goroutine at any moment.
 	h.giveBack()
 	h.hs.conns.remove(h)
-	h.pe.deadline = now.Add(wait)
-	if h.parkable() && h.vs.parker.park(&h.pe, h.raw, h) {
+	h.parking.deadline = now.Add(wait)
+	if h.parkable() && h.vs.parker.park(&h.parking, h.rawConn, h) {
 		return awaitParked // h is the parker's: not touched again here
 	}
 	// Not parked (shutdown stopped the parker, or the socket could not
@@ -446,7 +446,7 @@ var errStopping = errors.New("proxy: shutting down")
 // buffered, the read's error, or errStopping when shutdown began: a
 // waiting conn takes no new request then.
 func (h *httpConn) waitFirstByte(deadline time.Time) error {
-	_ = h.c.SetReadDeadline(deadline)
+	_ = h.client.SetReadDeadline(deadline)
 	h.waiting.Store(true)
 	defer h.waiting.Store(false)
 	// Shutdown cancels acceptCtx, then sets a past read deadline on every
@@ -454,7 +454,7 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	if h.vs.acceptCtx.Err() != nil {
 		return errStopping
 	}
-	if _, err := h.br.Peek(1); err != nil {
+	if _, err := h.clientBuf.Peek(1); err != nil {
 		return err
 	}
 	if h.vs.acceptCtx.Err() != nil {
@@ -469,12 +469,12 @@ func (h *httpConn) parkable() bool {
 	if h.vs.parker == nil {
 		return false
 	}
-	if h.raw == nil {
-		rc, err := h.tcp.SyscallConn()
+	if h.rawConn == nil {
+		rc, err := h.clientTCP.SyscallConn()
 		if err != nil {
 			return false
 		}
-		h.raw = rc
+		h.rawConn = rc
 	}
 	return true
 }
@@ -486,12 +486,12 @@ func (h *httpConn) serveRequest() int {
 	cfg := &h.hs.cfg
 	start := time.Now()
 	h.reqStart = start
-	if !headBuffered(h.br) {
+	if !headBuffered(h.clientBuf) {
 		// The head is still arriving: it must be whole within the
 		// header timeout (a whole buffered head needs no new deadline).
-		_ = h.c.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
+		_ = h.client.SetReadDeadline(start.Add(cfg.RequestHeaderTimeout))
 	}
-	if err := h.rp.ReadRequest(h.br, h.req); err != nil {
+	if err := h.reqParser.ReadRequest(h.clientBuf, h.req); err != nil {
 		status := http1.StatusFor(err)
 		if isTimeoutErr(err) {
 			status = 408
@@ -500,17 +500,17 @@ func (h *httpConn) serveRequest() int {
 			h.writeError(status)
 		}
 		h.req.Method, h.req.Target = nil, nil // not a request: log no stale ones
-		h.logRequest(start, status, exchange{err: err})
+		h.logRequest(start, status, requestRecord{err: err})
 		return exEnd
 	}
 	h.served++
 	last := !h.req.KeepAlive || (cfg.MaxRequests > 0 && h.served >= cfg.MaxRequests) || h.vs.acceptCtx.Err() != nil
 	if h.vs.idle > 0 {
-		h.cr.rolling = h.vs.idle
+		h.clientRead.rolling = h.vs.idle
 	} else {
-		_ = h.c.SetReadDeadline(time.Time{})
+		_ = h.client.SetReadDeadline(time.Time{})
 	}
-	if h.tc == nil && h.req.Framing == http1.FramingNone && bytes.HasPrefix(h.req.Target, acmeChallengePrefix) && h.req.IsMethod("GET") {
+	if h.clientTLS == nil && h.req.Framing == http1.FramingNone && bytes.HasPrefix(h.req.Target, acmeChallengePrefix) && h.req.IsMethod("GET") {
 		if keyAuth, ok := certs.HTTPChallenge(string(h.req.Host), string(h.req.Target)); ok {
 			if h.answerChallenge(start, keyAuth, last) && !last {
 				return exNext
@@ -540,15 +540,15 @@ func (h *httpConn) answerChallenge(start time.Time, keyAuth string, last bool) b
 	}
 	h.head = append(h.head, "\r\n\r\n"...)
 	h.head = append(h.head, keyAuth...)
-	_, err := h.c.Write(h.head)
-	h.logRequest(start, 200, exchange{member: "acme-challenge", bytesOut: int64(len(keyAuth)), err: err})
+	_, err := h.client.Write(h.head)
+	h.logRequest(start, 200, requestRecord{member: "acme-challenge", bytesOut: int64(len(keyAuth)), err: err})
 	return err == nil
 }
 
-// exchange is what one request did, for the access log. The member conn's
+// requestRecord is what one request did, for the access log. The member conn's
 // details are copied when it is borrowed: once given back, it belongs to
 // another request.
-type exchange struct {
+type requestRecord struct {
 	member   string
 	connID   uint64
 	reused   bool
@@ -580,7 +580,7 @@ const statusHandedOff = -1
 // exchange proxies the request just read and says what became of the
 // client conn (exNext, exEnd, exHandedOff).
 func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) int {
-	ex := exchange{headRead: headRead}
+	rec := requestRecord{headRead: headRead}
 	hasBody := h.req.Framing != http1.FramingNone
 	h.req.Headers = removeFields(h.req.Headers, h.hs.reqRemove)
 	if hasBody && h.req.ExpectContinue {
@@ -588,7 +588,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		// member that ignores Expect cannot then deadlock the exchange. Its
 		// own 100, if it sends one, is passed on too (a client takes any
 		// number of 1xx).
-		if _, err := h.c.Write(continue100); err != nil {
+		if _, err := h.client.Write(continue100); err != nil {
 			return exEnd
 		}
 	}
@@ -597,18 +597,18 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		small := false
 		asked := time.Now()
 		sc, err := h.serverConn()
-		ex.waited += time.Since(asked)
+		rec.waited += time.Since(asked)
 		if err != nil {
 			status := 502
 			if errors.Is(err, pool.ErrNoMember) {
 				status = 503
 			}
-			ex.err = err
+			rec.err = err
 			h.writeError(status)
-			h.logRequest(start, status, ex)
+			h.logRequest(start, status, rec)
 			return exEnd
 		}
-		ex.member, ex.connID, ex.reused, ex.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
+		rec.member, rec.connID, rec.reused, rec.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
 		retire := sc.Retire()
 		h.head = http1.AppendRequest(h.head[:0], h.req, &http1.HeadOptions{
 			Extra: h.forwarded(), Close: retire, Upgrade: h.req.Upgrade,
@@ -619,7 +619,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			// kept in h.body.
 			h.head = append(h.head, h.bodyBuf()[:smallKept]...)
 		} else {
-			h.head, small = appendSmallBody(h.head, h.rp.Body(), h.req.Framing, h.req.ContentLength, h.br.Buffered())
+			h.head, small = appendSmallBody(h.head, h.reqParser.Body(), h.req.Framing, h.req.ContentLength, h.clientBuf.Buffered())
 		}
 		// One deadline for the whole exchange with the member: sending the
 		// request and the start of its answer (re-armed after a streamed
@@ -633,48 +633,48 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			// bytes): it cannot have acted on the request, so a replay is
 			// safe whatever the method.
 			h.drop(sc, pool.DiscardClosedEarly)
-			if sc.Reused && ex.retries == 0 && n < headLen {
+			if sc.Reused && rec.retries == 0 && n < headLen {
 				if small {
 					smallKept = copy(h.bodyBuf(), h.head[len(h.head)-int(h.req.ContentLength):])
 				}
 				h.hs.reuser.NoteReplay(sc.Member, pool.ReplayHeadUnsent)
-				ex.retries, ex.replay = ex.retries+1, pool.ReplayHeadUnsent.String()
+				rec.retries, rec.replay = rec.retries+1, pool.ReplayHeadUnsent.String()
 				continue
 			}
-			ex.err, ex.memberErr = err, true
+			rec.err, rec.memberErr = err, true
 			h.writeError(502)
-			h.logRequest(start, 502, ex)
+			h.logRequest(start, 502, rec)
 			return exEnd
 		}
 		if small || smallKept > 0 {
-			ex.bytesIn = h.req.ContentLength
+			rec.bytesIn = h.req.ContentLength
 		} else if hasBody {
-			n, err := h.rp.Body().Forward(sc.Conn, h.bodyBuf(), h.req.Framing == http1.FramingChunked)
-			ex.bytesIn += n
+			n, err := h.reqParser.Body().Forward(sc.Conn, h.bodyBuf(), h.req.Framing == http1.FramingChunked)
+			rec.bytesIn += n
 			if err != nil {
 				h.drop(sc, pool.DiscardFailed)
-				ex.err = err
+				rec.err = err
 				status := 502
-				if h.rp.Body().Err() != nil && h.rp.Body().Err() != io.EOF {
-					status, ex.memberErr = 400, false // the client's body was bad or cut
+				if h.reqParser.Body().Err() != nil && h.reqParser.Body().Err() != io.EOF {
+					status, rec.memberErr = 400, false // the client's body was bad or cut
 				} else {
-					ex.memberErr = true
+					rec.memberErr = true
 				}
 				h.writeError(status)
-				h.logRequest(start, status, ex)
+				h.logRequest(start, status, rec)
 				return exEnd
 			}
 		}
-		status, ok, retry := h.response(sc, &ex, retire, last, hasBody && !small && smallKept == 0)
+		status, ok, retry := h.response(sc, &rec, retire, last, hasBody && !small && smallKept == 0)
 		if retry { // response allows it only once
 			h.hs.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
-			ex.retries, ex.replay = ex.retries+1, pool.ReplayNoResponse.String()
+			rec.retries, rec.replay = rec.retries+1, pool.ReplayNoResponse.String()
 			continue
 		}
 		if status == statusHandedOff {
 			return exHandedOff // a tunnel has the conn: h is not touched again here
 		}
-		h.logRequest(start, status, ex)
+		h.logRequest(start, status, rec)
 		if ok {
 			return exNext
 		}
@@ -686,23 +686,23 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 // returns the status sent, whether the client connection stays usable, and
 // whether the request may be replayed (a reused conn failed before any
 // response byte and the request is idempotent with no body).
-func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, streamed bool) (status int, ok, retry bool) {
-	h.sr = deadlineReader{c: sc.Conn, cut: h.vs.cutCtx.Done()}
-	h.sbr.Reset(&h.sr)
-	h.sp.Reset()
+func (h *httpConn) response(sc *pool.ServerConn, rec *requestRecord, retire, last, streamed bool) (status int, ok, retry bool) {
+	h.memberRead = deadlineReader{c: sc.Conn, cut: h.vs.cutCtx.Done()}
+	h.memberBuf.Reset(&h.memberRead)
+	h.respParser.Reset()
 	if streamed {
 		// The response timeout runs from the end of a streamed body.
 		_ = sc.TCP.SetReadDeadline(time.Now().Add(h.hs.cfg.ServerResponseTimeout))
 	}
 	noBody := h.req.Framing == http1.FramingNone
 	for {
-		err := h.sp.ReadResponse(h.sbr, h.resp, h.req.Method)
+		err := h.respParser.ReadResponse(h.memberBuf, h.resp, h.req.Method)
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
-			ex.err, ex.memberErr = err, true
+			rec.err, rec.memberErr = err, true
 			// Replay once: a reused conn that ended (EOF, reset) before any
 			// response byte, for an idempotent request without a body.
-			if ex.retries == 0 && sc.Reused && h.sbr.Buffered() == 0 && noBody && idempotent(h.req.Method) &&
+			if rec.retries == 0 && sc.Reused && h.memberBuf.Buffered() == 0 && noBody && idempotent(h.req.Method) &&
 				(errors.Is(err, io.EOF) || isReset(err)) {
 				return 0, false, true
 			}
@@ -718,9 +718,9 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 		}
 		// 1xx (100 Continue, 103 Early Hints ...): pass it on.
 		h.head = http1.AppendResponse(h.head[:0], h.resp, nil)
-		if _, err := h.c.Write(h.head); err != nil {
+		if _, err := h.client.Write(h.head); err != nil {
 			h.drop(sc, pool.DiscardFailed)
-			ex.err = err
+			rec.err = err
 			return h.resp.Status, false, false
 		}
 	}
@@ -728,7 +728,7 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 		sc.LearnKeepAlive(h.resp.KeepAliveTimeout, h.resp.KeepAliveMax)
 	}
 	if h.resp.Tunnel {
-		return h.tunnel(sc, ex)
+		return h.tunnel(sc, rec)
 	}
 	chunked := h.resp.Framing == http1.FramingChunked
 	if chunked && h.req.Minor == 0 {
@@ -740,14 +740,14 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 	h.resp.Headers = removeFields(h.resp.Headers, h.hs.respRemove)
 	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
 	var small bool
-	h.head, small = appendSmallBody(h.head, h.sp.Body(), h.resp.Framing, h.resp.ContentLength, h.sbr.Buffered())
-	if _, err := h.c.Write(h.head); err != nil {
+	h.head, small = appendSmallBody(h.head, h.respParser.Body(), h.resp.Framing, h.resp.ContentLength, h.memberBuf.Buffered())
+	if _, err := h.client.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
-		ex.err = err
+		rec.err = err
 		return h.resp.Status, false, false
 	}
 	if h.vs.idle > 0 {
-		h.sr.rolling = h.vs.idle // mid-body: an idle bound per read, not a total
+		h.memberRead.rolling = h.vs.idle // mid-body: an idle bound per read, not a total
 	} else {
 		_ = sc.TCP.SetReadDeadline(time.Time{})
 	}
@@ -756,17 +756,17 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 	if small {
 		n = h.resp.ContentLength
 	} else {
-		n, err = h.sp.Body().Forward(h.c, h.bodyBuf(), chunked)
+		n, err = h.respParser.Body().Forward(h.client, h.bodyBuf(), chunked)
 	}
-	ex.bytesOut = n
+	rec.bytesOut = n
 	if err != nil {
 		// The head is out: no fake 502, the client conn just ends.
 		h.drop(sc, pool.DiscardFailed)
-		ex.err = err
-		ex.memberErr = h.sp.Body().Err() != nil && h.sp.Body().Err() != io.EOF
+		rec.err = err
+		rec.memberErr = h.respParser.Body().Err() != nil && h.respParser.Body().Err() != io.EOF
 		return h.resp.Status, false, false
 	}
-	reusable := h.resp.KeepAlive && h.sbr.Buffered() == 0
+	reusable := h.resp.KeepAlive && h.memberBuf.Buffered() == 0
 	if !h.resp.KeepAlive {
 		sc.ExpectMemberClose()
 	}
@@ -776,38 +776,38 @@ func (h *httpConn) response(sc *pool.ServerConn, ex *exchange, retire, last, str
 
 // tunnel passes the 101 on, then relays both ways as tcp mode does (same
 // idle timeout). The member conn never returns to the pool.
-func (h *httpConn) tunnel(sc *pool.ServerConn, ex *exchange) (int, bool, bool) {
+func (h *httpConn) tunnel(sc *pool.ServerConn, rec *requestRecord) (int, bool, bool) {
 	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Upgrade: true})
-	if _, err := h.c.Write(h.head); err != nil {
+	if _, err := h.client.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
-		ex.err = err
+		rec.err = err
 		return h.resp.Status, false, false
 	}
 	// Bytes already read past the heads belong to the tunnel.
-	err := flushBuffered(h.br, sc.Conn)
+	err := flushBuffered(h.clientBuf, sc.Conn)
 	if err == nil {
-		err = flushBuffered(h.sbr, h.c)
+		err = flushBuffered(h.memberBuf, h.client)
 	}
 	if err != nil {
 		h.drop(sc, pool.DiscardFailed)
-		ex.err = err
+		rec.err = err
 		return h.resp.Status, false, false
 	}
-	_ = h.tcp.SetDeadline(time.Time{})
+	_ = h.clientTCP.SetDeadline(time.Time{})
 	_ = sc.TCP.SetDeadline(time.Time{})
 	// The relay takes the conn over: this goroutine returns, the buffers
 	// go back now (the access line keeps copies of what it prints), and
 	// the relay's directions park when idle like tcp mode's. The last
 	// direction to end logs the request and ends the client conn.
 	vs, status, start := h.vs, h.resp.Status, h.reqStart
-	ex.method, ex.target = string(h.req.Method), string(h.req.Target)
+	rec.method, rec.target = string(h.req.Method), string(h.req.Target)
 	h.giveBack()
-	r := newRelay(h.tcp, h.tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
+	r := newRelay(h.clientTCP, h.clientTLS, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
 	vs.relays.add(r) // shutdown's cut aborts it
 	if vs.cutCtx.Err() != nil {
 		r.abort(closeEvent{SideTether, HowShutdown})
 	}
-	done := *ex
+	done := *rec
 	r.start(func(first, end closeEvent) {
 		vs.relays.remove(r)
 		done.bytesIn += r.toServer.Load()
@@ -837,9 +837,9 @@ var testHookMemberConn func(*pool.ServerConn)
 // serverConn returns the member conn for the next request: the one this
 // client holds (per-client, never) or one from the Reuser.
 func (h *httpConn) serverConn() (*pool.ServerConn, error) {
-	if h.sc != nil {
-		sc := h.sc
-		h.sc = nil
+	if h.heldMember != nil {
+		sc := h.heldMember
+		h.heldMember = nil
 		// Held since the last exchange: count that exchange now (Put counts
 		// the last one), and check the conn as the pool checks its idle
 		// conns before reuse.
@@ -852,7 +852,7 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	}
 	// cutCtx ends a queued wait at shutdown; no per-request context, so
 	// the steady state allocates nothing.
-	return h.hs.reuser.Get(h.vs.cutCtx, h.c.RemoteAddr())
+	return h.hs.reuser.Get(h.vs.cutCtx, h.client.RemoteAddr())
 }
 
 // release ends an exchange that went well: the conn stays with this client
@@ -860,7 +860,7 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 // carried Connection: close (the member closes; Put waits for its FIN).
 func (h *httpConn) release(sc *pool.ServerConn, reusable, retired bool) {
 	if reusable && !retired && h.hs.mode != config.ReuseShared {
-		h.sc = sc // kept by this client; serverConn counts the exchange
+		h.heldMember = sc // kept by this client; serverConn counts the exchange
 		return
 	}
 	h.hs.reuser.Put(sc, reusable)
@@ -877,11 +877,11 @@ func (h *httpConn) forwarded() []http1.Header {
 	h.extra = h.extra[:0]
 	if h.hs.cfg.ForwardedHeaders {
 		proto := protoHTTP
-		if h.tc != nil {
+		if h.clientTLS != nil {
 			proto = protoHTTPS // the client came over TLS
 		}
 		h.extra = append(h.extra,
-			http1.Header{Name: hdrXFF, Value: h.ip},
+			http1.Header{Name: hdrXFF, Value: h.clientIP},
 			http1.Header{Name: hdrXFP, Value: proto},
 		)
 		if len(h.req.Host) > 0 {
@@ -913,8 +913,8 @@ func (h *httpConn) writeError(status int) {
 	h.head = append(h.head, "\r\nConnection: close\r\n\r\n"...)
 	h.head = append(h.head, text...)
 	h.head = append(h.head, '\n')
-	_ = h.c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = h.c.Write(h.head)
+	_ = h.client.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = h.client.Write(h.head)
 }
 
 func statusText(status int) string {
@@ -957,7 +957,7 @@ func isReset(err error) bool {
 }
 
 // logRequest writes the access line of one request.
-func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
+func (h *httpConn) logRequest(start time.Time, status int, rec requestRecord) {
 	if !h.vs.accessLog {
 		return
 	}
@@ -966,37 +966,37 @@ func (h *httpConn) logRequest(start time.Time, status int, ex exchange) {
 	if ce == nil {
 		return
 	}
-	method, path := zap.String("method", ex.method), zap.String("path", ex.target)
+	method, path := zap.String("method", rec.method), zap.String("path", rec.target)
 	if h.req != nil { // nil once a tunnel gave the buffers back
 		method, path = zap.ByteString("method", h.req.Method), zap.ByteString("path", h.req.Target)
 	}
 	fields := []zap.Field{
 		zap.String("log", "access"),
-		zap.Stringer("client", h.c.RemoteAddr()),
+		zap.Stringer("client", h.client.RemoteAddr()),
 		method, path,
 		zap.Int("status", status),
-		zap.Int64("bytes_in", ex.bytesIn),
-		zap.Int64("bytes_out", ex.bytesOut),
-		zap.Duration("head_read", ex.headRead),
-		zap.Duration("member_wait", ex.waited),
+		zap.Int64("bytes_in", rec.bytesIn),
+		zap.Int64("bytes_out", rec.bytesOut),
+		zap.Duration("head_read", rec.headRead),
+		zap.Duration("member_wait", rec.waited),
 		zap.Duration("duration", time.Since(start)),
-		zap.Int("retries", ex.retries),
-		zap.String("replay", ex.replay),
+		zap.Int("retries", rec.retries),
+		zap.String("replay", rec.replay),
 		zap.Int("client_request", h.served),
 	}
-	if ex.member != "" {
+	if rec.member != "" {
 		fields = append(fields,
-			zap.String("member", ex.member),
-			zap.Uint64("server_conn", ex.connID),
-			zap.Bool("reused", ex.reused),
-			zap.Int("server_conn_requests", ex.connReqs),
+			zap.String("member", rec.member),
+			zap.Uint64("server_conn", rec.connID),
+			zap.Bool("reused", rec.reused),
+			zap.Int("server_conn_requests", rec.connReqs),
 		)
 	}
-	if h.ti != nil {
-		fields = h.ti.appendFields(fields)
+	if h.tlsInfo != nil {
+		fields = h.tlsInfo.appendFields(fields)
 	}
-	if ex.err != nil {
-		fields = append(fields, zap.Error(ex.err), zap.Bool("member_error", ex.memberErr))
+	if rec.err != nil {
+		fields = append(fields, zap.Error(rec.err), zap.Bool("member_error", rec.memberErr))
 	}
 	ce.Write(fields...)
 }

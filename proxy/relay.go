@@ -156,7 +156,7 @@ func (r *relay) abort(e closeEvent) {
 		_ = r.server.SetDeadline(past)
 		if r.parker != nil {
 			for _, d := range r.dirs {
-				r.parker.unpark(&d.pe)
+				r.parker.unpark(&d.parking)
 			}
 		}
 	}
@@ -269,8 +269,8 @@ type direction struct {
 	rerr    error
 	lr      io.LimitedReader
 
-	parker *parker // nil: this direction does not park
-	pe     parkEntry
+	parker  *parker // nil: this direction does not park
+	parking parkEntry
 }
 
 func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int64) *direction {
@@ -367,7 +367,7 @@ func (r *relay) pipe(d *direction) (parked bool) {
 				if d.parker != nil {
 					wait := d.waitBuf
 					d.waitBuf = nil
-					if d.parker.park(&d.pe, d.rc, d) {
+					if d.parker.park(&d.parking, d.rc, d) {
 						return true
 					}
 					d.waitBuf = wait
@@ -379,7 +379,7 @@ func (r *relay) pipe(d *direction) (parked bool) {
 				return false
 			}
 			// Quiet for a tick but the relay lives on: park.
-			if d.parker != nil && errors.Is(err, os.ErrDeadlineExceeded) && d.parker.park(&d.pe, d.rc, d) {
+			if d.parker != nil && errors.Is(err, os.ErrDeadlineExceeded) && d.parker.park(&d.parking, d.rc, d) {
 				return true
 			}
 			continue
@@ -458,7 +458,7 @@ func (r *relay) finished(d *direction) {
 		if r.parker != nil {
 			for _, o := range r.dirs {
 				if o != d {
-					r.parker.unpark(&o.pe)
+					r.parker.unpark(&o.parking)
 				}
 			}
 		}
