@@ -32,7 +32,7 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		}
 	}
 	if vs.http != nil {
-		vs.serveHTTP(c, tc, ti) // ends the conn, or parks it
+		vs.serveHTTP(c, tc, ti) // its life (httpConn.live) ends it, or parks or tunnels it
 		return
 	}
 	vs.relayTCP(c, tc, ti, start)
