@@ -20,24 +20,25 @@ import (
 	"github.com/tetherproxy/tether/sockopt"
 )
 
-// The http request loop, in four files: the client conn's life and its
-// loop over requests (here), the exchange of one request with a member
-// (http_exchange.go), the response streamed back (http_response.go) and
-// the upgrade tunnel (http_upgrade.go).
+// The http path, by file: http.go (a virtual server's http side: settings,
+// header edits, the Reuser), http_buffers.go (what a busy conn borrows),
+// http_client.go (here: a client conn's life and its loop over requests),
+// http_exchange.go (one request sent to a member, replays, the access
+// line), http_response.go (the answer streamed back) and http_upgrade.go
+// (the tunnel after a 101).
 //
-// A client conn's life:
+// A client conn's life, and who holds it on the way:
 //
-//	accept ─► live(entryAccepted) ─► loop: await a request ─► serveRequest ─► exchange ─► response
-//	            ▲                         │ quiet: park             │ upgrade: tunnel
-//	            │                         ▼                         ▼
-//	            ├── live(entryReady / entryExpired) ◄── parker   relay ──► live(entryTunnelEnded)
-//	            └─ ends here, once
+//	serveHTTP (the accept goroutine) ──► live(entryAccepted)
+//	live ─► serve ─► loop ─┬─ awaitRequest: quiet ─► parker ─► unparked ─► live(entryReady or entryExpired)
+//	                       └─ serveRequest ─► exchange ─► response: 101 ─► tunnel's relay ─► live(entryTunnelEnded)
+//	live, once the loop is over (loopIdleEnd, loopBusyEnd) ─► the end: buffers and member conn back, close, connDone
 //
 // Every goroutine that takes the conn up enters live with the way it came
 // (connEntry); live serves it until the loop hands it off (loopParked,
-// loopTunneled: whoever holds it then enters live again, once) or it is
-// over (loopIdleEnd, loopBusyEnd), and then live ends it. Nothing else
-// closes a client conn in http mode.
+// loopTunneled: whoever holds it then enters live again, once) or is over
+// (loopIdleEnd, loopBusyEnd), and then live ends it. Once serveHTTP has a
+// conn, nothing else ends it.
 
 // httpConn is one client connection in http mode and everything it reuses
 // from one request to the next, so the steady state allocates nothing.
