@@ -39,7 +39,7 @@ mode = "http"
 pool = "p"
 [virtual_server.tls]
 acme = { email = "ops@tether.test", ca = %q, ca_root = %q, domains = [%q], storage = %q, challenges = ["tls-alpn-01"], tls_alpn_port = %d }
-`, be.addr(), port, ca.DirectoryURL, ca.ServerCAFile, name, t.TempDir(), port)
+`, be.Addr(), port, ca.DirectoryURL, ca.ServerCAFile, name, t.TempDir(), port)
 	p := startProxy(t, cfg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -98,7 +98,7 @@ mode = "http"
 pool = "p"
 [virtual_server.tls]
 acme = { ca = %q, ca_root = %q, domains = [%q], storage = %q, challenges = ["http-01"], http_port = %d }
-`, be.addr(), webPort, tlsPort, ca.DirectoryURL, ca.ServerCAFile, name, t.TempDir(), webPort)
+`, be.Addr(), webPort, tlsPort, ca.DirectoryURL, ca.ServerCAFile, name, t.TempDir(), webPort)
 	p := startProxy(t, cfg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

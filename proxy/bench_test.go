@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // sinkThenAck reads everything, then answers one byte.
@@ -43,25 +45,25 @@ func benchTransfer(b *testing.B, addr string) {
 // BenchmarkRelayThroughput moves bytes client -> tether -> member with
 // splice; compare with BenchmarkDirectThroughput (same sink, no proxy).
 func BenchmarkRelayThroughput(b *testing.B) {
-	be := startBackend(b, sinkThenAck)
-	p := startProxy(b, tcpConfig("", "", "", be.addr()))
+	be := socktest.Start(b, sinkThenAck)
+	p := startProxy(b, tcpConfig("", "", "", be.Addr()))
 	benchTransfer(b, p.addr("vs"))
 }
 
 func BenchmarkDirectThroughput(b *testing.B) {
-	be := startBackend(b, sinkThenAck)
-	benchTransfer(b, be.addr())
+	be := socktest.Start(b, sinkThenAck)
+	benchTransfer(b, be.Addr())
 }
 
 // BenchmarkShortConnection is one connect, one byte each way, close: what a
 // new client connection costs through tether (accept, member connect,
 // relay setup, both closes).
 func BenchmarkShortConnection(b *testing.B) {
-	be := startBackend(b, echo)
+	be := socktest.Start(b, socktest.Echo)
 	p := startProxy(b, tcpConfig(`[tcp_profile.rst]
 close = "reset"
 `, `client_profile = "rst"
-server_profile = "rst"`, "", be.addr()))
+server_profile = "rst"`, "", be.Addr()))
 	addr := p.addr("vs")
 	buf := make([]byte, 1)
 	b.ReportAllocs()
@@ -85,7 +87,7 @@ server_profile = "rst"`, "", be.addr()))
 // request.
 func keepaliveRig(tb testing.TB) (roundTrip func()) {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + strings.Repeat("x", 64))
-	be := startBackend(tb, func(c *net.TCPConn) {
+	be := socktest.Start(tb, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for {
@@ -104,7 +106,7 @@ func keepaliveRig(tb testing.TB) (roundTrip func()) {
 			}
 		}
 	})
-	p := startProxy(tb, strings.Replace(httpConfig("[virtual_server.http]\nmax_requests = 0", "", be.addr()),
+	p := startProxy(tb, strings.Replace(httpConfig("[virtual_server.http]\nmax_requests = 0", "", be.Addr()),
 		"level = \"debug\"", "level = \"debug\"\naccess = false", 1))
 	c, err := net.Dial("tcp", p.addr("vs"))
 	if err != nil {
@@ -152,7 +154,7 @@ func BenchmarkHTTPKeepalive(b *testing.B) {
 // once whatever b.N is; run it with -benchtime 1x.
 func BenchmarkIdleKeepaliveConnMemory(b *testing.B) {
 	be := startHTTPBackend(b, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(b, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"60s\"\n", "", be.addr()))
+	p := startProxy(b, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"60s\"\n", "", be.Addr()))
 	const n = 1000
 	var before, after runtime.MemStats
 	runtime.GC()

@@ -32,7 +32,7 @@ func (vs *VirtualServer) handle(c *net.TCPConn) {
 		}
 	}
 	if vs.http != nil {
-		vs.serveHTTP(c, tc, ti) // ends the conn, or parks it
+		vs.serveHTTP(c, tc, ti) // returns once the conn ended, parked or went to a tunnel (httpConn.live)
 		return
 	}
 	vs.relayTCP(c, tc, ti, start)

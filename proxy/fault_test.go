@@ -1,13 +1,15 @@
 package proxy
 
 import (
-	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // blackhole drops, from now until the test ends, every loopback packet to
@@ -16,28 +18,17 @@ import (
 // it); the rules are removed by t.Cleanup.
 func blackhole(t *testing.T, port int) {
 	t.Helper()
-	bin, err := exec.LookPath("iptables")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/iptables", "/sbin/iptables"} {
-			if _, e := os.Stat(p); e == nil {
-				bin, err = p, nil
-			}
-		}
-	}
+	bin := needSbin(t, "iptables", "iptables")
 	// Root runs iptables directly; otherwise passwordless sudo will do.
 	var prefix []string
-	if err == nil && os.Geteuid() != 0 {
-		if exec.Command("sudo", "-n", bin, "-w", "-L", "INPUT").Run() == nil {
-			prefix = []string{"sudo", "-n"}
-		} else {
-			err = errors.New("not root and no passwordless sudo")
+	if os.Geteuid() != 0 {
+		if exec.Command("sudo", "-n", bin, "-w", "-L", "INPUT").Run() != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("iptables as root is needed (not root and no passwordless sudo); CI must provide it")
+			}
+			t.Skip("needs iptables as root (not root and no passwordless sudo); CI provides it")
 		}
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("iptables as root is needed (%v); CI must provide it", err)
-		}
-		t.Skipf("needs iptables as root (%v); CI provides it", err)
+		prefix = []string{"sudo", "-n"}
 	}
 	run := func(args ...string) ([]byte, error) {
 		cmd := append(append(append([]string{}, prefix...), bin, "-w"), args...)
@@ -85,16 +76,16 @@ idle_timeout = "0s"
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			be := startBackend(t, func(c *net.TCPConn) {
+			be := socktest.Start(t, func(c *net.TCPConn) {
 				defer c.Close()
 				_, _ = readAll(c)
 			})
 			p := startProxy(t, tcpConfig(tc.profile+"[tcp_profile.cli]\nidle_timeout = \"0s\"\n",
-				"client_profile = \"cli\"\nserver_profile = \"srv\"", "", be.addr()))
+				"client_profile = \"cli\"\nserver_profile = \"srv\"", "", be.Addr()))
 			c := p.dial(t, "vs")
 			_, _ = c.Write([]byte("hello"))
-			waitFor(t, 2*time.Second, "the member connection", func() bool { return be.acceptedCount() == 1 })
-			blackhole(t, be.ln.Addr().(*net.TCPAddr).Port)
+			socktest.WaitFor(t, 2*time.Second, "the member connection", func() bool { return be.Accepted() == 1 })
+			blackhole(t, int(netip.MustParseAddrPort(be.Addr()).Port()))
 			start := time.Now()
 			if tc.inFlight {
 				_, _ = c.Write(make([]byte, 4096))

@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/acmetest"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestMain(m *testing.M) {
@@ -34,75 +36,6 @@ func TestMain(m *testing.M) {
 		// permit, its top function is not loop.
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"))
 	goleak.VerifyTestMain(m, opts...)
-}
-
-// backend is an in-process TCP server on 127.0.0.1 that runs handler for
-// every accepted connection and records what it saw.
-type backend struct {
-	ln      *net.TCPListener
-	handler func(*net.TCPConn)
-	wg      sync.WaitGroup
-
-	mu       sync.Mutex
-	accepted int
-	conns    []*net.TCPConn
-}
-
-func startBackend(t testing.TB, handler func(*net.TCPConn)) *backend {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{ln: ln, handler: handler}
-	b.wg.Add(1)
-	go b.acceptLoop()
-	t.Cleanup(b.close)
-	return b
-}
-
-func (b *backend) acceptLoop() {
-	defer b.wg.Done()
-	for {
-		c, err := b.ln.AcceptTCP()
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		b.accepted++
-		b.conns = append(b.conns, c)
-		b.mu.Unlock()
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			b.handler(c)
-		}()
-	}
-}
-
-func (b *backend) addr() string { return b.ln.Addr().String() }
-
-func (b *backend) acceptedCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.accepted
-}
-
-func (b *backend) close() {
-	_ = b.ln.Close()
-	b.mu.Lock()
-	for _, c := range b.conns {
-		_ = c.Close()
-	}
-	b.mu.Unlock()
-	b.wg.Wait()
-}
-
-// echo copies everything back and half-closes when the client does.
-func echo(c *net.TCPConn) {
-	defer c.Close()
-	_, _ = io.Copy(c, c)
-	_ = c.CloseWrite()
 }
 
 // proxyUnderTest is a running Server with its logs captured.
@@ -155,7 +88,7 @@ func (p *proxyUnderTest) accessLines() []observer.LoggedEntry {
 // waitAccess waits for n access-log lines.
 func (p *proxyUnderTest) waitAccess(t *testing.T, n int) []observer.LoggedEntry {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("%d access log lines", n), func() bool { return len(p.accessLines()) >= n })
+	socktest.WaitFor(t, 5*time.Second, fmt.Sprintf("%d access log lines", n), func() bool { return len(p.accessLines()) >= n })
 	return p.accessLines()
 }
 
@@ -185,16 +118,23 @@ pool = "p"
 `, profiles, strings.Join(ms, ", "), poolExtra, vsExtra)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+// needSbin is socktest.Need for a program Debian installs in an sbin
+// directory (nginx, iptables), which a non-root user's PATH may lack.
+func needSbin(t *testing.T, program, debianPackage string) string {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+	if _, err := exec.LookPath(program); err != nil {
+		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+			if p := filepath.Join(dir, program); isExecutable(p) {
+				return p
+			}
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	return socktest.Need(t, program, debianPackage)
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // fieldString returns a string field of a log entry.
@@ -280,7 +220,7 @@ func waitSocketToward(t *testing.T, member, what string, cond func(sockopt.Socke
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, what, func() bool {
+	socktest.WaitFor(t, 3*time.Second, what, func() bool {
 		socks, err := sockopt.Sockets()
 		if err != nil {
 			t.Fatal(err)

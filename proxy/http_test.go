@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // httpBackend is an in-process net/http member that counts the TCP
@@ -74,7 +75,7 @@ func startHTTPBackend(t testing.TB, h http.HandlerFunc, tune func(*http.Server))
 	return b
 }
 
-func (b *httpBackend) addr() string { return b.ln.Addr().String() }
+func (b *httpBackend) Addr() string { return b.ln.Addr().String() }
 
 // httpConfig is one http-mode virtual server "vs" on pool "p".
 func httpConfig(vsExtra, poolExtra string, members ...string) string {
@@ -134,7 +135,7 @@ func TestHTTPProxiesRequestsWithForwardedHeaders(t *testing.T) {
 		w.Header().Set("X-Member", "yes")
 		fmt.Fprintf(w, "hello %s %s", r.Method, r.URL.Path)
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	cl := proxyClient(true)
 	defer cl.CloseIdleConnections()
 	status, body, hdr := get(t, cl, "http://"+p.addr("vs")+"/a/b?c=d")
@@ -150,7 +151,7 @@ func TestHTTPProxiesRequestsWithForwardedHeaders(t *testing.T) {
 	}
 	lines := p.waitAccess(t, 1)
 	e := lines[0].ContextMap()
-	if e["method"] != "GET" || e["path"] != "/a/b?c=d" || e["status"] != int64(200) || e["member"] != be.addr() {
+	if e["method"] != "GET" || e["path"] != "/a/b?c=d" || e["status"] != int64(200) || e["member"] != be.Addr() {
 		t.Errorf("access line: %v", e)
 	}
 	for _, k := range []string{"bytes_in", "bytes_out", "head_read", "member_wait", "duration", "retries", "server_conn", "reused", "server_conn_requests", "client_request", "client"} {
@@ -175,8 +176,8 @@ func TestHTTPSharedReuseVersusNever(t *testing.T) {
 	} {
 		t.Run(tc.reuse, func(t *testing.T) {
 			be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-			p := startProxy(t, strings.Replace(httpConfig("", fmt.Sprintf("reuse = %q", tc.reuse), be.addr()),
-				fmt.Sprintf("{ address = %q }", be.addr()), fmt.Sprintf("{ address = %q, max_connections = 8 }", be.addr()), 1))
+			p := startProxy(t, strings.Replace(httpConfig("", fmt.Sprintf("reuse = %q", tc.reuse), be.Addr()),
+				fmt.Sprintf("{ address = %q }", be.Addr()), fmt.Sprintf("{ address = %q, max_connections = 8 }", be.Addr()), 1))
 			url := "http://" + p.addr("vs") + "/"
 			var wg sync.WaitGroup
 			var failed atomic.Int64
@@ -218,7 +219,7 @@ func TestHTTPSharedReuseVersusNever(t *testing.T) {
 func TestHTTPMemberClosingIdleConnsCausesNoErrors(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") },
 		func(s *http.Server) { s.IdleTimeout = 300 * time.Millisecond })
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	cl := proxyClient(false)
 	url := "http://" + p.addr("vs") + "/"
 	for i, gap := range []time.Duration{250, 280, 300, 320, 350, 290, 310, 300} {
@@ -235,7 +236,7 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 		dead := ln.Addr().String()
 		ln.Close()
 		p := startProxy(t, httpConfig("", "[pool.p.health]\ntype = \"tcp\"\ninterval = \"50ms\"\ntimeout = \"50ms\"\nfall = 1", dead))
-		waitFor(t, 2*time.Second, "member down", func() bool { return p.srv.Pool("p").Members()[0].State().String() == "down" })
+		socktest.WaitFor(t, 2*time.Second, "member down", func() bool { return p.srv.Pool("p").Members()[0].State().String() == "down" })
 		start := time.Now()
 		out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !strings.HasPrefix(out, "HTTP/1.1 503 ") || time.Since(start) > time.Second {
@@ -246,7 +247,7 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 		hold := make(chan struct{})
 		be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { <-hold }, nil)
 		defer close(hold)
-		p := startProxy(t, httpConfig("[virtual_server.http]\nserver_response_timeout = \"300ms\"", "", be.addr()))
+		p := startProxy(t, httpConfig("[virtual_server.http]\nserver_response_timeout = \"300ms\"", "", be.Addr()))
 		start := time.Now()
 		out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !strings.HasPrefix(out, "HTTP/1.1 504 ") {
@@ -257,24 +258,24 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 		}
 	})
 	t.Run("malformed response: 502", func(t *testing.T) {
-		be := startBackend(t, func(c *net.TCPConn) {
+		be := socktest.Start(t, func(c *net.TCPConn) {
 			defer c.Close()
 			_, _ = bufio.NewReader(c).ReadString('\n')
 			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"))
 		})
-		p := startProxy(t, httpConfig("", "", be.addr()))
+		p := startProxy(t, httpConfig("", "", be.Addr()))
 		if out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 502 ") {
 			t.Fatalf("got %q", out)
 		}
 	})
 	t.Run("member resets mid-body: client conn closed, no fake 502", func(t *testing.T) {
-		be := startBackend(t, func(c *net.TCPConn) {
+		be := socktest.Start(t, func(c *net.TCPConn) {
 			_, _ = bufio.NewReader(c).ReadString('\n')
 			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"))
 			_ = c.SetLinger(0)
 			_ = c.Close()
 		})
-		p := startProxy(t, httpConfig("", "", be.addr()))
+		p := startProxy(t, httpConfig("", "", be.Addr()))
 		out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !strings.HasPrefix(out, "HTTP/1.1 200 OK") || strings.Contains(out, "502") || !strings.HasSuffix(out, "partial") {
 			t.Fatalf("got %q", out)
@@ -282,7 +283,7 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 	})
 	t.Run("smuggling attempt: 400, the member sees nothing", func(t *testing.T) {
 		be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {}, nil)
-		p := startProxy(t, httpConfig("", "", be.addr()))
+		p := startProxy(t, httpConfig("", "", be.Addr()))
 		out := rawExchange(t, p.addr("vs"), "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n")
 		if !strings.HasPrefix(out, "HTTP/1.1 400 ") || strings.Count(out, "HTTP/1.1") != 1 {
 			t.Fatalf("got %q", out)
@@ -293,7 +294,7 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 	})
 	t.Run("slowloris: 408", func(t *testing.T) {
 		be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {}, nil)
-		p := startProxy(t, httpConfig("[virtual_server.http]\nrequest_header_timeout = \"300ms\"", "", be.addr()))
+		p := startProxy(t, httpConfig("[virtual_server.http]\nrequest_header_timeout = \"300ms\"", "", be.Addr()))
 		c := p.dial(t, "vs")
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		start := time.Now()
@@ -315,7 +316,7 @@ func TestHTTPErrorsTheClientSees(t *testing.T) {
 
 func TestHTTPClientKeepaliveLimits(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig("[virtual_server.http]\nmax_requests = 3\nkeepalive_timeout = \"300ms\"", "", be.addr()))
+	p := startProxy(t, httpConfig("[virtual_server.http]\nmax_requests = 3\nkeepalive_timeout = \"300ms\"", "", be.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
@@ -366,7 +367,7 @@ func TestHTTPFramingAndBodies(t *testing.T) {
 			_, _ = io.WriteString(w, "hello")
 		}
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
@@ -459,8 +460,8 @@ func openTunnel(t *testing.T, p *proxyUnderTest, path string) (*net.TCPConn, *bu
 
 // After 101 Switching Protocols the connection is a plain relay both ways.
 func TestHTTPUpgradeBecomesATunnel(t *testing.T) {
-	be := startBackend(t, upgradeEcho)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	be := socktest.Start(t, upgradeEcho)
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	c, br := openTunnel(t, p, "/ws")
 	for _, msg := range []string{"frame one", "frame two"} {
 		_, _ = c.Write([]byte(msg))
@@ -484,7 +485,7 @@ forwarded_headers = false
 add_request_headers = { "X-Env" = "prod", "X-Debug" = "off" }
 remove_request_headers = ["x-secret"]
 add_response_headers = { "X-Cache" = "tether" }
-remove_response_headers = ["Server"]`, "", be.addr()))
+remove_response_headers = ["Server"]`, "", be.Addr()))
 	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nX-Secret: 1\r\nX-Debug: on\r\nConnection: close\r\n\r\n")
 	h := <-seen
 	if h.Get("X-Env") != "prod" || h.Get("X-Secret") != "" || h.Values("X-Debug")[0] != "off" || len(h.Values("X-Debug")) != 1 {
@@ -507,7 +508,7 @@ remove_response_headers = ["Server"]`, "", be.addr()))
 // its last request, the member closes first) and a new one takes over.
 func TestHTTPPerClientKeepsOneMemberConn(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig("", "reuse = \"per-client\"\nmax_requests = 4", be.addr()))
+	p := startProxy(t, httpConfig("", "reuse = \"per-client\"\nmax_requests = 4", be.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
@@ -542,7 +543,7 @@ func TestHTTPKeepAliveTimeoutLearntFromMember(t *testing.T) {
 		s.IdleTimeout = time.Second
 		s.ConnState = func(c net.Conn, st http.ConnState) { lastConn.Store(c.RemoteAddr().String()) }
 	})
-	p := startProxy(t, httpConfig("", "keepalive_margin = \"300ms\"", be.addr()))
+	p := startProxy(t, httpConfig("", "keepalive_margin = \"300ms\"", be.Addr()))
 	cl := proxyClient(false)
 	url := "http://" + p.addr("vs") + "/"
 	for i, gap := range []time.Duration{0, 900, 1000, 1100, 950} {
@@ -593,20 +594,7 @@ func startNginx(t *testing.T, directives string) string {
 // server-block directives.
 func startNginxServer(t *testing.T, directives, listenParams, server string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, e := os.Stat(p); e == nil {
-				bin, err = p, nil
-			}
-		}
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("nginx is not installed; CI must install it (.ci/run)")
-		}
-		t.Skip("nginx not installed (apt-get install nginx); CI installs it")
-	}
+	bin := needSbin(t, "nginx", "nginx")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -650,7 +638,7 @@ http {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	waitFor(t, 5*time.Second, "nginx to listen", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "nginx to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			_ = c.(*net.TCPConn).SetLinger(0) // RST: this probe leaves no TIME_WAIT to count
@@ -674,7 +662,7 @@ func TestHTTPStreamsLargeBodiesWithBoundedMemory(t *testing.T) {
 		w.Header().Set("Content-Length", fmt.Sprint(size))
 		_, _ = io.CopyN(w, zeros{}, size)
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	url := "http://" + p.addr("vs") + "/"
 
 	var peak atomic.Uint64
@@ -737,7 +725,7 @@ func TestHTTP10ClientGetsNoChunkedCoding(t *testing.T) {
 		w.(http.Flusher).Flush() // forces chunked coding
 		_, _ = io.WriteString(w, "part two")
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
 	head, body, _ := strings.Cut(out, "\r\n\r\n")
 	if strings.Contains(strings.ToLower(head), "transfer-encoding") || body != "part one, part two" {
@@ -768,7 +756,7 @@ func TestHTTPSteadyStateAllocatesNothing(t *testing.T) {
 // gets it whole with Connection: close, and that member conn is not reused.
 func TestHTTPResponseOfUnknownLengthEndsReuse(t *testing.T) {
 	var accepted atomic.Int64
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		accepted.Add(1)
 		br := bufio.NewReader(c)
@@ -777,7 +765,7 @@ func TestHTTPResponseOfUnknownLengthEndsReuse(t *testing.T) {
 		}
 		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"))
 	})
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	for i := 0; i < 2; i++ {
 		out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		head, body, _ := strings.Cut(out, "\r\n\r\n")
@@ -803,7 +791,7 @@ func TestHTTPSmugglingNeverReachesTheMember(t *testing.T) {
 		mu.Unlock()
 		_, _ = io.Copy(io.Discard, r.Body)
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	check := func(name, raw string) {
 		t.Helper()
 		out := rawExchange(t, p.addr("vs"), raw)
@@ -856,7 +844,7 @@ func TestHTTPSmallBodiesKeepTheirBoundaries(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s:%s", r.URL.Path, b)
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	var reqs strings.Builder
@@ -925,7 +913,7 @@ func TestHTTPRetiredConnsLeaveTimeWaitOnTheMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	var tetherSide, memberSide int
-	waitFor(t, 5*time.Second, "the retired conns' TIME_WAIT on the member side", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "the retired conns' TIME_WAIT on the member side", func() bool {
 		socks, err := sockopt.Sockets()
 		if err != nil {
 			t.Fatal(err)
@@ -957,8 +945,8 @@ func TestHTTPRetiredConnsLeaveTimeWaitOnTheMember(t *testing.T) {
 // and the first requests ride them (Reused) instead of dialing.
 func TestHTTPMinIdleWarmsThePool(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig("", "min_idle = 4", be.addr()))
-	waitFor(t, 3*time.Second, "4 warm member conns", func() bool { return be.conns.Load() == 4 })
+	p := startProxy(t, httpConfig("", "min_idle = 4", be.Addr()))
+	socktest.WaitFor(t, 3*time.Second, "4 warm member conns", func() bool { return be.conns.Load() == 4 })
 	if out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
 		t.Fatalf("got %q", out)
 	}
@@ -968,7 +956,7 @@ func TestHTTPMinIdleWarmsThePool(t *testing.T) {
 	}
 	// While one was lent out the filler dialed a fifth; back from the
 	// request, all are idle: at least min_idle, and no dial beyond that.
-	waitFor(t, 3*time.Second, "at least 4 idle", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "at least 4 idle", func() bool {
 		return p.srv.VirtualServer("vs").http.reuser.Idle(p.srv.Pool("p").Members()[0]) >= 4
 	})
 	if n := be.conns.Load(); n > 5 {
@@ -1000,7 +988,7 @@ func TestHTTPIdleKeepaliveConnsHoldNoBuffers(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	var conns []net.Conn
 	for i := 0; i < 20; i++ {
@@ -1011,18 +999,18 @@ func TestHTTPIdleKeepaliveConnsHoldNoBuffers(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, 2*time.Second, "20 idle keepalive conns holding no buffers", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "20 idle keepalive conns holding no buffers", func() bool {
 		st := vs.Stats()
 		return st.Active == 20 && st.HTTPBusy == 0
 	})
 	slow := conns[0]
 	fmt.Fprintf(slow, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-	waitFor(t, 2*time.Second, "the slow request to hold buffers", func() bool { return vs.Stats().HTTPBusy == 1 })
+	socktest.WaitFor(t, 2*time.Second, "the slow request to hold buffers", func() bool { return vs.Stats().HTTPBusy == 1 })
 	close(release)
 	if resp, err := http.ReadResponse(bufio.NewReader(slow), nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("slow request: %v %v", resp, err)
 	}
-	waitFor(t, 2*time.Second, "buffers given back", func() bool { return vs.Stats().HTTPBusy == 0 })
+	socktest.WaitFor(t, 2*time.Second, "buffers given back", func() bool { return vs.Stats().HTTPBusy == 0 })
 }
 
 // With a keepalive_timeout shorter than the time a conn holds its buffers
@@ -1030,7 +1018,7 @@ func TestHTTPIdleKeepaliveConnsHoldNoBuffers(t *testing.T) {
 // dropped with the buffers).
 func TestHTTPPipelinedWithATinyKeepaliveTimeout(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.Path) }, nil)
-	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"5ms\"\n", "", be.addr()))
+	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"5ms\"\n", "", be.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestStartFailsCleanlyWhenPortInUse(t *testing.T) {
@@ -24,8 +24,8 @@ func TestStartFailsCleanlyWhenPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	be := startBackend(t, echo)
-	cfg, err := config.Parse([]byte(tcpConfig("", "", "", be.addr()) + `
+	be := socktest.Start(t, socktest.Echo)
+	cfg, err := config.Parse([]byte(tcpConfig("", "", "", be.Addr()) + `
 [[virtual_server]]
 name = "clash"
 listen = "` + busy.Addr().String() + `"
@@ -60,8 +60,8 @@ pool = "p"
 // Shutdown stops accepting at once, lets an open connection finish within
 // the drain time, and cuts the ones still open when it ends.
 func TestShutdownDrainsThenCuts(t *testing.T) {
-	be := startBackend(t, echo)
-	cfg, err := config.Parse([]byte(tcpConfig("", "", "", be.addr())))
+	be := socktest.Start(t, socktest.Echo)
+	cfg, err := config.Parse([]byte(tcpConfig("", "", "", be.Addr())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestShutdownDrainsThenCuts(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown(ctx) }()
 
-	waitFor(t, 2*time.Second, "the listener to close", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -123,13 +123,7 @@ func TestShutdownDrainsThenCuts(t *testing.T) {
 }
 
 func TestRedisThroughTether(t *testing.T) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not installed; CI must install it (.ci/run)")
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server); CI installs it")
-	}
+	bin := socktest.Need(t, "redis-server", "redis-server")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +141,7 @@ func TestRedisThroughTether(t *testing.T) {
 		_ = cmd.Wait()
 	}()
 	redisAddr := "127.0.0.1:" + strconv.Itoa(port)
-	waitFor(t, 5*time.Second, "redis-server to listen", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "redis-server to listen", func() bool {
 		c, err := net.Dial("tcp", redisAddr)
 		if err == nil {
 			c.Close()
@@ -197,7 +191,7 @@ func TestShutdownCutsAStreamingRequestBody(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "ok")
 	}, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	c := p.dial(t, "vs")
 	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
 	stop := make(chan struct{})

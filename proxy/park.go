@@ -59,7 +59,7 @@ type parker struct {
 
 	logger   *zap.Logger
 	failures atomic.Uint64 // epoll_ctl failures (the socket then keeps its goroutine)
-	lastWarn atomic.Int64  // unix nanos of the last warning about one
+	failLog  logLimit      // the warning about one: once a minute
 }
 
 // parkEvents are the readiness a parked connection wakes for: bytes, the
@@ -105,7 +105,8 @@ func newParker(logger *zap.Logger) (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger}
+	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger,
+		failLog: logLimit{interval: time.Minute}}
 	p.timer = time.AfterFunc(time.Hour, p.expire)
 	p.timer.Stop()
 	go p.run(rc)
@@ -187,9 +188,7 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 // correctness.
 func (p *parker) failed(err error) {
 	n := p.failures.Add(1)
-	now := time.Now().UnixNano()
-	last := p.lastWarn.Load()
-	if now-last < int64(time.Minute) || !p.lastWarn.CompareAndSwap(last, now) {
+	if ok, _ := p.failLog.allow(time.Now()); !ok {
 		return
 	}
 	p.logger.Warn("an idle connection could not be parked; it keeps its goroutine (raise fs.epoll.max_user_watches?)",

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // Many relays and keepalive conns, each parking and waking at random
@@ -22,8 +23,8 @@ import (
 func TestParkingUnderChurn(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) {
 		t.Parallel()
-		be := startBackend(t, echo)
-		p := startProxy(t, tcpConfig("", "", "", be.addr()))
+		be := socktest.Start(t, socktest.Echo)
+		p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 		churn(t, p, 40, 20, func(id int, rng *rand.Rand) error {
 			c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
 			if err != nil {
@@ -46,8 +47,8 @@ func TestParkingUnderChurn(t *testing.T) {
 		t.Parallel()
 		pki := testpki.New(t)
 		leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
-		be := startBackend(t, echo)
-		p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+		be := socktest.Start(t, socktest.Echo)
+		p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 		churn(t, p, 20, 10, func(id int, rng *rand.Rand) error {
 			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: pki.ClientConfig("127.0.0.1")}
 			c, err := d.Dial("tcp", p.addr("vs"))
@@ -61,7 +62,7 @@ func TestParkingUnderChurn(t *testing.T) {
 	t.Run("http", func(t *testing.T) {
 		t.Parallel()
 		be := startHTTPBackend(t, echoPath, nil)
-		p := startProxy(t, httpConfig("", "", be.addr()))
+		p := startProxy(t, httpConfig("", "", be.Addr()))
 		churn(t, p, 40, 40, func(id int, rng *rand.Rand) error {
 			c, err := net.DialTimeout("tcp", p.addr("vs"), 2*time.Second)
 			if err != nil {
@@ -111,7 +112,7 @@ func churn(t *testing.T, p *proxyUnderTest, n int, minParks uint64, client func(
 		t.Error(err)
 	}
 	vs := p.srv.VirtualServer("vs")
-	waitFor(t, 5*time.Second, "every conn ended", func() bool {
+	socktest.WaitFor(t, 5*time.Second, "every conn ended", func() bool {
 		st := vs.Stats()
 		return st.Active == 0 && st.Parked == 0
 	})

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // echoPath answers with the request's path.
@@ -47,7 +48,7 @@ func getPath(t *testing.T, c net.Conn, br *bufio.Reader, path string) {
 // a request on one wakes it, is answered, and it parks again.
 func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 	be := startHTTPBackend(t, echoPath, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	const n = 50
 	base := runtime.NumGoroutine()
@@ -62,7 +63,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 		getPath(t, k.c, k.br, fmt.Sprintf("/first/%d", i))
 		conns = append(conns, k)
 	}
-	waitFor(t, 3*time.Second, "all conns parked", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "all conns parked", func() bool {
 		st := vs.Stats()
 		return st.Parked == n && st.HTTPBusy == 0 && st.Active == n
 	})
@@ -76,7 +77,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 		for i, k := range conns {
 			getPath(t, k.c, k.br, fmt.Sprintf("/again/%d/%d", round, i))
 		}
-		waitFor(t, 3*time.Second, "all conns parked again", func() bool {
+		socktest.WaitFor(t, 3*time.Second, "all conns parked again", func() bool {
 			st := vs.Stats()
 			return st.Parked == n && st.HTTPBusy == 0 && st.Active == n
 		})
@@ -91,7 +92,7 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 	for _, k := range conns {
 		_ = k.c.Close()
 	}
-	waitFor(t, 3*time.Second, "parked conns ended by their clients' FIN", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "parked conns ended by their clients' FIN", func() bool {
 		st := vs.Stats()
 		return st.Parked == 0 && st.Active == 0
 	})
@@ -101,12 +102,12 @@ func TestHTTPIdleConnsParkWithoutAGoroutineAndResume(t *testing.T) {
 // response, and its client reads a clean EOF.
 func TestHTTPParkedConnEndsAtKeepaliveTimeout(t *testing.T) {
 	be := startHTTPBackend(t, echoPath, nil)
-	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"400ms\"\n", "", be.addr()))
+	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"400ms\"\n", "", be.Addr()))
 	c := p.dial(t, "vs")
 	br := bufio.NewReader(c)
 	getPath(t, c, br, "/one")
 	answered := time.Now()
-	waitFor(t, time.Second, "the conn parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 1 })
+	socktest.WaitFor(t, time.Second, "the conn parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 1 })
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Fatalf("read on the expired conn: %v, want EOF", err)
@@ -116,7 +117,7 @@ func TestHTTPParkedConnEndsAtKeepaliveTimeout(t *testing.T) {
 	}
 	// An idle conn has nothing in flight: it is closed at once, without
 	// the lingering read that follows a response.
-	waitFor(t, 300*time.Millisecond, "the conn counted closed", func() bool {
+	socktest.WaitFor(t, 300*time.Millisecond, "the conn counted closed", func() bool {
 		st := p.srv.VirtualServer("vs").Stats()
 		return st.Parked == 0 && st.Active == 0
 	})
@@ -126,12 +127,12 @@ func TestHTTPParkedConnEndsAtKeepaliveTimeout(t *testing.T) {
 // comes, and request_header_timeout still ends one that never sends.
 func TestHTTPNewConnParksUntilItsFirstRequest(t *testing.T) {
 	be := startHTTPBackend(t, echoPath, nil)
-	p := startProxy(t, httpConfig("[virtual_server.http]\nrequest_header_timeout = \"500ms\"\n", "", be.addr()))
+	p := startProxy(t, httpConfig("[virtual_server.http]\nrequest_header_timeout = \"500ms\"\n", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	late := p.dial(t, "vs")
 	silent := p.dial(t, "vs")
 	opened := time.Now()
-	waitFor(t, time.Second, "both new conns parked", func() bool { return vs.Stats().Parked == 2 })
+	socktest.WaitFor(t, time.Second, "both new conns parked", func() bool { return vs.Stats().Parked == 2 })
 	getPath(t, late, bufio.NewReader(late), "/late")
 
 	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -147,7 +148,7 @@ func TestHTTPNewConnParksUntilItsFirstRequest(t *testing.T) {
 // time for them, and their clients read EOF.
 func TestShutdownEndsParkedConnsAtOnce(t *testing.T) {
 	be := startHTTPBackend(t, echoPath, nil)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	var conns []*net.TCPConn
 	for i := range 10 {
@@ -155,7 +156,7 @@ func TestShutdownEndsParkedConnsAtOnce(t *testing.T) {
 		getPath(t, c, bufio.NewReader(c), fmt.Sprintf("/%d", i))
 		conns = append(conns, c)
 	}
-	waitFor(t, 2*time.Second, "10 parked", func() bool { return vs.Stats().Parked == 10 })
+	socktest.WaitFor(t, 2*time.Second, "10 parked", func() bool { return vs.Stats().Parked == 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -179,14 +180,14 @@ func TestHTTPParkedTLSConnResumes(t *testing.T) {
 	pki := testpki.New(t)
 	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
 	be := startHTTPBackend(t, echoPath, nil)
-	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	raw := p.dial(t, "vs")
 	c := tls.Client(raw, pki.ClientConfig("a.test"))
 	br := bufio.NewReader(c)
 	for i := range 3 {
 		getPath(t, c, br, fmt.Sprintf("/tls/%d", i))
-		waitFor(t, 2*time.Second, "the TLS conn parked", func() bool { return vs.Stats().Parked == 1 })
+		socktest.WaitFor(t, 2*time.Second, "the TLS conn parked", func() bool { return vs.Stats().Parked == 1 })
 	}
 	if st := vs.TLSStats(); st.Handshakes != 1 {
 		t.Fatalf("TLS stats %+v: want one handshake for the three requests", st)
@@ -210,8 +211,8 @@ func exchangeEcho(t *testing.T, c net.Conn, msg string) {
 // it) a second after its last byte; bytes from either side take it up
 // again.
 func TestTCPIdleRelayParksAndResumes(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	const n = 20
 	base := runtime.NumGoroutine()
@@ -223,7 +224,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 		conns = append(conns, c)
 	}
 	// The echo member keeps a goroutine per conn; tether none once parked.
-	waitFor(t, 5*time.Second, "both directions of every relay parked", func() bool { return vs.Stats().Parked == 2*n })
+	socktest.WaitFor(t, 5*time.Second, "both directions of every relay parked", func() bool { return vs.Stats().Parked == 2*n })
 	if got := runtime.NumGoroutine() - base; got > n+n/4 {
 		t.Fatalf("%d goroutines more than before %d relays (the member holds %d)", got, n, n)
 	}
@@ -231,7 +232,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 		for i, c := range conns {
 			exchangeEcho(t, c, fmt.Sprintf("round %d conn %d", round, i))
 		}
-		waitFor(t, 5*time.Second, "parked again", func() bool { return vs.Stats().Parked == 2*n })
+		socktest.WaitFor(t, 5*time.Second, "parked again", func() bool { return vs.Stats().Parked == 2*n })
 	}
 	for _, c := range conns {
 		_ = c.CloseWrite()
@@ -241,7 +242,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 		}
 		_ = c.Close()
 	}
-	waitFor(t, 3*time.Second, "every relay ended", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "every relay ended", func() bool {
 		st := vs.Stats()
 		return st.Parked == 0 && st.Active == 0
 	})
@@ -249,7 +250,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 	// has the sockets it had before the clients came (pipes are not
 	// counted: the echo member's io.Copy splices through Go's pipe pool,
 	// which keeps them until a GC).
-	waitFor(t, 3*time.Second, fmt.Sprintf("%d sockets, as before the relays", sockets), func() bool { return openSockets(t) == sockets })
+	socktest.WaitFor(t, 3*time.Second, fmt.Sprintf("%d sockets, as before the relays", sockets), func() bool { return openSockets(t) == sockets })
 	if lines := p.waitAccess(t, n); len(lines) != n {
 		t.Fatalf("%d access lines", len(lines))
 	}
@@ -259,7 +260,7 @@ func TestTCPIdleRelayParksAndResumes(t *testing.T) {
 // (reset_on_timeout), and it is logged as tether's idle timeout.
 func TestTCPParkedRelayIdleTimeout(t *testing.T) {
 	memberSaw := make(chan error, 1)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		buf := make([]byte, 16)
 		n, _ := c.Read(buf)
@@ -268,11 +269,11 @@ func TestTCPParkedRelayIdleTimeout(t *testing.T) {
 		memberSaw <- err
 	})
 	p := startProxy(t, tcpConfig("[tcp_profile.idle]\nidle_timeout = \"2500ms\"\n", `client_profile = "idle"
-server_profile = "idle"`, "", be.addr()))
+server_profile = "idle"`, "", be.Addr()))
 	c := p.dial(t, "vs")
 	exchangeEcho(t, c, "ping")
 	last := time.Now()
-	waitFor(t, 2*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
+	socktest.WaitFor(t, 2*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := readAll(c)
 	if elapsed := time.Since(last); elapsed < 2400*time.Millisecond || elapsed > 4*time.Second {
@@ -301,7 +302,7 @@ func TestTCPParkedRelayHalfCloseTimeout(t *testing.T) {
 	gotFIN := make(chan struct{})
 	release := make(chan struct{})
 	defer close(release)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		buf := make([]byte, 16)
 		n, _ := c.Read(buf)
@@ -312,10 +313,10 @@ func TestTCPParkedRelayHalfCloseTimeout(t *testing.T) {
 		<-release // a member that never closes its side
 	})
 	p := startProxy(t, tcpConfig("[tcp_profile.hc]\nidle_timeout = \"30s\"\nhalf_close_timeout = \"2s\"\n", `client_profile = "hc"
-server_profile = "hc"`, "", be.addr()))
+server_profile = "hc"`, "", be.Addr()))
 	c := p.dial(t, "vs")
 	exchangeEcho(t, c, "ping")
-	waitFor(t, 3*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
+	socktest.WaitFor(t, 3*time.Second, "the relay parked", func() bool { return p.srv.VirtualServer("vs").Stats().Parked == 2 })
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,8 +341,8 @@ server_profile = "hc"`, "", be.addr()))
 // Shutdown drains parked relays like any: they stay until the drain time
 // is over, then the cut takes them up and ends them; nothing is left.
 func TestShutdownCutsParkedRelays(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	var conns []*net.TCPConn
 	for i := range 5 {
@@ -349,7 +350,7 @@ func TestShutdownCutsParkedRelays(t *testing.T) {
 		exchangeEcho(t, c, fmt.Sprintf("x%d", i))
 		conns = append(conns, c)
 	}
-	waitFor(t, 3*time.Second, "all parked", func() bool { return vs.Stats().Parked == 10 })
+	socktest.WaitFor(t, 3*time.Second, "all parked", func() bool { return vs.Stats().Parked == 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -375,8 +376,8 @@ func TestShutdownCutsParkedRelays(t *testing.T) {
 // take them up again, and when it ends its access line still names the
 // request, the 101 and the bytes each way.
 func TestHTTPUpgradeTunnelParks(t *testing.T) {
-	be := startBackend(t, upgradeEcho)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	be := socktest.Start(t, upgradeEcho)
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	c, br := openTunnel(t, p, "/ws/chat")
 	frame := func(msg string) {
@@ -388,7 +389,7 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 		}
 	}
 	frame("frame one")
-	waitFor(t, 3*time.Second, "both tunnel directions parked, no buffers held", func() bool {
+	socktest.WaitFor(t, 3*time.Second, "both tunnel directions parked, no buffers held", func() bool {
 		st := vs.Stats()
 		return st.Parked == 2 && st.HTTPBusy == 0 && st.Active == 1
 	})
@@ -404,7 +405,7 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 		fmt.Sprint(m["bytes_out"]) != fmt.Sprint(len("frame one")+len("frame two, after parking")) {
 		t.Fatalf("access line: %v", m)
 	}
-	waitFor(t, 2*time.Second, "the conn ended", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "the conn ended", func() bool {
 		st := vs.Stats()
 		return st.Active == 0 && st.Parked == 0
 	})
@@ -413,8 +414,8 @@ func TestHTTPUpgradeTunnelParks(t *testing.T) {
 // Shutdown's cut ends an upgrade tunnel (tracked with the relays now that
 // no http goroutine waits for it).
 func TestShutdownCutsAnUpgradeTunnel(t *testing.T) {
-	be := startBackend(t, upgradeEcho)
-	p := startProxy(t, httpConfig("", "", be.addr()))
+	be := socktest.Start(t, upgradeEcho)
+	p := startProxy(t, httpConfig("", "", be.Addr()))
 	_, br := openTunnel(t, p, "/ws")
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
@@ -439,8 +440,8 @@ func TestShutdownCutsAnUpgradeTunnel(t *testing.T) {
 func TestTCPParkedTLSRelayResumes(t *testing.T) {
 	pki := testpki.New(t)
 	leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	vs := p.srv.VirtualServer("vs")
 	c, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("127.0.0.1"))
 	if err != nil {
@@ -448,10 +449,10 @@ func TestTCPParkedTLSRelayResumes(t *testing.T) {
 	}
 	defer c.Close()
 	exchangeEcho(t, c, "before parking")
-	waitFor(t, 3*time.Second, "both directions parked", func() bool { return vs.Stats().Parked == 2 })
+	socktest.WaitFor(t, 3*time.Second, "both directions parked", func() bool { return vs.Stats().Parked == 2 })
 	big := string(bytes.Repeat([]byte("0123456789abcdef"), 4096)) // 64 KiB: several full records
 	exchangeEcho(t, c, big)
-	waitFor(t, 3*time.Second, "parked again", func() bool { return vs.Stats().Parked == 2 })
+	socktest.WaitFor(t, 3*time.Second, "parked again", func() bool { return vs.Stats().Parked == 2 })
 	exchangeEcho(t, c, "after the second park")
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := c.CloseWrite(); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // The client profile holds on the socket tether accepted and the server
@@ -14,12 +16,12 @@ import (
 // with getsockopt on tether's own file descriptors.
 func TestProfilesHoldOnProxiedSockets(t *testing.T) {
 	peers := make(chan string, 1)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		select {
 		case peers <- c.RemoteAddr().String():
 		default:
 		}
-		echo(c)
+		socktest.Echo(c)
 	})
 	p := startProxy(t, tcpConfig(`
 [tcp_profile.cli]
@@ -40,7 +42,7 @@ nodelay = true
 [tcp_profile.nokeep]
 keepalive = false
 `, `client_profile = "cli"
-server_profile = "srv"`, "", be.addr()))
+server_profile = "srv"`, "", be.Addr()))
 	c := p.dial(t, "vs")
 	_, _ = c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
@@ -54,7 +56,7 @@ server_profile = "srv"`, "", be.addr()))
 	}
 
 	accepted := socketFD(t, p.addr("vs"), c.LocalAddr().String())
-	dialed := socketFD(t, dialedLocal, be.addr())
+	dialed := socketFD(t, dialedLocal, be.Addr())
 	for _, tc := range []struct {
 		name             string
 		fd               int

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -156,7 +157,7 @@ func (r *relay) abort(e closeEvent) {
 		_ = r.server.SetDeadline(past)
 		if r.parker != nil {
 			for _, d := range r.dirs {
-				r.parker.unpark(&d.pe)
+				r.parker.unpark(&d.parking)
 			}
 		}
 	}
@@ -269,8 +270,8 @@ type direction struct {
 	rerr    error
 	lr      io.LimitedReader
 
-	parker *parker // nil: this direction does not park
-	pe     parkEntry
+	parker  *parker // nil: this direction does not park
+	parking parkEntry
 }
 
 func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int64) *direction {
@@ -332,99 +333,168 @@ func (d *direction) setTLS(dst, src *tls.Conn) {
 // must not touch d again.
 func (r *relay) pipe(d *direction) (parked bool) {
 	for {
-		if (r.limit.Load() > 0 || d.parker != nil) && !r.aborted.Load() {
-			// Re-arm only when half the tick is used up: not a timer
-			// update per message.
-			tick := d.tick()
-			if now := time.Now(); d.deadline.Sub(now) < tick/2 {
-				d.deadline = now.Add(tick)
-				_ = d.src.SetReadDeadline(d.deadline)
-			}
-		}
+		d.armDeadline()
+		var step pipeStep
 		if d.tsrc != nil {
-			if d.waitBuf == nil { // given back when it parked
-				d.waitBuf = make([]byte, tlsWaitBuffer)
-			}
-			d.buf = &d.waitBuf
-			if d.burst {
-				d.buf = copyBuffers.Get().(*[]byte)
-			}
-			d.n, d.rerr = d.tsrc.Read(*d.buf)
-			d.burst = d.n == len(*d.buf)
-			switch {
-			case d.n > 0:
-				d.rerr = nil // a lasting error comes back on the next read
-			case errors.Is(d.rerr, io.EOF): // close_notify, or FIN at a record boundary
-				d.rerr = nil
-			case d.rerr != nil && errors.Is(d.rerr, os.ErrDeadlineExceeded):
-				d.putBuffer()
-				if !r.waitFailed(d.rerr, d) {
-					return false
-				}
-				// Quiet for a tick: park. crypto/tls holds no whole
-				// record unread when its read timed out (at most part of
-				// one, whose rest makes the socket readable).
-				if d.parker != nil {
-					wait := d.waitBuf
-					d.waitBuf = nil
-					if d.parker.park(&d.pe, d.rc, d) {
-						return true
-					}
-					d.waitBuf = wait
-				}
-				continue
-			}
-		} else if err := d.rc.Read(d.readFn); err != nil {
-			if !r.waitFailed(err, d) {
-				return false
-			}
-			// Quiet for a tick but the relay lives on: park.
-			if d.parker != nil && errors.Is(err, os.ErrDeadlineExceeded) && d.parker.park(&d.pe, d.rc, d) {
-				return true
-			}
-			continue
-		}
-		if d.rerr != nil {
-			d.putBuffer()
-			if !r.aborted.Load() {
-				r.abort(r.failure(d.rerr, d))
-			}
-			return false
-		}
-		if d.n == 0 {
-			d.putBuffer()
-			r.finished(d)
-			return false
-		}
-		full := d.n == len(*d.buf) && d.tsrc == nil && d.tdst == nil
-		var werr error
-		if d.tdst != nil {
-			_, werr = d.tdst.Write((*d.buf)[:d.n])
+			step = r.readTLS(d)
 		} else {
-			_, werr = d.dst.Write((*d.buf)[:d.n])
+			step = r.readPlain(d)
 		}
-		d.count.Add(int64(d.n))
-		d.putBuffer()
-		if werr != nil {
-			if !r.aborted.Load() {
-				r.abort(r.failure(werr, d))
-			}
+		switch step {
+		case stepParked:
+			return true
+		case stepEnded:
 			return false
-		}
-		if !full {
+		case stepWait:
 			continue
 		}
-		d.lr = io.LimitedReader{R: d.src, N: spliceBurst}
-		m, err := d.dst.ReadFrom(&d.lr)
-		d.count.Add(m)
-		switch {
-		case err == nil && d.lr.N > 0: // src sent FIN during the burst
-			r.finished(d)
-			return false
-		case err != nil && !r.waitFailed(err, d):
+		if !r.forward(d) {
 			return false
 		}
 	}
+}
+
+// pipeStep is what one read of a direction's source came to.
+type pipeStep uint8
+
+const (
+	stepRead   pipeStep = iota // d.buf, d.n and d.rerr hold what the read got (bytes, EOF or an error)
+	stepWait                   // nothing read, the direction goes on waiting (a tick passed, bytes moved somewhere)
+	stepParked                 // quiet: the parker has the direction now
+	stepEnded                  // the direction is over (idle timeout, abort, a failure)
+)
+
+func (s pipeStep) String() string {
+	switch s {
+	case stepRead:
+		return "read"
+	case stepWait:
+		return "wait"
+	case stepParked:
+		return "parked"
+	case stepEnded:
+		return "ended"
+	}
+	return "pipeStep(" + strconv.Itoa(int(s)) + ")"
+}
+
+// armDeadline moves src's read deadline one tick ahead when an idle
+// timeout or the parker needs it, and only when half the tick is used up:
+// not a timer update per message.
+func (d *direction) armDeadline() {
+	r := d.r
+	if (r.limit.Load() > 0 || d.parker != nil) && !r.aborted.Load() {
+		tick := d.tick()
+		if now := time.Now(); d.deadline.Sub(now) < tick/2 {
+			d.deadline = now.Add(tick)
+			_ = d.src.SetReadDeadline(d.deadline)
+		}
+	}
+}
+
+// readPlain waits for src to be readable and reads what is there with one
+// read(2) into a pooled buffer (the RawConn callback d.read), parking the
+// direction when its source has been quiet for a tick.
+func (r *relay) readPlain(d *direction) pipeStep {
+	err := d.rc.Read(d.readFn)
+	if err == nil {
+		return stepRead
+	}
+	if !r.waitFailed(err, d) {
+		return stepEnded
+	}
+	// Quiet for a tick but the relay lives on: park.
+	if d.parker != nil && errors.Is(err, os.ErrDeadlineExceeded) && d.parker.park(&d.parking, d.rc, d) {
+		return stepParked
+	}
+	return stepWait
+}
+
+// readTLS reads from a TLS source: into the small wait buffer, or a
+// pooled one while a burst lasts (the last read filled its buffer). A
+// close_notify or a FIN at a record boundary reads as EOF (n 0, no error).
+func (r *relay) readTLS(d *direction) pipeStep {
+	if d.waitBuf == nil { // given back when it parked
+		d.waitBuf = make([]byte, tlsWaitBuffer)
+	}
+	d.buf = &d.waitBuf
+	if d.burst {
+		d.buf = copyBuffers.Get().(*[]byte)
+	}
+	d.n, d.rerr = d.tsrc.Read(*d.buf)
+	d.burst = d.n == len(*d.buf)
+	switch {
+	case d.n > 0:
+		d.rerr = nil // a lasting error comes back on the next read
+	case errors.Is(d.rerr, io.EOF): // close_notify, or FIN at a record boundary
+		d.rerr = nil
+	case d.rerr != nil && errors.Is(d.rerr, os.ErrDeadlineExceeded):
+		d.putBuffer()
+		if !r.waitFailed(d.rerr, d) {
+			return stepEnded
+		}
+		// Quiet for a tick: park. crypto/tls holds no whole record unread
+		// when its read timed out (at most part of one, whose rest makes
+		// the socket readable).
+		if d.parker != nil {
+			wait := d.waitBuf
+			d.waitBuf = nil
+			if d.parker.park(&d.parking, d.rc, d) {
+				return stepParked
+			}
+			d.waitBuf = wait
+		}
+		return stepWait
+	}
+	return stepRead
+}
+
+// forward passes on what the last read got: an error ends both
+// directions, EOF passes the FIN on, bytes are written to dst, and a read
+// that filled the buffer starts a splice burst. It reports whether the
+// direction goes on.
+func (r *relay) forward(d *direction) bool {
+	if d.rerr != nil {
+		d.putBuffer()
+		if !r.aborted.Load() {
+			r.abort(r.failure(d.rerr, d))
+		}
+		return false
+	}
+	if d.n == 0 {
+		d.putBuffer()
+		r.finished(d)
+		return false
+	}
+	full := d.n == len(*d.buf) && d.tsrc == nil && d.tdst == nil
+	var werr error
+	if d.tdst != nil {
+		_, werr = d.tdst.Write((*d.buf)[:d.n])
+	} else {
+		_, werr = d.dst.Write((*d.buf)[:d.n])
+	}
+	d.count.Add(int64(d.n))
+	d.putBuffer()
+	if werr != nil {
+		if !r.aborted.Load() {
+			r.abort(r.failure(werr, d))
+		}
+		return false
+	}
+	if !full {
+		return true
+	}
+	d.lr = io.LimitedReader{R: d.src, N: spliceBurst}
+	m, err := d.dst.ReadFrom(&d.lr)
+	d.count.Add(m)
+	switch {
+	case err == nil && d.lr.N > 0: // src sent FIN during the burst
+		r.finished(d)
+		return false
+	case err != nil && !r.waitFailed(err, d):
+		return false
+	}
+	return true
 }
 
 // finished passes src's FIN on to dst, then bounds the surviving
@@ -458,7 +528,7 @@ func (r *relay) finished(d *direction) {
 		if r.parker != nil {
 			for _, o := range r.dirs {
 				if o != d {
-					r.parker.unpark(&o.pe)
+					r.parker.unpark(&o.parking)
 				}
 			}
 		}

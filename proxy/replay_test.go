@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // memberAction is what the scripted member does with one request it read.
@@ -29,7 +30,7 @@ const (
 // request on that conn) and which records every request it fully read, so
 // that tether's counters can be compared with what the member saw.
 type scriptedMember struct {
-	*backend
+	*socktest.Backend
 	script func(conn, req int) memberAction
 
 	mu      sync.Mutex
@@ -40,7 +41,7 @@ type scriptedMember struct {
 
 func startScriptedMember(t *testing.T, script func(conn, req int) memberAction) *scriptedMember {
 	m := &scriptedMember{script: script, resetCh: map[int]chan bool{}}
-	m.backend = startBackend(t, m.serve)
+	m.Backend = socktest.Start(t, m.serve)
 	return m
 }
 
@@ -237,12 +238,12 @@ func TestHTTPReplayMatrix(t *testing.T) {
 			}
 			// The reaper must not find (a)'s closed conns before the Get
 			// does: it runs at idle_timeout / 4.
-			p := startProxy(t, httpConfig("", "idle_timeout = \"60s\"", m.addr()))
+			p := startProxy(t, httpConfig("", "idle_timeout = \"60s\"", m.Addr()))
 			if got := send(t, p.addr("vs"), "GET"); got != "HTTP/1.1 200 OK" {
 				t.Fatalf("first request: %q", got)
 			}
 			if tc.idleClose {
-				waitMemberClosedIdle(t, m.addr())
+				waitMemberClosedIdle(t, m.Addr())
 			}
 			if got := send(t, p.addr("vs"), tc.method); got != tc.want.status {
 				t.Fatalf("%s: got %q, want %q", tc.method, got, tc.want.status)
@@ -254,15 +255,15 @@ func TestHTTPReplayMatrix(t *testing.T) {
 			if got := fieldString(lines[1], "replay"); got != tc.want.replay {
 				t.Errorf("access replay = %q, want %q", got, tc.want.replay)
 			}
-			waitFor(t, 2*time.Second, "the member to read every request", func() bool {
+			socktest.WaitFor(t, 2*time.Second, "the member to read every request", func() bool {
 				return len(m.requests()) >= len(tc.want.seen)
 			})
 			if got := m.requests(); fmt.Sprint(got) != fmt.Sprint(tc.want.seen) {
 				t.Errorf("member read %q, want %q", got, tc.want.seen)
 			}
 			st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
-			if st.Opened != uint64(m.acceptedCount()) {
-				t.Errorf("Opened = %d, but the member accepted %d conns", st.Opened, m.acceptedCount())
+			if st.Opened != uint64(m.Accepted()) {
+				t.Errorf("Opened = %d, but the member accepted %d conns", st.Opened, m.Accepted())
 			}
 			w := tc.want.stats
 			got := pool.ReuseStats{Opened: st.Opened, Reused: st.Reused, StaleOnPeek: st.StaleOnPeek,

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // A client that reached tether over TLS is an https client: the member is
@@ -28,7 +29,7 @@ func TestHTTPSVirtualServerForwardsProtoHTTPS(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	}, nil)
-	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	if status, body, _ := tlsGet(t, p.addr("vs"), ca.ClientConfig("a.test")); status != "200 OK" || body != "ok" {
 		t.Fatalf("got %q %q", status, body)
 	}
@@ -47,7 +48,7 @@ func TestTLSMemberStrayBytesAfterResponseMakeItsConnStale(t *testing.T) {
 	ca := testpki.New(t)
 	leaf := ca.Issue(t, "member", "member.test", testpki.Options{})
 	var conns atomic.Int64
-	be := startBackend(t, func(raw *net.TCPConn) {
+	be := socktest.Start(t, func(raw *net.TCPConn) {
 		n := conns.Add(1)
 		// Full-size records from the start: the response and what follows
 		// it share one.
@@ -72,7 +73,7 @@ func TestTLSMemberStrayBytesAfterResponseMakeItsConnStale(t *testing.T) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		}
 	})
-	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.addr()))
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.Addr()))
 	out := rawExchange(t, p.addr("vs"), "GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.Contains(out, "conn 1 /first ") || strings.Contains(out, "stray") {
 		t.Fatalf("first response %.200q", out)

@@ -19,11 +19,12 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestRelayEchoesAndWritesOneAccessLine(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	c := p.dial(t, "vs")
 	if _, err := c.Write([]byte("hello tether")); err != nil {
 		t.Fatal(err)
@@ -38,8 +39,8 @@ func TestRelayEchoesAndWritesOneAccessLine(t *testing.T) {
 	}
 	lines := p.waitAccess(t, 1)
 	e := lines[0]
-	if got := fieldString(e, "member"); got != be.addr() {
-		t.Errorf("access member = %q, want %q", got, be.addr())
+	if got := fieldString(e, "member"); got != be.Addr() {
+		t.Errorf("access member = %q, want %q", got, be.Addr())
 	}
 	if fieldString(e, "bytes_in") != "12" || fieldString(e, "bytes_out") != "12" {
 		t.Errorf("access bytes in/out = %s/%s, want 12/12", fieldString(e, "bytes_in"), fieldString(e, "bytes_out"))
@@ -62,13 +63,13 @@ func TestRelayEchoesAndWritesOneAccessLine(t *testing.T) {
 // answers after EOF, and only then does the reply's FIN come back.
 func TestHalfCloseFromClientStillGetsFullReply(t *testing.T) {
 	reply := bytes.Repeat([]byte("r"), 1<<20)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		req, _ := io.ReadAll(c) // until the client's FIN, relayed by tether
 		_, _ = c.Write(append([]byte(string(req)+":"), reply...))
 		_ = c.CloseWrite()
 	})
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	c := p.dial(t, "vs")
 	_, _ = c.Write([]byte("question"))
 	if err := c.CloseWrite(); err != nil {
@@ -87,14 +88,14 @@ func TestHalfCloseFromClientStillGetsFullReply(t *testing.T) {
 // the client keeps sending; the member must still receive everything.
 func TestHalfCloseFromMemberKeepsClientDirectionOpen(t *testing.T) {
 	got := make(chan []byte, 1)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		_, _ = c.Write([]byte("banner"))
 		_ = c.CloseWrite()
 		b, _ := io.ReadAll(c)
 		got <- b
 	})
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	c := p.dial(t, "vs")
 	banner, err := readAll(c) // EOF = the member's FIN relayed
 	if err != nil || string(banner) != "banner" {
@@ -121,8 +122,8 @@ func TestHalfCloseFromMemberKeepsClientDirectionOpen(t *testing.T) {
 
 func TestSixteenMiBEachWayIntact(t *testing.T) {
 	const size = 16 << 20
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "", "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "", be.Addr()))
 	c := p.dial(t, "vs")
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
@@ -169,13 +170,13 @@ func TestIdleTimeoutClosesBothSides(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			memberSaw := make(chan error, 1)
-			be := startBackend(t, func(c *net.TCPConn) {
+			be := socktest.Start(t, func(c *net.TCPConn) {
 				defer c.Close()
 				_, err := readAll(c)
 				memberSaw <- err
 			})
 			p := startProxy(t, tcpConfig(tc.profile, `client_profile = "short"
-server_profile = "short"`, "", be.addr()))
+server_profile = "short"`, "", be.Addr()))
 			c := p.dial(t, "vs")
 			start := time.Now()
 			_, err := readAll(c)
@@ -219,7 +220,7 @@ half_close_timeout = "300ms"
 	t.Run("silent member is cut", func(t *testing.T) {
 		memberSaw := make(chan error, 1)
 		probe := make(chan struct{})
-		be := startBackend(t, func(c *net.TCPConn) {
+		be := socktest.Start(t, func(c *net.TCPConn) {
 			defer c.Close()
 			_, _ = readAll(c) // sees the FIN, then neither answers nor closes
 			select {
@@ -230,7 +231,7 @@ half_close_timeout = "300ms"
 				memberSaw <- errors.New("never probed")
 			}
 		})
-		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.addr()))
+		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.Addr()))
 		c := p.dial(t, "vs")
 		_, _ = c.Write([]byte("request"))
 		_ = c.CloseWrite()
@@ -257,7 +258,7 @@ half_close_timeout = "300ms"
 		}
 	})
 	t.Run("member still sending survives", func(t *testing.T) {
-		be := startBackend(t, func(c *net.TCPConn) {
+		be := socktest.Start(t, func(c *net.TCPConn) {
 			defer c.Close()
 			_, _ = readAll(c)
 			for i := 0; i < 10; i++ { // 10 x 100ms: over three half-close timeouts
@@ -268,7 +269,7 @@ half_close_timeout = "300ms"
 			}
 			_ = c.CloseWrite()
 		})
-		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.addr()))
+		p := startProxy(t, tcpConfig(profiles, `client_profile = "hc"`, "", be.Addr()))
 		c := p.dial(t, "vs")
 		_ = c.CloseWrite()
 		got, err := readAll(c)
@@ -282,8 +283,8 @@ half_close_timeout = "300ms"
 // timeout, keep the connection open; so does a long one-way transfer that
 // a slow reader drains.
 func TestIdleTimeoutDoesNotFireWhileBytesFlow(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", be.Addr()))
 
 	t.Run("trickle", func(t *testing.T) {
 		c := p.dial(t, "vs")
@@ -305,7 +306,7 @@ func TestIdleTimeoutDoesNotFireWhileBytesFlow(t *testing.T) {
 			took  time.Duration
 		}
 		res := make(chan result, 1)
-		sink := startBackend(t, func(c *net.TCPConn) {
+		sink := socktest.Start(t, func(c *net.TCPConn) {
 			defer c.Close()
 			buf := make([]byte, 64<<10)
 			var total int
@@ -323,7 +324,7 @@ func TestIdleTimeoutDoesNotFireWhileBytesFlow(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
-		p2 := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", sink.addr()))
+		p2 := startProxy(t, tcpConfig(idleProfiles, `client_profile = "short"`, "", sink.Addr()))
 		c := p2.dial(t, "vs")
 		if _, err := c.Write(make([]byte, size)); err != nil {
 			t.Fatalf("write: %v", err)
@@ -341,7 +342,7 @@ func TestIdleTimeoutDoesNotFireWhileBytesFlow(t *testing.T) {
 }
 
 func TestResetCloseModeOnIdleTimeout(t *testing.T) {
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		_, _ = readAll(c)
 	})
@@ -349,7 +350,7 @@ func TestResetCloseModeOnIdleTimeout(t *testing.T) {
 [tcp_profile.short]
 idle_timeout = "300ms"
 close = "reset"
-`, `client_profile = "short"`, "", be.addr()))
+`, `client_profile = "short"`, "", be.Addr()))
 	c := p.dial(t, "vs")
 	_, err := readAll(c)
 	if !errors.Is(err, syscall.ECONNRESET) {
@@ -373,14 +374,14 @@ func TestMemberUnreachableResetsClientPromptly(t *testing.T) {
 	if d := expectReset(t, p.addr("vs")); d > time.Second {
 		t.Fatalf("client closed after %s, want promptly", d)
 	}
-	waitFor(t, 2*time.Second, "an error log line", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "an error log line", func() bool {
 		return p.logs.FilterMessageSnippet("no member could take the connection").Len() > 0
 	})
 }
 
 func TestMaxConnectionsStopsAccepting(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "max_connections = 2", "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "max_connections = 2", "", be.Addr()))
 	c1, c2 := p.dial(t, "vs"), p.dial(t, "vs")
 	for _, c := range []*net.TCPConn{c1, c2} {
 		_, _ = c.Write([]byte("x"))
@@ -395,11 +396,11 @@ func TestMaxConnectionsStopsAccepting(t *testing.T) {
 	if _, err := c3.Read(make([]byte, 1)); !errors.Is(err, unix.EAGAIN) && !isTimeout(err) {
 		t.Fatalf("third connection was served at the limit: %v", err)
 	}
-	waitFor(t, 2*time.Second, "a limit log line", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "a limit log line", func() bool {
 		return p.logs.FilterMessageSnippet("connection limit reached").Len() > 0
 	})
-	if be.acceptedCount() != 2 {
-		t.Fatalf("member accepted %d connections at the limit, want 2", be.acceptedCount())
+	if be.Accepted() != 2 {
+		t.Fatalf("member accepted %d connections at the limit, want 2", be.Accepted())
 	}
 	// One closes: the third is accepted and served.
 	_ = c1.Close()
@@ -435,14 +436,14 @@ fall = 1
 rise = 1`, addr))
 	_ = member.Close()
 	m := p.srv.Pool("p").Members()[0]
-	waitFor(t, 3*time.Second, "the member to be marked down", func() bool { return m.State().String() == "down" })
+	socktest.WaitFor(t, 3*time.Second, "the member to be marked down", func() bool { return m.State().String() == "down" })
 
 	for i := 0; i < 3; i++ {
 		if d := expectReset(t, p.addr("vs")); d > 500*time.Millisecond {
 			t.Fatalf("client %d closed after %s, want at once", i, d)
 		}
 	}
-	waitFor(t, 2*time.Second, "the error log line", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "the error log line", func() bool {
 		for _, e := range p.logs.FilterMessageSnippet("no member could take the connection").All() {
 			if e.Level.String() == "error" && strings.Contains(fieldString(e, "error"), "no member available") {
 				return true
@@ -459,9 +460,9 @@ rise = 1`, addr))
 // Preconnected server-side conns are ready before the first client and the
 // client is served on one of them (no backend handshake on its path).
 func TestClientIsServedOnAPreconnectedConn(t *testing.T) {
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", "", "preconnect = 2", be.addr()))
-	waitFor(t, 3*time.Second, "2 preconnected conns", func() bool { return be.acceptedCount() == 2 })
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "preconnect = 2", be.Addr()))
+	socktest.WaitFor(t, 3*time.Second, "2 preconnected conns", func() bool { return be.Accepted() == 2 })
 	c := p.dial(t, "vs")
 	_, _ = c.Write([]byte("z"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
@@ -472,7 +473,7 @@ func TestClientIsServedOnAPreconnectedConn(t *testing.T) {
 	if fieldString(lines[0], "preconnected") != "true" {
 		t.Fatalf("client was not served on a preconnected conn: %v", lines[0].ContextMap())
 	}
-	waitFor(t, 3*time.Second, "the stock refilled", func() bool { return be.acceptedCount() == 3 })
+	socktest.WaitFor(t, 3*time.Second, "the stock refilled", func() bool { return be.Accepted() == 3 })
 }
 
 // blackholedMember returns the address of a member whose SYNs are dropped:
@@ -505,9 +506,9 @@ func blackholedMember(t *testing.T) string {
 // timeout. No client hangs.
 func TestBlackholedMemberTimesOutAndFailsOver(t *testing.T) {
 	dead := blackholedMember(t)
-	good := startBackend(t, echo)
+	good := socktest.Start(t, socktest.Echo)
 	t.Run("failover", func(t *testing.T) {
-		p := startProxy(t, tcpConfig("", "", `connect_timeout = "300ms"`, dead, good.addr()))
+		p := startProxy(t, tcpConfig("", "", `connect_timeout = "300ms"`, dead, good.Addr()))
 		var slow int
 		for i := 0; i < 2; i++ { // round-robin: the dead member is tried first at least once
 			start := time.Now()

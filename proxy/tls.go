@@ -33,8 +33,7 @@ type tlsSide struct {
 	failed     atomic.Uint64 // handshakes that failed or timed out
 	silent     atomic.Uint64 // clients that closed before sending a byte
 	challenges atomic.Uint64 // ACME tls-alpn-01 challenges answered
-	lastWarn   atomic.Int64  // unix nanos of the last handshake-failure log
-	suppressed atomic.Uint64
+	failLog    logLimit      // handshake failures: once a second
 }
 
 func newTLSSide(c config.TLS, logger *zap.Logger) (*tlsSide, error) {
@@ -43,7 +42,7 @@ func newTLSSide(c config.TLS, logger *zap.Logger) (*tlsSide, error) {
 		return nil, err
 	}
 	return &tlsSide{certs: m, conf: m.TLSConfig(), timeout: c.HandshakeTimeout,
-		onDemand: c.ACME != nil && c.ACME.OnDemand}, nil
+		onDemand: c.ACME != nil && c.ACME.OnDemand, failLog: logLimit{interval: time.Second}}, nil
 }
 
 // TLSStats is a snapshot of a virtual server's TLS counters.
@@ -161,10 +160,8 @@ func (vs *VirtualServer) refuseTLS(c *net.TCPConn, err error, timedOut bool) {
 		_, _ = c.Write(plainHTTPOnTLS)
 	}
 	ts := vs.tls
-	now := time.Now().UnixNano()
-	last := ts.lastWarn.Load()
-	if now-last < int64(time.Second) || !ts.lastWarn.CompareAndSwap(last, now) {
-		ts.suppressed.Add(1)
+	ok, suppressed := ts.failLog.allow(time.Now())
+	if !ok {
 		return
 	}
 	fields := []zap.Field{zap.Stringer("client", c.RemoteAddr()), zap.Error(err)}
@@ -174,8 +171,8 @@ func (vs *VirtualServer) refuseTLS(c *net.TCPConn, err error, timedOut bool) {
 	case timedOut:
 		fields = append(fields, zap.String("reason", "handshake timeout"), zap.Duration("handshake_timeout", ts.timeout))
 	}
-	if n := ts.suppressed.Swap(0); n > 0 {
-		fields = append(fields, zap.Uint64("suppressed_since_last", n))
+	if suppressed > 0 {
+		fields = append(fields, zap.Uint64("suppressed_since_last", suppressed))
 	}
 	vs.logger.Warn("TLS handshake failed", fields...)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // tlsBlock is a [virtual_server.tls] table serving one certificate.
@@ -55,7 +56,7 @@ func TestTLSHTTPModeTerminates(t *testing.T) {
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "plain:"+fmt.Sprint(r.TLS == nil))
 	}, nil)
-	p := startProxy(t, httpConfig(tlsBlock(cert, key, ""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, ""), "", be.Addr()))
 	cfg := pki.ClientConfig("a.test")
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	status, body, cs := tlsGet(t, p.addr("vs"), cfg)
@@ -91,8 +92,8 @@ func TestTLSTCPModeRelaysDecryptedBytes(t *testing.T) {
 	pki := testpki.New(t)
 	leaf := pki.Issue(t, "a", "127.0.0.1", testpki.Options{})
 	cert, key := leaf.CertFile, leaf.KeyFile
-	be := startBackend(t, echo)
-	p := startProxy(t, tcpConfig("", tlsBlock(cert, key, ""), "", be.addr()))
+	be := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", tlsBlock(cert, key, ""), "", be.Addr()))
 	c, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +127,7 @@ func TestTLSClientAuthRequire(t *testing.T) {
 	cert, key := leaf.CertFile, leaf.KeyFile
 	client := pki.Issue(t, "client", "client.test", testpki.Options{Client: true})
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig(tlsBlock(cert, key, fmt.Sprintf("client_auth = \"require\"\nclient_ca = %q", pki.File)), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, fmt.Sprintf("client_auth = \"require\"\nclient_ca = %q", pki.File)), "", be.Addr()))
 
 	// Without a certificate: in TLS 1.3 the client's handshake ends before
 	// the server checks, so the refusal shows on the first read.
@@ -183,7 +184,7 @@ func startTLSMember(t *testing.T, idle time.Duration) *tlsMember {
 // conns is found by the stale check through TLS.
 func TestTLSToMembersVerifiedAndReused(t *testing.T) {
 	m := startTLSMember(t, 300*time.Millisecond)
-	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", m.pki.File), m.addr()))
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", m.pki.File), m.Addr()))
 	cl := proxyClient(true)
 	defer cl.CloseIdleConnections()
 	url := "http://" + p.addr("vs") + "/"
@@ -201,7 +202,7 @@ func TestTLSToMembersVerifiedAndReused(t *testing.T) {
 	}
 	// The member closes the idle conn (IdleTimeout 300 ms): the next
 	// request goes on a new conn without an error or a replay.
-	waitMemberClosedIdle(t, m.addr())
+	waitMemberClosedIdle(t, m.Addr())
 	if !getOK(cl, url, "tls:true") {
 		t.Fatal("request after the member closed its idle conn failed")
 	}
@@ -222,7 +223,7 @@ func TestTLSToMembersVerifiedAndReused(t *testing.T) {
 func TestTLSToMemberWithWrongCAIs502(t *testing.T) {
 	m := startTLSMember(t, 0)
 	other := testpki.New(t)
-	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", other.File), m.addr()))
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", other.File), m.Addr()))
 	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	if !strings.HasPrefix(out, "HTTP/1.1 502 ") {
 		t.Fatalf("got %q, want 502", out)
@@ -249,7 +250,7 @@ func TestTLSBadInputIsRefusedQuietly(t *testing.T) {
 	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
 	cert, key := leaf.CertFile, leaf.KeyFile
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig(tlsBlock(cert, key, "handshake_timeout = \"300ms\""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, "handshake_timeout = \"300ms\""), "", be.Addr()))
 
 	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request") || !strings.Contains(out, "HTTPS") {
@@ -279,7 +280,7 @@ func TestTLSBadInputIsRefusedQuietly(t *testing.T) {
 	probe := p.dial(t, "vs")
 	_ = probe.Close()
 
-	waitFor(t, 2*time.Second, "3 failed handshakes and 1 silent client", func() bool {
+	socktest.WaitFor(t, 2*time.Second, "3 failed handshakes and 1 silent client", func() bool {
 		st := p.srv.VirtualServer("vs").TLSStats()
 		return st.Failed == 3 && st.Silent == 1
 	})
@@ -301,7 +302,7 @@ func TestTLSReloadKeepsOpenConnections(t *testing.T) {
 	leaf := pki.Issue(t, "a", "a.test", testpki.Options{})
 	cert, key, serial1 := leaf.CertFile, leaf.KeyFile, leaf.Serial
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	p := startProxy(t, httpConfig(tlsBlock(cert, key, "watch_interval = \"0s\""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(cert, key, "watch_interval = \"0s\""), "", be.Addr()))
 
 	old, err := tls.Dial("tcp", p.addr("vs"), pki.ClientConfig("a.test"))
 	if err != nil {
@@ -354,7 +355,7 @@ func TestTLSToRealNginxMember(t *testing.T) {
 		fmt.Sprintf("ssl_certificate %s; ssl_certificate_key %s; ssl_protocols TLSv1.3;", leaf.CertFile, leaf.KeyFile))
 	p := startProxy(t, httpConfig("", fmt.Sprintf("min_idle = 1\n\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), addr))
 	ms := p.srv.Pool("p").Members()[0]
-	waitFor(t, 3*time.Second, "the warm conn", func() bool { return ms.Stats().TLSHandshakes == 1 })
+	socktest.WaitFor(t, 3*time.Second, "the warm conn", func() bool { return ms.Stats().TLSHandshakes == 1 })
 	waitSocketToward(t, addr, "nginx's session tickets unread on the warm conn", func(s sockopt.Socket) bool {
 		return s.State == sockopt.StateEstablished && s.RecvQ > 0
 	})
@@ -383,7 +384,7 @@ func TestTLSUpgradeTunnelsThroughTLSOnBothSides(t *testing.T) {
 	front := ca.Issue(t, "front", "front.test", testpki.Options{})
 	back := ca.Issue(t, "member", "member.test", testpki.Options{})
 	memberSawEOF := make(chan bool, 1)
-	be := startBackend(t, func(raw *net.TCPConn) {
+	be := socktest.Start(t, func(raw *net.TCPConn) {
 		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{back.Pair}})
 		defer c.Close()
 		br := bufio.NewReader(c)
@@ -396,7 +397,7 @@ func TestTLSUpgradeTunnelsThroughTLSOnBothSides(t *testing.T) {
 		memberSawEOF <- err == nil
 	})
 	p := startProxy(t, httpConfig(tlsBlock(front.CertFile, front.KeyFile, ""),
-		fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.addr()))
+		fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File), be.Addr()))
 	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("front.test"))
 	if err != nil {
 		t.Fatal(err)
@@ -449,14 +450,14 @@ func TestTLSClientCertificateTowardMembers(t *testing.T) {
 			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool}
 	})
 	poolTLS := fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\n", ca.File)
-	with := startProxy(t, httpConfig("", poolTLS+fmt.Sprintf("cert = %q\nkey = %q\n", client.CertFile, client.KeyFile), be.addr()))
+	with := startProxy(t, httpConfig("", poolTLS+fmt.Sprintf("cert = %q\nkey = %q\n", client.CertFile, client.KeyFile), be.Addr()))
 	if out := rawExchange(t, with.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK") {
 		t.Fatalf("with the client certificate: %q", out)
 	}
 	if verified.Load() != 1 {
 		t.Fatalf("member verified tether's certificate %d times, want 1", verified.Load())
 	}
-	without := startProxy(t, httpConfig("", poolTLS, be.addr()))
+	without := startProxy(t, httpConfig("", poolTLS, be.Addr()))
 	if out := rawExchange(t, without.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 502 ") {
 		t.Fatalf("without a client certificate: %q, want 502", out)
 	}
@@ -472,13 +473,13 @@ func TestTLSRelayIdleTimeout(t *testing.T) {
 	ca := testpki.New(t)
 	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
 	memberSaw := make(chan error, 1)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		_, _ = io.Copy(c, c) // echo until cut
 		_, err := c.Read(make([]byte, 1))
 		memberSaw <- err
 	})
-	p := startProxy(t, tcpConfig(idleProfiles, "client_profile = \"short\"\nserver_profile = \"short\"\n"+tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	p := startProxy(t, tcpConfig(idleProfiles, "client_profile = \"short\"\nserver_profile = \"short\"\n"+tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("a.test"))
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +525,7 @@ func TestTLSLargeRequestsOnAKeepaliveConn(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%d %d", len(r.Header.Get("X-Big")), len(b))
 	}, nil)
-	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	c, err := tls.Dial("tcp", p.addr("vs"), ca.ClientConfig("a.test"))
 	if err != nil {
 		t.Fatal(err)
@@ -551,11 +552,11 @@ func TestTLSLargeRequestsOnAKeepaliveConn(t *testing.T) {
 // 502, and the access line names the handshake.
 func TestTLSToMemberThatStallsTheHandshakeIs502(t *testing.T) {
 	ca := testpki.New(t)
-	be := startBackend(t, func(c *net.TCPConn) {
+	be := socktest.Start(t, func(c *net.TCPConn) {
 		defer c.Close()
 		_, _ = io.Copy(io.Discard, c) // reads the ClientHello, answers nothing
 	})
-	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\nhandshake_timeout = \"300ms\"\n", ca.File), be.addr()))
+	p := startProxy(t, httpConfig("", fmt.Sprintf("\n[pool.p.tls]\nserver_name = \"member.test\"\nca = %q\nhandshake_timeout = \"300ms\"\n", ca.File), be.Addr()))
 	start := time.Now()
 	out := rawExchange(t, p.addr("vs"), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	took := time.Since(start)
@@ -568,7 +569,7 @@ func TestTLSToMemberThatStallsTheHandshakeIs502(t *testing.T) {
 	if e := fieldString(p.waitAccess(t, 1)[0], "error"); !strings.Contains(e, "TLS handshake") {
 		t.Fatalf("access error %q does not name the TLS handshake", e)
 	}
-	if n := be.acceptedCount(); n != 1 {
+	if n := be.Accepted(); n != 1 {
 		t.Fatalf("member saw %d connects, want 1 (a member is tried once per request)", n)
 	}
 }
@@ -579,10 +580,10 @@ func TestTLSHandshakeCutByShutdownIsNotAFailure(t *testing.T) {
 	ca := testpki.New(t)
 	leaf := ca.Issue(t, "a", "a.test", testpki.Options{})
 	be := startHTTPBackend(t, func(w http.ResponseWriter, r *http.Request) {}, nil)
-	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.addr()))
+	p := startProxy(t, httpConfig(tlsBlock(leaf.CertFile, leaf.KeyFile, ""), "", be.Addr()))
 	c := p.dial(t, "vs") // says nothing: its handshake waits (handshake_timeout 10 s)
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	waitFor(t, 2*time.Second, "the conn to be accepted", func() bool { return p.srv.VirtualServer("vs").Stats().Active == 1 })
+	socktest.WaitFor(t, 2*time.Second, "the conn to be accepted", func() bool { return p.srv.VirtualServer("vs").Stats().Active == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_ = p.srv.Shutdown(ctx)

@@ -45,9 +45,8 @@ type VirtualServer struct {
 	active    atomic.Int64
 	accepted  atomic.Uint64
 	limitHits atomic.Uint64
-	lastLimit atomic.Int64 // unix nanos of the last "limit reached" log
-	lastError atomic.Int64 // unix nanos of the last rate-limited error log
-	suppresed atomic.Uint64
+	limitLog  logLimit // "limit reached": once a second
+	errorLog  logLimit // logError: once a second
 }
 
 func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, pc config.Pool, p *pool.Pool, logger *zap.Logger) (*VirtualServer, error) {
@@ -60,6 +59,8 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 		accessLog: accessLog,
 		dialer:    p.Dialer(server),
 		logger:    logger.With(zap.String("virtual_server", vc.Name)),
+		limitLog:  logLimit{interval: time.Second},
+		errorLog:  logLimit{interval: time.Second},
 	}
 	if vc.MaxConnections > 0 {
 		vs.slots = make(chan struct{}, vc.MaxConnections)
@@ -274,9 +275,7 @@ func (vs *VirtualServer) releaseSlot() {
 }
 
 func (vs *VirtualServer) logLimit() {
-	now := time.Now().UnixNano()
-	last := vs.lastLimit.Load()
-	if now-last < int64(time.Second) || !vs.lastLimit.CompareAndSwap(last, now) {
+	if ok, _ := vs.limitLog.allow(time.Now()); !ok {
 		return
 	}
 	vs.logger.Warn("connection limit reached: not accepting until a connection closes",
@@ -286,13 +285,11 @@ func (vs *VirtualServer) logLimit() {
 // logError logs at error level at most once per second per virtual server,
 // saying how many similar messages were dropped in between.
 func (vs *VirtualServer) logError(msg string, fields ...zap.Field) {
-	now := time.Now().UnixNano()
-	last := vs.lastError.Load()
-	if now-last < int64(time.Second) || !vs.lastError.CompareAndSwap(last, now) {
-		vs.suppresed.Add(1)
+	ok, n := vs.errorLog.allow(time.Now())
+	if !ok {
 		return
 	}
-	if n := vs.suppresed.Swap(0); n > 0 {
+	if n > 0 {
 		fields = append(fields, zap.Uint64("suppressed_since_last", n))
 	}
 	vs.logger.Error(msg, fields...)

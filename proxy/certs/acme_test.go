@@ -14,6 +14,7 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy/certs/acmetest"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // acmeListener listens on 127.0.0.1 and starts a pebble whose validation
@@ -251,7 +252,7 @@ func TestACMERenewsBeforeExpiry(t *testing.T) {
 	}
 
 	var renewed *x509.Certificate
-	waitFor(t, "a renewed certificate in new handshakes", 25*time.Second, func() bool {
+	socktest.WaitFor(t, 25*time.Second, "a renewed certificate in new handshakes", func() bool {
 		leaf := leafOf(t, srv.addr, name, ca)
 		if leaf.SerialNumber.Cmp(first.SerialNumber) == 0 {
 			time.Sleep(200 * time.Millisecond)

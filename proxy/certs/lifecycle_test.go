@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestCloseLeavesNoGoroutine(t *testing.T) {
@@ -29,7 +30,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	if err := m.Start(context.Background()); err == nil {
 		t.Fatal("a second Start was accepted")
 	}
-	waitFor(t, "a ticket key rotation", 5*time.Second, func() bool { return m.keysMade.Load() > 2 })
+	socktest.WaitFor(t, 5*time.Second, "a ticket key rotation", func() bool { return m.keysMade.Load() > 2 })
 	m.Close()
 	m.Close() // again: a no-op
 	goleak.VerifyNone(t, before)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // servedSerial is the serial of the certificate a new handshake for name
@@ -109,14 +110,14 @@ func TestWatcherReloadsChangedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	testpki.WriteFile(t, a.Key, []byte("garbage\n"))
-	waitFor(t, "a warning about the broken key", 5*time.Second, func() bool {
+	socktest.WaitFor(t, 5*time.Second, "a warning about the broken key", func() bool {
 		return logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("do not load").Len() > 0
 	})
 	if got := servedSerial(t, srv.addr, "a.tether.test", ca.Pool); got != old {
 		t.Fatalf("served %s after a broken key, want the old %s", got, old)
 	}
 	testpki.WriteFile(t, a.Key, good) // back as it was: reloads the same certificate
-	waitFor(t, "the reload of the repaired key", 5*time.Second, func() bool {
+	socktest.WaitFor(t, 5*time.Second, "the reload of the repaired key", func() bool {
 		return logs.FilterLevelExact(zapcore.InfoLevel).FilterMessageSnippet("reloaded").Len() > 0
 	})
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
@@ -125,7 +126,7 @@ func TestWatcherReloadsChangedFiles(t *testing.T) {
 
 	// A renewed pair is picked up without a Reload call.
 	newLeaf := ca.Issue(t, "a", "a.tether.test", testpki.Options{}).Pair.Leaf
-	waitFor(t, "the watcher to serve the new certificate", 5*time.Second, func() bool {
+	socktest.WaitFor(t, 5*time.Second, "the watcher to serve the new certificate", func() bool {
 		return servedSerial(t, srv.addr, "a.tether.test", ca.Pool) == newLeaf.SerialNumber.String()
 	})
 	if err := exchange(before, "still there"); err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // resumes makes a full handshake with a fresh session cache (keeping the
@@ -64,7 +65,7 @@ func TestSessionTicketExpiresAfterTwoRotations(t *testing.T) {
 	if resumes(t, srv.addr, conf, func() {
 		// The ticket was sealed with key number made (or older).
 		made := m.keysMade.Load()
-		waitFor(t, "two ticket key rotations", 5*time.Second, func() bool { return m.keysMade.Load() >= made+2 })
+		socktest.WaitFor(t, 5*time.Second, "two ticket key rotations", func() bool { return m.keysMade.Load() >= made+2 })
 	}) {
 		t.Fatal("a ticket resumed after two rotations of the ticket keys")
 	}
