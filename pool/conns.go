@@ -16,9 +16,9 @@ import (
 // ErrNoMember: the proxy answers 503 for all three.
 var ErrQueueTimeout = fmt.Errorf("%w: none freed within the queue timeout", ErrMemberLimit)
 
-// ErrReuserClosed is returned by Get once a reuse ConnPool is closed, and to
+// ErrConnPoolClosed is returned by Get once a reuse ConnPool is closed, and to
 // Gets that were queued when it closed.
-var ErrReuserClosed = errors.New("pool: reuser closed")
+var ErrConnPoolClosed = errors.New("pool: connection pool closed")
 
 // ConnPool keeps established conns to the members of a Pool for one server
 // profile and lends them. Per member it holds one record (memberConns): an
@@ -35,7 +35,7 @@ var ErrReuserClosed = errors.New("pool: reuser closed")
 //   - tcp preconnect: every Dialer has one (Dialer.Connect lends from it).
 //     The filler keeps config.Pool.Preconnect conns spread over the members
 //     that are up; each conn is handed out once and never comes back.
-//   - http reuse (NewReuser): the relay lends a conn per exchange and gives
+//   - http reuse (NewReusePool): the relay lends a conn per exchange and gives
 //     it back with Put; the filler keeps min_idle per member; conns retire
 //     so the member closes first.
 //
@@ -98,12 +98,12 @@ type connCounters struct {
 	replays [replayCauses]counter
 }
 
-// NewReuser builds the http-reuse ConnPool of a virtual server on d with
+// NewReusePool builds the http-reuse ConnPool of a virtual server on d with
 // the pool's validated reuse settings (config.Pool.Reuse), and starts its
 // reaper, which also fills the min_idle warm pool at once. Under reuse =
 // never no conn is kept idle (and so none is warmed). Close it before the
 // Pool.
-func NewReuser(d *Dialer, cfg config.Reuse) *ConnPool {
+func NewReusePool(d *Dialer, cfg config.Reuse) *ConnPool {
 	if cfg.Mode == config.ReuseNever {
 		cfg.MaxIdle = 0
 	}
@@ -157,7 +157,7 @@ func (p *ConnPool) Idle(m *Member) int {
 	return len(p.members[m.index].idle)
 }
 
-// Close stops the ConnPool: queued Gets return ErrReuserClosed, retired
+// Close stops the ConnPool: queued Gets return ErrConnPoolClosed, retired
 // conns still waiting for their member's FIN are reset, the reaper stops
 // (Close waits for it and every goroutine the ConnPool started, filler
 // dials in flight cut short), and the idle conns are closed with RST (no
@@ -182,7 +182,7 @@ func (p *ConnPool) Close() {
 		mc.idle = nil
 	}
 	for w := p.q.popFront(); w != nil; w = p.q.popFront() {
-		p.deliverLocked(w, nil, ErrReuserClosed)
+		p.deliverLocked(w, nil, ErrConnPoolClosed)
 	}
 	now := time.Now()
 	for c := range p.retiring {

@@ -25,7 +25,7 @@
 //     Conn carries the bare *net.TCPConn so the proxy can splice, and is
 //     never given back (Release frees its slot).
 //   - http mode: a virtual server builds a ConnPool on its Dialer with the
-//     pool's reuse settings (NewReuser) and borrows a ServerConn per
+//     pool's reuse settings (NewReusePool) and borrows a ServerConn per
 //     request (Get), giving it back after the exchange (Put, or Discard
 //     when it failed). The filler keeps min_idle per member; conns retire
 //     so the member closes first (Retire, then `Connection: close` from the

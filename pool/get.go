@@ -101,7 +101,7 @@ func (p *ConnPool) tryTake(a *attempt, w *wantConn) (take, error) {
 		return take{}, fmt.Errorf("pool %q: %w", p.pool.cfg.Name, w.err)
 	}
 	if p.closed && !p.stock {
-		return take{}, ErrReuserClosed
+		return take{}, ErrConnPoolClosed
 	}
 	// FIFO: a Get does not overtake queued ones; only the oldest waiter
 	// competes for a freed slot.

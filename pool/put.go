@@ -155,7 +155,7 @@ func (p *ConnPool) retire(c *ServerConn) {
 		}
 		p.mu.Unlock()
 		if err == nil {
-			err = ErrReuserClosed // closing: do not wait
+			err = ErrConnPoolClosed // closing: do not wait
 		}
 	}
 	p.finishRetire(c, err)

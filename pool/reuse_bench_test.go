@@ -29,7 +29,7 @@ func BenchmarkGetPut(b *testing.B) {
 			}
 			p.Start()
 			defer p.Close()
-			r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
+			r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
 			defer r.Close()
 			ctx := context.Background()
 			client := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
@@ -65,7 +65,7 @@ func BenchmarkGetPutParallel(b *testing.B) {
 	}
 	p.Start()
 	defer p.Close()
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 64, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 64, IdleTimeout: time.Minute, PeekInterval: time.Hour}))
 	defer r.Close()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

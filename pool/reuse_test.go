@@ -113,7 +113,7 @@ func (b *lineBackend) endOf(local string) (connEnd, bool) {
 }
 
 // reusePool starts a pool of addrs (round-robin, health off) whose members
-// allow maxConns conns each, and a reuse ConnPool (NewReuser) on its
+// allow maxConns conns each, and a reuse ConnPool (NewReusePool) on its
 // default-profile Dialer with profile close mode closeMode. Both are closed
 // at the test's end, the ConnPool first.
 func reusePool(t *testing.T, s config.Reuse, maxConns int, closeMode config.CloseMode, addrs ...string) (*Pool, *ConnPool) {
@@ -126,7 +126,7 @@ func reusePool(t *testing.T, s config.Reuse, maxConns int, closeMode config.Clos
 	prof := config.DefaultProfile()
 	prof.Close = closeMode
 	prof.DrainTimeout = time.Second
-	r := NewReuser(p.Dialer(prof), settings(s))
+	r := NewReusePool(p.Dialer(prof), settings(s))
 	t.Cleanup(r.Close)
 	return p, r
 }
@@ -754,11 +754,11 @@ func TestCloseResetsIdleConnsAndFailsWaiters(t *testing.T) {
 	}()
 	socktest.WaitFor(t, 5*time.Second, "the waiter queued", func() bool { return rw.nwait.Load() == 1 })
 	rw.Close()
-	if err := <-errc; !errors.Is(err, ErrReuserClosed) {
-		t.Errorf("queued Get at Close = %v, want ErrReuserClosed", err)
+	if err := <-errc; !errors.Is(err, ErrConnPoolClosed) {
+		t.Errorf("queued Get at Close = %v, want ErrConnPoolClosed", err)
 	}
-	if _, err := rw.Get(context.Background(), nil); !errors.Is(err, ErrReuserClosed) {
-		t.Errorf("Get after Close = %v, want ErrReuserClosed", err)
+	if _, err := rw.Get(context.Background(), nil); !errors.Is(err, ErrConnPoolClosed) {
+		t.Errorf("Get after Close = %v, want ErrConnPoolClosed", err)
 	}
 	if !held.Retire() {
 		t.Error("Retire = false on a closed ConnPool's conn")

@@ -107,7 +107,7 @@ func TestMinIdleDroppedWhenTheMemberGoesDownRestoredWhenItComesBack(t *testing.T
 	cfg := testPool(config.MethodRoundRobin, addr)
 	cfg.Health = fastHealth(1, 1)
 	p := startPool(t, cfg)
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{
 		MaxIdle: 8, MinIdle: 4, IdleTimeout: time.Minute, PeekInterval: 100 * time.Millisecond,
 	}))
 	t.Cleanup(r.Close)
@@ -141,7 +141,7 @@ func TestMinIdleBacksOffARefusingMember(t *testing.T) {
 	addr := socktest.DeadAddr(t)
 	cfg := testPool(config.MethodRoundRobin, addr) // health off: the member stays up and keeps refusing
 	p := startPool(t, cfg)
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 8, MinIdle: 4, IdleTimeout: time.Minute}))
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 8, MinIdle: 4, IdleTimeout: time.Minute}))
 	t.Cleanup(r.Close)
 	m := p.Members()[0]
 
@@ -213,7 +213,7 @@ func TestCloseWithWarmDialsInFlightLeaksNothing(t *testing.T) {
 	m := p.Members()[0]
 	ignore := goleak.IgnoreCurrent()
 
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 8, MinIdle: 4}))
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 8, MinIdle: 4}))
 	socktest.WaitFor(t, 2*time.Second, "4 warm dials in flight", func() bool { return m.Active() == 4 })
 	time.Sleep(50 * time.Millisecond) // the dials are in connect(2)
 	start := time.Now()
@@ -238,7 +238,7 @@ func TestReuserDropsIdleConnsWhenTheMemberLeaves(t *testing.T) {
 	b := newBackend(t)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
 	p := startPool(t, cfg)
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 4, PeekInterval: time.Hour}))
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 4, PeekInterval: time.Hour}))
 	defer r.Close()
 	var got []*ServerConn
 	for i := 0; i < 3; i++ {

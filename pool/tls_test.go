@@ -58,7 +58,7 @@ func tlsPool(t *testing.T, cfg config.Pool, conf *tls.Config) *Pool {
 
 func tlsReuser(t *testing.T, p *Pool, s config.Reuse) *ConnPool {
 	t.Helper()
-	r := NewReuser(p.Dialer(config.DefaultProfile()), settings(s))
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(s))
 	t.Cleanup(r.Close)
 	return r
 }

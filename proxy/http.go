@@ -12,7 +12,7 @@ import (
 )
 
 // httpSide is what an http-mode virtual server adds to a tcp one: the
-// client-side HTTP settings and the Reuser its requests borrow member
+// client-side HTTP settings and the reuse ConnPool its requests borrow member
 // connections from.
 type httpSide struct {
 	cfg    config.HTTP
@@ -88,8 +88,8 @@ func removeFields(hs []http1.Header, names [][]byte) []http1.Header {
 	return out
 }
 
-func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*httpSide, error) {
-	r := pool.NewReuser(d, pc.Reuse)
+func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) *httpSide {
+	r := pool.NewReusePool(d, pc.Reuse)
 	hs := &httpSide{
 		cfg:    *vc.HTTP,
 		mode:   pc.Reuse.Mode,
@@ -98,5 +98,5 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) (*http
 	}
 	hs.reqRemove, hs.reqAdd = headerEdits(vc.HTTP.AddRequestHeaders, vc.HTTP.RemoveRequestHeaders)
 	hs.respRemove, hs.respAdd = headerEdits(vc.HTTP.AddResponseHeaders, vc.HTTP.RemoveResponseHeaders)
-	return hs, nil
+	return hs
 }

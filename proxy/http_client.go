@@ -21,7 +21,7 @@ import (
 )
 
 // The http path, by file: http.go (a virtual server's http side: settings,
-// header edits, the Reuser), http_buffers.go (what a busy conn borrows),
+// header edits, the reuse ConnPool), http_buffers.go (what a busy conn borrows),
 // http_client.go (here: a client conn's life and its loop over requests),
 // http_exchange.go (one request sent to a member, replays, the access
 // line), http_response.go (the answer streamed back) and http_upgrade.go

@@ -199,7 +199,7 @@ func (h *httpConn) failRequest(start time.Time, status int, rec *requestRecord) 
 var testHookMemberConn func(*pool.ServerConn)
 
 // serverConn returns the member conn for the next request: the one this
-// client holds (per-client, never) or one from the Reuser.
+// client holds (per-client, never) or one from the reuse ConnPool.
 func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	if h.heldMember != nil {
 		sc := h.heldMember

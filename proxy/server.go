@@ -175,7 +175,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // closeVirtualServers releases what virtual servers hold beyond their
-// connections (http mode: the idle member conns of their Reusers; the
+// connections (http mode: the idle member conns of their reuse ConnPools; the
 // parker, already stopped by a drain, not after a failed Start).
 func (s *Server) closeVirtualServers() {
 	for _, vs := range s.vss {

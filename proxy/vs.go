@@ -66,11 +66,7 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 		vs.slots = make(chan struct{}, vc.MaxConnections)
 	}
 	if vc.Mode == config.ModeHTTP {
-		hs, err := newHTTPSide(vc, pc, vs.dialer)
-		if err != nil {
-			return nil, err
-		}
-		vs.http = hs
+		vs.http = newHTTPSide(vc, pc, vs.dialer)
 	}
 	if vc.TLS != nil {
 		ts, err := newTLSSide(*vc.TLS, vs.logger)
