@@ -48,16 +48,25 @@ func TestDeadAddrRefuses(t *testing.T) {
 }
 
 func TestWaitForFailsAfterItsBound(t *testing.T) {
+	ft := runFake(t, func(ft *fakeT) {
+		WaitFor(ft, 30*time.Millisecond, "never", func() bool { return false })
+	})
+	if !ft.failed {
+		t.Fatal("WaitFor returned without failing for a condition that never holds")
+	}
+}
+
+// runFake runs f with a fakeT in a goroutine of its own (Fatalf and Skipf
+// end it, as testing.T's do) and returns the fakeT once f is over.
+func runFake(t *testing.T, f func(*fakeT)) *fakeT {
 	ft := &fakeT{TB: t}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		WaitFor(ft, 30*time.Millisecond, "never", func() bool { return false })
+		f(ft)
 	}()
 	<-done
-	if !ft.failed {
-		t.Fatal("WaitFor returned without failing for a condition that never holds")
-	}
+	return ft
 }
 
 // fakeT records Fatalf and ends the goroutine as testing.T does.
@@ -81,13 +90,7 @@ func TestNeedFindsAProgramAndFailsInCIWithoutOne(t *testing.T) {
 		t.Fatal("Need(sh) returned no path")
 	}
 	t.Setenv("CI", "true")
-	ft := &fakeT{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Need(ft, "tether-no-such-program", "none")
-	}()
-	<-done
+	ft := runFake(t, func(ft *fakeT) { Need(ft, "tether-no-such-program", "none") })
 	if !ft.failed {
 		t.Fatal("Need of a missing program under CI did not fail the test")
 	}
@@ -96,13 +99,7 @@ func TestNeedFindsAProgramAndFailsInCIWithoutOne(t *testing.T) {
 func TestMissingSkipsLocallyAndFailsInCI(t *testing.T) {
 	for _, ci := range []string{"", "true"} {
 		t.Setenv("CI", ci)
-		ft := &fakeT{TB: t}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			Missing(ft, "no %s here", "pty")
-		}()
-		<-done
+		ft := runFake(t, func(ft *fakeT) { Missing(ft, "no %s here", "pty") })
 		if ci == "" && (!ft.skipped || ft.failed) {
 			t.Errorf("without CI: skipped %v, failed %v; want a skip", ft.skipped, ft.failed)
 		}
