@@ -35,6 +35,7 @@ const (
 // env is one run: its options, temp dir, processes, ports and binaries.
 type env struct {
 	o     *options
+	root  string // the module's root directory
 	tmp   string
 	ps    *procs
 	ports *ports
@@ -69,6 +70,14 @@ func (e *env) prepare(ctx context.Context) error {
 		e.warnf("the proxy and the load share CPU %d: figures will be pessimistic", e.o.loadCPU)
 	}
 	e.raiseFDLimit()
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
+		return fmt.Errorf("run from inside the tether module (go env GOMOD: %q, %v)", strings.TrimSpace(string(gomod)), err)
+	}
+	e.root = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if !filepath.IsAbs(e.o.outDir) {
+		e.o.outDir = filepath.Join(e.root, e.o.outDir)
+	}
 	// tether's binaries.
 	build := func() (string, error) { return e.buildTether(ctx, "") }
 	a := e.o.tetherA
@@ -95,10 +104,11 @@ func (e *env) prepare(ctx context.Context) error {
 		}
 	}
 	e.idleconns = filepath.Join(e.tmp, "idleconns")
-	if b, err := exec.CommandContext(ctx, "go", "build", "-o", e.idleconns, "./bench/idleconns").CombinedOutput(); err != nil {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", e.idleconns, "./bench/idleconns")
+	cmd.Dir = e.root
+	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./bench/idleconns: %v: %s", err, firstBytes(b))
 	}
-	var err error
 	if e.tls, err = makeCert(filepath.Join(e.tmp, "tls")); err != nil {
 		return err
 	}
@@ -124,7 +134,9 @@ func (e *env) buildTether(ctx context.Context, tags string) (string, error) {
 		args = []string{"build", "-tags", tags, "-o", out}
 	}
 	e.logf("building ./cmd/tether %s", tags)
-	if b, err := exec.CommandContext(ctx, "go", append(args, "./cmd/tether")...).CombinedOutput(); err != nil {
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/tether")...)
+	cmd.Dir = e.root
+	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/tether %s: %v: %s", tags, err, firstBytes(b))
 	}
 	if e.builds == nil {
@@ -308,8 +320,8 @@ func (e *env) writeResults(sections []*section, wall time.Duration) (string, err
 	for _, t := range e.tethers {
 		tethers[t.name] = fileID(t.bin)
 	}
-	commit := strings.TrimSpace(version("git", "rev-parse", "--short", "HEAD"))
-	if st := version("git", "status", "--porcelain", "--", "cmd", "config", "pool", "proxy", "sockopt"); st != "" {
+	commit := strings.TrimSpace(version("git", "-C", e.root, "rev-parse", "--short", "HEAD"))
+	if st := version("git", "-C", e.root, "status", "--porcelain", "--", "cmd", "config", "pool", "proxy", "sockopt"); st != "" {
 		commit += "+dirty"
 	}
 	doc := map[string]any{

@@ -20,6 +20,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -178,11 +179,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, o))
+	os.Exit(run(ctx, o, os.Stdout))
 }
 
 // run does the whole comparison; it returns the exit code.
-func run(ctx context.Context, o *options) int {
+func run(ctx context.Context, o *options, stdout io.Writer) int {
 	t0 := time.Now()
 	tmp, err := os.MkdirTemp("", "tether-compare.")
 	if err != nil {
@@ -220,16 +221,16 @@ func run(ctx context.Context, o *options) int {
 	}
 	for _, s := range sections {
 		s.finish()
-		s.print(os.Stdout, o.rounds)
+		s.print(stdout, o.rounds)
 	}
 	wall := time.Since(t0)
 	path, err := e.writeResults(sections, wall)
 	if err != nil {
 		e.warnf("JSON: %v", err)
 	} else {
-		fmt.Printf("\nJSON: %s\n", path)
+		fmt.Fprintf(stdout, "\nJSON: %s\n", path)
 	}
-	fmt.Printf("wall time: %s\n", wall.Round(time.Second))
+	fmt.Fprintf(stdout, "wall time: %s\n", wall.Round(time.Second))
 	if ctx.Err() != nil {
 		return 130
 	}

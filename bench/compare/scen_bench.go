@@ -94,7 +94,7 @@ func (e *env) runTetherBench(ctx context.Context) (*section, error) {
 			row{Group: c, Label: "p50 latency", Unit: "ms", Metric: k + "p50_ms", Lower: true},
 			row{Group: c, Label: "p99 latency", Unit: "ms", Metric: k + "p99_ms", Lower: true},
 			row{Group: c, Label: "conns opened", Unit: "conns", Metric: k + "conns_opened", Lower: true},
-			row{Group: c, Label: "ephemeral ports used", Unit: "conns", Metric: k + "ports_used", Lower: true},
+			row{Group: c, Label: "ephemeral ports used", Unit: "ports", Metric: k + "ports_used", Lower: true},
 			row{Group: c, Label: "TIME_WAIT client", Unit: "sockets", Metric: k + "tw_client", Lower: true},
 			row{Group: c, Label: "TIME_WAIT target", Unit: "sockets", Metric: k + "tw_target", Lower: true},
 			row{Group: c, Label: "errors", Unit: "count", Metric: k + "errors", Lower: true},
@@ -261,8 +261,8 @@ func (e *env) runLoadgenCheck(ctx context.Context) ([]*section, error) {
 		)
 		if g.key != "long" {
 			s.Rows = append(s.Rows,
-				row{Group: g.name, Label: "ephemeral ports used", Unit: "conns", Metric: k + "ports_used"},
-				row{Group: g.name, Label: "TIME_WAIT client / target", Unit: "sockets", Metric: k + "tw_client"},
+				row{Group: g.name, Label: "ephemeral ports used", Unit: "ports", Metric: k + "ports_used"},
+				row{Group: g.name, Label: "TIME_WAIT client", Unit: "sockets", Metric: k + "tw_client"},
 				row{Group: g.name, Label: "TIME_WAIT target", Unit: "sockets", Metric: k + "tw_target"},
 			)
 		}
