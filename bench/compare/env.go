@@ -25,7 +25,7 @@ import (
 	"time"
 )
 
-// Settings every proxy shares (compare.sh's values).
+// Settings every proxy shares (the former bench/compare.sh's values).
 const (
 	tetherPoolMax  = 64 // tether member max_connections and pool max_idle
 	nginxKeepalive = 32 // nginx upstream keepalive

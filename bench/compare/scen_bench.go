@@ -381,7 +381,7 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 // counters cost the http request path: tether built from the working tree
 // with min_idle 8 and its counters, against a build with -tags
 // tether_nocounters and min_idle 0. A fresh tether per run, the order
-// alternating between rounds (cost.sh).
+// alternating between rounds (as the former bench/cost.sh did).
 func (e *env) runCost(ctx context.Context) (*section, error) {
 	with, err := e.buildTether(ctx, "")
 	if err != nil {

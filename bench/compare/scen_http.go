@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// HTTP loads (compare.sh's values).
+// HTTP loads (the former bench/compare.sh's values).
 const (
 	wrkConns   = 50
 	wrkThreads = 2
