@@ -283,3 +283,27 @@ func tlsLine(out string) string {
 	}
 	return ""
 }
+
+var (
+	sclientNew    = regexp.MustCompile(`(?m)^New, (TLSv[\d.]+), Cipher is (\S+)`)
+	sclientKey    = regexp.MustCompile(`(?m)^(?:Server|Peer) Temp Key: ([^,\s]+)`)
+	sclientALPN   = regexp.MustCompile(`(?m)^ALPN protocol: (\S+)`)
+	sclientVerify = regexp.MustCompile(`(?m)^\s*Verify return code: \d+ \(([^)]*)\)`)
+)
+
+// parseSClient reads what openssl s_client negotiated, in the form
+// negotiated() gives tether bench's: "TLS 1.3 / suite / group / ALPN", and
+// its verify result.
+func parseSClient(out string) (neg, verify string) {
+	get := func(re *regexp.Regexp, i int) string {
+		if m := re.FindStringSubmatch(out); m != nil {
+			return m[i]
+		}
+		return "?"
+	}
+	ver := get(sclientNew, 1)
+	if v, ok := strings.CutPrefix(ver, "TLSv"); ok {
+		ver = "TLS " + v
+	}
+	return strings.Join([]string{ver, get(sclientNew, 2), get(sclientKey, 1), get(sclientALPN, 1)}, " / "), get(sclientVerify, 1)
+}

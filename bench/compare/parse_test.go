@@ -259,3 +259,13 @@ func TestThousandsSeparates(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSClientReadsWhatWasNegotiated(t *testing.T) {
+	neg, verify := parseSClient(testdata(t, "s_client.txt"))
+	if neg != "TLS 1.3 / TLS_AES_256_GCM_SHA384 / X25519 / http/1.1" || verify != "ok" {
+		t.Errorf("parseSClient = %q, verify %q", neg, verify)
+	}
+	if neg, _ := parseSClient("connect: Connection refused\n"); neg != "? / ? / ? / ?" {
+		t.Errorf("no handshake: %q", neg)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -274,6 +275,37 @@ func (e *env) runLoadgenCheck(ctx context.Context) ([]*section, error) {
 	return []*section{s}, nil
 }
 
+// probeTLS asks openssl s_client what a client with OpenSSL's defaults (as
+// wrk has) negotiates with the proxy on port.
+func (e *env) probeTLS(ctx context.Context, port int) (neg, verify string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", "127.0.0.1:"+strconv.Itoa(port), "-alpn", "http/1.1", "-CAfile", e.tls.Cert)
+	out, err := cmd.CombinedOutput() // stdin is empty: it ends after the handshake
+	if err != nil && len(out) == 0 {
+		return "", "", err
+	}
+	neg, verify = parseSClient(string(out))
+	return neg, verify, nil
+}
+
+// sameTLS warns when the targets negotiated different things with one
+// client: then the comparison is not like for like.
+func sameTLS(s *section, ts []target, prefix string) {
+	first := ""
+	for _, t := range ts {
+		v, _, _ := strings.Cut(s.Text[prefix+t.name], " / verify")
+		if v == "" {
+			continue
+		}
+		if first == "" {
+			first = v
+		} else if v != first {
+			s.warn(fmt.Sprintf("MISMATCH (%s): %s negotiated %s, %s: not like for like", strings.TrimSpace(prefix), t.name, v, first))
+		}
+	}
+}
+
 func cutLast(s, sep string) (string, string, bool) {
 	for i := len(s) - len(sep); i >= 0; i-- {
 		if s[i:i+len(sep)] == sep {
@@ -304,6 +336,9 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 	e.eachRound(ctx, ts, func(round int, t target) error {
 		return e.throughOne(ctx, t, fmt.Sprintf("https-%s-%d", t.name, round), "https", back[fmt.Sprintf("%s.%d", t.name, round)], func(front int, r *running) error {
 			url := "https://127.0.0.1:" + strconv.Itoa(front) + "/"
+			if neg, verify, err := e.probeTLS(ctx, front); err == nil {
+				s.Text["negotiated by openssl s_client (OpenSSL's defaults, as wrk) "+t.name] = neg + " / verify " + verify
+			}
 			argv := e.tbenchArgv("--conn", "short", "-c", strconv.Itoa(hsConns), "-d", secsFlag(e.o.dur),
 				"--tls-min", "1.3", "--tls-groups", "x25519", "--cacert", e.tls.Cert, url)
 			m := startMeter(r.pids, e.o.proxyCPU, e.o.loadCPU)
@@ -328,7 +363,7 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 			if u.ProxyBusy > 0 {
 				hs["per_busy_s"] = hs["handshakes"] / u.ProxyBusy.Seconds()
 			}
-			s.Text["negotiated "+t.name] = negotiated(res[0])
+			s.Text["negotiated by tether bench "+t.name] = negotiated(res[0])
 			s.add(t.name, prefixed("hs.", hs))
 			e.logf("handshakes %s: %.0f/s, %.0f per proxy CPU-s, %s", t.name, hs["hs_per_s"], hs["per_cpu_s"], negotiated(res[0]))
 			_ = sleep(ctx, 500*time.Millisecond)
@@ -351,6 +386,8 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 			return nil
 		})
 	})
+	sameTLS(s, ts, "negotiated by tether bench ")
+	sameTLS(s, ts, "negotiated by openssl s_client (OpenSSL's defaults, as wrk) ")
 	a := e.tethers[0].name
 	hsG, kaG := "new handshakes (1 request per conn)", fmt.Sprintf("keepalive (wrk -c %d)", wrkConns)
 	s.Rows = []row{
