@@ -9,7 +9,7 @@
 // peer at its best pooling (HAProxy http-reuse always, nginx upstream
 // keepalive with HTTP/1.1 and an empty Connection header).
 //
-//	go run ./bench/compare                      # everything, about 4 minutes
+//	go run ./bench/compare                      # everything, about 5 minutes (-quick 2.5)
 //	go run ./bench/compare -quick -only http    # a smoke run of one scenario
 //	go run ./bench/compare -tether old/tether -tether-b new/tether -rounds 3
 //
