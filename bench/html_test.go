@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/html"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // The report is one self-contained page: it parses, has no script and no
@@ -84,13 +86,7 @@ func TestHTMLReportIsSelfContainedAndRenders(t *testing.T) {
 	}
 
 	t.Run("chromium", func(t *testing.T) {
-		chromium := "/usr/bin/chromium"
-		if _, err := os.Stat(chromium); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing: CI must install chromium (.ci/run)", chromium)
-			}
-			t.Skipf("%s not installed: skipping the browser render check (CI installs it)", chromium)
-		}
+		chromium := socktest.Need(t, "chromium", "chromium")
 		dir := t.TempDir()
 		file := filepath.Join(dir, "report.html")
 		if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func run(t *testing.T, o Options) *Result {
@@ -40,8 +42,8 @@ func TestShortModeOpensOneConnPerRequest(t *testing.T) {
 	if r.Requests != 200 || r.OK != 200 || s.requests.Load() != 200 {
 		t.Errorf("requests: bench %d ok %d, server saw %d; want 200", r.Requests, r.OK, s.requests.Load())
 	}
-	if r.ConnsOpened != 200 || s.accepted.Load() != 200 || r.PortsUsed != 200 {
-		t.Errorf("conns: bench opened %d on %d ports, server accepted %d; want 200", r.ConnsOpened, r.PortsUsed, s.accepted.Load())
+	if r.ConnsOpened != 200 || s.accepted() != 200 || r.PortsUsed != 200 {
+		t.Errorf("conns: bench opened %d on %d ports, server accepted %d; want 200", r.ConnsOpened, r.PortsUsed, s.accepted())
 	}
 	if r.ClosedByClient != 200 || r.ClosedByServer != 0 {
 		t.Errorf("closed by client %d, by server %d; want 200, 0", r.ClosedByClient, r.ClosedByServer)
@@ -58,8 +60,8 @@ func TestLongModeOpensConcurrencyConns(t *testing.T) {
 	if r.OK != 1000 || s.requests.Load() != 1000 {
 		t.Errorf("ok %d, server saw %d; want 1000", r.OK, s.requests.Load())
 	}
-	if r.ConnsOpened != 10 || s.accepted.Load() != 10 {
-		t.Errorf("conns opened %d, server accepted %d; want 10", r.ConnsOpened, s.accepted.Load())
+	if r.ConnsOpened != 10 || s.accepted() != 10 {
+		t.Errorf("conns opened %d, server accepted %d; want 10", r.ConnsOpened, s.accepted())
 	}
 }
 
@@ -71,8 +73,8 @@ func TestLongModeRequestsPerConnOpensRequestsOverN(t *testing.T) {
 	if r.OK != 1000 || s.requests.Load() != 1000 {
 		t.Errorf("ok %d, server saw %d; want 1000", r.OK, s.requests.Load())
 	}
-	if r.ConnsOpened != 100 || s.accepted.Load() != 100 {
-		t.Errorf("conns opened %d, server accepted %d; want 100", r.ConnsOpened, s.accepted.Load())
+	if r.ConnsOpened != 100 || s.accepted() != 100 {
+		t.Errorf("conns opened %d, server accepted %d; want 100", r.ConnsOpened, s.accepted())
 	}
 }
 
@@ -80,8 +82,8 @@ func TestServerClosingEveryResponseIsFollowed(t *testing.T) {
 	s := (&testServer{closeEach: true}).start(t)
 	r := run(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 3, Requests: 60})
 	noErrors(t, r)
-	if r.OK != 60 || r.ConnsOpened != 60 || s.accepted.Load() != 60 || r.ClosedByServer != 60 {
-		t.Errorf("ok %d conns %d accepted %d closed by server %d; want 60 each", r.OK, r.ConnsOpened, s.accepted.Load(), r.ClosedByServer)
+	if r.OK != 60 || r.ConnsOpened != 60 || s.accepted() != 60 || r.ClosedByServer != 60 {
+		t.Errorf("ok %d conns %d accepted %d closed by server %d; want 60 each", r.OK, r.ConnsOpened, s.accepted(), r.ClosedByServer)
 	}
 }
 
@@ -122,10 +124,10 @@ func TestTCPEchoRoundTrips(t *testing.T) {
 			if conn == ConnShort {
 				want = 300
 			}
-			if int64(r.ConnsOpened) != want || s.accepted.Load() != want {
-				t.Errorf("conns %d accepted %d; want %d", r.ConnsOpened, s.accepted.Load(), want)
+			if int64(r.ConnsOpened) != want || s.accepted() != want {
+				t.Errorf("conns %d accepted %d; want %d", r.ConnsOpened, s.accepted(), want)
 			}
-			waitFor(t, "server echoed every byte", func() bool { return s.echoed.Load() == 300*1000 })
+			socktest.WaitFor(t, 5*time.Second, "server echoed every byte", func() bool { return s.echoed.Load() == 300*1000 })
 		})
 	}
 }
@@ -186,7 +188,7 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 		if r.ClosedByServer != n || r.TimeWaitTarget != n || r.TimeWaitClient != 0 {
 			t.Errorf("closed by server %d, TIME_WAIT target %d client %d; want %d %d 0", r.ClosedByServer, r.TimeWaitTarget, r.TimeWaitClient, n, n)
 		}
-		waitFor(t, "/proc/net/tcp agrees", func() bool {
+		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
 			client, target := procTimeWait(t, s.port())
 			return client == 0 && target == n
 		})
@@ -198,7 +200,7 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 		if r.ClosedByClient != n || r.TimeWaitClient != n || r.TimeWaitTarget != 0 {
 			t.Errorf("closed by client %d, TIME_WAIT client %d target %d; want %d %d 0", r.ClosedByClient, r.TimeWaitClient, r.TimeWaitTarget, n, n)
 		}
-		waitFor(t, "/proc/net/tcp agrees", func() bool {
+		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
 			client, target := procTimeWait(t, s.port())
 			return client == n && target == 0
 		})
@@ -210,7 +212,7 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 		if r.ClosedByServer != n || r.TimeWaitTarget != n || r.TimeWaitClient != 0 {
 			t.Errorf("closed by server %d, TIME_WAIT target %d client %d; want %d %d 0", r.ClosedByServer, r.TimeWaitTarget, r.TimeWaitClient, n, n)
 		}
-		waitFor(t, "/proc/net/tcp agrees", func() bool {
+		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
 			client, target := procTimeWait(t, s.port())
 			return client == 0 && target == n
 		})
@@ -247,16 +249,4 @@ func procTimeWait(t *testing.T, port uint16) (client, target int) {
 		}
 	}
 	return client, target
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,15 +14,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tetherproxy/tether/sockopt"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testServer is a small raw HTTP/1.1 (or echo) server on 127.0.0.1 that
-// counts what it saw: connections accepted and requests read.
+// counts what it saw: connections accepted and requests read. It runs on a
+// socktest.Backend, which accepts, counts and, at the test's cleanup, closes
+// every conn and waits for every handler.
 type testServer struct {
-	ln       *net.TCPListener
-	accepted atomic.Int64
+	b        *socktest.Backend
 	requests atomic.Int64
 	echoed   atomic.Int64 // echo: bytes copied back
 
@@ -30,60 +33,47 @@ type testServer struct {
 	stall     func(n int64) time.Duration     // http: delay before answering request n (1-based)
 	serve     func(s *testServer, c net.Conn) // nil = HTTP
 
-	mu    sync.Mutex // serialises answers when stall is set: a stall stalls everyone
-	wg    sync.WaitGroup
-	cmu   sync.Mutex
-	conns map[net.Conn]struct{}
+	mu sync.Mutex // serialises answers when stall is set: a stall stalls everyone
 }
 
-func (s *testServer) addr() string { return s.ln.Addr().String() }
-func (s *testServer) url() string  { return "http://" + s.addr() + "/x" }
-func (s *testServer) port() uint16 { return uint16(s.ln.Addr().(*net.TCPAddr).Port) }
+func (s *testServer) addr() string    { return s.b.Addr() }
+func (s *testServer) url() string     { return "http://" + s.addr() + "/x" }
+func (s *testServer) port() uint16    { return netip.MustParseAddrPort(s.addr()).Port() }
+func (s *testServer) accepted() int64 { return int64(s.b.Accepted()) }
 
-// start listens and serves until the test ends; cleanup closes every conn
-// and waits for every goroutine.
+// start serves until the test ends on a port that no other socket uses (a
+// TIME_WAIT left by an earlier connection can hold the same port number as
+// a new listener), so that counting sockets by this port counts only this
+// test's.
 func (s *testServer) start(t testing.TB) *testServer {
 	t.Helper()
-	ln := freshListener(t)
-	s.ln, s.conns = ln, map[net.Conn]struct{}{}
 	if s.serve == nil {
 		s.serve = serveHTTP
 	}
-	s.wg.Add(1)
-	go s.acceptLoop()
-	t.Cleanup(func() {
-		ln.Close()
-		s.cmu.Lock()
-		for c := range s.conns {
-			c.Close()
+	for i := 0; i < 20; i++ {
+		s.b = socktest.Start(t, func(c *net.TCPConn) { s.serve(s, c) })
+		if portIsOurs(t, s.port()) {
+			return s
 		}
-		s.cmu.Unlock()
-		s.wg.Wait()
-	})
-	return s
+		s.b.Close()
+	}
+	t.Fatal("no 127.0.0.1 port free of other sockets after 20 tries")
+	return nil
 }
 
-func (s *testServer) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.accepted.Add(1)
-		s.cmu.Lock()
-		s.conns[c] = struct{}{}
-		s.cmu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(s, c)
-			c.Close()
-			s.cmu.Lock()
-			delete(s.conns, c)
-			s.cmu.Unlock()
-		}()
+// portIsOurs reports whether no socket but a listener uses port.
+func portIsOurs(t testing.TB, port uint16) bool {
+	t.Helper()
+	socks, err := sockopt.Sockets()
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, so := range socks {
+		if so.State != sockopt.StateListen && (so.Local.Port() == port || so.Remote.Port() == port) {
+			return false
+		}
+	}
+	return true
 }
 
 // serveHTTP answers requests on c until EOF: reads the head and a
@@ -148,36 +138,4 @@ func serveEcho(s *testServer, c net.Conn) {
 			return
 		}
 	}
-}
-
-// freshListener listens on a 127.0.0.1 port that no other socket uses (a
-// TIME_WAIT left by an earlier connection can hold the same port number as
-// a new listener), so that counting sockets by this port counts only this
-// test's.
-func freshListener(t testing.TB) *net.TCPListener {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
-		socks, err := sockopt.Sockets()
-		if err != nil {
-			t.Fatal(err)
-		}
-		used := false
-		for _, so := range socks {
-			if so.State != sockopt.StateListen && (so.Local.Port() == port || so.Remote.Port() == port) {
-				used = true
-				break
-			}
-		}
-		if !used {
-			return ln
-		}
-		ln.Close()
-	}
-	t.Fatal("no 127.0.0.1 port free of other sockets after 20 tries")
-	return nil
 }

@@ -5,7 +5,7 @@ package pool
 import "sync/atomic"
 
 // counter is one of a member's reuse counters (ReuseStats). Built with
-// -tags tether_nocounters it counts nothing: bench/cost.sh builds tether that
+// -tags tether_nocounters it counts nothing: bench/compare -only cost builds tether that
 // way to measure what the counters cost the request path.
 type counter struct{ v atomic.Uint64 }
 

@@ -3,7 +3,7 @@
 package pool
 
 // counter counts nothing in this build (-tags tether_nocounters): see
-// counter.go. Only bench/cost.sh builds it; the tests need the real one.
+// counter.go. Only bench/compare (-only cost) builds it; the tests need the real one.
 type counter struct{}
 
 func (*counter) Add(uint64)   {}

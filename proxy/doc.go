@@ -10,7 +10,7 @@
 // given back when the burst ends. Go's plain TCPConn-to-TCPConn splice would
 // park every idle direction inside splice holding a pipe (2 extra fds and
 // kernel memory per direction) and costs three splice calls per small
-// message; bench/compare.sh measured both. The relay propagates half-close
+// message; bench/compare measured both. The relay propagates half-close
 // with CloseWrite in each direction, enforces the idle timeout without
 // breaking splice (read deadlines checked against kernel byte counters, see
 // relay.go), and closes each side with its own profile's close mode.

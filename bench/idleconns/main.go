@@ -1,5 +1,5 @@
 // Command idleconns opens and holds idle TCP connections, for measuring what
-// an idle proxied connection costs a proxy (bench/compare.sh).
+// an idle proxied connection costs a proxy (bench/compare).
 //
 // Client side: open N connections to ADDR, print "ready N" once all are
 // established, then hold them until stdin closes or SIGINT/SIGTERM arrives.
@@ -24,7 +24,7 @@
 // handshake before "ready" (and before its request, with -request). -sni NAME
 // is the server name sent and verified (default: ADDR's host; an IP address is
 // verified against the certificate's IP SANs and sends no SNI). The client
-// offers TLS 1.2 and 1.3, the X25519 key exchange only (as bench/compare.sh's
+// offers TLS 1.2 and 1.3, the X25519 key exchange only (as bench/compare's
 // handshake runs do, so no proxy pays for a larger key share), ALPN http/1.1,
 // and no session resumption. Once ready it prints what the first connection
 // negotiated: "tls VERSION CIPHER_SUITE GROUP ALPN".

@@ -1,0 +1,280 @@
+// Command compare measures tether against HAProxy, nginx and no proxy at
+// all on 127.0.0.1, the same loads through each, in one run, and prints
+// tables of the figures and their ratios (JSON in bench/results/).
+//
+// The "same run" rule: every ratio compares figures measured in the same
+// invocation, with the proxy alone on one CPU (tether GOMAXPROCS=1, HAProxy
+// nbthread 1, nginx 1 worker), the load generators and backends on another
+// (taskset), no access log anywhere, client keepalive unlimited, and each
+// peer at its best pooling (HAProxy http-reuse always, nginx upstream
+// keepalive with HTTP/1.1 and an empty Connection header).
+//
+//	go run ./bench/compare                      # everything, about 5 minutes (-quick 2.5)
+//	go run ./bench/compare -quick -only http    # a smoke run of one scenario
+//	go run ./bench/compare -tether old/tether -tether-b new/tether -rounds 3
+//
+// Run with -h for the flags and the scenarios.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// scenarios, in the order they run.
+var scenarioNames = []string{"iperf3", "redis", "idle", "http", "idle-http", "tbench", "loadgen", "https", "idle-https", "cost"}
+
+var scenarioHelp = map[string]string{
+	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
+	"redis":      "tcp mode: redis-benchmark -c 50 SET/GET, req/s and req per proxy CPU-second",
+	"idle":       "tcp mode: RSS and fds per idle proxied conn (N, then N more: marginal)",
+	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
+	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
+	"tbench":     "tether bench --compare (short vs long) through tether and direct",
+	"loadgen":    "load generator check: tether bench against wrk (long) and ab (short)",
+	"https":      "TLS 1.3 termination: new handshakes and keepalive requests per proxy CPU-s",
+	"idle-https": "RSS per idle keepalive TLS client conn",
+	"cost":       "A/B: the warm pool and reuse counters (min_idle 8, counters) against neither (-tags tether_nocounters, min_idle 0)",
+}
+
+// options are the command line.
+type options struct {
+	only, skip  map[string]bool
+	quick       bool
+	rounds      int
+	tetherA     string
+	tetherB     string
+	labelA      string
+	labelB      string
+	loadTether  string
+	dur         time.Duration
+	redisN      int
+	idleConns   int
+	idleKAConns int
+	idleSettle  time.Duration
+	loadgenN    int
+	outDir      string
+	keep        bool
+	proxyCPU    int
+	loadCPU     int
+	splice      bool
+}
+
+func (o *options) wants(s string) bool {
+	if len(o.only) > 0 && !o.only[s] {
+		return false
+	}
+	return !o.skip[s]
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	only := fs.String("only", "", "run only these scenarios, comma-separated (see below)")
+	skip := fs.String("skip", "", "skip these scenarios, comma-separated")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: 2 s loads, 1 s iperf3, fewer requests and conns")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds of every load; each figure is the median (targets alternate order between rounds)")
+	fs.StringVar(&o.tetherA, "tether", "", "tether `binary` to measure (default: build ./cmd/tether into the temp dir)")
+	fs.StringVar(&o.tetherB, "tether-b", "", "a second tether `binary`, measured in the same run beside -tether (column tether-b, ratio b/a)")
+	fs.StringVar(&o.labelA, "label", "tether", "column name of -tether")
+	fs.StringVar(&o.labelB, "label-b", "tether-b", "column name of -tether-b")
+	fs.StringVar(&o.loadTether, "loadgen-tether", "", "tether `binary` whose bench command is the load generator (default: the build of ./cmd/tether, so -tether and -tether-b face the same load)")
+	fs.DurationVar(&o.dur, "d", 0, "duration of each timed load: wrk, iperf3, tether bench, HTTPS (default 5s, -quick 2s)")
+	fs.IntVar(&o.redisN, "redis-n", 0, "redis-benchmark -n (default 200000, -quick 20000)")
+	fs.IntVar(&o.idleConns, "idle-conns", 0, "idle proxied tcp conns per batch (default 5000, -quick 1000)")
+	fs.IntVar(&o.idleKAConns, "idle-ka-conns", 0, "idle keepalive client conns per batch (default 2000, -quick 500)")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 2*time.Second, "idle time after the last conn of a batch before RSS is read (issue 13 reads tcp conns after 10s)")
+	fs.IntVar(&o.loadgenN, "loadgen-n", 0, "requests per short run of the load generator check (default 20000, -quick 5000)")
+	fs.StringVar(&o.outDir, "out", "bench/results", "directory of the JSON result")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
+	fs.IntVar(&o.proxyCPU, "proxy-cpu", 0, "CPU the proxy runs alone on")
+	fs.IntVar(&o.loadCPU, "load-cpu", 1, "CPU of the load generators and backends")
+	fs.BoolVar(&o.splice, "haproxy-splice", false, "add option splice-auto to HAProxy's tcp mode")
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: go run ./bench/compare [flags]\n\nflags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(w, "\nscenarios (-only, -skip):\n")
+		for _, s := range scenarioNames {
+			fmt.Fprintf(w, "  %-11s %s\n", s, scenarioHelp[s])
+		}
+		fmt.Fprintf(w, "\nbefore/after: go run ./bench/compare -tether /tmp/before/tether -tether-b /tmp/after/tether -rounds 3\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.only, err = scenarioSet(*only); err != nil {
+		return nil, err
+	}
+	if o.skip, err = scenarioSet(*skip); err != nil {
+		return nil, err
+	}
+	if o.rounds < 1 {
+		return nil, fmt.Errorf("-rounds %d: want at least 1", o.rounds)
+	}
+	def := func(v *int, full, quick int) {
+		if *v == 0 {
+			*v = full
+			if o.quick {
+				*v = quick
+			}
+		}
+	}
+	def(&o.redisN, 200000, 20000)
+	def(&o.idleConns, 5000, 1000)
+	def(&o.idleKAConns, 2000, 500)
+	def(&o.loadgenN, 20000, 5000)
+	if o.dur == 0 {
+		o.dur = 5 * time.Second
+		if o.quick {
+			o.dur = 2 * time.Second
+		}
+	}
+	if o.labelA == o.labelB {
+		return nil, fmt.Errorf("-label and -label-b are both %q", o.labelA)
+	}
+	return o, nil
+}
+
+func scenarioSet(list string) (map[string]bool, error) {
+	m := map[string]bool{}
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if s == "tcp" { // iperf3, redis and idle together
+			m["iperf3"], m["redis"], m["idle"] = true, true, true
+			continue
+		}
+		if !slices.Contains(scenarioNames, s) {
+			return nil, fmt.Errorf("unknown scenario %q (known: tcp, %s)", s, strings.Join(scenarioNames, ", "))
+		}
+		m[s] = true
+	}
+	return m, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err == flag.ErrHelp {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(2)
+	}
+	// A closed stdout (| head) must not kill the run before it has stopped
+	// its processes and removed its temp dir: writes fail instead.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, o, os.Stdout))
+}
+
+// run does the whole comparison; it returns the exit code.
+func run(ctx context.Context, o *options, stdout io.Writer) int {
+	t0 := time.Now()
+	tmp, err := os.MkdirTemp("", "tether-compare.")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		return 1
+	}
+	_ = os.Chmod(tmp, 0o755) // nginx workers run as nobody
+	e := &env{o: o, tmp: tmp, ps: newProcs(tmp), ports: newPorts()}
+	defer func() {
+		e.ps.stopAll()
+		if o.keep {
+			e.logf("temp dir kept: %s", tmp)
+		} else {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := e.prepare(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		return 1
+	}
+	var sections []*section
+	for _, s := range scenarioNames {
+		if !o.wants(s) || ctx.Err() != nil {
+			continue
+		}
+		e.logf("== %s: %s", s, scenarioHelp[s])
+		secs, err := e.scenario(ctx, s)
+		if err != nil {
+			e.warnf("%s: %v", s, err)
+		}
+		sections = append(sections, secs...)
+	}
+	if ctx.Err() != nil {
+		e.warnf("interrupted: the figures below are partial")
+	}
+	for _, s := range sections {
+		s.finish()
+		s.print(stdout, o.rounds)
+	}
+	wall := time.Since(t0)
+	path, err := e.writeResults(sections, wall)
+	if err != nil {
+		e.warnf("JSON: %v", err)
+	} else {
+		fmt.Fprintf(stdout, "\nJSON: %s\n", path)
+	}
+	fmt.Fprintf(stdout, "wall time: %s\n", wall.Round(time.Second))
+	if ctx.Err() != nil {
+		return 130
+	}
+	return 0
+}
+
+// scenario runs one scenario and returns its tables.
+func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
+	switch name {
+	case "iperf3":
+		return one(e.runIperf(ctx))
+	case "redis":
+		return one(e.runRedis(ctx))
+	case "idle":
+		return one(e.runIdleTCP(ctx))
+	case "http":
+		return e.runHTTP(ctx)
+	case "idle-http":
+		return one(e.runIdleKeepalive(ctx, "http"))
+	case "tbench":
+		return one(e.runTetherBench(ctx))
+	case "loadgen":
+		return e.runLoadgenCheck(ctx)
+	case "https":
+		return one(e.runHTTPS(ctx))
+	case "idle-https":
+		return one(e.runIdleKeepalive(ctx, "https"))
+	case "cost":
+		return one(e.runCost(ctx))
+	}
+	return nil, fmt.Errorf("unknown scenario %q", name)
+}
+
+func one(s *section, err error) ([]*section, error) {
+	if s == nil {
+		return nil, err
+	}
+	return []*section{s}, err
+}
+
+// outPath is where the JSON goes: -out/compare-DATE.json.
+func (e *env) outPath() string {
+	return filepath.Join(e.o.outDir, "compare-"+time.Now().Format("20060102-150405")+".json")
+}
