@@ -126,7 +126,53 @@ type lgRun struct {
 // tether bench --conn short --close server vs ab (the server closes first
 // in both), and tether bench's default --close client for information.
 func (e *env) runLoadgenCheck(ctx context.Context) ([]*section, error) {
-	const longConns, shortConns = 50, 20
+	runs := e.loadgenRuns()
+	back, all := e.backendPorts(roundKeys(e.o.rounds, func() []string {
+		ks := make([]string, len(runs))
+		for i := range runs {
+			ks[i] = "run" + strconv.Itoa(i)
+		}
+		return ks
+	}()...))
+	be, err := e.startBackend(ctx, "nginx-backend-loadgen", all)
+	if err != nil {
+		return nil, err
+	}
+	defer e.ps.stop(be.proc)
+	serverCPU := e.o.proxyCPU
+	if err := be.pin(e.o.proxyCPU); err != nil {
+		e.warnf("loadgen: could not move the backend to CPU %d (%v): it shares CPU %d with the load generator", e.o.proxyCPU, err, e.o.loadCPU)
+		serverCPU = e.o.loadCPU
+	}
+	s := newSection("loadgen", "load generator check — tether bench against wrk (long) and ab (short), direct to nginx", lgTether, lgRef)
+	s.Ratios = []ratio{{Name: "tether bench/ref", Num: lgTether, Den: lgRef}}
+	s.Setup = []string{fmt.Sprintf("the load generator alone on CPU %d (tether bench GOMAXPROCS=1, wrk -t 1), the backend nginx (1 worker) alone on CPU %d; one nginx port per run",
+		e.o.loadCPU, serverCPU)}
+	if !hasProgram("ab") {
+		e.warnf("loadgen: ab is missing (apt-get install apache2-utils): no short reference")
+	}
+	for r := 1; r <= e.o.rounds && ctx.Err() == nil; r++ {
+		e.loadgenRound(ctx, s, runs, func(i int) int { return back[fmt.Sprintf("run%d.%d", i, r)] }, be.pids, serverCPU)
+	}
+	s.Rows = loadgenRows()
+	s.Notes = []string{
+		"short runs: 3 of each per round, alternating, the best counts; CPU shares: CPU-seconds per wall second of the load generator's process (near 1.00 = that side is the limit)",
+		"ab sends HTTP/1.0 without keepalive, so nginx closes first: --close server is the same pattern; --close client (tether bench's default) leaves every TIME_WAIT on the client",
+	}
+	return []*section{s}, nil
+}
+
+// The load generator check's columns and connection counts.
+const (
+	lgTether, lgRef           = "tether bench", "wrk / ab"
+	lgLongConns, lgShortConns = 50, 20
+)
+
+// loadgenRuns lists one round of the load generator check: tether bench
+// and wrk with long conns, then three short runs of each (alternating
+// which goes first: the best counts, as a busy host only ever slows a run
+// down), then tether bench's default --close client for information.
+func (e *env) loadgenRuns() []lgRun {
 	n := strconv.Itoa(e.o.loadgenN)
 	tb := func(rest ...string) func(string) []string {
 		return func(url string) []string { return e.tbenchArgv(append(rest, url)...) }
@@ -156,104 +202,85 @@ func (e *env) runLoadgenCheck(ctx context.Context) ([]*section, error) {
 		}
 		return figures{"requests": float64(a.Requests), "secs": a.Seconds, "rps": a.RPS, "errors": float64(a.Failed + a.Non2xx)}, nil
 	}
-	const tcol, rcol = "tether bench", "wrk / ab"
+	long, short := strconv.Itoa(lgLongConns), strconv.Itoa(lgShortConns)
 	runs := []lgRun{
-		{"long", tcol, tb("--conn", "long", "-c", strconv.Itoa(longConns), "-d", secsFlag(e.o.dur)), parseTB},
-		{"long", rcol, func(url string) []string {
-			return e.loadArgv("wrk", "-c", strconv.Itoa(longConns), "-t", "1", "-d", secsFlag(e.o.dur), url)
+		{"long", lgTether, tb("--conn", "long", "-c", long, "-d", secsFlag(e.o.dur)), parseTB},
+		{"long", lgRef, func(url string) []string {
+			return e.loadArgv("wrk", "-c", long, "-t", "1", "-d", secsFlag(e.o.dur), url)
 		}, parseW},
 	}
-	// The short runs last about a second: three of each, alternating; the
-	// best counts (a busy host only ever slows a run down).
 	for i := range 3 {
-		st := lgRun{"short", tcol, tb("--conn", "short", "--close", "server", "-c", strconv.Itoa(shortConns), "-n", n), parseTB}
-		ab := lgRun{"short", rcol, func(url string) []string { return e.loadArgv("ab", "-n", n, "-c", strconv.Itoa(shortConns), url) }, parseAB}
+		st := lgRun{"short", lgTether, tb("--conn", "short", "--close", "server", "-c", short, "-n", n), parseTB}
+		ab := lgRun{"short", lgRef, func(url string) []string { return e.loadArgv("ab", "-n", n, "-c", short, url) }, parseAB}
 		if i%2 == 0 {
 			runs = append(runs, st, ab)
 		} else {
 			runs = append(runs, ab, st)
 		}
 	}
-	runs = append(runs, lgRun{"shortc", tcol, tb("--conn", "short", "--close", "client", "-c", strconv.Itoa(shortConns), "-n", n), parseTB})
+	return append(runs, lgRun{"shortc", lgTether, tb("--conn", "short", "--close", "client", "-c", short, "-n", n), parseTB})
+}
 
-	back, all := e.backendPorts(roundKeys(e.o.rounds, func() []string {
-		ks := make([]string, len(runs))
-		for i := range runs {
-			ks[i] = "run" + strconv.Itoa(i)
+// loadgenRound runs every load generator run once against its own nginx
+// port (port(i) for runs[i]) and adds the best run of each column and key
+// to s.
+func (e *env) loadgenRound(ctx context.Context, s *section, runs []lgRun, port func(int) int, serverPIDs []int, serverCPU int) {
+	best := map[string]figures{} // col.key → the best run's figures
+	for i, lr := range runs {
+		if lr.col == lgRef && lr.key == "short" && !hasProgram("ab") {
+			continue
 		}
-		return ks
-	}()...))
-	be, err := e.startBackend(ctx, "nginx-backend-loadgen", all)
-	if err != nil {
-		return nil, err
-	}
-	defer e.ps.stop(be.proc)
-	serverCPU := e.o.proxyCPU
-	if err := be.pin(e.o.proxyCPU); err != nil {
-		e.warnf("loadgen: could not move the backend to CPU %d (%v): it shares CPU %d with the load generator", e.o.proxyCPU, err, e.o.loadCPU)
-		serverCPU = e.o.loadCPU
-	}
-	s := newSection("loadgen", "load generator check — tether bench against wrk (long) and ab (short), direct to nginx", tcol, rcol)
-	s.Ratios = []ratio{{Name: "tether bench/ref", Num: tcol, Den: rcol}}
-	s.Setup = []string{fmt.Sprintf("the load generator alone on CPU %d (tether bench GOMAXPROCS=1, wrk -t 1), the backend nginx (1 worker) alone on CPU %d; one nginx port per run",
-		e.o.loadCPU, serverCPU)}
-	if !hasProgram("ab") {
-		e.warnf("loadgen: ab is missing (apt-get install apache2-utils): no short reference")
-	}
-	for r := 1; r <= e.o.rounds && ctx.Err() == nil; r++ {
-		best := map[string]figures{} // col.key → the best run's figures
-		for i, lr := range runs {
-			if lr.col == rcol && lr.key == "short" && !hasProgram("ab") {
-				continue
-			}
-			url := "http://127.0.0.1:" + strconv.Itoa(back[fmt.Sprintf("run%d.%d", i, r)]) + "/"
-			argv := lr.argv(url)
-			m := startMeter(be.pids, serverCPU, e.o.loadCPU)
-			run, err := runLoad(ctx, 2*time.Minute+e.o.dur, nil, argv...)
-			u := m.stop()
-			if err != nil {
-				e.warnf("loadgen %s %s: %v", lr.col, lr.key, err)
-				continue
-			}
-			f, err := lr.parse(run)
-			if err != nil {
-				e.warnf("loadgen %s %s: %v", lr.col, lr.key, err)
-				continue
-			}
-			s.command(lr.col, argv)
-			if run.wall > 0 {
-				f["gen_cpu_share"] = run.cpu.Seconds() / run.wall.Seconds()
-				f["server_cpu_share"] = u.ProxyCPU.Seconds() / run.wall.Seconds()
-			}
-			if run.cpu > 0 {
-				f["req_per_gen_cpu_s"] = f["requests"] / run.cpu.Seconds()
-			}
-			if u.Foreign > 0.05 {
-				s.warn(fmt.Sprintf("%s %s: other processes took %.0f%% of the server's CPU: disturbed", lr.col, lr.key, 100*u.Foreign))
-			}
-			k := lr.col + "." + lr.key
-			if b, ok := best[k]; !ok || f["rps"] > b["rps"] {
-				best[k] = f
-			}
-			e.logf("loadgen %s %s: %.0f req/s", lr.col, lr.key, f["rps"])
-			_ = sleep(ctx, 500*time.Millisecond)
+		argv := lr.argv("http://127.0.0.1:" + strconv.Itoa(port(i)) + "/")
+		m := startMeter(serverPIDs, serverCPU, e.o.loadCPU)
+		run, err := runLoad(ctx, 2*time.Minute+e.o.dur, nil, argv...)
+		u := m.stop()
+		if err != nil {
+			e.warnf("loadgen %s %s: %v", lr.col, lr.key, err)
+			continue
 		}
-		for k, f := range best {
-			col, key, _ := cutLast(k, ".")
-			s.add(col, prefixed(key+".", f))
+		f, err := lr.parse(run)
+		if err != nil {
+			e.warnf("loadgen %s %s: %v", lr.col, lr.key, err)
+			continue
 		}
+		s.command(lr.col, argv)
+		if run.wall > 0 {
+			f["gen_cpu_share"] = run.cpu.Seconds() / run.wall.Seconds()
+			f["server_cpu_share"] = u.ProxyCPU.Seconds() / run.wall.Seconds()
+		}
+		if run.cpu > 0 {
+			f["req_per_gen_cpu_s"] = f["requests"] / run.cpu.Seconds()
+		}
+		if u.Foreign > 0.05 {
+			s.warn(fmt.Sprintf("%s %s: other processes took %.0f%% of the server's CPU: disturbed", lr.col, lr.key, 100*u.Foreign))
+		}
+		k := lr.col + "." + lr.key
+		if b, ok := best[k]; !ok || f["rps"] > b["rps"] {
+			best[k] = f
+		}
+		e.logf("loadgen %s %s: %.0f req/s", lr.col, lr.key, f["rps"])
+		_ = sleep(ctx, 500*time.Millisecond)
 	}
+	for k, f := range best {
+		col, key, _ := cutLast(k, ".")
+		s.add(col, prefixed(key+".", f))
+	}
+}
+
+// loadgenRows are the load generator check's table rows.
+func loadgenRows() []row {
+	var rows []row
 	for _, g := range []struct{ key, name string }{
-		{"long", fmt.Sprintf("long, %d conns", longConns)},
-		{"short", fmt.Sprintf("short, %d conns, server closes", shortConns)},
-		{"shortc", fmt.Sprintf("short, %d conns, client closes (info)", shortConns)},
+		{"long", fmt.Sprintf("long, %d conns", lgLongConns)},
+		{"short", fmt.Sprintf("short, %d conns, server closes", lgShortConns)},
+		{"shortc", fmt.Sprintf("short, %d conns, client closes (info)", lgShortConns)},
 	} {
 		k := g.key + "."
 		rps := row{Group: g.name, Label: "requests/s", Unit: "req/s", Metric: k + "rps"}
 		if g.key != "shortc" {
 			rps.Goal = ratioGoal("tether bench/ref", 0.9, false)
 		}
-		s.Rows = append(s.Rows, rps,
+		rows = append(rows, rps,
 			row{Group: g.name, Label: "requests", Unit: "count", Metric: k + "requests"},
 			row{Group: g.name, Label: "load generator CPU share", Unit: "CPU", Metric: k + "gen_cpu_share"},
 			row{Group: g.name, Label: "nginx CPU share", Unit: "CPU", Metric: k + "server_cpu_share"},
@@ -261,18 +288,14 @@ func (e *env) runLoadgenCheck(ctx context.Context) ([]*section, error) {
 			row{Group: g.name, Label: "errors", Unit: "count", Metric: k + "errors", Lower: true},
 		)
 		if g.key != "long" {
-			s.Rows = append(s.Rows,
+			rows = append(rows,
 				row{Group: g.name, Label: "ephemeral ports used", Unit: "ports", Metric: k + "ports_used"},
 				row{Group: g.name, Label: "TIME_WAIT client", Unit: "sockets", Metric: k + "tw_client"},
 				row{Group: g.name, Label: "TIME_WAIT target", Unit: "sockets", Metric: k + "tw_target"},
 			)
 		}
 	}
-	s.Notes = []string{
-		"short runs: 3 of each per round, alternating, the best counts; CPU shares: CPU-seconds per wall second of the load generator's process (near 1.00 = that side is the limit)",
-		"ab sends HTTP/1.0 without keepalive, so nginx closes first: --close server is the same pattern; --close client (tether bench's default) leaves every TIME_WAIT on the client",
-	}
-	return []*section{s}, nil
+	return rows
 }
 
 // probeTLS asks openssl s_client what a client with OpenSSL's defaults (as
