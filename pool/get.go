@@ -219,6 +219,7 @@ func (p *ConnPool) queueForTurn(ctx context.Context, a *attempt) (take, error) {
 func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 	switch {
 	case t.handed:
+		t.c.takenIdle = 0
 		p.countHit(t.c)
 		return t.c
 	case t.c != nil:
@@ -226,6 +227,8 @@ func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 			return nil
 		}
 		t.c.Reused, t.c.out = true, true
+		t.c.takenAt = time.Now()
+		t.c.takenIdle = t.c.takenAt.Sub(t.c.idleSince)
 		p.countHit(t.c)
 		return t.c
 	}
@@ -245,11 +248,11 @@ func (p *ConnPool) countHit(c *ServerConn) {
 	}
 }
 
-// usable checks an idle conn taken off its stack: not past its idle time,
-// and alive by the stale check. A conn that fails is closed and counted.
+// usable checks an idle conn taken off its stack: not past its idle time
+// (its own or its member's learnt one), and alive by the stale check. A conn that fails is closed and counted.
 func (p *ConnPool) usable(c *ServerConn) bool {
 	now := time.Now()
-	if !c.idleUntil.IsZero() && !now.Before(c.idleUntil) {
+	if at := c.idleDeadline(p.memberLimit(c.Member, now)); !at.IsZero() && !now.Before(at) {
 		p.expire(c)
 		return false
 	}
