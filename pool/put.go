@@ -260,11 +260,17 @@ func (p *ConnPool) finishRetire(c *ServerConn, err error) {
 // closeConn closes c with mode and gives its slot back. p.mu must not be
 // held (the release may wake a queued Get or a filler).
 func (p *ConnPool) closeConn(c *ServerConn, mode config.CloseMode) {
+	p.closeSocket(c, mode)
+	c.Member.release()
+}
+
+// closeSocket closes c with mode, keeping its slot (closeConn gives it
+// back).
+func (p *ConnPool) closeSocket(c *ServerConn, mode config.CloseMode) {
 	if c.TLS != nil && mode != config.CloseReset {
 		_ = c.TLS.CloseWrite() // close_notify before the FIN; the socket buffer takes it at once
 	}
 	_ = sockopt.Close(c.TCP, mode, p.dialer.profile.DrainTimeout)
-	c.Member.release()
 }
 
 // expire closes an idle conn past its idle time with the profile's close
