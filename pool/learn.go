@@ -29,11 +29,14 @@ const (
 	relaxCeiling = time.Hour
 )
 
-// idleSample is one close event: when a member closed idle conns, and the
-// longest time one of them had idled by then.
+// idleSample is one close event: when a member closed idle conns, and how
+// long they had idled by then. upper: dated when seen, not when it
+// happened (a reset, which TCP_INFO does not date; a conn failing as the
+// request arrived), so idle is an upper bound.
 type idleSample struct {
-	idle time.Duration
-	at   time.Time
+	idle  time.Duration
+	at    time.Time
+	upper bool
 }
 
 // idleLearner learns a member's idle timeout from the idle conns it closes
@@ -83,14 +86,14 @@ func (l *idleLearner) Timeout(now time.Time) time.Duration {
 	return time.Duration(l.timeout.Load())
 }
 
-// observe records that the member closed an idle conn at closedAt, idle
-// for idle by then, as seen at now. It reports whether L became shorter
+// observe records that the member closed an idle conn (s), as seen at
+// now. It reports whether L became shorter
 // (or was learnt): idle conns may then be past it.
-func (l *idleLearner) observe(closedAt, now time.Time, idle time.Duration) bool {
+func (l *idleLearner) observe(s idleSample, now time.Time) bool {
 	l.samples.Add(1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.addLocked(idleSample{idle: idle, at: closedAt})
+	l.addLocked(s)
 	old := time.Duration(l.timeout.Load())
 	L := old
 	if l.relaxed { // the last step was wrong: undo it, step less often
@@ -106,12 +109,22 @@ func (l *idleLearner) observe(closedAt, now time.Time, idle time.Duration) bool 
 }
 
 // addLocked adds s to the ring, merged into the event at the same instant
-// if there is one (keeping the longer idle time). l.mu is held.
+// if there is one. Closes dated when they happened keep the longest idle
+// time (a restart's closes are one event, at its oldest conn's idle
+// time); closes dated when seen, upper bounds, keep the shortest; a dated
+// close beats those. l.mu is held.
 func (l *idleLearner) addLocked(s idleSample) {
 	for i := range l.n {
 		e := &l.ring[i]
 		if d := e.at.Sub(s.at); d <= learnSameEvent && d >= -learnSameEvent {
-			e.idle = max(e.idle, s.idle)
+			switch {
+			case e.upper && s.upper:
+				e.idle = min(e.idle, s.idle)
+			case e.upper: // s is dated
+				*e = s
+			case !s.upper:
+				e.idle = max(e.idle, s.idle)
+			}
 			return
 		}
 	}

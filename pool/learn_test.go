@@ -10,9 +10,37 @@ var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
-// closeAt makes l observe a close at at of a conn idle for idle, seen at
-// once, and returns what observe reported.
-func closeAt(l *idleLearner, at time.Time, idle time.Duration) bool { return l.observe(at, at, idle) }
+// closeAt makes l observe a close dated at at of a conn idle for idle,
+// seen at once, and returns what observe reported.
+func closeAt(l *idleLearner, at time.Time, idle time.Duration) bool {
+	return l.observe(idleSample{idle: idle, at: at}, at)
+}
+
+// Closes dated when seen (resets) are upper bounds: one event of them keeps
+// the shortest; a close dated by its FIN beats them.
+func TestLearnerEventOfResetsKeepsTheShortest(t *testing.T) {
+	var l idleLearner
+	for i, idle := range []int{325, 310, 318} { // a wave of Gets finding resets
+		l.observe(idleSample{idle: ms(idle), at: t0.Add(ms(i)), upper: true}, t0.Add(ms(i)))
+	}
+	at := t0.Add(time.Second)
+	for i, idle := range []int{330, 312} {
+		l.observe(idleSample{idle: ms(idle), at: at.Add(ms(i)), upper: true}, at.Add(ms(i)))
+	}
+	if L := l.Timeout(at); L != ms(312) {
+		t.Fatalf("L %v; want 312ms (events of 310 and 312)", L)
+	}
+	at = at.Add(time.Second)
+	l.observe(idleSample{idle: ms(305), at: at, upper: true}, at)
+	l.observe(idleSample{idle: ms(301), at: at.Add(ms(1))}, at.Add(ms(1))) // dated: replaces
+	l.observe(idleSample{idle: ms(290), at: at.Add(ms(2)), upper: true}, at.Add(ms(2)))
+	if e := l.ring[2]; e.idle != ms(301) || e.upper {
+		t.Fatalf("third event %+v; want the dated 301 ms", e)
+	}
+	if L := l.Timeout(at); L != ms(310) {
+		t.Fatalf("L %v; want 310ms (events of 310, 312, 301)", L)
+	}
+}
 
 func TestLearnerIgnoresOneEarlyCloseAndARestart(t *testing.T) {
 	var l idleLearner

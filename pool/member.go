@@ -175,17 +175,17 @@ func (m *Member) release() {
 	}
 }
 
-// idleClosed records that the member closed an idle conn on its own at
-// closedAt, after it had idled for idle (seen at now). When that makes the
-// learnt idle timeout shorter, every ConnPool's reaper looks again at its
-// idle conns, and the new value is logged.
-func (m *Member) idleClosed(closedAt, now time.Time, idle time.Duration) {
-	if !m.learn.observe(closedAt, now, idle) || m.pool == nil {
+// idleClosed records that the member closed an idle conn on its own (s,
+// seen at now). When that makes the learnt idle timeout shorter, every
+// ConnPool's reaper looks again at its idle conns, and the new value is
+// logged.
+func (m *Member) idleClosed(s idleSample, now time.Time) {
+	if !m.learn.observe(s, now) || m.pool == nil {
 		return
 	}
 	if ce := m.pool.log.Check(zap.InfoLevel, "member idle timeout learnt"); ce != nil {
 		ce.Write(zap.String("member", m.addr), zap.Duration("idle_timeout", m.learn.Timeout(now)),
-			zap.Duration("close_idle", idle), zap.Uint64("samples", m.learn.samples.Load()))
+			zap.Duration("close_idle", s.idle), zap.Uint64("samples", m.learn.samples.Load()))
 	}
 	m.pool.idleTimeoutShrank(m)
 }

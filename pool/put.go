@@ -155,7 +155,7 @@ func (p *ConnPool) noteClosedOnArrival(c *ServerConn) {
 		within += 2 * info.RTT
 	}
 	if now.Sub(c.takenAt) <= within {
-		c.Member.idleClosed(c.takenAt, now, c.takenIdle)
+		c.Member.idleClosed(idleSample{idle: c.takenIdle, at: c.takenAt, upper: true}, now)
 	}
 }
 
@@ -178,7 +178,7 @@ func (p *ConnPool) noteIdleClose(c *ServerConn, why error) {
 		}
 	}
 	if idle := closedAt.Sub(c.idleSince); idle > 0 {
-		c.Member.idleClosed(closedAt, now, idle)
+		c.Member.idleClosed(idleSample{idle: idle, at: closedAt, upper: closedAt.Equal(now)}, now)
 	}
 }
 
