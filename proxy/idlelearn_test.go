@@ -190,10 +190,8 @@ func checkRaceVariant(t *testing.T, v raceVariant, p *proxyUnderTest, member *id
 	if ms.IdleTimeoutLearnt < raceMemberIdle-30*time.Millisecond || ms.IdleTimeoutLearnt > raceMemberIdle+60*time.Millisecond {
 		t.Errorf("%s: learnt %v; want about the member's 300 ms", v.name, ms.IdleTimeoutLearnt)
 	}
-	lines := p.accessLines()
-	if n := len(lines); n < sent {
-		t.Fatalf("%s: %d access lines for %d POSTs", v.name, n, sent)
-	}
+	// A line is written just after its response went out.
+	lines := p.waitAccess(t, sent)
 	e := lines[len(lines)-1]
 	if src, lim := fieldString(e, "server_conn_idle_source"), e.ContextMap()["server_conn_idle_limit"]; src != "learnt" || lim == nil {
 		t.Errorf("%s: last access line says idle source %q limit %v; want learnt, ~270ms", v.name, src, lim)
