@@ -268,7 +268,28 @@ type Reuse struct {
 	// said "Connection: close") waits for the member's FIN before tether
 	// closes it with the server profile's close mode. Default 2 s; > 0.
 	RetireWait time.Duration `toml:"retire_wait"`
+	// NonIdempotentSafeIdle: a non-idempotent request (POST, PATCH, an
+	// upgrade ...: not replayed once sent) is sent on the member's most
+	// recently used idle conn only when that conn has idled less than
+	// this; else NonIdempotentFallback decides. A member whose idle timer
+	// fires as the request arrives loses it, and the shortest common
+	// keep-alive timeouts (gunicorn 2 s; Node, Apache, uvicorn 5 s) are
+	// longer than this. Default 1 s; 0 = no limit.
+	NonIdempotentSafeIdle time.Duration `toml:"non_idempotent_safe_idle"`
+	// NonIdempotentFallback is what a non-idempotent request does when
+	// the youngest idle conn is older than NonIdempotentSafeIdle:
+	// FallbackDial (default) dials a fresh conn (at the member's
+	// max_connections, the old idle conn is closed to free its slot),
+	// FallbackReuse takes it anyway.
+	NonIdempotentFallback string `toml:"non_idempotent_fallback"`
 }
+
+// What a non-idempotent request does when every idle conn is older than
+// non_idempotent_safe_idle.
+const (
+	FallbackDial  = "dial"
+	FallbackReuse = "reuse"
+)
 
 // VirtualServer is one listening address.
 type VirtualServer struct {

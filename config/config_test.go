@@ -416,12 +416,13 @@ func TestHTTPModeDefaultsAndValidation(t *testing.T) {
 }
 
 func TestWarmPoolAndJitterKeys(t *testing.T) {
-	cfg, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\nmin_idle = 4\nage_jitter = 0.25\nmax_age = \"600s\"\npeek_interval = \"250ms\"\nretire_wait = \"5s\"", 1)))
+	cfg, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\nmin_idle = 4\nage_jitter = 0.25\nmax_age = \"600s\"\npeek_interval = \"250ms\"\nretire_wait = \"5s\"\nnon_idempotent_safe_idle = \"0s\"\nnon_idempotent_fallback = \"reuse\"", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := cfg.Pools["p"]; p.MinIdle != 4 || p.AgeJitter != 0.25 || p.MaxAge != 600*time.Second ||
-		p.PeekInterval != 250*time.Millisecond || p.RetireWait != 5*time.Second {
+		p.PeekInterval != 250*time.Millisecond || p.RetireWait != 5*time.Second ||
+		p.NonIdempotentSafeIdle != 0 || p.NonIdempotentFallback != FallbackReuse {
 		t.Fatalf("pool = %+v", p.Reuse)
 	}
 	for _, tc := range []struct{ extra, want string }{
@@ -432,6 +433,8 @@ func TestWarmPoolAndJitterKeys(t *testing.T) {
 		{"keepalive_margin = \"-1s\"", `pool "p": keepalive_margin: must be >= 0`},
 		{"peek_interval = \"0s\"", `pool "p": peek_interval: must be > 0`},
 		{"retire_wait = \"0s\"", `pool "p": retire_wait: must be > 0`},
+		{"non_idempotent_safe_idle = \"-1s\"", `pool "p": non_idempotent_safe_idle: must be >= 0`},
+		{"non_idempotent_fallback = \"wait\"", `pool "p": non_idempotent_fallback: "wait" is not one of dial | reuse`},
 	} {
 		if _, err := Parse([]byte(strings.Replace(base, "[pool.p]", "[pool.p]\n"+tc.extra, 1))); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: want %q, got %v", tc.extra, tc.want, err)

@@ -98,6 +98,10 @@ func DefaultReuse() Reuse {
 		KeepaliveMargin: time.Second,
 		PeekInterval:    time.Second,
 		RetireWait:      2 * time.Second,
+		// Below the shortest common keep-alive timeout (gunicorn's 2 s)
+		// with room; a busy pool's youngest conn is far younger.
+		NonIdempotentSafeIdle: time.Second,
+		NonIdempotentFallback: FallbackDial,
 	}
 }
 

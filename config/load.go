@@ -82,6 +82,8 @@ type rawPool struct {
 	KeepaliveMargin *duration   `toml:"keepalive_margin"`
 	PeekInterval    *duration   `toml:"peek_interval"`
 	RetireWait      *duration   `toml:"retire_wait"`
+	NISafeIdle      *duration   `toml:"non_idempotent_safe_idle"`
+	NIFallback      *string     `toml:"non_idempotent_fallback"`
 	Method          *string     `toml:"method"`
 	ConnectTimeout  *duration   `toml:"connect_timeout"`
 	ConnectRetries  *int        `toml:"connect_retries"`
@@ -777,6 +779,9 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 			KeepaliveMargin: durOr(rp.KeepaliveMargin, dr.KeepaliveMargin),
 			PeekInterval:    durOr(rp.PeekInterval, dr.PeekInterval),
 			RetireWait:      durOr(rp.RetireWait, dr.RetireWait),
+
+			NonIdempotentSafeIdle: durOr(rp.NISafeIdle, dr.NonIdempotentSafeIdle),
+			NonIdempotentFallback: strOr(rp.NIFallback, dr.NonIdempotentFallback),
 		},
 		Name:           name,
 		Method:         strOr(rp.Method, DefaultMethod),
@@ -825,7 +830,8 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 	for _, d := range []struct {
 		key string
 		d   time.Duration
-	}{{"idle_timeout", p.IdleTimeout}, {"max_age", p.MaxAge}, {"queue_timeout", p.QueueTimeout}, {"keepalive_margin", p.KeepaliveMargin}} {
+	}{{"idle_timeout", p.IdleTimeout}, {"max_age", p.MaxAge}, {"queue_timeout", p.QueueTimeout}, {"keepalive_margin", p.KeepaliveMargin},
+		{"non_idempotent_safe_idle", p.NonIdempotentSafeIdle}} {
 		if d.d < 0 {
 			v.add(path, d.key, "must be >= 0")
 		}
@@ -836,6 +842,7 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 	if p.RetireWait <= 0 {
 		v.add(path, "retire_wait", "must be > 0")
 	}
+	v.oneOf(path+": non_idempotent_fallback", p.NonIdempotentFallback, FallbackDial, FallbackReuse)
 	seen := map[string]int{}
 	for i, rm := range rp.Members {
 		m := Member{

@@ -94,7 +94,8 @@ type memberConns struct {
 // connCounters are one member's counters in one ConnPool (ReuseStats).
 type connCounters struct {
 	opened, reused, retired, retiredByMember, expiredIdle, staleOnPeek,
-	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed counter
+	closedEarly, keepAliveLearnt, discarded, overflow, warmed, warmFailed,
+	niDials, niEvicted counter
 	replays [replayCauses]counter
 }
 
@@ -250,11 +251,23 @@ type ReuseStats struct {
 	Address string
 	Idle    int // idle conns now
 
+	// IdleTimeout is the idle limit in force for the member's conns (the
+	// shortest of idle_timeout, the last Keep-Alive timeout it announced
+	// less the margin, and the one learnt from its closes less the
+	// margin; -1: none) and IdleSource which one it is.
+	// IdleTimeoutLearnt is the member's learnt idle timeout itself (0:
+	// none), IdleCloses the idle conns it was seen closing (the learner's
+	// samples, from every ConnPool of the member).
+	IdleTimeout       time.Duration
+	IdleSource        IdleSource
+	IdleTimeoutLearnt time.Duration
+	IdleCloses        uint64
+
 	Opened               uint64 // conns dialed (by Get and by the filler)
 	Reused               uint64 // Gets served by an idle or handed-over conn
 	Retired              uint64 // conns closed because Retire/ExpectMemberClose said so
 	RetiredByMemberClose uint64 // of those, closed by the member first (TIME_WAIT on the member)
-	ExpiredIdle          uint64 // idle conns closed by tether: idle timeout, learnt Keep-Alive cap, member disabled/down
+	ExpiredIdle          uint64 // idle conns closed by tether: idle timeout, announced or learnt cap, member disabled/down, evicted for a non-idempotent request
 	StaleOnPeek          uint64 // idle conns found closed/reset/with stray data by a peek (Get or reaper)
 	ClosedEarly          uint64 // conns the member closed before the Keep-Alive timeout it announced, or Discard(DiscardClosedEarly)
 	KeepAliveLearnt      uint64 // LearnKeepAlive calls
@@ -262,6 +275,14 @@ type ReuseStats struct {
 	IdleOverflow         uint64 // idle conns closed because MaxIdle was reached
 	Warmed               uint64 // of Opened, conns dialed by the filler (min_idle, preconnect)
 	WarmFailed           uint64 // filler dials that failed (each one backs the member off)
+
+	// NonIdempotentDials: fresh conns dialed for non-idempotent requests
+	// because the youngest idle conn was older than
+	// non_idempotent_safe_idle; NonIdempotentEvicted: of those, the ones
+	// that took the slot of that old conn (closed by tether; counted in
+	// ExpiredIdle too) at the member's max_connections.
+	NonIdempotentDials   uint64
+	NonIdempotentEvicted uint64
 
 	ReplaysHeadUnsent uint64 // requests replayed elsewhere: the head never fully reached this member
 	ReplaysNoResponse uint64 // idempotent requests replayed elsewhere: no response byte from this member
@@ -277,9 +298,13 @@ func (p *ConnPool) Stats() []ReuseStats {
 		out[i].Idle = len(p.members[i].idle)
 	}
 	p.mu.Unlock()
-	for i := range ms {
+	now := time.Now()
+	for i, m := range ms {
 		c := &p.members[i].counters
 		s := &out[i]
+		s.IdleTimeout, s.IdleSource = p.memberIdleLimit(m, now)
+		s.IdleTimeoutLearnt = m.learn.Timeout(now)
+		s.IdleCloses = m.learn.samples.Load()
 		s.Opened = c.opened.Load()
 		s.Reused = c.reused.Load()
 		s.Retired = c.retired.Load()
@@ -292,10 +317,28 @@ func (p *ConnPool) Stats() []ReuseStats {
 		s.IdleOverflow = c.overflow.Load()
 		s.Warmed = c.warmed.Load()
 		s.WarmFailed = c.warmFailed.Load()
+		s.NonIdempotentDials = c.niDials.Load()
+		s.NonIdempotentEvicted = c.niEvicted.Load()
 		s.ReplaysHeadUnsent = c.replays[ReplayHeadUnsent].Load()
 		s.ReplaysNoResponse = c.replays[ReplayNoResponse].Load()
 	}
 	return out
+}
+
+// memberIdleLimit is the idle limit in force for m's conns at now and its
+// source, as a conn that carried the member's last announced Keep-Alive
+// timeout would have it.
+func (p *ConnPool) memberIdleLimit(m *Member, now time.Time) (time.Duration, IdleSource) {
+	c := ServerConn{Member: m, idleLimit: -1}
+	if p.cfg.IdleTimeout > 0 {
+		c.idleLimit = p.cfg.IdleTimeout
+	}
+	if ka := time.Duration(m.learn.announced.Load()); ka > 0 {
+		if l := max0(min(ka-p.cfg.KeepaliveMargin, ka/10*9)); c.idleLimit < 0 || l < c.idleLimit {
+			c.idleLimit, c.idleSrc = l, IdleAnnounced
+		}
+	}
+	return p.idleLimit(&c, now)
 }
 
 // ReplayCause says why a request was replayed on another conn.

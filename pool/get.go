@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tetherproxy/tether/config"
 )
 
 // errMustQueue is tryTake's refusal: every eligible member is at its
@@ -19,6 +21,7 @@ var errMustQueue = errors.New("pool: every member at its limit; queue")
 // members that failed (not picked again), and its queue timer.
 type attempt struct {
 	client   netip.Addr
+	kind     RequestKind
 	maxDials int // 1 + connect_retries
 	dials    int
 	tried    []*Member // members whose dial failed
@@ -42,7 +45,28 @@ type take struct {
 	m      *Member
 	c      *ServerConn
 	handed bool
+	// fresh: m's idle conns are too old for a non-idempotent request, so
+	// the slot is dialed; evict is the old idle conn whose slot it takes
+	// when m is at its max_connections (closed before the dial).
+	fresh bool
+	evict *ServerConn
 }
+
+// RequestKind says what a request can afford from a reused conn.
+type RequestKind uint8
+
+// Request kinds (RFC 9110 §9.2.2).
+const (
+	// Idempotent: GET, HEAD, OPTIONS, TRACE, PUT, DELETE. Any idle conn
+	// that passes the checks serves it; a replay covers the race with the
+	// member's idle timer.
+	Idempotent RequestKind = iota
+	// NonIdempotent: POST, PATCH, CONNECT, an upgrade ...: never replayed
+	// once sent, so it gets the member's youngest idle conn only if that
+	// idled less than non_idempotent_safe_idle, else the fallback
+	// (non_idempotent_fallback: dial, or reuse it anyway).
+	NonIdempotent
+)
 
 // Get lends a conn to a member picked by the pool's balancer (clientAddr
 // feeds source-hash; it may be nil), in three steps as net/http's Transport
@@ -61,7 +85,16 @@ type take struct {
 // wrapping ErrMemberLimit at once. With no member up and enabled it returns
 // an error wrapping ErrNoMember. ctx bounds the wait and the dials.
 func (p *ConnPool) Get(ctx context.Context, clientAddr net.Addr) (*ServerConn, error) {
-	a := attempt{client: addrIP(clientAddr), maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0)}
+	return p.GetFor(ctx, clientAddr, Idempotent)
+}
+
+// GetFor is Get for a request of the given kind: a NonIdempotent one is
+// not sent on an idle conn older than non_idempotent_safe_idle unless
+// non_idempotent_fallback is "reuse"; a fresh conn is dialed instead (at
+// the member's max_connections, in the slot of that old conn, which is
+// closed).
+func (p *ConnPool) GetFor(ctx context.Context, clientAddr net.Addr, kind RequestKind) (*ServerConn, error) {
+	a := attempt{client: addrIP(clientAddr), kind: kind, maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0)}
 	defer func() {
 		if a.timer != nil {
 			a.timer.Stop()
@@ -108,14 +141,14 @@ func (p *ConnPool) tryTake(a *attempt, w *wantConn) (take, error) {
 	if p.nwait.Load() > 0 && (w == nil || p.q.front() != w) {
 		return take{}, errMustQueue
 	}
-	m, c, limited := p.pickLocked(a)
-	if w != nil && (m != nil || !limited) {
+	t, limited := p.pickLocked(a)
+	if w != nil && (t.m != nil || !limited) {
 		p.deliverLocked(w, nil, nil)
 		p.kickFrontLocked() // the next one looks too: more may be free
 	}
 	switch {
-	case m != nil:
-		return take{m: m, c: c}, nil
+	case t.m != nil:
+		return t, nil
 	case !limited: // nothing up and enabled (or all tried)
 		return take{}, p.connectError(a, ErrNoMember)
 	case p.cfg.QueueTimeout <= 0:
@@ -126,10 +159,13 @@ func (p *ConnPool) tryTake(a *attempt, w *wantConn) (take, error) {
 
 // pickLocked lets the balancer pick among the members that are eligible, not
 // tried, and have an idle conn here or room under max_connections. If the
-// pick has idle conns, the most recent is taken off its stack (c); else a
-// slot is reserved on it (c nil). limited reports that a member was left out
-// only for its limit. p.mu is held.
-func (p *ConnPool) pickLocked(a *attempt) (m *Member, c *ServerConn, limited bool) {
+// pick has idle conns, the most recent is taken off its stack (t.c); else a
+// slot is reserved on it (t.c nil). For a non-idempotent request whose
+// youngest idle conn is too old (tooOldLocked) a slot is reserved instead,
+// or at the limit that old conn is taken off to be closed (t.evict) and its
+// slot used. limited reports that a member was left out only for its limit.
+// p.mu is held.
+func (p *ConnPool) pickLocked(a *attempt) (t take, limited bool) {
 	cands := p.cands[:0]
 	for _, x := range p.pool.members {
 		if !x.eligible() || slices.Contains(a.tried, x) {
@@ -143,18 +179,36 @@ func (p *ConnPool) pickLocked(a *attempt) (m *Member, c *ServerConn, limited boo
 	}
 	defer func() { clear(cands); p.cands = cands[:0] }()
 	for len(cands) > 0 {
-		m = p.pool.bal.pick(cands, a.client)
-		if c = p.popIdleLocked(m); c != nil {
-			return m, c, false
+		m := p.pool.bal.pick(cands, a.client)
+		old := p.tooOldLocked(a, m)
+		if !old {
+			if c := p.popIdleLocked(m); c != nil {
+				return take{m: m, c: c}, false
+			}
 		}
 		if m.tryAcquire() {
-			return m, nil, false
+			return take{m: m, fresh: old}, false
+		}
+		if old {
+			return take{m: m, fresh: true, evict: p.popIdleLocked(m)}, false
 		}
 		limited = true // filled up since the scan (another path took the slot)
 		i := slices.Index(cands, m)
 		cands = slices.Delete(cands, i, i+1)
 	}
-	return nil, nil, limited
+	return take{}, limited
+}
+
+// tooOldLocked reports whether a non-idempotent request must not take m's
+// youngest idle conn: it idled non_idempotent_safe_idle or longer and the
+// fallback is to dial. p.mu is held.
+func (p *ConnPool) tooOldLocked(a *attempt, m *Member) bool {
+	safe := p.cfg.NonIdempotentSafeIdle
+	if a.kind != NonIdempotent || safe <= 0 || p.cfg.NonIdempotentFallback == config.FallbackReuse {
+		return false
+	}
+	idle := p.members[m.index].idle
+	return len(idle) > 0 && time.Since(idle[len(idle)-1].idleSince) >= safe
 }
 
 // popIdleLocked takes m's most recent idle conn off its stack, waking the
@@ -219,6 +273,7 @@ func (p *ConnPool) queueForTurn(ctx context.Context, a *attempt) (take, error) {
 func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 	switch {
 	case t.handed:
+		t.c.takenIdle = 0
 		p.countHit(t.c)
 		return t.c
 	case t.c != nil:
@@ -226,13 +281,24 @@ func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 			return nil
 		}
 		t.c.Reused, t.c.out = true, true
+		t.c.takenAt = time.Now()
+		t.c.takenIdle = t.c.takenAt.Sub(t.c.idleSince)
 		p.countHit(t.c)
 		return t.c
+	}
+	if t.evict != nil { // its slot is ours: close the socket only
+		cs := &p.members[t.m.index].counters
+		cs.niEvicted.Add(1)
+		cs.expiredIdle.Add(1)
+		p.closeSocket(t.evict, p.dialer.profile.Close)
 	}
 	c, err := p.connect(ctx, t.m)
 	if err != nil {
 		a.dialFailed(t.m, err)
 		return nil
+	}
+	if t.fresh {
+		p.members[t.m.index].counters.niDials.Add(1)
 	}
 	return c
 }
@@ -245,11 +311,11 @@ func (p *ConnPool) countHit(c *ServerConn) {
 	}
 }
 
-// usable checks an idle conn taken off its stack: not past its idle time,
-// and alive by the stale check. A conn that fails is closed and counted.
+// usable checks an idle conn taken off its stack: not past its idle time
+// (its own or its member's learnt one), and alive by the stale check. A conn that fails is closed and counted.
 func (p *ConnPool) usable(c *ServerConn) bool {
 	now := time.Now()
-	if !c.idleUntil.IsZero() && !now.Before(c.idleUntil) {
+	if at := c.idleDeadline(p.memberLimit(c.Member, now)); !at.IsZero() && !now.Before(at) {
 		p.expire(c)
 		return false
 	}

@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/tetherproxy/tether/config"
 )
@@ -49,6 +52,10 @@ type Member struct {
 	enabled atomic.Bool
 	healthy atomic.Bool
 
+	// learn learns the member's idle timeout from the idle conns it closes
+	// unannounced; every ConnPool of the member feeds and reads it.
+	learn idleLearner
+
 	// active counts every server-side conn to the member: in use, idle in
 	// a ConnPool (preconnect stock or reuse), and dials in flight (reserved
 	// before dialing so the limit holds). idle counts the idle ones among
@@ -81,6 +88,9 @@ func newMember(p *Pool, index int, cm config.Member) *Member {
 		weight:   max(cm.Weight, 1),
 		maxConns: cm.MaxConnections,
 		seed:     hashString(cm.Address),
+	}
+	if p != nil {
+		m.learn.ceiling = p.cfg.Reuse.IdleTimeout // relaxed above it, the learnt value is dropped
 	}
 	m.enabled.Store(cm.State != config.StateDisabled)
 	m.healthy.Store(true) // optimistic start, like HAProxy
@@ -165,6 +175,21 @@ func (m *Member) release() {
 	}
 }
 
+// idleClosed records that the member closed an idle conn on its own (s,
+// seen at now). When that makes the learnt idle timeout shorter, every
+// ConnPool's reaper looks again at its idle conns, and the new value is
+// logged.
+func (m *Member) idleClosed(s idleSample, now time.Time) {
+	if !m.learn.observe(s, now) || m.pool == nil {
+		return
+	}
+	if ce := m.pool.log.Check(zap.InfoLevel, "member idle timeout learnt"); ce != nil {
+		ce.Write(zap.String("member", m.addr), zap.Duration("idle_timeout", m.learn.Timeout(now)),
+			zap.Duration("close_idle", s.idle), zap.Uint64("samples", m.learn.samples.Load()))
+	}
+	m.pool.idleTimeoutShrank(m)
+}
+
 // MemberStats is a snapshot of a member's state and counters.
 type MemberStats struct {
 	Address        string
@@ -183,6 +208,12 @@ type MemberStats struct {
 	HealthTransitions uint64 // up->down and down->up changes
 	Checks            uint64 // active health checks run
 	CheckFailures     uint64 // active health checks failed
+
+	// IdleTimeoutLearnt is the member's idle timeout learnt from the idle
+	// conns it closed unannounced (0: none learnt); IdleCloses counts
+	// those closes (the learner's samples).
+	IdleTimeoutLearnt time.Duration
+	IdleCloses        uint64
 }
 
 // Stats returns a snapshot of the member's counters. The fields are read one
@@ -204,5 +235,7 @@ func (m *Member) Stats() MemberStats {
 		HealthTransitions: m.healthTransitions.Load(),
 		Checks:            m.checks.Load(),
 		CheckFailures:     m.checkFailures.Load(),
+		IdleTimeoutLearnt: m.learn.Timeout(time.Now()),
+		IdleCloses:        m.learn.samples.Load(),
 	}
 }

@@ -195,6 +195,18 @@ func (p *Pool) slotFreed(m *Member) {
 	}
 }
 
+// idleTimeoutShrank makes every reuse ConnPool's reaper sweep now: m's
+// learnt idle timeout became shorter, and idle conns may be past it.
+func (p *Pool) idleTimeoutShrank(m *Member) {
+	if cs := p.conns.Load(); cs != nil {
+		for _, c := range *cs {
+			if !c.stock {
+				c.wakeReaper()
+			}
+		}
+	}
+}
+
 // addConnPool and removeConnPool keep p.conns (copy-on-write).
 func (p *Pool) addConnPool(c *ConnPool) {
 	p.connsMu.Lock()

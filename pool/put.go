@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,8 +35,8 @@ const (
 //     the profile's close mode.
 //   - If reusable is false, a limit was reached since the request was sent
 //     (MaxAge, a learnt Keep-Alive max, the member disabled or down), the
-//     learnt idle cap is 0, MaxIdle is 0 (reuse = never), or the ConnPool is
-//     closing: the conn is closed with the profile's close mode (RST once
+//     idle limit is 0 (announced or learnt, see IdleLimit), MaxIdle is 0
+//     (reuse = never), or the ConnPool is closing: the conn is closed with the profile's close mode (RST once
 //     closed).
 //   - Otherwise it goes to the oldest live queued Get, else on top of its
 //     member's idle stack; if that holds MaxIdle conns already, the oldest
@@ -59,9 +60,10 @@ func (p *ConnPool) putBack(c *ServerConn, reusable bool) {
 		return
 	}
 	now := time.Now()
-	if !reusable || p.cfg.MaxIdle == 0 || c.idleLimit == 0 || (c.maxReq > 0 && c.Requests >= c.maxReq) ||
+	limit, _ := p.idleLimit(c, now)
+	if !reusable || p.cfg.MaxIdle == 0 || limit == 0 || (c.maxReq > 0 && c.Requests >= c.maxReq) ||
 		c.expired(now) || !c.Member.eligible() {
-		if c.idleLimit == 0 && reusable {
+		if limit == 0 && reusable {
 			p.members[c.Member.index].counters.expiredIdle.Add(1)
 		}
 		p.closeConn(c, p.dialer.profile.Close)
@@ -101,9 +103,10 @@ func (p *ConnPool) parkLocked(c *ServerConn, now time.Time) {
 	}
 	mc.idle = append(mc.idle, c)
 	m.idle.Add(1)
-	wake := !c.idleUntil.IsZero() && (p.reapAt.IsZero() || c.idleUntil.Before(p.reapAt))
+	at := c.idleDeadline(p.memberLimit(m, now))
+	wake := !at.IsZero() && (p.reapAt.IsZero() || at.Before(p.reapAt))
 	if wake {
-		p.reapAt = c.idleUntil
+		p.reapAt = at
 	}
 	p.mu.Unlock()
 	if wake {
@@ -128,8 +131,55 @@ func (p *ConnPool) Discard(c *ServerConn, reason DiscardReason) {
 	cs.discarded.Add(1)
 	if reason == DiscardClosedEarly {
 		cs.closedEarly.Add(1)
+		p.noteClosedOnArrival(c)
 	}
 	p.closeConn(c, config.CloseReset)
+}
+
+// closedOnArrival bounds, beyond two round trips, the time from taking an
+// idle conn to its failure for the failure to count as the member's idle
+// timer firing as the request arrived.
+const closedOnArrival = 10 * time.Millisecond
+
+// noteClosedOnArrival feeds the member's learner when c, taken from idle
+// and discarded as closed early, failed at once: the member closed it as
+// the request arrived, at the idle time it had when taken. A failure later
+// than that (a member crashing on the request) is no idle timeout.
+func (p *ConnPool) noteClosedOnArrival(c *ServerConn) {
+	if p.stock || c.takenIdle <= 0 || c.Requests == 0 {
+		return
+	}
+	now := time.Now()
+	within := closedOnArrival
+	if info, err := sockopt.GetInfo(c.TCP); err == nil {
+		within += 2 * info.RTT
+	}
+	if now.Sub(c.takenAt) <= within {
+		c.Member.idleClosed(idleSample{idle: c.takenIdle, at: c.takenAt, upper: true}, now)
+	}
+}
+
+// noteIdleClose feeds the member's learner when the stale check found an
+// idle conn closed by its member (a FIN or a reset; stray data is no
+// close). The close time is the FIN's arrival read back from TCP_INFO; a
+// reset (which TCP_INFO does not date) or TCP_INFO failing gives the time
+// the close was seen, an upper bound. Only conns that carried a request
+// count: a member may time out a conn that never did differently (a
+// request header timeout). Preconnect stocks feed nothing.
+func (p *ConnPool) noteIdleClose(c *ServerConn, why error) {
+	if p.stock || c.Requests == 0 || !(errors.Is(why, io.EOF) || errors.Is(why, syscall.ECONNRESET)) {
+		return
+	}
+	now := time.Now()
+	closedAt := now
+	if errors.Is(why, io.EOF) {
+		if info, err := sockopt.GetInfo(c.TCP); err == nil {
+			closedAt = now.Add(-info.LastAckRecv)
+		}
+	}
+	if idle := closedAt.Sub(c.idleSince); idle > 0 {
+		c.Member.idleClosed(idleSample{idle: idle, at: closedAt, upper: closedAt.Equal(now)}, now)
+	}
 }
 
 // retire closes a conn whose member was told to close: at once if its FIN
@@ -210,11 +260,17 @@ func (p *ConnPool) finishRetire(c *ServerConn, err error) {
 // closeConn closes c with mode and gives its slot back. p.mu must not be
 // held (the release may wake a queued Get or a filler).
 func (p *ConnPool) closeConn(c *ServerConn, mode config.CloseMode) {
+	p.closeSocket(c, mode)
+	c.Member.release()
+}
+
+// closeSocket closes c with mode, keeping its slot (closeConn gives it
+// back).
+func (p *ConnPool) closeSocket(c *ServerConn, mode config.CloseMode) {
 	if c.TLS != nil && mode != config.CloseReset {
 		_ = c.TLS.CloseWrite() // close_notify before the FIN; the socket buffer takes it at once
 	}
 	_ = sockopt.Close(c.TCP, mode, p.dialer.profile.DrainTimeout)
-	c.Member.release()
 }
 
 // expire closes an idle conn past its idle time with the profile's close
@@ -237,6 +293,7 @@ func (p *ConnPool) dropMode() config.CloseMode {
 
 // dropStale resets an idle conn that failed the stale check and counts it;
 // closed early when the member had announced a longer Keep-Alive timeout.
+// A close by the member feeds its idle timeout learner.
 func (p *ConnPool) dropStale(c *ServerConn, now time.Time, why error) {
 	cs := &p.members[c.Member.index].counters
 	cs.staleOnPeek.Add(1)
@@ -247,6 +304,7 @@ func (p *ConnPool) dropStale(c *ServerConn, now time.Time, why error) {
 	if early {
 		cs.closedEarly.Add(1)
 	}
+	p.noteIdleClose(c, why)
 	if ce := p.pool.log.Check(zap.InfoLevel, "stale idle conn dropped"); ce != nil {
 		ce.Write(zap.String("member", c.Member.addr), zap.String("profile", p.dialer.profile.Name),
 			zap.Bool("preconnected", p.stock), zap.Uint64("conn", c.ID), zap.Duration("idle", now.Sub(c.idleSince)),

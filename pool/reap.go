@@ -2,6 +2,8 @@ package pool
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -60,7 +62,8 @@ func earliest(a, b time.Time) time.Time {
 
 // sweep is one pass of the reaper: it takes off their stacks the idle conns
 // of members no longer eligible (closed with dropMode, counted as expired)
-// and those past their idle deadline (the profile's close mode), and with
+// and those past their idle deadline (their own, or their member's learnt
+// idle limit: see idleDeadline; the profile's close mode), and with
 // peek runs the stale check on the rest. It returns when to run next: the
 // earliest idle deadline, or nextPeek.
 func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time {
@@ -69,17 +72,19 @@ func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time
 	p.mu.Lock()
 	for i, m := range p.pool.members {
 		mc := &p.members[i]
+		learnt := p.memberLimit(m, now)
 		keep := mc.idle[:0]
 		for _, c := range mc.idle {
+			at := c.idleDeadline(learnt)
 			switch {
 			case !m.eligible():
 				dropped = append(dropped, c)
-			case !c.idleUntil.IsZero() && !now.Before(c.idleUntil):
+			case !at.IsZero() && !now.Before(at):
 				expired = append(expired, c)
 			default:
 				keep = append(keep, c)
-				if !c.idleUntil.IsZero() && c.idleUntil.Before(next) {
-					next = c.idleUntil
+				if !at.IsZero() && at.Before(next) {
+					next = at
 				}
 				if peek {
 					p.peekBuf = append(p.peekBuf, c)
@@ -130,15 +135,22 @@ func (p *ConnPool) peekIdle(now time.Time) {
 // Get may take it at any moment: a peek only, so TLS records are not read
 // here (Get's check, aliveTLS, reads them for the conn it takes). Bytes
 // waiting on a TLS conn make it stale only when the member also sent its
-// FIN (the close_notify then FIN of a member closing an idle conn); on a
-// plain conn any byte, EOF or error does.
+// FIN (the close_notify then FIN of a member closing an idle conn:
+// errTLSClosed); on a plain conn any byte, EOF or error does.
 func peekStale(c *ServerConn) error {
 	err := sockopt.Alive(c.TCP)
-	if err != nil && c.TLS != nil && errors.Is(err, sockopt.ErrStaleData) && !peerClosed(c.TCP) {
-		return nil
+	if err != nil && c.TLS != nil && errors.Is(err, sockopt.ErrStaleData) {
+		if !peerClosed(c.TCP) {
+			return nil
+		}
+		return errTLSClosed
 	}
 	return err
 }
+
+// errTLSClosed is peekStale's verdict on a TLS conn whose member closed
+// it: records waiting (its close_notify) and its FIN.
+var errTLSClosed = fmt.Errorf("%w: close_notify and FIN waiting: %w", sockopt.ErrStale, io.EOF)
 
 // removeIdleLocked takes c off its member's stack if it is still there.
 // p.mu is held.

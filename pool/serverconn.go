@@ -43,7 +43,10 @@ type ServerConn struct {
 	maxReq    int           // total requests allowed (MaxRequests, learnt max); 0 = no limit
 	idleLimit time.Duration // longest idle period; < 0 = no limit
 	kaTimeout time.Duration // learnt Keep-Alive timeout; 0 = none learnt
+	idleSrc   IdleSource    // where idleLimit comes from
 	idleSince time.Time     // when it last went idle
+	takenIdle time.Duration // how long it had idled when Get took it off its stack; 0 = not taken from idle
+	takenAt   time.Time     // when Get took it off its stack
 	idleUntil time.Time     // when idle: expiry; zero = never
 	retiring  bool          // Retire returned true: the member was told to close
 	memberEnd bool          // ExpectMemberClose: the member said it closes
@@ -123,9 +126,10 @@ func (c *ServerConn) LearnKeepAlive(timeout time.Duration, max int) {
 	if timeout > 0 {
 		limit := max0(min(timeout-c.p.cfg.KeepaliveMargin, timeout/10*9))
 		if c.idleLimit < 0 || limit < c.idleLimit {
-			c.idleLimit = limit
+			c.idleLimit, c.idleSrc = limit, IdleAnnounced
 		}
 		c.kaTimeout = timeout
+		c.Member.learn.announced.Store(int64(timeout))
 	}
 	if max > 0 {
 		if n := c.Requests + 1 + max; c.maxReq == 0 || n < c.maxReq {
@@ -140,6 +144,69 @@ func max0(d time.Duration) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// IdleSource says where the idle limit of a member conn comes from.
+type IdleSource uint8
+
+// Idle limit sources.
+const (
+	// IdleConfigured: the pool's idle_timeout (0 there: no limit).
+	IdleConfigured IdleSource = iota
+	// IdleAnnounced: the member's `Keep-Alive: timeout=N`, less
+	// keepalive_margin (and at most 90% of N).
+	IdleAnnounced
+	// IdleLearnt: learnt from the idle conns the member closed
+	// unannounced, less a tenth (at least 5 ms, at most keepalive_margin).
+	IdleLearnt
+)
+
+// String returns "configured", "announced" or "learnt".
+func (s IdleSource) String() string {
+	switch s {
+	case IdleAnnounced:
+		return "announced"
+	case IdleLearnt:
+		return "learnt"
+	}
+	return "configured"
+}
+
+// IdleLimit returns how long the conn may idle in the pool after this
+// exchange as things stand (the shortest of idle_timeout, an announced
+// Keep-Alive timeout and its member's learnt one) and which of them it
+// is. -1 means no limit; 0 means the conn is not kept idle.
+func (c *ServerConn) IdleLimit() (time.Duration, IdleSource) { return c.p.idleLimit(c, time.Now()) }
+
+// idleLimit is IdleLimit at now.
+func (p *ConnPool) idleLimit(c *ServerConn, now time.Time) (time.Duration, IdleSource) {
+	if l := p.memberLimit(c.Member, now); l >= 0 && (c.idleLimit < 0 || l < c.idleLimit) {
+		return l, IdleLearnt
+	}
+	return c.idleLimit, c.idleSrc
+}
+
+// memberLimit is the idle limit learnt for m at now (its learnt timeout
+// less a margin), or -1: none learnt, or a preconnect stock (whose conns
+// never carried a request; the member's timeout for those may differ).
+func (p *ConnPool) memberLimit(m *Member, now time.Time) time.Duration {
+	if p.stock {
+		return -1
+	}
+	return learntLimit(m.learn.Timeout(now), p.cfg.KeepaliveMargin)
+}
+
+// idleDeadline is when the idle conn c must be closed given its member's
+// learnt limit (memberLimit): the earlier of its own deadline and
+// idleSince + learnt; zero = never.
+func (c *ServerConn) idleDeadline(learnt time.Duration) time.Time {
+	at := c.idleUntil
+	if learnt >= 0 {
+		if l := c.idleSince.Add(learnt); at.IsZero() || l.Before(at) {
+			at = l
+		}
+	}
+	return at
 }
 
 // Alive is the stale check of a conn the caller holds (lent out or kept

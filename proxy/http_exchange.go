@@ -54,7 +54,11 @@ type requestRecord struct {
 	reused   bool
 	connReqs int
 	retries  int
-	replay   string // why the request was replayed, if it was
+	// idleLimit and idleSource: how long the member conn may idle after
+	// this exchange and why (pool.ServerConn.IdleLimit); -1: no limit.
+	idleLimit  time.Duration
+	idleSource pool.IdleSource
+	replay     string // why the request was replayed, if it was
 	// method and target: copies, for a tunnel's access line (written
 	// after the buffers holding the request went back).
 	method, target string
@@ -97,6 +101,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			return h.failRequest(start, status, &rec)
 		}
 		rec.member, rec.connID, rec.reused, rec.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
+		rec.idleLimit, rec.idleSource = sc.IdleLimit()
 		retire := sc.Retire()
 		streamed, out := h.sendRequest(sc, &rec, start, retire, &smallKept)
 		switch out {
@@ -216,7 +221,17 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	}
 	// cutCtx ends a queued wait at shutdown; no per-request context, so
 	// the steady state allocates nothing.
-	return h.hs.reuser.Get(h.vs.cutCtx, h.client.RemoteAddr())
+	return h.hs.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+}
+
+// requestKind says whether the request may take any idle member conn (an
+// idempotent one, which a replay covers) or only a young one (see
+// pool.NonIdempotent): an upgrade is not idempotent whatever its method.
+func (h *httpConn) requestKind() pool.RequestKind {
+	if idempotent(h.req.Method) && !h.req.Upgrade {
+		return pool.Idempotent
+	}
+	return pool.NonIdempotent
 }
 
 // release ends an exchange that went well: the conn stays with this client
@@ -354,7 +369,11 @@ func (h *httpConn) logRequest(start time.Time, status int, rec requestRecord) {
 			zap.Uint64("server_conn", rec.connID),
 			zap.Bool("reused", rec.reused),
 			zap.Int("server_conn_requests", rec.connReqs),
+			zap.String("server_conn_idle_source", rec.idleSource.String()),
 		)
+		if rec.idleLimit >= 0 {
+			fields = append(fields, zap.Duration("server_conn_idle_limit", rec.idleLimit))
+		}
 	}
 	if h.tlsInfo != nil {
 		fields = h.tlsInfo.appendFields(fields)

@@ -23,6 +23,7 @@ func (h *httpConn) response(sc *pool.ServerConn, rec *requestRecord, retire, las
 	}
 	if h.resp.KeepAliveTimeout > 0 || h.resp.KeepAliveMax > 0 {
 		sc.LearnKeepAlive(h.resp.KeepAliveTimeout, h.resp.KeepAliveMax)
+		rec.idleLimit, rec.idleSource = sc.IdleLimit()
 	}
 	if h.resp.Tunnel {
 		return h.tunnel(sc, rec)

@@ -25,6 +25,15 @@ type Info struct {
 	NotSentBytes  uint32
 	BytesAcked    uint64 // bytes sent and acknowledged
 	BytesReceived uint64 // bytes received
+	// LastAckRecv is the time since the last ACK-bearing segment came in
+	// (tcpi_last_ack_recv, ms precision): on an idle conn the peer closed
+	// with a FIN, the time since that FIN arrived. A RST does not update
+	// it (checked on Linux 6.18): after a reset it still dates the last
+	// segment before. LastDataRecv is the time since the last data
+	// segment came in (tcpi_last_data_recv); neither a FIN nor a RST
+	// updates it.
+	LastAckRecv  time.Duration
+	LastDataRecv time.Duration
 }
 
 // GetInfo reads TCP_INFO of c.
@@ -45,6 +54,8 @@ func GetInfo(c *net.TCPConn) (Info, error) {
 			NotSentBytes:  ti.Notsent_bytes,
 			BytesAcked:    ti.Bytes_acked,
 			BytesReceived: ti.Bytes_received,
+			LastAckRecv:   time.Duration(ti.Last_ack_recv) * time.Millisecond,
+			LastDataRecv:  time.Duration(ti.Last_data_recv) * time.Millisecond,
 		}
 		return nil
 	})

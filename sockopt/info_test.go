@@ -94,3 +94,50 @@ func TestStateNames(t *testing.T) {
 		}
 	}
 }
+
+// LastAckRecv dates the peer's FIN on an idle conn (the FIN is the last
+// segment in), to the kernel's ms precision; a RST leaves it at the last
+// segment before the reset. LastDataRecv dates the last data either way.
+func TestLastAckRecvDatesThePeersFINButNotItsReset(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		c, peer := pair(t, config.DefaultProfile())
+		if _, err := peer.Write([]byte("response")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		idleSince := time.Now()
+		// The peer closes after 100 ms idle; TCP_INFO is read well after.
+		socktest.WaitFor(t, 5*time.Second, "100 ms of idle", func() bool { return time.Since(idleSince) >= 100*time.Millisecond })
+		if reset {
+			peer.SetLinger(0)
+		}
+		closed := time.Now()
+		peer.Close()
+		socktest.WaitFor(t, 5*time.Second, "the peer's close to arrive, then 200 ms", func() bool {
+			return Alive(c) != nil && time.Since(closed) >= 200*time.Millisecond
+		})
+		info, err := GetInfo(c)
+		now := time.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAt := now.Add(-info.LastAckRecv) // as the pool reads it
+		if d := now.Sub(idleSince) - info.LastDataRecv; d < -10*time.Millisecond || d > 10*time.Millisecond {
+			t.Errorf("reset=%v: LastDataRecv %v, want the time since the response (%v)", reset, info.LastDataRecv, now.Sub(idleSince))
+		}
+		if !reset {
+			// ms granularity (and a jiffy) either way of the close.
+			if d := closeAt.Sub(closed); d < -10*time.Millisecond || d > 20*time.Millisecond {
+				t.Errorf("FIN: LastAckRecv %v dates the close %v off", info.LastAckRecv, d)
+			}
+		} else if info.LastAckRecv < now.Sub(closed)+50*time.Millisecond {
+			t.Errorf("RST: LastAckRecv %v; want it to date the last segment before the reset (>= %v)", info.LastAckRecv, now.Sub(closed)+50*time.Millisecond)
+		}
+		t.Logf("reset=%v: state %v, close read back at idle %v (closed at %v)", reset, info.State,
+			closeAt.Sub(idleSince).Round(time.Millisecond), closed.Sub(idleSince).Round(time.Millisecond))
+	}
+}
