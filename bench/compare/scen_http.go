@@ -243,14 +243,11 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 			return err
 		})
 	})
-	s.Rows = []row{
-		{Label: fmt.Sprintf("RSS per conn, first %d", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
-		{Label: "RSS per conn, next batch (marginal)", Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
-		{Label: "RSS per conn, both batches", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
-		{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
-		{Label: "backend conns held", Unit: "conns", Metric: "backend_conns"},
-		{Label: "conns closed before the reading", Unit: "conns", Metric: "closed", Lower: true},
-	}
+	s.Rows = append(idleRSSRows(n),
+		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
+		row{Label: "backend conns held", Unit: "conns", Metric: "backend_conns"},
+		row{Label: "conns closed before the reading", Unit: "conns", Metric: "closed", Lower: true},
+	)
 	s.Notes = []string{
 		"RSS: the proxy's VmRSS (nginx master + worker) after the batch minus before the first connect, per conn; marginal: the next batch's growth per conn",
 		fmt.Sprintf("backend conns held: the proxy's established conns to its backend port after the first batch (nginx caches %d idle, tether's pool at most %d)", nginxKeepalive, tetherPoolMax),

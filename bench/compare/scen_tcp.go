@@ -226,13 +226,10 @@ func (e *env) runIdleTCP(ctx context.Context) (*section, error) {
 			return err
 		})
 	})
-	s.Rows = []row{
-		{Label: fmt.Sprintf("RSS per conn, first %d", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
-		{Label: "RSS per conn, next batch (marginal)", Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
-		{Label: "RSS per conn, both batches", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
-		{Label: "kernel memory per conn (system-wide, noisy)", Unit: "KiB", Metric: "kernel_kib_per_conn", Lower: true},
-		{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
-	}
+	s.Rows = append(idleRSSRows(n),
+		row{Label: "kernel memory per conn (system-wide, noisy)", Unit: "KiB", Metric: "kernel_kib_per_conn", Lower: true},
+		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
+	)
 	s.Notes = []string{
 		"RSS: the proxy's VmRSS (nginx master + worker) after the batch minus before the first connect, per conn; the first batch includes what a fresh proxy touches once",
 		"marginal: growth from the first reading to the second, per conn of the second batch; a Go runtime may return the first batch's stacks in between, so it can read low",
@@ -318,4 +315,14 @@ func (e *env) idleBatches(ctx context.Context, t target, r *running, front, back
 	}
 	e.logf("%s idle: RSS %d -> %d kB for %d conns (%.1f KiB/conn), fds %d -> %d", t.name, rss0, rss1, n, figs["kib_per_conn"], fds0, fds1)
 	return figs, argv, negotiated, nil
+}
+
+// idleRSSRows are the memory rows both idle-conn scenarios (tcp relays,
+// keepalive client conns) report for batches of n conns.
+func idleRSSRows(n int) []row {
+	return []row{
+		{Label: fmt.Sprintf("RSS per conn, first %d", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
+		{Label: "RSS per conn, next batch (marginal)", Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
+		{Label: "RSS per conn, both batches", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
+	}
 }
