@@ -8,6 +8,7 @@ import (
 type Config struct {
 	Global Global `toml:"global"`
 	Log    Log    `toml:"log"`
+	Admin  Admin  `toml:"admin"`
 	// Profiles holds every TCP profile by name, resolved through its parents,
 	// including the built-in root "tcp".
 	Profiles map[string]TCPProfile `toml:"tcp_profile"`
@@ -25,6 +26,20 @@ type Global struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for open connections to
 	// finish before closing them. Default 30 s; 0 = close them at once.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	// Listen is the admin API's host:port. Default DefaultAdminListen
+	// (loopback); "" (set as "" or "off") = no admin listener. A listen
+	// address that is not loopback requires TokenFile.
+	Listen string `toml:"listen"`
+	// TokenFile names a file holding the bearer token every admin request
+	// must carry (surrounding white space trimmed); "" = no token.
+	TokenFile string `toml:"token_file"`
+	// ListenDefault reports that Listen is the default, not set in the file
+	// (run goes on without the admin API when the default port is taken).
+	ListenDefault bool `toml:"-"`
 }
 
 // Log configures zap.

@@ -322,7 +322,7 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 	} else {
 		t.Fatal("README has no configuration reference")
 	}
-	for _, v := range []any{rawGlobal{}, rawLog{}, rawProfile{}, rawPool{}, rawMember{}, rawHealth{}, rawVirtualServer{}, rawHTTP{}} {
+	for _, v := range []any{rawGlobal{}, rawLog{}, rawAdmin{}, rawProfile{}, rawPool{}, rawMember{}, rawHealth{}, rawVirtualServer{}, rawHTTP{}} {
 		for _, k := range tagNames(v) {
 			if !strings.Contains(ref, "`"+k+"`") {
 				t.Errorf("key %q (%T) is not in the README's configuration reference", k, v)

@@ -113,6 +113,8 @@ const (
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "json"
 	DefaultAccessLog        = true
+	// DefaultAdminListen is the admin API's address: loopback only.
+	DefaultAdminListen = "127.0.0.1:9901"
 )
 
 // DefaultTLS is a virtual server's [virtual_server.tls] block before the

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +35,7 @@ func (d *duration) UnmarshalText(b []byte) error {
 type rawFile struct {
 	Global         rawGlobal             `toml:"global"`
 	Log            rawLog                `toml:"log"`
+	Admin          rawAdmin              `toml:"admin"`
 	Profiles       map[string]rawProfile `toml:"tcp_profile"`
 	Pools          map[string]rawPool    `toml:"pool"`
 	VirtualServers []rawVirtualServer    `toml:"virtual_server"`
@@ -46,6 +49,11 @@ type rawLog struct {
 	Level  *string `toml:"level"`
 	Format *string `toml:"format"`
 	Access *bool   `toml:"access"`
+}
+
+type rawAdmin struct {
+	Listen    *string `toml:"listen"`
+	TokenFile *string `toml:"token_file"`
 }
 
 type rawProfile struct {
@@ -323,6 +331,8 @@ func knownKeys(k toml.Key) []string {
 		return tagNames(rawVirtualServer{})
 	case len(k) >= 2 && k[0] == "log":
 		return tagNames(rawLog{})
+	case len(k) >= 2 && k[0] == "admin":
+		return tagNames(rawAdmin{})
 	case len(k) >= 2 && k[0] == "global":
 		return tagNames(rawGlobal{})
 	}
@@ -378,6 +388,7 @@ func build(raw *rawFile, dir string, lines *keyLines) (*Config, error) {
 	v.nonNegative("global: shutdown_timeout", cfg.Global.ShutdownTimeout)
 	v.oneOf("log: level", cfg.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log: format", cfg.Log.Format, "json", "console")
+	cfg.Admin = buildAdmin(raw.Admin, dir, v)
 
 	// Profiles, in name order so that messages come out stable.
 	r := &resolver{raw: raw.Profiles, out: cfg.Profiles, v: v, state: map[string]int{}}
@@ -1111,4 +1122,43 @@ func hopByHop(name string) bool {
 		return true
 	}
 	return false
+}
+
+// buildAdmin resolves [admin]: the default listen address, "off" as "",
+// token_file taken from dir. A listen address must be host:port with a
+// port, and one that is not loopback needs a token file.
+func buildAdmin(ra rawAdmin, dir string, v *validator) Admin {
+	v.at("admin", "admin")
+	a := Admin{Listen: strOr(ra.Listen, DefaultAdminListen), TokenFile: strOr(ra.TokenFile, ""), ListenDefault: ra.Listen == nil}
+	if a.Listen == "off" {
+		a.Listen = ""
+	}
+	if a.TokenFile != "" && dir != "" && !filepath.IsAbs(a.TokenFile) {
+		a.TokenFile = filepath.Join(dir, a.TokenFile)
+	}
+	if a.Listen == "" {
+		return a
+	}
+	if err := checkHostPort(a.Listen, true); err != nil {
+		v.add("admin", "listen", fmt.Sprintf("%q: %v", a.Listen, err))
+		return a
+	}
+	if a.TokenFile == "" && !loopbackListen(a.Listen) {
+		v.add("admin", "listen", fmt.Sprintf("%q is not a loopback address: set token_file, or listen on 127.0.0.1 or [::1]", a.Listen))
+	}
+	return a
+}
+
+// loopbackListen reports whether host:port listens on loopback only
+// ("localhost" included; an empty host means every address).
+func loopbackListen(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

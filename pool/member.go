@@ -23,9 +23,12 @@ const (
 	// Disabled: switched off in the config or at run time; gets no new
 	// connections whatever its health.
 	Disabled
+	// Draining: set draining at run time; like Disabled, and its pooled
+	// conns in use retire at the end of their exchange.
+	Draining
 )
 
-// String returns "up", "down" or "disabled".
+// String returns "up", "down", "disabled" or "draining".
 func (s MemberState) String() string {
 	switch s {
 	case Up:
@@ -34,8 +37,54 @@ func (s MemberState) String() string {
 		return "down"
 	case Disabled:
 		return "disabled"
+	case Draining:
+		return "draining"
 	}
 	return "unknown"
+}
+
+// AdminState is the state an operator sets (the config's state, then
+// Member.SetState); it is kept apart from health.
+type AdminState uint8
+
+// Admin states.
+const (
+	// AdminEnabled: in rotation when healthy.
+	AdminEnabled AdminState = iota
+	// AdminDisabled: no new connections or requests; those open go on. Idle
+	// pooled conns are closed, a reused conn in use gets "Connection:
+	// close" on its current request and is closed after it.
+	AdminDisabled
+	// AdminDraining: like AdminDisabled (the pool treats both alike: a pooled
+	// conn in use retires so that the member closes first, idle ones are
+	// dropped); it tells operators and scripts that the member is on its way
+	// out. tcp relays to the member finish as they would otherwise (their
+	// idle timeout, or shutdown_timeout on exit): there is no per-member
+	// bound yet.
+	AdminDraining
+)
+
+// String returns "enabled", "disabled" or "draining".
+func (s AdminState) String() string {
+	switch s {
+	case AdminEnabled:
+		return "enabled"
+	case AdminDisabled:
+		return "disabled"
+	case AdminDraining:
+		return "draining"
+	}
+	return "unknown"
+}
+
+// ParseAdminState reads "enabled", "disabled" or "draining".
+func ParseAdminState(s string) (AdminState, bool) {
+	for _, a := range []AdminState{AdminEnabled, AdminDisabled, AdminDraining} {
+		if a.String() == s {
+			return a, true
+		}
+	}
+	return 0, false
 }
 
 // Member is one backend address of a pool. Its methods are safe for
@@ -49,6 +98,10 @@ type Member struct {
 	seed     uint64      // source-hash seed derived from addr
 	tls      *tls.Config // TLS toward the member (Pool.SetTLS); nil = plain TCP
 
+	// admin is the AdminState; enabled mirrors admin == AdminEnabled for the
+	// hot paths. smu serialises SetState so that the two agree.
+	smu     sync.Mutex
+	admin   atomic.Uint32
 	enabled atomic.Bool
 	healthy atomic.Bool
 
@@ -92,6 +145,9 @@ func newMember(p *Pool, index int, cm config.Member) *Member {
 	if p != nil {
 		m.learn.ceiling = p.cfg.Reuse.IdleTimeout // relaxed above it, the learnt value is dropped
 	}
+	if cm.State == config.StateDisabled {
+		m.admin.Store(uint32(AdminDisabled))
+	}
 	m.enabled.Store(cm.State != config.StateDisabled)
 	m.healthy.Store(true) // optimistic start, like HAProxy
 	return m
@@ -106,11 +162,14 @@ func (m *Member) Weight() int { return m.weight }
 // MaxConnections returns the member's connection cap; 0 = no limit.
 func (m *Member) MaxConnections() int { return m.maxConns }
 
-// State returns Disabled when the member is switched off, else Up or Down
-// from its health.
+// State returns Disabled or Draining when the member is switched off, else
+// Up or Down from its health.
 func (m *Member) State() MemberState {
-	if !m.enabled.Load() {
+	switch m.AdminState() {
+	case AdminDisabled:
 		return Disabled
+	case AdminDraining:
+		return Draining
 	}
 	if !m.healthy.Load() {
 		return Down
@@ -127,16 +186,42 @@ func (m *Member) Active() int { return int(m.active.Load()) }
 // look busy.
 func (m *Member) load() int64 { return m.active.Load() - m.idle.Load() }
 
-// SetEnabled switches the member on or off at run time. A disabled member
-// gets no new connections and its preconnected idle conns are closed; its
-// health monitor keeps running so its state is known when it comes back.
+// AdminState returns the state set by the config or SetState.
+func (m *Member) AdminState() AdminState { return AdminState(m.admin.Load()) }
+
+// Healthy reports the member's health (true while health checks are off).
+func (m *Member) Healthy() bool { return m.healthy.Load() }
+
+// SetEnabled switches the member on (AdminEnabled) or off (AdminDisabled) at run
+// time; see SetState.
 func (m *Member) SetEnabled(on bool) {
-	if m.enabled.Swap(on) == on {
-		return
+	if on {
+		m.SetState(AdminEnabled)
+	} else {
+		m.SetState(AdminDisabled)
 	}
-	if m.pool != nil {
+}
+
+// SetState sets the member's admin state at run time. A member not AdminEnabled
+// gets no new connections or requests, its idle pooled and preconnected
+// conns are closed and its reused conns in use retire after their current
+// exchange; its health monitor keeps running so its health is known when it
+// comes back. It returns the previous state.
+func (m *Member) SetState(s AdminState) AdminState {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	old := AdminState(m.admin.Swap(uint32(s)))
+	if old == s {
+		return old
+	}
+	on := s == AdminEnabled
+	if m.enabled.Swap(on) != on && m.pool != nil {
 		m.pool.memberChanged(m, on, "admin")
+	} else if m.pool != nil {
+		m.pool.log.Info("member state changed", zap.String("member", m.addr),
+			zap.Stringer("state", m.State()), zap.String("reason", "set by admin"))
 	}
+	return old
 }
 
 // eligible reports whether the member may get new connections.
@@ -192,8 +277,11 @@ func (m *Member) idleClosed(s idleSample, now time.Time) {
 
 // MemberStats is a snapshot of a member's state and counters.
 type MemberStats struct {
-	Address        string
-	State          MemberState
+	Address string
+	State   MemberState // what it offers now: up, down, disabled, draining
+	Admin   AdminState  // set by the config or SetState
+	Healthy bool        // health, apart from Admin (true while checks are off)
+
 	Weight         int
 	MaxConnections int // 0 = no limit
 	Active         int // conns incl. preconnected idle ones and dials in flight
@@ -222,6 +310,8 @@ func (m *Member) Stats() MemberStats {
 	return MemberStats{
 		Address:           m.addr,
 		State:             m.State(),
+		Admin:             m.AdminState(),
+		Healthy:           m.healthy.Load(),
 		Weight:            m.weight,
 		MaxConnections:    m.maxConns,
 		Active:            int(m.active.Load()),

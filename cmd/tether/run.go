@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -52,6 +53,23 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		logger.Error("cannot build", zap.Error(err))
 		return exitError
+	}
+	// The admin API first: /healthz answers while the listeners bind,
+	// /ready once they are.
+	adm, err := startAdmin(ctx, cfg, *file, srv, logger)
+	if err != nil {
+		logger.Error("cannot start the admin API", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		_ = srv.Shutdown(context.Background()) // nothing bound: frees the pools
+		return exitError
+	}
+	if adm != nil {
+		defer func() {
+			// After the proxy's drain, so that it can be watched.
+			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = adm.Shutdown(actx)
+		}()
 	}
 	if err := srv.Start(ctx); err != nil {
 		logger.Error("cannot start", zap.Error(err))

@@ -1,0 +1,15 @@
+// Package admin serves tether's admin API: status, virtual servers, pools
+// and their members, member state changes (enable, disable, drain),
+// liveness and readiness, and the metrics handler it is given.
+//
+// It owns the admin listener and its access rules: changes only by POST,
+// every POST carries "X-Tether: 1" (a cross-site form cannot send it), and
+// with a token every request carries "Authorization: Bearer TOKEN",
+// compared in constant time. It is not reachable off loopback without a
+// token (config refuses that; New checks it again). It holds no proxy
+// logic: it reads proxy.Server and pool state through their exported
+// methods and calls pool.Member.SetState.
+//
+// Not here yet: config reload, /api/v1/connections, the dashboard, tether
+// ctl.
+package admin
