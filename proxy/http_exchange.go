@@ -336,7 +336,9 @@ func isReset(err error) bool {
 }
 
 // logRequest writes the access line of one request.
+// logRequest also counts the request (class, duration) for RequestStats.
 func (h *httpConn) logRequest(start time.Time, status int, rec requestRecord) {
+	h.hs.reqs.observe(status, time.Since(start))
 	if !h.vs.accessLog {
 		return
 	}

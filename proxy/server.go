@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -204,4 +206,18 @@ func (s *Server) ListenAddr(name string) net.Addr {
 		return vs.Addr()
 	}
 	return nil
+}
+
+// VirtualServers returns the virtual servers in config order (a copy of
+// the slice; the virtual servers themselves are shared).
+func (s *Server) VirtualServers() []*VirtualServer { return slices.Clone(s.vss) }
+
+// Pools returns the pools sorted by name.
+func (s *Server) Pools() []*pool.Pool {
+	ps := make([]*pool.Pool, 0, len(s.pools))
+	for _, p := range s.pools {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b *pool.Pool) int { return strings.Compare(a.Name(), b.Name()) })
+	return ps
 }

@@ -290,3 +290,15 @@ func (vs *VirtualServer) logError(msg string, fields ...zap.Field) {
 	}
 	vs.logger.Error(msg, fields...)
 }
+
+// PoolName is the name of the virtual server's pool.
+func (vs *VirtualServer) PoolName() string { return vs.cfg.Pool }
+
+// ReuseStats returns the counters of the virtual server's reuse ConnPool
+// per member, in pool order (http mode; nil in tcp mode).
+func (vs *VirtualServer) ReuseStats() []pool.ReuseStats {
+	if vs.http == nil {
+		return nil
+	}
+	return vs.http.reuser.Stats()
+}
