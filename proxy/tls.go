@@ -197,3 +197,6 @@ func (vs *VirtualServer) closeRefused(c *net.TCPConn, timedOut bool) {
 	}
 	_ = sockopt.Close(c, mode, vs.client.DrainTimeout)
 }
+
+// HasTLS reports whether the virtual server terminates TLS.
+func (vs *VirtualServer) HasTLS() bool { return vs.tls != nil }
