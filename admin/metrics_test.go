@@ -226,4 +226,3 @@ func roundTrip(t *testing.T, c net.Conn) {
 		t.Fatalf("echo: %q %v", buf, err)
 	}
 }
-
