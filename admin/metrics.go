@@ -41,7 +41,8 @@ const censusTimeout = time.Second
 //     tether_pool_stale_total, tether_pool_replays_total{cause},
 //     tether_pool_retired_total{reason} {pool,member}: connections opened,
 //     reused ... summed over the pool's reuse ConnPools (one per http
-//     virtual server); opened counts the member's successful dials.
+//     virtual server); opened counts the member's successful dials, and
+//     the tether_connect_duration_seconds{pool,member} histogram times them.
 //   - tether_tcp_sockets{virtual_server,side,state}: a sock_diag census, all
 //     eleven TCP states; client side: local address = the listen address,
 //     server side: remote address = a member of its pool (virtual servers
@@ -62,23 +63,24 @@ func MetricsHandler(s *proxy.Server, reload ReloadStatus) http.Handler {
 }
 
 var (
-	descConnActive   = desc("connections_active", "Client (side=client) or member (side=server) connections open now.", "virtual_server", "side")
-	descConnTotal    = desc("connections_total", "Client connections accepted (side=client) or member connections opened (side=server).", "virtual_server", "side")
-	descRequests     = desc("requests_total", "HTTP requests answered, by status class.", "virtual_server", "code")
-	descReqDuration  = desc("request_duration_seconds", "Time from a request's first byte to its end.", "virtual_server")
-	descTLS          = desc("tls_handshakes_total", "Client TLS handshakes completed, resumed or not.", "virtual_server", "resumed")
-	descMemberUp     = desc("member_up", "1 if the member gets new connections (enabled and healthy).", "pool", "member")
-	descMemberState  = desc("member_state", "1 for the member's current state, 0 for the others.", "pool", "member", "state")
-	descPoolConns    = desc("pool_connections", "Member connections idle in a pool, or in use (dials in flight included).", "pool", "member", "state")
-	descPoolOpened   = desc("pool_connections_opened_total", "Connections dialed to the member (client, preconnect and reuse dials).", "pool", "member")
-	descPoolReused   = desc("pool_reused_total", "Requests served on an idle or handed-over member connection.", "pool", "member")
-	descPoolStale    = desc("pool_stale_total", "Idle member connections found closed or stale before use.", "pool", "member")
-	descPoolReplays  = desc("pool_replays_total", "Requests replayed on another connection after this member's failed.", "pool", "member", "cause")
-	descPoolRetired  = desc("pool_retired_total", "Member connections retired by tether, by reason.", "pool", "member", "reason")
-	descTCPSockets   = desc("tcp_sockets", "TCP sockets by state (sock_diag census at scrape time).", "virtual_server", "side", "state")
-	descScrapeErrors = desc("scrape_errors_total", "Metric families left out of a scrape because reading them failed.", "family")
-	descReloadOK     = desc("config_last_reload_successful", "1 if the last config reload succeeded.")
-	descReloadAt     = desc("config_last_reload_success_timestamp_seconds", "Unix time of the last successful config reload.")
+	descConnActive      = desc("connections_active", "Client (side=client) or member (side=server) connections open now.", "virtual_server", "side")
+	descConnTotal       = desc("connections_total", "Client connections accepted (side=client) or member connections opened (side=server).", "virtual_server", "side")
+	descRequests        = desc("requests_total", "HTTP requests answered, by status class.", "virtual_server", "code")
+	descReqDuration     = desc("request_duration_seconds", "Time from a request's first byte to its end.", "virtual_server")
+	descTLS             = desc("tls_handshakes_total", "Client TLS handshakes completed, resumed or not.", "virtual_server", "resumed")
+	descMemberUp        = desc("member_up", "1 if the member gets new connections (enabled and healthy).", "pool", "member")
+	descMemberState     = desc("member_state", "1 for the member's current state, 0 for the others.", "pool", "member", "state")
+	descPoolConns       = desc("pool_connections", "Member connections idle in a pool, or in use (dials in flight included).", "pool", "member", "state")
+	descPoolOpened      = desc("pool_connections_opened_total", "Connections dialed to the member (client, preconnect and reuse dials).", "pool", "member")
+	descConnectDuration = desc("connect_duration_seconds", "Time a successful dial to the member took (TCP connect, and the TLS handshake for a TLS pool).", "pool", "member")
+	descPoolReused      = desc("pool_reused_total", "Requests served on an idle or handed-over member connection.", "pool", "member")
+	descPoolStale       = desc("pool_stale_total", "Idle member connections found closed or stale before use.", "pool", "member")
+	descPoolReplays     = desc("pool_replays_total", "Requests replayed on another connection after this member's failed.", "pool", "member", "cause")
+	descPoolRetired     = desc("pool_retired_total", "Member connections retired by tether, by reason.", "pool", "member", "reason")
+	descTCPSockets      = desc("tcp_sockets", "TCP sockets by state (sock_diag census at scrape time).", "virtual_server", "side", "state")
+	descScrapeErrors    = desc("scrape_errors_total", "Metric families left out of a scrape because reading them failed.", "family")
+	descReloadOK        = desc("config_last_reload_successful", "1 if the last config reload succeeded.")
+	descReloadAt        = desc("config_last_reload_success_timestamp_seconds", "Unix time of the last successful config reload.")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -99,7 +101,7 @@ func newCollector(s *proxy.Server, reload ReloadStatus) *collector {
 // Describe sends every descriptor.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnActive, descConnTotal, descRequests, descReqDuration, descTLS,
-		descMemberUp, descMemberState, descPoolConns, descPoolOpened, descPoolReused, descPoolStale,
+		descMemberUp, descMemberState, descPoolConns, descPoolOpened, descConnectDuration, descPoolReused, descPoolStale,
 		descPoolReplays, descPoolRetired, descTCPSockets, descScrapeErrors, descReloadOK, descReloadAt} {
 		ch <- d
 	}
@@ -138,11 +140,7 @@ func (c *collector) collectVirtualServer(ch chan<- prometheus.Metric, vs *proxy.
 		for i, n := range rq.ByClass {
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(n), name, strconv.Itoa(i+1)+"xx")
 		}
-		buckets := make(map[float64]uint64, len(rq.Bounds))
-		for i, b := range rq.Bounds {
-			buckets[b.Seconds()] = rq.Buckets[i]
-		}
-		ch <- prometheus.MustNewConstHistogram(descReqDuration, rq.Count, rq.Sum.Seconds(), buckets, name)
+		ch <- histogram(descReqDuration, pool.Durations{Bounds: rq.Bounds, Buckets: rq.Buckets, Count: rq.Count, Sum: rq.Sum}, name)
 	}
 	if vs.HasTLS() {
 		ts := vs.TLSStats()
@@ -184,6 +182,7 @@ func collectPool(ch chan<- prometheus.Metric, p *pool.Pool, vss []*proxy.Virtual
 		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ms.Idle), name, m, "idle")
 		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ms.Active-ms.Idle), name, m, "active")
 		ch <- prometheus.MustNewConstMetric(descPoolOpened, prometheus.CounterValue, float64(ms.Connects), name, m)
+		ch <- histogram(descConnectDuration, p.Members()[i].ConnectDurations(), name, m)
 		ch <- prometheus.MustNewConstMetric(descPoolReused, prometheus.CounterValue, float64(r.Reused+ms.PreconnectHits), name, m)
 		ch <- prometheus.MustNewConstMetric(descPoolStale, prometheus.CounterValue, float64(r.StaleOnPeek+ms.StaleDropped), name, m)
 		ch <- prometheus.MustNewConstMetric(descPoolReplays, prometheus.CounterValue, float64(r.ReplaysHeadUnsent), name, m, pool.ReplayHeadUnsent.String())
@@ -211,6 +210,15 @@ func addReuse(sum *pool.ReuseStats, r pool.ReuseStats) {
 	sum.ClosedEarly += r.ClosedEarly
 	sum.Discarded += r.Discarded
 	sum.IdleOverflow += r.IdleOverflow
+}
+
+// histogram makes a Prometheus histogram in seconds of d.
+func histogram(desc *prometheus.Desc, d pool.Durations, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(d.Bounds))
+	for i, b := range d.Bounds {
+		buckets[b.Seconds()] = d.Buckets[i]
+	}
+	return prometheus.MustNewConstHistogram(desc, d.Count, d.Sum.Seconds(), buckets, labels...)
 }
 
 func b2f(b bool) float64 {
