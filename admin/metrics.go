@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/proxy"
 	"github.com/tetherproxy/tether/sockopt"
@@ -30,8 +31,10 @@ const censusTimeout = time.Second
 // tether_ value is read at scrape time from what tether already keeps:
 //
 //   - tether_connections_active / tether_connections_total {virtual_server,side}:
-//     side "client" from VirtualServer.Stats; side "server" only the total
-//     (http mode): the member conns its reuse pool opened.
+//     side "client" from VirtualServer.Stats; side "server": in tcp mode
+//     the member conns relaying (Stats), in http mode only the total, the
+//     member conns its reuse pool opened (a pool's conns are shared by the
+//     virtual server's clients: see tether_pool_connections).
 //   - tether_requests_total{virtual_server,code} (code "1xx".."5xx") and the
 //     tether_request_duration_seconds{virtual_server} histogram (http mode).
 //   - tether_tls_handshakes_total{virtual_server,resumed}, with TLS.
@@ -130,6 +133,10 @@ func (c *collector) collectVirtualServer(ch chan<- prometheus.Metric, vs *proxy.
 	st := vs.Stats()
 	ch <- prometheus.MustNewConstMetric(descConnActive, prometheus.GaugeValue, float64(st.Active), name, "client")
 	ch <- prometheus.MustNewConstMetric(descConnTotal, prometheus.CounterValue, float64(st.Accepted), name, "client")
+	if vs.Mode() == config.ModeTCP {
+		ch <- prometheus.MustNewConstMetric(descConnActive, prometheus.GaugeValue, float64(st.ServerActive), name, "server")
+		ch <- prometheus.MustNewConstMetric(descConnTotal, prometheus.CounterValue, float64(st.ServerOpened), name, "server")
+	}
 	if rs := vs.ReuseStats(); rs != nil {
 		var opened uint64
 		for _, r := range rs {
