@@ -155,8 +155,10 @@ func (d *Dialer) dial(ctx context.Context, m *Member) (dialed, error) {
 			return dialed{}, err
 		}
 	}
+	took := time.Since(start)
 	m.connects.Add(1)
-	return dialed{tcp: c, tls: tc, took: time.Since(start)}, nil
+	m.connectTimes.observe(took)
+	return dialed{tcp: c, tls: tc, took: took}, nil
 }
 
 // addrIP returns the IP of a client address, or the zero Addr.

@@ -117,6 +117,7 @@ type Member struct {
 	idle   atomic.Int64
 
 	connects          atomic.Uint64
+	connectTimes      connectTimes // durations of the successful dials
 	handshakes        atomic.Uint64
 	handshakeFailures atomic.Uint64
 	connectFailures   atomic.Uint64

@@ -29,6 +29,8 @@ type httpSide struct {
 	// progress (idle keepalive conns hold none).
 	busy atomic.Int64
 
+	reqs requestStats // by status class and duration
+
 	// conns are the client conns being served, for shutdown.
 	conns liveSet[*httpConn]
 }

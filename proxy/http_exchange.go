@@ -335,8 +335,10 @@ func isReset(err error) bool {
 	return errors.As(err, &ne) && !ne.Timeout()
 }
 
-// logRequest writes the access line of one request.
+// logRequest counts one request (status class, duration) for RequestStats
+// and writes its access line.
 func (h *httpConn) logRequest(start time.Time, status int, rec requestRecord) {
+	h.hs.reqs.observe(status, time.Since(start))
 	if !h.vs.accessLog {
 		return
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/tetherproxy/tether/config"
@@ -9,8 +10,9 @@ import (
 
 // What the admin API reads: read-only views of a running Server.
 
-// VirtualServers returns the virtual servers in config order.
-func (s *Server) VirtualServers() []*VirtualServer { return s.vss }
+// VirtualServers returns the virtual servers in config order (a copy of
+// the slice; the virtual servers themselves are shared).
+func (s *Server) VirtualServers() []*VirtualServer { return slices.Clone(s.vss) }
 
 // Pools returns the pools in name order.
 func (s *Server) Pools() []*pool.Pool {

@@ -45,8 +45,11 @@ type VirtualServer struct {
 	active    atomic.Int64
 	accepted  atomic.Uint64
 	limitHits atomic.Uint64
-	limitLog  logLimit // "limit reached": once a second
-	errorLog  logLimit // logError: once a second
+	// tcp mode: member conns relaying now, and connected since start.
+	serverActive atomic.Int64
+	serverOpened atomic.Uint64
+	limitLog     logLimit // "limit reached": once a second
+	errorLog     logLimit // logError: once a second
 }
 
 func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, pc config.Pool, p *pool.Pool, logger *zap.Logger) (*VirtualServer, error) {
@@ -107,11 +110,17 @@ type Stats struct {
 	// Parks counts the times a socket was parked since start;
 	// ParkFailures the times one could not be (it kept its goroutine).
 	Parks, ParkFailures uint64
+	// ServerActive and ServerOpened (tcp mode) are the member conns
+	// relaying now and those connected since start. (In http mode member
+	// conns are the reuse pool's: ReuseStats.)
+	ServerActive int64
+	ServerOpened uint64
 }
 
 // Stats returns the current counters.
 func (vs *VirtualServer) Stats() Stats {
-	st := Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load()}
+	st := Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load(),
+		ServerActive: vs.serverActive.Load(), ServerOpened: vs.serverOpened.Load()}
 	if vs.http != nil {
 		st.HTTPBusy = vs.http.busy.Load()
 	}
@@ -290,3 +299,9 @@ func (vs *VirtualServer) logError(msg string, fields ...zap.Field) {
 	}
 	vs.logger.Error(msg, fields...)
 }
+
+// Mode is the virtual server's mode, config.ModeTCP or config.ModeHTTP.
+func (vs *VirtualServer) Mode() string { return vs.cfg.Mode }
+
+// PoolName is the name of the virtual server's pool.
+func (vs *VirtualServer) PoolName() string { return vs.cfg.Pool }

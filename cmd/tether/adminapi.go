@@ -40,7 +40,7 @@ func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy
 		ConfigPath: path,
 		Version:    versionString(),
 		Server:     srv,
-		Metrics:    nil, // the Prometheus handler is wired with admin/metrics.go
+		Metrics:    admin.MetricsHandler(srv, nil), // no reload yet: the reload metrics are left out
 		Logger:     logger.Named("admin"),
 	})
 	if err != nil {

@@ -130,6 +130,17 @@ shutdown_timeout = "2s"
 	if m := pools.Pools[0].Members[0]; m.Address != memberAddr || m.State != "draining" || m.Admin != "draining" || m.Health != "up" {
 		t.Errorf("the drained member: %+v", m)
 	}
+	// /metrics speaks Prometheus text and says the member is draining.
+	mresp, err := hc.Get(api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	want := `tether_member_state{member="` + memberAddr + `",pool="p",state="draining"} 1`
+	if err != nil || mresp.StatusCode != 200 || !strings.Contains(string(metrics), want) {
+		t.Errorf("/metrics: %d %v; want a line %q", mresp.StatusCode, err, want)
+	}
 	// Its only member draining, the pool has none for a new request.
 	if resp, err := hc.Get("http://" + listen + "/"); err != nil || resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("GET through tether after the drain: %v %v, want 503 or 502", resp, err)
