@@ -85,7 +85,7 @@ func getPools(t *testing.T, e *env) []poolBody {
 	return ps.Pools
 }
 
-func TestReadyIsUnavailableUntilTheListenersAreBound(t *testing.T) {
+func TestReadyOnlyWhileTheListenersAreBoundAndNotShuttingDown(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 [pool.p]
 members = [{ address = "127.0.0.1:1" }]
@@ -125,6 +125,16 @@ pool = "p"
 	}
 	if code := e.call(t, "GET", "/ready", nil); code != 200 {
 		t.Errorf("/ready after Start: %d", code)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	body = apiError{}
+	if code := e.call(t, "GET", "/ready", &body); code != http.StatusServiceUnavailable || body.Error == "" {
+		t.Errorf("/ready after Shutdown: %d %+v, want 503 with an error", code, body)
+	}
+	if code := e.call(t, "GET", "/healthz", nil); code != 200 {
+		t.Errorf("/healthz while shutting down: %d, want 200 (alive)", code)
 	}
 }
 

@@ -74,10 +74,15 @@ func (a *Admin) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 }
 
-// ready is 200 once every listener of the proxy is bound.
+// ready is 200 once every listener of the proxy is bound, and 503 again
+// from the moment Shutdown begins (a load balancer in front stops sending).
 func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
-	if !a.opts.Server.Started() {
-		writeError(w, http.StatusServiceUnavailable, "not ready: listeners not bound yet")
+	if !a.opts.Server.Ready() {
+		msg := "not ready: listeners not bound yet"
+		if a.opts.Server.Started() {
+			msg = "not ready: shutting down"
+		}
+		writeError(w, http.StatusServiceUnavailable, msg)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

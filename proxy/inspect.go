@@ -24,6 +24,14 @@ func (s *Server) Pools() []*pool.Pool {
 	return ps
 }
 
+// Ready reports whether the Server takes new connections: Start bound
+// every listener and Shutdown has not begun.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started && !s.stopping
+}
+
 // Started reports whether Start bound every listener; it stays true after
 // Shutdown.
 func (s *Server) Started() bool {

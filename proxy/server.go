@@ -27,8 +27,9 @@ type Server struct {
 	pools map[string]*pool.Pool
 	vss   []*VirtualServer
 
-	mu      sync.Mutex
-	started bool
+	mu       sync.Mutex
+	started  bool
+	stopping bool // Shutdown began: no longer ready for new connections
 }
 
 // New builds the pools and virtual servers of cfg. cfg must come from
@@ -160,6 +161,9 @@ func (s *Server) Pool(name string) *pool.Pool { return s.pools[name] }
 // with its profile's close mode), stops the pools and returns once every
 // goroutine has exited. It returns ctx.Err() when connections had to be cut.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 	for _, vs := range s.vss {
 		vs.closeListener()
 	}
