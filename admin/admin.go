@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
+
 	"os"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy"
 )
 
@@ -72,7 +73,7 @@ func New(o Options) (*Admin, error) {
 	if o.Server == nil {
 		return nil, errors.New("admin: no server")
 	}
-	if o.Token == "" && !loopback(o.Listen) {
+	if o.Token == "" && !config.LoopbackListen(o.Listen) {
 		return nil, fmt.Errorf("%w: %q", ErrNoToken, o.Listen)
 	}
 	a := &Admin{opts: o, log: o.Logger, started: time.Now()}
@@ -170,17 +171,4 @@ func (a *Admin) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// loopback reports whether host:port listens on loopback only.
-func loopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

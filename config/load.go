@@ -1143,15 +1143,15 @@ func buildAdmin(ra rawAdmin, dir string, v *validator) Admin {
 		v.add("admin", "listen", fmt.Sprintf("%q: %v", a.Listen, err))
 		return a
 	}
-	if a.TokenFile == "" && !loopbackListen(a.Listen) {
+	if a.TokenFile == "" && !LoopbackListen(a.Listen) {
 		v.add("admin", "listen", fmt.Sprintf("%q is not a loopback address: set token_file, or listen on 127.0.0.1 or [::1]", a.Listen))
 	}
 	return a
 }
 
-// loopbackListen reports whether host:port listens on loopback only
+// LoopbackListen reports whether host:port listens on loopback only
 // ("localhost" included; an empty host means every address).
-func loopbackListen(hostport string) bool {
+func LoopbackListen(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return false
