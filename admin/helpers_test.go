@@ -107,14 +107,7 @@ func startEnv(t *testing.T, token, reuse string, members ...string) *env {
 		ms[i] = fmt.Sprintf("{ address = %q }", m)
 	}
 	echo := socktest.Start(t, socktest.Echo)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(proxyTOML, reuse, strings.Join(ms, ", "), echo.Addr())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newProxy(t, fmt.Sprintf(proxyTOML, reuse, strings.Join(ms, ", "), echo.Addr()))
 	a, err := New(Options{Listen: "127.0.0.1:0", Token: token, Server: srv, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -122,16 +115,34 @@ func startEnv(t *testing.T, token, reuse string, members ...string) *env {
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { shutdown(a.Shutdown) }) // runs before the proxy's
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = a.Shutdown(ctx)
-		_ = srv.Shutdown(ctx)
-	})
 	return &env{srv: srv, admin: a, base: "http://" + a.Addr().String(), token: token}
+}
+
+// newProxy builds (not starts) a proxy.Server from a TOML config and shuts
+// it down at the test's end.
+func newProxy(t *testing.T, toml string) *proxy.Server {
+	t.Helper()
+	cfg, err := config.Parse([]byte(toml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, toml)
+	}
+	srv, err := proxy.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(srv.Shutdown) })
+	return srv
+}
+
+// shutdown runs a Shutdown with a 5 s bound.
+func shutdown(f func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = f(ctx)
 }
 
 // call makes a request to the admin API (with the env's token, and X-Tether

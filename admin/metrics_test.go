@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy"
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
@@ -46,22 +45,10 @@ listen = "127.0.0.1:0"
 mode = "http"
 pool = "web"
 `, echo.Addr(), web.Listener.Addr().String())
-	cfg, err := config.Parse([]byte(toml))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	srv, err := proxy.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newProxy(t, toml)
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
 	return srv
 }
 
