@@ -59,8 +59,12 @@ func (b *smoothWeighted) pick(c []*Member, _ netip.Addr) *Member {
 	total := 0
 	var best *Member
 	for _, m := range c {
-		b.current[m.index] += m.weight
-		total += m.weight
+		if m.index >= len(b.current) { // added by a reload
+			b.current = append(b.current, make([]int, m.index+1-len(b.current))...)
+		}
+		w := m.Weight()
+		b.current[m.index] += w
+		total += w
 		if best == nil || b.current[m.index] > b.current[best.index] {
 			best = m
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,8 +53,11 @@ type ConnPool struct {
 	// with RST, and it goes on dialing for Connect after it is closed.
 	stock bool
 	// fills: the filler has a floor to keep (preconnect or min_idle > 0).
-	fills   bool
-	members []memberConns // by member index
+	fills bool
+	// members holds one record per member, by member index, copy-on-write:
+	// Pool.SetMembers grows it (under mu) before a new member is published,
+	// so a member's index is always in range. Read it through mc.
+	members atomic.Pointer[[]*memberConns]
 
 	nwait   atomic.Int64 // live queued Gets (mirror of the queue, for slotFreed)
 	closing atomic.Bool  // Close started
@@ -122,23 +126,49 @@ func newStock(d *Dialer) *ConnPool {
 }
 
 func newConnPool(d *Dialer, cfg config.Reuse, stock bool) *ConnPool {
-	n := len(d.pool.members)
+	n := len(d.pool.all())
 	p := &ConnPool{
 		pool:     d.pool,
 		dialer:   d,
 		cfg:      cfg,
 		stock:    stock,
 		fills:    (stock && cfg.MaxIdle > 0) || (!stock && cfg.MinIdle > 0),
-		members:  make([]memberConns, n),
 		cands:    make([]*Member, 0, n),
 		retiring: make(map[*ServerConn]struct{}),
 		wake:     make(chan struct{}, 1),
 		fillWake: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	p.growLocked(n)
 	p.ctx, p.cancel = context.WithCancel(d.pool.ctx)
 	d.pool.addConnPool(p)
 	return p
+}
+
+// mc returns member index i's record.
+func (p *ConnPool) mc(i int) *memberConns { return (*p.members.Load())[i] }
+
+// growLocked makes room for members up to index n-1. p.mu is held (or p
+// is not shared yet).
+func (p *ConnPool) growLocked(n int) {
+	var ms []*memberConns
+	if old := p.members.Load(); old != nil {
+		if len(*old) >= n {
+			return
+		}
+		ms = slices.Clone(*old)
+	}
+	for len(ms) < n {
+		ms = append(ms, &memberConns{})
+	}
+	p.members.Store(&ms)
+}
+
+// grow is growLocked for Pool.SetMembers.
+func (p *ConnPool) grow(n int) {
+	p.mu.Lock()
+	p.growLocked(n)
+	p.mu.Unlock()
 }
 
 // start runs the reaper (and with it the filler).
@@ -155,7 +185,7 @@ func (p *ConnPool) Settings() config.Reuse { return p.cfg }
 func (p *ConnPool) Idle(m *Member) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.members[m.index].idle)
+	return len(p.mc(m.index).idle)
 }
 
 // Close stops the ConnPool: queued Gets return ErrConnPoolClosed, retired
@@ -175,8 +205,8 @@ func (p *ConnPool) Close() {
 	p.closing.Store(true)
 	p.cancel() // the filler's dials in flight
 	var idle []*ServerConn
-	for i, m := range p.pool.members {
-		mc := &p.members[i]
+	for i, m := range p.pool.all() {
+		mc := p.mc(i)
 		idle = append(idle, mc.idle...)
 		m.idle.Add(-int64(len(mc.idle)))
 		clear(mc.idle)
@@ -202,7 +232,7 @@ func (p *ConnPool) Close() {
 // slotFreed runs (from Member.release) when m may take a conn again: the
 // filler looks again when it waits for m, and so does the oldest queued Get.
 func (p *ConnPool) slotFreed(m *Member) {
-	if p.fills && p.members[m.index].blocked.Load() {
+	if p.fills && p.mc(m.index).blocked.Load() {
 		p.kickFill()
 	}
 	if p.nwait.Load() == 0 {
@@ -217,7 +247,7 @@ func (p *ConnPool) slotFreed(m *Member) {
 // over without backoff, and a queued Get may now pick m.
 func (p *ConnPool) memberUp(m *Member) {
 	p.mu.Lock()
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	mc.failures, mc.retryAt = 0, time.Time{}
 	p.mu.Unlock()
 	if p.fills {
@@ -288,19 +318,20 @@ type ReuseStats struct {
 	ReplaysNoResponse uint64 // idempotent requests replayed elsewhere: no response byte from this member
 }
 
-// Stats returns the ConnPool's counters per member, in pool order.
+// Stats returns the ConnPool's counters per member of the config in force,
+// in its order.
 func (p *ConnPool) Stats() []ReuseStats {
-	ms := p.pool.members
+	ms := p.pool.Members()
 	out := make([]ReuseStats, len(ms))
 	p.mu.Lock()
 	for i, m := range ms {
 		out[i].Address = m.addr
-		out[i].Idle = len(p.members[i].idle)
+		out[i].Idle = len(p.mc(m.index).idle)
 	}
 	p.mu.Unlock()
 	now := time.Now()
 	for i, m := range ms {
-		c := &p.members[i].counters
+		c := &p.mc(m.index).counters
 		s := &out[i]
 		s.IdleTimeout, s.IdleSource = p.memberIdleLimit(m, now)
 		s.IdleTimeoutLearnt = m.learn.Timeout(now)
@@ -367,6 +398,6 @@ func (c ReplayCause) String() string {
 // NoteReplay counts a replay of a request first sent to m.
 func (p *ConnPool) NoteReplay(m *Member, cause ReplayCause) {
 	if cause < replayCauses {
-		p.members[m.index].counters.replays[cause].Add(1)
+		p.mc(m.index).counters.replays[cause].Add(1)
 	}
 }

@@ -222,7 +222,7 @@ func TestStalePreconnectedConnIsNeverHandedOut(t *testing.T) {
 	socktest.WaitFor(t, 5*time.Second, "the FIN to reach the idle conn", func() bool {
 		d.stock.mu.Lock()
 		defer d.stock.mu.Unlock()
-		idle := d.stock.members[0].idle
+		idle := d.stock.mc(0).idle
 		if len(idle) == 1 && errors.Is(sockopt.Alive(idle[0].TCP), sockopt.ErrStale) {
 			stale = idle[0].TCP
 		}

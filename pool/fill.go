@@ -37,8 +37,8 @@ func (p *ConnPool) fill(now time.Time) (next time.Time) {
 		return time.Time{}
 	}
 	p.setTargetsLocked()
-	for i, m := range p.pool.members {
-		mc := &p.members[i]
+	for i, m := range p.pool.all() {
+		mc := p.mc(i)
 		// Set before looking, so that a slot freed or the member coming up
 		// from here on wakes the next fill.
 		mc.blocked.Store(true)
@@ -90,14 +90,14 @@ func (p *ConnPool) fill(now time.Time) (next time.Time) {
 // i < preconnect%k. p.mu is held.
 func (p *ConnPool) setTargetsLocked() {
 	k := 0
-	for _, m := range p.pool.members {
+	for _, m := range p.pool.all() {
 		if m.eligible() {
 			k++
 		}
 	}
 	total, rank := p.cfg.MaxIdle, 0
-	for i, m := range p.pool.members {
-		mc := &p.members[i]
+	for i, m := range p.pool.all() {
+		mc := p.mc(i)
 		switch {
 		case !m.eligible():
 			mc.target = 0
@@ -116,7 +116,7 @@ func (p *ConnPool) setTargetsLocked() {
 // trimLocked takes a stock member's oldest idle conns off its stack while
 // it holds more than its share, appending them to trimmed. p.mu is held.
 func (p *ConnPool) trimLocked(m *Member, trimmed []*ServerConn) []*ServerConn {
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	for len(mc.idle) > 0 && len(mc.idle)+mc.dialing > mc.target {
 		trimmed = append(trimmed, mc.idle[0])
 		mc.idle = slices.Delete(mc.idle, 0, 1)
@@ -131,7 +131,7 @@ func (p *ConnPool) trimLocked(m *Member, trimmed []*ServerConn) []*ServerConn {
 func (p *ConnPool) fillDial(m *Member) {
 	defer p.wg.Done()
 	defer p.kickFill()
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	d, err := p.dialer.dial(p.ctx, m)
 	if err != nil {
 		p.fillFailed(m, err)
@@ -158,7 +158,7 @@ func (p *ConnPool) fillDial(m *Member) {
 // unless Close cut the dial short, m backs off, the failure is counted and
 // observed by passive health.
 func (p *ConnPool) fillFailed(m *Member, err error) {
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	cut := p.ctx.Err() != nil // Close: not the member's fault
 	p.mu.Lock()
 	mc.dialing--

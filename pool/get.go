@@ -167,11 +167,11 @@ func (p *ConnPool) tryTake(a *attempt, w *wantConn) (take, error) {
 // p.mu is held.
 func (p *ConnPool) pickLocked(a *attempt) (t take, limited bool) {
 	cands := p.cands[:0]
-	for _, x := range p.pool.members {
+	for _, x := range p.pool.all() {
 		if !x.eligible() || slices.Contains(a.tried, x) {
 			continue
 		}
-		if len(p.members[x.index].idle) == 0 && !x.hasRoom() {
+		if len(p.mc(x.index).idle) == 0 && !x.hasRoom() {
 			limited = true
 			continue
 		}
@@ -207,14 +207,14 @@ func (p *ConnPool) tooOldLocked(a *attempt, m *Member) bool {
 	if a.kind != NonIdempotent || safe <= 0 || p.cfg.NonIdempotentFallback == config.FallbackReuse {
 		return false
 	}
-	idle := p.members[m.index].idle
+	idle := p.mc(m.index).idle
 	return len(idle) > 0 && time.Since(idle[len(idle)-1].idleSince) >= safe
 }
 
 // popIdleLocked takes m's most recent idle conn off its stack, waking the
 // filler when that leaves m short; nil when m has none. p.mu is held.
 func (p *ConnPool) popIdleLocked(m *Member) *ServerConn {
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	n := len(mc.idle)
 	if n == 0 {
 		return nil
@@ -287,7 +287,7 @@ func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 		return t.c
 	}
 	if t.evict != nil { // its slot is ours: close the socket only
-		cs := &p.members[t.m.index].counters
+		cs := &p.mc(t.m.index).counters
 		cs.niEvicted.Add(1)
 		cs.expiredIdle.Add(1)
 		p.closeSocket(t.evict, p.dialer.profile.Close)
@@ -298,14 +298,14 @@ func (p *ConnPool) use(ctx context.Context, a *attempt, t take) *ServerConn {
 		return nil
 	}
 	if t.fresh {
-		p.members[t.m.index].counters.niDials.Add(1)
+		p.mc(t.m.index).counters.niDials.Add(1)
 	}
 	return c
 }
 
 // countHit counts a Get served without a dial.
 func (p *ConnPool) countHit(c *ServerConn) {
-	p.members[c.Member.index].counters.reused.Add(1)
+	p.mc(c.Member.index).counters.reused.Add(1)
 	if p.stock {
 		c.Member.preconnectHits.Add(1)
 	}
@@ -340,7 +340,7 @@ func (p *ConnPool) connect(ctx context.Context, m *Member) (*ServerConn, error) 
 	}
 	p.pool.observe(m, nil, "connect")
 	c := p.newConn(d, m, time.Now())
-	p.members[m.index].counters.opened.Add(1)
+	p.mc(m.index).counters.opened.Add(1)
 	return c, nil
 }
 

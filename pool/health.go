@@ -20,8 +20,8 @@ import (
 // http: and a request whose status line must be in the expected range) every
 // Interval, bounded by Timeout, closed with RST so probes leave no TIME_WAIT
 // on either side. The first check runs at once. It stops when the pool
-// closes.
-func (p *Pool) monitor(m *Member) {
+// closes or stop is closed (the member was removed).
+func (p *Pool) monitor(m *Member, stop <-chan struct{}) {
 	defer p.wg.Done()
 	t := time.NewTicker(p.cfg.Health.Interval)
 	defer t.Stop()
@@ -37,6 +37,8 @@ func (p *Pool) monitor(m *Member) {
 		p.observe(m, err, "health check")
 		select {
 		case <-p.ctx.Done():
+			return
+		case <-stop:
 			return
 		case <-t.C:
 		}

@@ -91,12 +91,23 @@ func ParseAdminState(s string) (AdminState, bool) {
 // concurrent use.
 type Member struct {
 	pool     *Pool
-	index    int // position in Pool.members
-	addr     string
-	weight   int
-	maxConns int         // 0 = no limit
-	seed     uint64      // source-hash seed derived from addr
-	tls      *tls.Config // TLS toward the member (Pool.SetTLS); nil = plain TCP
+	index int // position in Pool.every
+	addr  string
+	seed  uint64      // source-hash seed derived from addr
+	tls   *tls.Config // TLS toward the member (Pool.SetTLS); nil = plain TCP
+
+	// weight (>= 1) and maxConns (0 = no limit) are the config's; a reload
+	// that keeps the member may change them (Pool.SetMembers).
+	weight   atomic.Int64
+	maxConns atomic.Int64
+
+	// removed: the config in force no longer names the member; it drains.
+	// stopMon ends the health monitor (nil while none runs). Both are
+	// guarded by Pool.mu. byAdmin: SetState set the admin state at run
+	// time, so a reload keeps it rather than the config's state.
+	removed bool
+	stopMon chan struct{}
+	byAdmin atomic.Bool
 
 	// admin is the AdminState; enabled mirrors admin == AdminEnabled for the
 	// hot paths. smu serialises SetState so that the two agree.
@@ -137,12 +148,12 @@ type Member struct {
 func newMember(p *Pool, index int, cm config.Member) *Member {
 	m := &Member{
 		pool:     p,
-		index:    index,
-		addr:     cm.Address,
-		weight:   max(cm.Weight, 1),
-		maxConns: cm.MaxConnections,
-		seed:     hashString(cm.Address),
+		index: index,
+		addr:  cm.Address,
+		seed:  hashString(cm.Address),
 	}
+	m.weight.Store(int64(max(cm.Weight, 1)))
+	m.maxConns.Store(int64(cm.MaxConnections))
 	if p != nil {
 		m.learn.ceiling = p.cfg.Reuse.IdleTimeout // relaxed above it, the learnt value is dropped
 	}
@@ -158,10 +169,10 @@ func newMember(p *Pool, index int, cm config.Member) *Member {
 func (m *Member) Address() string { return m.addr }
 
 // Weight returns the member's weight for the weighted method (>= 1).
-func (m *Member) Weight() int { return m.weight }
+func (m *Member) Weight() int { return int(m.weight.Load()) }
 
 // MaxConnections returns the member's connection cap; 0 = no limit.
-func (m *Member) MaxConnections() int { return m.maxConns }
+func (m *Member) MaxConnections() int { return int(m.maxConns.Load()) }
 
 // State returns Disabled or Draining when the member is switched off, else
 // Up or Down from its health.
@@ -207,8 +218,15 @@ func (m *Member) SetEnabled(on bool) {
 // gets no new connections or requests, its idle pooled and preconnected
 // conns are closed and its reused conns in use retire after their current
 // exchange; its health monitor keeps running so its health is known when it
-// comes back. It returns the previous state.
+// comes back. The state outlives a reload that keeps the member (the
+// config's state is its initial state). It returns the previous state.
 func (m *Member) SetState(s AdminState) AdminState {
+	m.byAdmin.Store(true)
+	return m.setState(s)
+}
+
+// setState is SetState without marking the state as set at run time.
+func (m *Member) setState(s AdminState) AdminState {
 	m.smu.Lock()
 	defer m.smu.Unlock()
 	old := AdminState(m.admin.Swap(uint32(s)))
@@ -230,19 +248,21 @@ func (m *Member) eligible() bool { return m.enabled.Load() && m.healthy.Load() }
 
 // hasRoom reports whether one more conn would stay within MaxConnections.
 func (m *Member) hasRoom() bool {
-	return m.maxConns <= 0 || m.active.Load() < int64(m.maxConns)
+	limit := m.maxConns.Load()
+	return limit <= 0 || m.active.Load() < limit
 }
 
 // tryAcquire reserves one conn slot; it refuses when the member is at its
 // limit.
 func (m *Member) tryAcquire() bool {
-	if m.maxConns <= 0 {
+	limit := m.maxConns.Load()
+	if limit <= 0 {
 		m.active.Add(1)
 		return true
 	}
 	for {
 		n := m.active.Load()
-		if n >= int64(m.maxConns) {
+		if n >= limit {
 			return false
 		}
 		if m.active.CompareAndSwap(n, n+1) {
@@ -313,8 +333,8 @@ func (m *Member) Stats() MemberStats {
 		State:             m.State(),
 		Admin:             m.AdminState(),
 		Healthy:           m.healthy.Load(),
-		Weight:            m.weight,
-		MaxConnections:    m.maxConns,
+		Weight:            m.Weight(),
+		MaxConnections:    m.MaxConnections(),
 		Active:            int(m.active.Load()),
 		Idle:              int(m.idle.Load()),
 		Connects:          m.connects.Load(),

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
@@ -28,12 +29,19 @@ var ErrMemberLimit = fmt.Errorf("%w: every member at its connection limit", ErrN
 // Pool is a named set of members with a balancer, a health monitor and
 // preconnect stocks. Build it with New, then Start; Close stops it.
 type Pool struct {
-	cfg     config.Pool
-	log     *zap.Logger
-	members []*Member
+	cfg config.Pool
+	log *zap.Logger
+	// members are the members of the config in force, in its order
+	// (SetMembers replaces the slice); every is every member the pool has
+	// had, by index: a removed member stays there (draining) and comes
+	// back as itself if a later config names it again. Both copy-on-write.
+	members atomic.Pointer[[]*Member]
+	every   atomic.Pointer[[]*Member]
 	bal     balancer
 	probe   *net.Dialer // health checks: the root profile, fastopen off
-	// tlsTimeout bounds a TLS handshake with a member (SetTLS).
+	// tlsFor and tlsTimeout are SetTLS's: a member's client config, and
+	// the bound of a TLS handshake with a member.
+	tlsFor     func(addr string) *tls.Config
 	tlsTimeout time.Duration
 
 	ctx    context.Context // cancelled by Close; bounds every background dial
@@ -78,23 +86,31 @@ func New(cfg config.Pool, logger *zap.Logger) (*Pool, error) {
 	if cfg.Health.Type != config.HealthNone {
 		p.probe = sockopt.Dialer(config.DefaultProfile(), cfg.Health.Timeout)
 	}
+	ms := make([]*Member, len(cfg.Members))
 	for i, cm := range cfg.Members {
-		p.members = append(p.members, newMember(p, i, cm))
+		ms[i] = newMember(p, i, cm)
 	}
+	p.members.Store(&ms)
+	p.every.Store(&ms)
 	return p, nil
 }
 
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.cfg.Name }
 
-// Members returns the pool's members in config order. The slice is shared:
-// do not modify it.
-func (p *Pool) Members() []*Member { return p.members }
+// Members returns the members of the config in force, in its order. The
+// slice is shared: do not modify it.
+func (p *Pool) Members() []*Member { return *p.members.Load() }
+
+// all returns every member the pool has had, by index (removed ones
+// included: they drain).
+func (p *Pool) all() []*Member { return *p.every.Load() }
 
 // Stats returns a snapshot of every member's counters, in config order.
 func (p *Pool) Stats() []MemberStats {
-	s := make([]MemberStats, len(p.members))
-	for i, m := range p.members {
+	ms := p.Members()
+	s := make([]MemberStats, len(ms))
+	for i, m := range ms {
 		s[i] = m.Stats()
 	}
 	return s
@@ -111,11 +127,8 @@ func (p *Pool) Start() {
 		return
 	}
 	p.started = true
-	if p.cfg.Health.Type != config.HealthNone {
-		for _, m := range p.members {
-			p.wg.Add(1)
-			go p.monitor(m)
-		}
+	for _, m := range p.Members() {
+		p.startMonitorLocked(m)
 	}
 	for _, d := range p.order {
 		d.startLocked()
@@ -215,6 +228,7 @@ func (p *Pool) addConnPool(c *ConnPool) {
 	if old := p.conns.Load(); old != nil {
 		cs = slices.Clone(*old)
 	}
+	c.grow(len(p.all())) // SetMembers may have grown the index space since c was built
 	cs = append(cs, c)
 	p.conns.Store(&cs)
 }

@@ -64,7 +64,7 @@ func (p *ConnPool) putBack(c *ServerConn, reusable bool) {
 	if !reusable || p.cfg.MaxIdle == 0 || limit == 0 || (c.maxReq > 0 && c.Requests >= c.maxReq) ||
 		c.expired(now) || !c.Member.eligible() {
 		if limit == 0 && reusable {
-			p.members[c.Member.index].counters.expiredIdle.Add(1)
+			p.mc(c.Member.index).counters.expiredIdle.Add(1)
 		}
 		p.closeConn(c, p.dialer.profile.Close)
 		return
@@ -87,7 +87,7 @@ func (p *ConnPool) parkLocked(c *ServerConn, now time.Time) {
 		return
 	}
 	m := c.Member
-	mc := &p.members[m.index]
+	mc := p.mc(m.index)
 	c.idleSince = now
 	c.idleUntil = time.Time{}
 	if c.idleLimit > 0 {
@@ -127,7 +127,7 @@ func (p *ConnPool) Discard(c *ServerConn, reason DiscardReason) {
 		return
 	}
 	c.out = false
-	cs := &p.members[c.Member.index].counters
+	cs := &p.mc(c.Member.index).counters
 	cs.discarded.Add(1)
 	if reason == DiscardClosedEarly {
 		cs.closedEarly.Add(1)
@@ -185,7 +185,7 @@ func (p *ConnPool) noteIdleClose(c *ServerConn, why error) {
 // retire closes a conn whose member was told to close: at once if its FIN
 // is already in, else in a goroutine that waits for it (bounded).
 func (p *ConnPool) retire(c *ServerConn) {
-	p.members[c.Member.index].counters.retired.Add(1)
+	p.mc(c.Member.index).counters.retired.Add(1)
 	err := sockopt.Alive(c.TCP)
 	// Over TLS the member's close_notify may be waiting already: the
 	// goroutine reads it (and the FIN after it).
@@ -245,7 +245,7 @@ var errStrayData = errors.New("pool: unexpected data after the last response")
 func (p *ConnPool) finishRetire(c *ServerConn, err error) {
 	switch {
 	case errors.Is(err, io.EOF):
-		p.members[c.Member.index].counters.retiredByMember.Add(1)
+		p.mc(c.Member.index).counters.retiredByMember.Add(1)
 		p.closeConn(c, config.CloseGraceful)
 	case errors.Is(err, os.ErrDeadlineExceeded) && !p.closing.Load():
 		if ce := p.pool.log.Check(zap.DebugLevel, "retired conn not closed by its member"); ce != nil {
@@ -276,7 +276,7 @@ func (p *ConnPool) closeSocket(c *ServerConn, mode config.CloseMode) {
 // expire closes an idle conn past its idle time with the profile's close
 // mode.
 func (p *ConnPool) expire(c *ServerConn) {
-	p.members[c.Member.index].counters.expiredIdle.Add(1)
+	p.mc(c.Member.index).counters.expiredIdle.Add(1)
 	p.closeConn(c, p.dialer.profile.Close)
 }
 
@@ -295,7 +295,7 @@ func (p *ConnPool) dropMode() config.CloseMode {
 // closed early when the member had announced a longer Keep-Alive timeout.
 // A close by the member feeds its idle timeout learner.
 func (p *ConnPool) dropStale(c *ServerConn, now time.Time, why error) {
-	cs := &p.members[c.Member.index].counters
+	cs := &p.mc(c.Member.index).counters
 	cs.staleOnPeek.Add(1)
 	if p.stock {
 		c.Member.staleDropped.Add(1)

@@ -70,8 +70,8 @@ func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time
 	var expired, dropped []*ServerConn
 	next := nextPeek
 	p.mu.Lock()
-	for i, m := range p.pool.members {
-		mc := &p.members[i]
+	for i, m := range p.pool.all() {
+		mc := p.mc(i)
 		learnt := p.memberLimit(m, now)
 		keep := mc.idle[:0]
 		for _, c := range mc.idle {
@@ -102,7 +102,7 @@ func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time
 		p.expire(c)
 	}
 	for _, c := range dropped {
-		p.members[c.Member.index].counters.expiredIdle.Add(1)
+		p.mc(c.Member.index).counters.expiredIdle.Add(1)
 		p.closeConn(c, p.dropMode())
 	}
 	if peek {
@@ -155,7 +155,7 @@ var errTLSClosed = fmt.Errorf("%w: close_notify and FIN waiting: %w", sockopt.Er
 // removeIdleLocked takes c off its member's stack if it is still there.
 // p.mu is held.
 func (p *ConnPool) removeIdleLocked(c *ServerConn) bool {
-	mc := &p.members[c.Member.index]
+	mc := p.mc(c.Member.index)
 	j := slices.Index(mc.idle, c)
 	if j < 0 {
 		return false

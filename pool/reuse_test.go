@@ -256,7 +256,7 @@ func TestReturningMoreThanMaxIdleClosesTheOldest(t *testing.T) {
 func idleConn(r *ConnPool) *ServerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if idle := r.members[0].idle; len(idle) == 1 {
+	if idle := r.mc(0).idle; len(idle) == 1 {
 		return idle[0]
 	}
 	return nil

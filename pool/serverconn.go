@@ -136,7 +136,7 @@ func (c *ServerConn) LearnKeepAlive(timeout time.Duration, max int) {
 			c.maxReq = n
 		}
 	}
-	c.p.members[c.Member.index].counters.keepAliveLearnt.Add(1)
+	c.p.mc(c.Member.index).counters.keepAliveLearnt.Add(1)
 }
 
 func max0(d time.Duration) time.Duration {

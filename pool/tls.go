@@ -18,14 +18,17 @@ import (
 // connect. Health checks of type http speak TLS too; type tcp stays a bare
 // connect. Call it before Start.
 func (p *Pool) SetTLS(perMember func(addr string) *tls.Config, handshakeTimeout time.Duration) {
-	for _, m := range p.members {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tlsFor = perMember
+	for _, m := range p.all() {
 		m.tls = perMember(m.addr)
 	}
 	p.tlsTimeout = handshakeTimeout
 }
 
 // TLS reports whether the pool speaks TLS to its members.
-func (p *Pool) TLS() bool { return len(p.members) > 0 && p.members[0].tls != nil }
+func (p *Pool) TLS() bool { return p.tlsFor != nil }
 
 // handshake runs the TLS client handshake on a fresh conn to m, bounded by
 // the pool's handshake timeout and ctx. On failure the caller closes c.
