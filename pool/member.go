@@ -90,7 +90,7 @@ func ParseAdminState(s string) (AdminState, bool) {
 // Member is one backend address of a pool. Its methods are safe for
 // concurrent use.
 type Member struct {
-	pool     *Pool
+	pool  *Pool
 	index int // position in Pool.every
 	addr  string
 	seed  uint64      // source-hash seed derived from addr
@@ -147,7 +147,7 @@ type Member struct {
 
 func newMember(p *Pool, index int, cm config.Member) *Member {
 	m := &Member{
-		pool:     p,
+		pool:  p,
 		index: index,
 		addr:  cm.Address,
 		seed:  hashString(cm.Address),

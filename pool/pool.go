@@ -2,8 +2,8 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
