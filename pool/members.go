@@ -140,3 +140,20 @@ func (p *Pool) stopMonitorLocked(m *Member) {
 		m.stopMon = nil
 	}
 }
+
+// Inherit carries over, from old (the pool this one replaces in a reload
+// that changed more than its members), each member's health and the admin
+// state set at run time, by address. Call it before Start.
+func (p *Pool) Inherit(old *Pool) {
+	for _, m := range p.Members() {
+		for _, om := range old.Members() {
+			if om.addr != m.addr {
+				continue
+			}
+			m.healthy.Store(om.healthy.Load())
+			if om.byAdmin.Load() {
+				m.SetState(om.AdminState())
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -160,17 +161,29 @@ func (p *Pool) Close() {
 // Dialer returns the handle through which virtual servers using the server
 // profile reach the pool's members. Virtual servers with the same profile
 // name share one handle and so one preconnect stock.
+//
+// After a reload changed the profile under the same name, the next call
+// returns a new handle with the new profile; the old handle's conns in use
+// stay theirs and its preconnect stock is closed.
 func (p *Pool) Dialer(profile config.TCPProfile) *Dialer {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if d, ok := p.dialers[profile.Name]; ok {
-		return d
+	old, ok := p.dialers[profile.Name]
+	if ok && reflect.DeepEqual(old.profile, profile) {
+		p.mu.Unlock()
+		return old
 	}
 	d := newDialer(p, profile)
 	p.dialers[profile.Name] = d
+	if ok {
+		p.order = slices.DeleteFunc(p.order, func(x *Dialer) bool { return x == old })
+	}
 	p.order = append(p.order, d)
 	if p.started && !p.closed {
 		d.startLocked()
+	}
+	p.mu.Unlock()
+	if ok {
+		old.stock.Close()
 	}
 	return d
 }

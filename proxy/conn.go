@@ -85,8 +85,8 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 		return
 	}
 
-	vs.serverOpened.Add(1)
-	vs.serverActive.Add(1)
+	vs.n.serverOpened.Add(1)
+	vs.n.serverActive.Add(1)
 	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
 	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
 	// conn); one that starts after the cut aborts itself.
@@ -109,7 +109,7 @@ func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, ti *tls
 		si, _ = sockopt.GetInfo(sc.TCP)
 	}
 	vs.closeBoth(c, sc.TCP, end)
-	vs.serverActive.Add(-1)
+	vs.n.serverActive.Add(-1)
 	sc.Release()
 	if vs.accessLog {
 		vs.logAccess(c.RemoteAddr(), sc, r, ti, start, first, end, ci, si, nil)
@@ -119,7 +119,7 @@ func (vs *VirtualServer) finish(c *net.TCPConn, sc *pool.Conn, r *relay, ti *tls
 
 // connDone frees a client connection's slot; the last thing done for it.
 func (vs *VirtualServer) connDone() {
-	vs.active.Add(-1)
+	vs.n.active.Add(-1)
 	vs.releaseSlot()
 	vs.conns.Done()
 }

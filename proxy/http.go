@@ -18,6 +18,7 @@ type httpSide struct {
 	cfg    config.HTTP
 	mode   string // config.ReuseShared | ReusePerClient | ReuseNever
 	reuser *pool.ConnPool
+	reuse  config.Reuse // the pool's settings reuser was built with
 	limits http1.Limits
 
 	// Configured header edits: names removed (any case), fields added.
@@ -26,10 +27,11 @@ type httpSide struct {
 	reqAdd, respAdd       []http1.Header
 
 	// busy counts client conns holding request buffers: a request in
-	// progress (idle keepalive conns hold none).
-	busy atomic.Int64
-
-	reqs requestStats // by status class and duration
+	// progress (idle keepalive conns hold none); reqs counts requests by
+	// status class and duration. Both are the virtual server's counters
+	// (vsCounters), kept over reloads.
+	busy *atomic.Int64
+	reqs *requestStats
 
 	// conns are the client conns being served, for shutdown.
 	conns liveSet[*httpConn]
@@ -90,12 +92,14 @@ func removeFields(hs []http1.Header, names [][]byte) []http1.Header {
 	return out
 }
 
-func newHTTPSide(vc config.VirtualServer, pc config.Pool, d *pool.Dialer) *httpSide {
-	r := pool.NewReusePool(d, pc.Reuse)
+func newHTTPSide(vc config.VirtualServer, pc config.Pool, r *pool.ConnPool, n *vsCounters) *httpSide {
 	hs := &httpSide{
 		cfg:    *vc.HTTP,
 		mode:   pc.Reuse.Mode,
 		reuser: r,
+		reuse:  pc.Reuse,
+		busy:   &n.busy,
+		reqs:   &n.reqs,
 		limits: http1.Limits{MaxRequestLine: vc.HTTP.MaxRequestLine, MaxHeaderBytes: vc.HTTP.MaxHeaderBytes},
 	}
 	hs.reqRemove, hs.reqAdd = headerEdits(vc.HTTP.AddRequestHeaders, vc.HTTP.RemoveRequestHeaders)

@@ -60,9 +60,13 @@ type httpConn struct {
 	respParser *http1.Parser // responses
 
 	heldMember *pool.ServerConn // held between requests (per-client, never)
-	served     int
-	reqStart   time.Time   // the current request's first byte
-	waiting    atomic.Bool // between requests: shutdown may wake it
+	// reuser is the ConnPool of the last exchange's member conn (and so of
+	// heldMember): vs's, or after a reload that of the virtual server in
+	// force under vs's name (serverConn).
+	reuser   *pool.ConnPool
+	served   int
+	reqStart time.Time   // the current request's first byte
+	waiting  atomic.Bool // between requests: shutdown may wake it
 
 	bufs       *httpBufs      // borrowed while busy: clientBuf, memberBuf and body are its; nil while idle
 	body       []byte         // the body buffer, taken at first use (bodyBuf)
@@ -154,6 +158,7 @@ func (o awaitOutcome) String() string {
 func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	h := httpConns.Get().(*httpConn)
 	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo = vs, vs.http, c, c, tc, ti
+	h.reuser = vs.http.reuser
 	if tc != nil {
 		h.client = tc
 	}
@@ -209,12 +214,13 @@ func (h *httpConn) live(entry connEntry) {
 	vs := h.vs
 	vs.http.conns.remove(h)
 	if h.heldMember != nil { // the member conn this client kept
-		h.hs.reuser.Put(h.heldMember, h.hs.mode == config.ReusePerClient)
+		h.reuser.Put(h.heldMember, h.hs.mode == config.ReusePerClient)
 		h.heldMember = nil
 	}
 	h.giveBack()
 	c, tc := h.clientTCP, h.clientTLS
 	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo, h.clientRead.c, h.memberRead.c, h.rawConn = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	h.reuser = nil
 	httpConns.Put(h)
 	if tc != nil {
 		_ = tc.CloseWrite() // close_notify before the FIN

@@ -113,7 +113,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		status, out := h.response(sc, &rec, retire, last, streamed)
 		switch out {
 		case exReplay: // response allows it only once
-			h.hs.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
+			h.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
 			rec.retries, rec.replay = rec.retries+1, pool.ReplayNoResponse.String()
 			continue
 		case exTunneled:
@@ -161,7 +161,7 @@ func (h *httpConn) sendRequest(sc *pool.ServerConn, rec *requestRecord, start ti
 			if small {
 				*smallKept = copy(h.bodyBuf(), h.head[len(h.head)-int(h.req.ContentLength):])
 			}
-			h.hs.reuser.NoteReplay(sc.Member, pool.ReplayHeadUnsent)
+			h.reuser.NoteReplay(sc.Member, pool.ReplayHeadUnsent)
 			rec.retries, rec.replay = rec.retries+1, pool.ReplayHeadUnsent.String()
 			return false, exReplay
 		}
@@ -205,23 +205,39 @@ var testHookMemberConn func(*pool.ServerConn)
 
 // serverConn returns the member conn for the next request: the one this
 // client holds (per-client, never) or one from the reuse ConnPool.
+//
+// A reload may have put another virtual server in force under this one's
+// name: the request then goes to its pool; a conn held from the old one
+// goes back to it (which retires it).
 func (h *httpConn) serverConn() (*pool.ServerConn, error) {
+	route := h.vs.reuser()
 	if h.heldMember != nil {
 		sc := h.heldMember
 		h.heldMember = nil
-		// Held since the last exchange: count that exchange now (Put counts
-		// the last one), and check the conn as the pool checks its idle
-		// conns before reuse.
-		sc.Requests++
-		sc.Reused = true
-		if sc.Alive() == nil {
-			return sc, nil
+		if route != h.reuser {
+			h.reuser.Put(sc, true)
+		} else {
+			// Held since the last exchange: count that exchange now (Put
+			// counts the last one), and check the conn as the pool checks
+			// its idle conns before reuse.
+			sc.Requests++
+			sc.Reused = true
+			if sc.Alive() == nil {
+				return sc, nil
+			}
+			h.reuser.Discard(sc, pool.DiscardClosedEarly)
 		}
-		h.hs.reuser.Discard(sc, pool.DiscardClosedEarly)
 	}
+	h.reuser = route
 	// cutCtx ends a queued wait at shutdown; no per-request context, so
 	// the steady state allocates nothing.
-	return h.hs.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+	sc, err := route.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+	if errors.Is(err, pool.ErrConnPoolClosed) && h.vs.reuser() != route {
+		// A reload closed route while this Get ran: once more on the new one.
+		h.reuser = h.vs.reuser()
+		sc, err = h.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+	}
+	return sc, err
 }
 
 // requestKind says whether the request may take any idle member conn (an
@@ -242,12 +258,12 @@ func (h *httpConn) release(sc *pool.ServerConn, reusable, retired bool) {
 		h.heldMember = sc // kept by this client; serverConn counts the exchange
 		return
 	}
-	h.hs.reuser.Put(sc, reusable)
+	h.reuser.Put(sc, reusable)
 }
 
 // drop gives up a member conn after a failure.
 func (h *httpConn) drop(sc *pool.ServerConn, why pool.DiscardReason) {
-	h.hs.reuser.Discard(sc, why)
+	h.reuser.Discard(sc, why)
 }
 
 // forwarded returns the fields tether adds to this request: X-Forwarded-*

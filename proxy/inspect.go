@@ -12,10 +12,24 @@ import (
 
 // VirtualServers returns the virtual servers in config order (a copy of
 // the slice; the virtual servers themselves are shared).
-func (s *Server) VirtualServers() []*VirtualServer { return slices.Clone(s.vss) }
+func (s *Server) VirtualServers() []*VirtualServer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.vss)
+}
+
+// Config returns the configuration in force (the last one Reload put in
+// force, or New's).
+func (s *Server) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
 
 // Pools returns the pools in name order.
 func (s *Server) Pools() []*pool.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	ps := make([]*pool.Pool, 0, len(s.pools))
 	for _, p := range s.pools {
 		ps = append(ps, p)

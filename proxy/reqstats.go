@@ -60,7 +60,7 @@ func (vs *VirtualServer) RequestStats() RequestStats {
 	if vs.http == nil {
 		return st
 	}
-	r := &vs.http.reqs
+	r := &vs.n.reqs
 	for i := range r.classes {
 		st.ByClass[i] = r.classes[i].Load()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -30,6 +31,13 @@ type Server struct {
 	mu       sync.Mutex
 	started  bool
 	stopping bool // Shutdown began: no longer ready for new connections
+	// retired are virtual servers a reload replaced that still have
+	// connections (Shutdown drains them too); bg counts the goroutines
+	// that wait for them and close what a reload left unused.
+	retired []*VirtualServer
+	bg      sync.WaitGroup
+	// reloadMu serialises Reload.
+	reloadMu sync.Mutex
 }
 
 // New builds the pools and virtual servers of cfg. cfg must come from
@@ -39,19 +47,13 @@ func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
 		logger = zap.NewNop()
 	}
 	s := &Server{cfg: cfg, logger: logger, pools: map[string]*pool.Pool{}}
-	for name, pc := range cfg.Pools {
-		p, err := pool.New(pc, logger)
+	for _, pc := range cfg.Pools {
+		p, err := s.buildPool(cfg, pc)
 		if err != nil {
 			s.closePools()
-			return nil, fmt.Errorf("pool %q: %w", name, err)
+			return nil, err
 		}
-		s.pools[name] = p
-		if pc.TLS != nil {
-			if err := s.poolTLS(p, pc); err != nil {
-				s.closePools()
-				return nil, fmt.Errorf("pool %q: tls: %w", name, err)
-			}
-		}
+		s.pools[pc.Name] = p
 	}
 	for _, vc := range cfg.VirtualServers {
 		vs, err := newVirtualServer(vc, cfg.Client(vc), cfg.Server(vc), cfg.Log.Access, cfg.Pools[vc.Pool], s.pools[vc.Pool], logger)
@@ -110,11 +112,27 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// buildPool builds the pool pc of cfg, with TLS toward its members when pc
+// says so.
+func (s *Server) buildPool(cfg *config.Config, pc config.Pool) (*pool.Pool, error) {
+	p, err := pool.New(pc, s.logger)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", pc.Name, err)
+	}
+	if pc.TLS != nil {
+		if err := s.poolTLS(cfg, p, pc); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("pool %q: tls: %w", pc.Name, err)
+		}
+	}
+	return p, nil
+}
+
 // poolTLS makes p speak TLS to its members. ALPN offers http/1.1 when an
 // http-mode virtual server uses the pool, unless the config names some.
-func (s *Server) poolTLS(p *pool.Pool, pc config.Pool) error {
+func (s *Server) poolTLS(cfg *config.Config, p *pool.Pool, pc config.Pool) error {
 	var alpn []string
-	for _, vc := range s.cfg.VirtualServers {
+	for _, vc := range cfg.VirtualServers {
 		if vc.Pool == pc.Name && vc.Mode == config.ModeHTTP {
 			alpn = []string{"http/1.1"}
 		}
@@ -132,7 +150,7 @@ func (s *Server) poolTLS(p *pool.Pool, pc config.Pool) error {
 // the error names each failure. Open connections are not touched.
 func (s *Server) ReloadCertificates() error {
 	var errs []error
-	for _, vs := range s.vss {
+	for _, vs := range s.VirtualServers() {
 		if vs.tls == nil {
 			continue
 		}
@@ -145,7 +163,7 @@ func (s *Server) ReloadCertificates() error {
 
 // VirtualServer returns the named virtual server, or nil.
 func (s *Server) VirtualServer(name string) *VirtualServer {
-	for _, vs := range s.vss {
+	for _, vs := range s.VirtualServers() {
 		if vs.cfg.Name == name {
 			return vs
 		}
@@ -154,25 +172,33 @@ func (s *Server) VirtualServer(name string) *VirtualServer {
 }
 
 // Pool returns the named pool, or nil.
-func (s *Server) Pool(name string) *pool.Pool { return s.pools[name] }
+func (s *Server) Pool(name string) *pool.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pools[name]
+}
 
 // Shutdown stops accepting on every listener, waits for open connections to
 // finish until ctx is done, then ends the remaining ones (each side closed
 // with its profile's close mode), stops the pools and returns once every
 // goroutine has exited. It returns ctx.Err() when connections had to be cut.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.reloadMu.Lock() // no reload under way, none after
+	defer s.reloadMu.Unlock()
 	s.mu.Lock()
 	s.stopping = true
+	all := append(slices.Clone(s.vss), s.retired...)
 	s.mu.Unlock()
-	for _, vs := range s.vss {
+	for _, vs := range all {
 		vs.closeListener()
 	}
 	var cut error
-	for _, vs := range s.vss {
+	for _, vs := range all {
 		if err := vs.drain(ctx); err != nil {
 			cut = err
 		}
 	}
+	s.bg.Wait() // retired virtual servers released, unused pools closed
 	s.closeVirtualServers()
 	s.closePools()
 	return cut

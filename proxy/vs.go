@@ -24,6 +24,7 @@ type VirtualServer struct {
 	idle      time.Duration
 	halfClose time.Duration
 	accessLog bool
+	pool      *pool.Pool
 	dialer    *pool.Dialer
 	http      *httpSide       // nil in tcp mode
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
@@ -42,17 +43,48 @@ type VirtualServer struct {
 	acceptDone chan struct{}
 	conns      sync.WaitGroup
 
+	// n are the counters, shared with the VirtualServer of the same name
+	// that a reload puts in its place, so that they go on across reloads.
+	n *vsCounters
+
+	// Reload: next is the VirtualServer that took this one's place (its
+	// keepalive clients' next requests go to next's pool, see reuser);
+	// yield ends the accept loop without closing the listener, which next
+	// takes over (handOver); handedOver: the listener is next's.
+	next       atomic.Pointer[VirtualServer]
+	yield      chan struct{}
+	yielding   atomic.Bool
+	handedOver bool
+
+	limitLog logLimit // "limit reached": once a second
+	errorLog logLimit // logError: once a second
+}
+
+// vsCounters are a virtual server's counters (see Stats).
+type vsCounters struct {
 	active    atomic.Int64
 	accepted  atomic.Uint64
 	limitHits atomic.Uint64
 	// tcp mode: member conns relaying now, and connected since start.
 	serverActive atomic.Int64
 	serverOpened atomic.Uint64
-	limitLog     logLimit // "limit reached": once a second
-	errorLog     logLimit // logError: once a second
+	// http mode: request counters and client conns holding buffers.
+	reqs requestStats
+	busy atomic.Int64
 }
 
 func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, pc config.Pool, p *pool.Pool, logger *zap.Logger) (*VirtualServer, error) {
+	return buildVirtualServer(vc, client, server, accessLog, pc, p, logger, nil)
+}
+
+// buildVirtualServer is newVirtualServer for a reload: prev, when not nil,
+// is the running virtual server of the same name, which the new one
+// replaces. The new one keeps prev's counters, and what is unchanged of
+// prev: the reuse ConnPool (same pool, server profile and reuse settings:
+// its idle and warm member conns stay), the TLS side (same tls table: the
+// certificates and session ticket keys stay) and the connection limit's
+// slots (same max_connections: prev's conns still hold theirs).
+func buildVirtualServer(vc config.VirtualServer, client, server config.TCPProfile, accessLog bool, pc config.Pool, p *pool.Pool, logger *zap.Logger, prev *VirtualServer) (*VirtualServer, error) {
 	vs := &VirtualServer{
 		cfg:       vc,
 		client:    client,
@@ -60,21 +92,38 @@ func newVirtualServer(vc config.VirtualServer, client, server config.TCPProfile,
 		idle:      config.RelayIdleTimeout(client, server),
 		halfClose: config.RelayHalfCloseTimeout(client, server),
 		accessLog: accessLog,
+		pool:      p,
 		dialer:    p.Dialer(server),
 		logger:    logger.With(zap.String("virtual_server", vc.Name)),
 		limitLog:  logLimit{interval: time.Second},
 		errorLog:  logLimit{interval: time.Second},
+		n:         &vsCounters{},
+		yield:     make(chan struct{}),
 	}
-	if vc.MaxConnections > 0 {
+	if prev != nil {
+		vs.n = prev.n
+		if vc.MaxConnections == prev.cfg.MaxConnections {
+			vs.slots = prev.slots
+		}
+	}
+	if vc.MaxConnections > 0 && vs.slots == nil {
 		vs.slots = make(chan struct{}, vc.MaxConnections)
 	}
 	if vc.Mode == config.ModeHTTP {
-		vs.http = newHTTPSide(vc, pc, vs.dialer)
+		r := prev.sharedReuser(vs, pc)
+		if r == nil {
+			r = pool.NewReusePool(vs.dialer, pc.Reuse)
+		}
+		vs.http = newHTTPSide(vc, pc, r, vs.n)
 	}
 	if vc.TLS != nil {
+		if ts := prev.sharedTLS(vc); ts != nil {
+			vs.tls = ts
+			return vs, nil
+		}
 		ts, err := newTLSSide(*vc.TLS, vs.logger)
 		if err != nil {
-			if vs.http != nil {
+			if vs.http != nil && !prev.shares(vs) {
 				vs.http.reuser.Close()
 			}
 			return nil, err
@@ -119,10 +168,10 @@ type Stats struct {
 
 // Stats returns the current counters.
 func (vs *VirtualServer) Stats() Stats {
-	st := Stats{Active: vs.active.Load(), Accepted: vs.accepted.Load(), LimitHits: vs.limitHits.Load(),
-		ServerActive: vs.serverActive.Load(), ServerOpened: vs.serverOpened.Load()}
+	st := Stats{Active: vs.n.active.Load(), Accepted: vs.n.accepted.Load(), LimitHits: vs.n.limitHits.Load(),
+		ServerActive: vs.n.serverActive.Load(), ServerOpened: vs.n.serverOpened.Load()}
 	if vs.http != nil {
-		st.HTTPBusy = vs.http.busy.Load()
+		st.HTTPBusy = vs.n.busy.Load()
 	}
 	if vs.parker != nil {
 		st.Parked, st.Parks, st.ParkFailures = vs.parker.parkedNow(), vs.parker.parks.Load(), vs.parker.failures.Load()
@@ -135,6 +184,14 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("virtual_server %q: listen %s: %w", vs.cfg.Name, vs.cfg.Listen, err)
 	}
+	vs.adopt(ln)
+	return nil
+}
+
+// adopt makes ln the virtual server's listener (bound by listen, or taken
+// over from the virtual server it replaces) and sets up what serving needs:
+// the shutdown contexts and the parker.
+func (vs *VirtualServer) adopt(ln *net.TCPListener) {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
@@ -166,7 +223,6 @@ func (vs *VirtualServer) listen(ctx context.Context) error {
 			}
 		})
 	}
-	return nil
 }
 
 func (vs *VirtualServer) serve() {
@@ -182,6 +238,9 @@ func (vs *VirtualServer) closeListener() {
 		return
 	}
 	vs.stopAccept()
+	if vs.handedOver {
+		return // the listener is the successor's; the accept loop ended
+	}
 	_ = vs.ln.Close()
 	if vs.acceptDone != nil { // nil when Start failed before serving
 		<-vs.acceptDone
@@ -204,7 +263,7 @@ func (vs *VirtualServer) drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	if n := vs.active.Load(); n > 0 {
+	if n := vs.n.active.Load(); n > 0 {
 		vs.logger.Warn("shutdown: closing connections still open", zap.Int64("connections", n))
 	}
 	vs.cutConns()
@@ -225,7 +284,7 @@ func (vs *VirtualServer) acceptLoop() {
 		c, err := vs.ln.AcceptTCP()
 		if err != nil {
 			vs.releaseSlot()
-			if vs.acceptCtx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if vs.acceptCtx.Err() != nil || vs.yielding.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// EMFILE, ENFILE, ENOBUFS ...: back off like net/http does.
@@ -239,8 +298,8 @@ func (vs *VirtualServer) acceptLoop() {
 			continue
 		}
 		pause = 0
-		vs.accepted.Add(1)
-		vs.active.Add(1)
+		vs.n.accepted.Add(1)
+		vs.n.active.Add(1)
 		vs.conns.Add(1)
 		go vs.handle(c)
 	}
@@ -251,14 +310,14 @@ func (vs *VirtualServer) acceptLoop() {
 // accept loop must end.
 func (vs *VirtualServer) acquireSlot() bool {
 	if vs.slots == nil {
-		return vs.acceptCtx.Err() == nil
+		return vs.acceptCtx.Err() == nil && !vs.yielding.Load()
 	}
 	select {
 	case vs.slots <- struct{}{}:
 		return true
 	default:
 	}
-	vs.limitHits.Add(1)
+	vs.n.limitHits.Add(1)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -267,6 +326,8 @@ func (vs *VirtualServer) acquireSlot() bool {
 		case vs.slots <- struct{}{}:
 			return true
 		case <-vs.acceptCtx.Done():
+			return false
+		case <-vs.yield:
 			return false
 		case <-tick.C:
 		}
@@ -284,7 +345,7 @@ func (vs *VirtualServer) logLimit() {
 		return
 	}
 	vs.logger.Warn("connection limit reached: not accepting until a connection closes",
-		zap.Int("max_connections", vs.cfg.MaxConnections), zap.Uint64("times_reached", vs.limitHits.Load()))
+		zap.Int("max_connections", vs.cfg.MaxConnections), zap.Uint64("times_reached", vs.n.limitHits.Load()))
 }
 
 // logError logs at error level at most once per second per virtual server,

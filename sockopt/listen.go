@@ -117,3 +117,21 @@ func Backlog(ln *net.TCPListener) (limit, queued int, err error) {
 	})
 	return limit, queued, err
 }
+
+// Reapply sets p's listener options and backlog on a listener that is
+// already bound (a reload that keeps the socket while its virtual server's
+// client profile changed). An option that only takes effect at bind
+// (SO_REUSEPORT's group) keeps its old effect.
+func Reapply(ln *net.TCPListener, p config.TCPProfile) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if err := control(rc, func(fd int) error { return setListenerOptions(fd, p) }); err != nil {
+		return fmt.Errorf("sockopt: listener options (profile %q): %w", p.Name, err)
+	}
+	if p.Backlog > 0 {
+		return setBacklog(ln, p.Backlog)
+	}
+	return nil
+}
