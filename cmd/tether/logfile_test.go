@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -156,18 +157,26 @@ func TestLogFileReopenUnderConcurrentWritesLosesNoLine(t *testing.T) {
 	}
 }
 
-// The real binary with [log] file: logs go to the file, not stderr; after
-// logrotate's rename and SIGUSR1, new lines (an access line) go to a new
-// file at the path and the renamed file gets nothing more.
-func TestBinaryReopensTheLogFileOnSIGUSR1(t *testing.T) {
+// loggingTether is the real binary running with [log] file set, a tcp
+// virtual server in front of an echo member and no admin API.
+type loggingTether struct {
+	cmd     *exec.Cmd
+	listen  string
+	logPath string
+	stderr  *syncBuffer
+	stop    func() // SIGTERM and wait; idempotent
+}
+
+func startLoggingTether(t *testing.T) *loggingTether {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tether")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	member := socktest.Start(t, socktest.Echo)
-	listen := freeAddr(t)
+	lt := &loggingTether{listen: freeAddr(t), stderr: &syncBuffer{}}
 	dir := t.TempDir()
-	logPath := filepath.Join(dir, "tether.log")
+	lt.logPath = filepath.Join(dir, "tether.log")
 	cfg := fmt.Sprintf(`
 [log]
 file = "tether.log"
@@ -181,81 +190,78 @@ listen = %q
 pool = "p"
 [global]
 shutdown_timeout = "2s"
-`, member.Addr(), listen)
+`, member.Addr(), lt.listen)
 	cfgPath := filepath.Join(dir, "tether.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "-c", cfgPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	lt.cmd = exec.Command(bin, "run", "-c", cfgPath)
+	lt.cmd.Stderr = lt.stderr
+	if err := lt.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- lt.cmd.Wait() }()
 	stopped := false
-	stop := func() {
+	lt.stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = lt.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("exit: %v\n%s", err, stderr.String())
+				t.Errorf("exit: %v\n%s", err, lt.stderr.String())
 			}
 		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
+			_ = lt.cmd.Process.Kill()
 			<-done
 			t.Error("tether did not exit after SIGTERM")
 		}
 	}
-	defer stop()
+	t.Cleanup(lt.stop)
+	socktest.WaitFor(t, 10*time.Second, "the started line in log.file", fileHas(lt.logPath, `"msg":"started"`))
+	return lt
+}
 
-	fileHas := func(path, s string) func() bool {
-		return func() bool {
-			b, err := os.ReadFile(path)
-			return err == nil && strings.Contains(string(b), s)
-		}
+func fileHas(path, s string) func() bool {
+	return func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && strings.Contains(string(b), s)
 	}
-	socktest.WaitFor(t, 10*time.Second, "the started line in log.file", fileHas(logPath, `"msg":"started"`))
-	if fi, err := os.Stat(logPath); err != nil || fi.Mode().Perm()&^0o640 != 0 {
-		t.Errorf("log file mode %v %v, want at most 0640", fi.Mode(), err)
-	}
+}
 
-	if err := os.Rename(logPath, logPath+".1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		t.Fatal(err)
-	}
-	socktest.WaitFor(t, 10*time.Second, "the reopened line in a new log.file", fileHas(logPath, "log file reopened"))
-
-	// One connection through the proxy: its access line goes to the new file.
-	c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+// echoOnce makes one connection through the virtual server (one access line).
+func (lt *loggingTether) echoOnce(t *testing.T) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", lt.listen, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4)
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Read(buf); err != nil || string(buf) != "ping" {
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("echo through tether: %q %v", buf, err)
 	}
-	_ = c.Close()
-	socktest.WaitFor(t, 10*time.Second, "the access line in the new log.file", fileHas(logPath, `"log":"access"`))
+}
 
-	stop()
-	old, now := readFile(t, logPath+".1"), readFile(t, logPath)
+// checkRotated stops tether and checks the files: the rotated one has the
+// lines of before the reopen only, the new one the rest, all whole JSON,
+// and nothing went to stderr.
+func (lt *loggingTether) checkRotated(t *testing.T, rotated string) {
+	t.Helper()
+	lt.stop()
+	old, now := readFile(t, rotated), readFile(t, lt.logPath)
 	if !strings.Contains(old, `"msg":"started"`) || strings.Contains(old, `"log":"access"`) || strings.Contains(old, "reopened") {
-		t.Errorf("the renamed file has lines of after the reopen:\n%s", old)
+		t.Errorf("the rotated file has lines of after the reopen:\n%s", old)
 	}
-	if !strings.Contains(now, `"msg":"stopped"`) {
-		t.Errorf("the new file lacks the stopped line:\n%s", now)
+	if !strings.Contains(now, `"msg":"stopped"`) || !strings.Contains(now, `"log":"access"`) {
+		t.Errorf("the new file lacks the access or the stopped line:\n%s", now)
 	}
 	for _, f := range []string{old, now} {
 		for _, line := range strings.Split(strings.TrimSuffix(f, "\n"), "\n") {
@@ -264,9 +270,60 @@ shutdown_timeout = "2s"
 			}
 		}
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("with log.file set, tether wrote to stderr:\n%s", stderr.String())
+	if s := lt.stderr.String(); s != "" {
+		t.Errorf("with log.file set, tether wrote to stderr:\n%s", s)
 	}
+}
+
+// The real binary with [log] file: logs go to the file, not stderr; after
+// logrotate's rename and SIGUSR1, new lines (an access line) go to a new
+// file at the path and the renamed file gets nothing more.
+func TestBinaryReopensTheLogFileOnSIGUSR1(t *testing.T) {
+	lt := startLoggingTether(t)
+	if fi, err := os.Stat(lt.logPath); err != nil || fi.Mode().Perm()&^0o640 != 0 {
+		t.Errorf("log file mode %v %v, want at most 0640", fi.Mode(), err)
+	}
+	if err := os.Rename(lt.logPath, lt.logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lt.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	socktest.WaitFor(t, 10*time.Second, "the reopened line in a new log.file", fileHas(lt.logPath, "log file reopened"))
+	lt.echoOnce(t)
+	socktest.WaitFor(t, 10*time.Second, "the access line in the new log.file", fileHas(lt.logPath, `"log":"access"`))
+	lt.checkRotated(t, lt.logPath+".1")
+}
+
+// examples/tether.logrotate, run by the real logrotate against the real
+// binary (its path and postrotate signal pointed at them): the file is
+// rotated and tether writes on in a new one.
+func TestLogrotateExampleRotatesTheRunningBinary(t *testing.T) {
+	logrotate := socktest.Need(t, "logrotate", "logrotate")
+	lt := startLoggingTether(t)
+	text, err := os.ReadFile("../../examples/tether.logrotate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path, signal = "/var/log/tether/tether.log {", "systemctl kill --signal=USR1 --kill-whom=main tether.service"
+	for _, s := range []string{path, signal} {
+		if !strings.Contains(string(text), s) {
+			t.Fatalf("examples/tether.logrotate lacks %q (the test points it at the test's file and process)", s)
+		}
+	}
+	conf := filepath.Join(t.TempDir(), "tether.logrotate")
+	local := strings.NewReplacer(path, lt.logPath+" {", signal, fmt.Sprintf("kill -USR1 %d", lt.cmd.Process.Pid)).Replace(string(text))
+	if err := os.WriteFile(conf, []byte(local), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	if out, err := exec.Command(logrotate, "--force", "--state", state, conf).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("logrotate: %v\n%s", err, out)
+	}
+	socktest.WaitFor(t, 10*time.Second, "the reopened line in a new log.file", fileHas(lt.logPath, "log file reopened"))
+	lt.echoOnce(t)
+	socktest.WaitFor(t, 10*time.Second, "the access line in the new log.file", fileHas(lt.logPath, `"log":"access"`))
+	lt.checkRotated(t, lt.logPath+".1") // delaycompress: .1 is not compressed yet
 }
 
 // SIGUSR1 without a log file does not kill tether (its default action
