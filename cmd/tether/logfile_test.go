@@ -379,3 +379,12 @@ func TestSIGUSR1ReopenFailureIsLoggedToTheOldFile(t *testing.T) {
 		t.Errorf("a line after the failed reopen is not in the old file:\n%s", got)
 	}
 }
+
+// A log file that cannot be opened stops run before anything listens.
+func TestRunFailsWhenTheLogFileCannotBeOpened(t *testing.T) {
+	path := writeConfig(t, "[log]\nfile = \"no/such/dir/tether.log\"\n"+goodConfig)
+	code, _, errOut := runCLI("run", "-c", path)
+	if code != exitError || !strings.Contains(errOut, "log: file: open ") || !strings.Contains(errOut, "no such file or directory") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}
