@@ -48,6 +48,11 @@ type Log struct {
 	Format string `toml:"format"` // json | console; default json
 	// Access enables the one-line-per-connection access log. Default true.
 	Access bool `toml:"access"`
+	// File is where logs and access lines go: "" (the default) = stderr;
+	// a path (relative to the config file) is opened for appending,
+	// created 0640, and reopened on SIGUSR1 (logrotate's rename, then
+	// reopen).
+	File string `toml:"file"`
 }
 
 // CloseMode says how tether closes a socket it decides to close.

@@ -49,6 +49,7 @@ type rawLog struct {
 	Level  *string `toml:"level"`
 	Format *string `toml:"format"`
 	Access *bool   `toml:"access"`
+	File   *string `toml:"file"`
 }
 
 type rawAdmin struct {
@@ -381,6 +382,7 @@ func build(raw *rawFile, dir string, lines *keyLines) (*Config, error) {
 			Level:  strOr(raw.Log.Level, DefaultLogLevel),
 			Format: strOr(raw.Log.Format, DefaultLogFormat),
 			Access: boolOr(raw.Log.Access, DefaultAccessLog),
+			File:   strOr(raw.Log.File, ""),
 		},
 		Profiles: map[string]TCPProfile{RootProfile: DefaultProfile()},
 		Pools:    map[string]Pool{},
@@ -388,6 +390,7 @@ func build(raw *rawFile, dir string, lines *keyLines) (*Config, error) {
 	v.nonNegative("global: shutdown_timeout", cfg.Global.ShutdownTimeout)
 	v.oneOf("log: level", cfg.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log: format", cfg.Log.Format, "json", "console")
+	cfg.Log.File = logFile(cfg.Log.File, dir, v)
 	cfg.Admin = buildAdmin(raw.Admin, dir, v)
 
 	// Profiles, in name order so that messages come out stable.
@@ -1122,6 +1125,21 @@ func hopByHop(name string) bool {
 		return true
 	}
 	return false
+}
+
+// logFile resolves [log] file against dir. The file itself is opened by
+// run (check must not create it); a directory is refused here.
+func logFile(name, dir string, v *validator) string {
+	if name == "" {
+		return ""
+	}
+	if dir != "" && !filepath.IsAbs(name) {
+		name = filepath.Join(dir, name)
+	}
+	if fi, err := os.Stat(name); err == nil && fi.IsDir() {
+		v.add("log", "file", fmt.Sprintf("%q is a directory", name))
+	}
+	return name
 }
 
 // buildAdmin resolves [admin]: the default listen address, "off" as "",

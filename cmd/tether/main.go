@@ -7,6 +7,7 @@
 //	tether check -c FILE --print        ... and print it with every default and profile resolved
 //	tether check --print-defaults       print the built-in defaults
 //	tether conns -c FILE | --port PORT  census of TCP states per virtual server side
+//	tether ctl [-c FILE | --admin URL] COMMAND  the admin API's client (status, pools, drain, reload ...)
 //	tether version
 package main
 
@@ -45,6 +46,9 @@ commands:
   check --print-defaults        show the built-in defaults
   conns -c FILE | --port [HOST:]PORT...  [--json] [--watch [--interval 1s] [--count N]]
                                 live census of the eleven TCP states per side (sock_diag)
+  ctl [-c FILE | --admin URL] [--token-file F] [--json] COMMAND
+                                the admin API's client: status | pools | members POOL |
+                                enable|disable|drain POOL ADDRESS | conns VS [--limit N] | reload
   version                       print the version
 `
 
@@ -61,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "conns":
 		return cmdConns(ctx, args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(ctx, args[1:], stdout, stderr)
 	case "demo":

@@ -33,12 +33,25 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
 		return exitError
 	}
-	logger, err := newLogger(cfg.Log, stderr)
+	// [log] file: logs and access lines go there instead of stderr, and
+	// SIGUSR1 reopens it (logfile.go).
+	var logOut io.Writer = stderr
+	var lf *logFile
+	if cfg.Log.File != "" {
+		if lf, err = openLogFile(cfg.Log.File); err != nil {
+			fmt.Fprintf(stderr, "tether: %v\n", err)
+			return exitError
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	logger, err := newLogger(cfg.Log, logOut)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		return exitError
 	}
 	defer func() { _ = logger.Sync() }()
+	defer reopenOnSIGUSR1(lf, logger)()
 	for _, w := range cfg.Warnings {
 		logger.Warn("config", zap.String("warning", w))
 	}

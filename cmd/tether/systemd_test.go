@@ -13,7 +13,8 @@ import (
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
-// unitService reads the [Service] keys of a systemd unit file.
+// unitService reads the [Service] keys of a systemd unit file; a key given
+// more than once (ExecReload) has its values joined by "\n", in order.
 func unitService(t *testing.T, path string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -35,6 +36,9 @@ func unitService(t *testing.T, path string) map[string]string {
 			if !ok {
 				t.Fatalf("%s: %q is not key=value", path, line)
 			}
+			if prev, ok := keys[k]; ok {
+				v = prev + "\n" + v
+			}
 			keys[k] = v
 		}
 	}
@@ -45,7 +49,8 @@ func unitService(t *testing.T, path string) map[string]string {
 }
 
 // examples/tether.service checks the config before it starts the proxy,
-// with the same binary and file, reloads with SIGHUP, gives the drain its
+// with the same binary and file, checks it again before a reload's SIGHUP,
+// can write its log file under /var/log/tether, gives the drain its
 // time, and passes systemd-analyze verify with the binary path pointed at
 // a build (its ExecStartPre line, run as is, accepts the example config).
 func TestSystemdUnitExample(t *testing.T) {
@@ -59,8 +64,13 @@ func TestSystemdUnitExample(t *testing.T) {
 	if len(pre) != 4 || pre[0] != start[0] || pre[1] != "check" || pre[2] != "-c" || pre[3] != start[3] {
 		t.Fatalf("ExecStartPre = %q, want %s check -c %s", keys["ExecStartPre"], start[0], start[3])
 	}
-	if !strings.Contains(keys["ExecReload"], "-HUP $MAINPID") {
-		t.Errorf("ExecReload = %q, want a SIGHUP to the main process", keys["ExecReload"])
+	// Reload: check the file first (systemd stops at a failing line), then
+	// SIGHUP to the main process.
+	if reload := strings.Split(keys["ExecReload"], "\n"); len(reload) != 2 || reload[0] != keys["ExecStartPre"] || !strings.Contains(reload[1], "-HUP $MAINPID") {
+		t.Errorf("ExecReload = %q, want %q, then a SIGHUP to the main process", reload, keys["ExecStartPre"])
+	}
+	if keys["LogsDirectory"] != "tether" {
+		t.Errorf("LogsDirectory = %q: [log] file under /var/log/tether needs it (ProtectSystem=strict)", keys["LogsDirectory"])
 	}
 	if stop, err := time.ParseDuration(keys["TimeoutStopSec"]); err != nil || stop < config.DefaultShutdownTimeout+5*time.Second {
 		t.Errorf("TimeoutStopSec = %q: want room for the %v drain", keys["TimeoutStopSec"], config.DefaultShutdownTimeout)
