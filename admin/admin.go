@@ -36,6 +36,9 @@ type Options struct {
 	Server *proxy.Server
 	// Metrics, when not nil, is served at /metrics.
 	Metrics http.Handler
+	// Reloader, when not nil, serves POST /api/v1/reload and is the source
+	// of /api/v1/status's config hash and last reload.
+	Reloader *Reloader
 	// Logger; nil = no logs.
 	Logger *zap.Logger
 }
@@ -46,7 +49,7 @@ type Admin struct {
 	log     *zap.Logger
 	started time.Time
 	cfgHash string // sha256 of the config file, hex; "" if unread
-	load    loadResult
+	load    Result // the start's, without a Reloader
 
 	mux  *http.ServeMux
 	http *http.Server
@@ -54,14 +57,6 @@ type Admin struct {
 	mu   sync.Mutex
 	ln   net.Listener
 	done chan struct{} // closed when Serve returned
-}
-
-// loadResult is the last config load: the one tether started with (reload
-// is not there yet).
-type loadResult struct {
-	At       time.Time `json:"at"`
-	OK       bool      `json:"ok"`
-	Problems []string  `json:"problems"`
 }
 
 // ErrNoToken is returned by New for a non-loopback listen address without
@@ -80,7 +75,7 @@ func New(o Options) (*Admin, error) {
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
-	a.load = loadResult{At: a.started, OK: true, Problems: []string{}}
+	a.load = Result{At: a.started, OK: true, Changes: []string{}, Problems: []string{}}
 	if o.ConfigPath != "" {
 		if b, err := os.ReadFile(o.ConfigPath); err == nil {
 			sum := sha256.Sum256(b)

@@ -31,6 +31,8 @@ func (a *Admin) routes() *http.ServeMux {
 		mux.HandleFunc("POST "+path, a.setState(action))
 		mux.HandleFunc(path, methodNotAllowed("POST"))
 	}
+	mux.HandleFunc("POST /api/v1/reload", a.reload)
+	mux.HandleFunc("/api/v1/reload", methodNotAllowed("POST"))
 	if a.opts.Metrics != nil {
 		mux.Handle("GET /metrics", a.opts.Metrics)
 		mux.HandleFunc("/metrics", methodNotAllowed("GET"))
@@ -94,18 +96,22 @@ type statusBody struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`
 	ConfigPath    string     `json:"config_path"`
 	ConfigSHA256  string     `json:"config_sha256"`
-	LastReload    loadResult `json:"last_reload"`
+	LastReload    Result     `json:"last_reload"`
 }
 
 func (a *Admin) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, statusBody{
+	body := statusBody{
 		Version:       a.opts.Version,
 		Started:       a.started,
 		UptimeSeconds: time.Since(a.started).Seconds(),
 		ConfigPath:    a.opts.ConfigPath,
 		ConfigSHA256:  a.cfgHash,
 		LastReload:    a.load,
-	})
+	}
+	if rl := a.opts.Reloader; rl != nil {
+		body.ConfigSHA256, body.LastReload = rl.ConfigSHA256(), rl.Last()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 type vsBody struct {

@@ -10,6 +10,6 @@
 // logic: it reads proxy.Server and pool state through their exported
 // methods and calls pool.Member.SetState.
 //
-// Not here yet: config reload, /api/v1/connections, the dashboard, tether
-// ctl.
+// Reloader re-reads the config file and puts it in force (SIGHUP and POST
+// /api/v1/reload).
 package admin

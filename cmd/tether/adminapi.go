@@ -19,7 +19,7 @@ import (
 // when it is off. Left at its default address, a port already in use is
 // logged and tether runs without it (another tether may hold it); set in
 // the file, every failure is an error.
-func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy.Server, logger *zap.Logger) (*admin.Admin, error) {
+func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy.Server, rl *admin.Reloader, logger *zap.Logger) (*admin.Admin, error) {
 	ac := cfg.Admin
 	if ac.Listen == "" {
 		return nil, nil
@@ -40,7 +40,8 @@ func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy
 		ConfigPath: path,
 		Version:    versionString(),
 		Server:     srv,
-		Metrics:    admin.MetricsHandler(srv, nil), // no reload yet: the reload metrics are left out
+		Metrics:    admin.MetricsHandler(srv, rl.Status),
+		Reloader:   rl,
 		Logger:     logger.Named("admin"),
 	})
 	if err != nil {

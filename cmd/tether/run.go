@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tetherproxy/tether/admin"
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/proxy"
 )
@@ -56,7 +57,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Warn("config", zap.String("warning", w))
 	}
 
-	// SIGHUP reloads the certificate files (it would kill the process by
+	// SIGHUP reloads the config file (it would kill the process by
 	// default). Registered before listening.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -69,7 +70,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// The admin API first: /healthz answers while the listeners bind,
 	// /ready once they are.
-	adm, err := startAdmin(ctx, cfg, *file, srv, logger)
+	rl := admin.NewReloader(*file, cfg, srv, logger)
+	adm, err := startAdmin(ctx, cfg, *file, srv, rl, logger)
 	if err != nil {
 		logger.Error("cannot start the admin API", zap.Error(err))
 		fmt.Fprintf(stderr, "tether: %v\n", err)
@@ -94,20 +96,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for wait := true; wait; {
 		select {
 		case <-hup:
-			// Certificates are reloaded; the rest of the config is not
-			// yet (live config reload is a later piece of work).
-			if err := srv.ReloadCertificates(); err != nil {
-				logger.Warn("SIGHUP: certificate reload failed; the old certificates stay in service", zap.Error(err))
-			} else {
-				logger.Info("SIGHUP: certificates reloaded; other config changes need a restart")
-			}
+			// The whole file, as POST /api/v1/reload does; Reload logs
+			// the changes or every problem (the old config stays).
+			rl.Reload(ctx)
 		case <-ctx.Done():
 			wait = false
 		}
 	}
 
-	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", cfg.Global.ShutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
+	timeout := srv.Config().Global.ShutdownTimeout // the config in force, reloads included
+	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", timeout))
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))

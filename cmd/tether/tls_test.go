@@ -120,7 +120,7 @@ watch_interval = "0s"
 	second := ca.Issue(t, "site", "site.test", testpki.Options{RSA: true}) // the same files, rewritten
 	_ = cmd.Process.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(stderr.String(), "certificates reloaded") {
+	for !strings.Contains(stderr.String(), "config reloaded") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no reload logged after SIGHUP:\n%s", stderr.String())
 		}
