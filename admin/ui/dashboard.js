@@ -148,14 +148,16 @@
         card = newCard(vs);
         cards.set(vs.name, card);
         root.append(card.el);
-        card.mountChart();
+        card.update(vs, t);
+        card.mountChart(); // once the figures and the table have their size
+        continue;
       }
       card.update(vs, t);
+      card.resize();
     }
     for (const [name, card] of cards) {
       if (!seen.has(name)) { card.destroy(); cards.delete(name); }
     }
-    if (list.length === 0) root.textContent = 'none';
   }
 
   function figure(field, label) {
@@ -221,6 +223,8 @@
     const data = [[], ...series.map(() => [])]; // uPlot columns: time, then a rate per series
     let chart = null;
 
+    function chartWidth() { return Math.max(240, chartBox.clientWidth || 600); }
+
     function rate(a, b, key) {
       if (a[key] === null || b[key] === null) return null;
       const d = b[key] - a[key];
@@ -244,15 +248,17 @@
           return;
         }
         chart = new uPlot({
-          width: Math.max(300, chartBox.clientWidth || 600),
+          width: chartWidth(),
           height: 200,
           series: [{}, ...series.map((s) => ({ ...s, value: (u, v) => fmtRate(v), spanGaps: false }))],
           axes: [{}, { size: 50 }],
           scales: { x: { time: true } },
         }, data, chartBox);
       },
+      // resize fits the chart to its column when that changed (window
+      // resized, census table grown).
       resize() {
-        if (chart) chart.setSize({ width: Math.max(300, chartBox.clientWidth), height: 200 });
+        if (chart && Math.abs(chart.width - chartWidth()) > 2) chart.setSize({ width: chartWidth(), height: 200 });
       },
       destroy() {
         if (chart) chart.destroy();
