@@ -688,3 +688,51 @@ func TestDashboardInChromiumShowsWhatTheAPIReports(t *testing.T) {
 		t.Errorf("the page produced, after its load:\n%s", strings.Join(p, "\n"))
 	}
 }
+
+func TestDashboardInChromiumAsksForTheTokenOnce(t *testing.T) {
+	// The first reads answer 401 until the token is given.
+	ctx, blog := startBrowser(t, "/api/v1/virtual-servers", "/api/v1/pools")
+	ctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+	defer cancel()
+	const token = "s3cret-token-for-the-browser"
+	a := newHTTPBackend(t, "a")
+	e := startEnv(t, token, "shared", a.Addr())
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#token-form`))); err != nil {
+		t.Fatalf("the page does not ask for the token: %v", err)
+	}
+	cards, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('section[data-vs]').length`))
+	if err != nil || cards != 0 {
+		t.Errorf("%d virtual servers shown without the token (%v)", cards, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(`#token`), token),
+		chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('section[data-vs]').length === 2 && document.querySelector('#token-form').hidden`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the page shows no virtual server after the token: %v", err)
+	}
+	kept, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem('tether.adminToken')`))
+	if err != nil || kept != token {
+		t.Errorf("sessionStorage holds %q (%v), want the token", kept, err)
+	}
+	cookies, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
+	if err != nil || cookies != "" {
+		t.Errorf("cookies %q (%v), want none", cookies, err)
+	}
+	// A page reload keeps the token for the tab: no second prompt.
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	waitRefreshes(t, ctx, 2)
+	hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#token-form').hidden && document.querySelectorAll('section[data-vs]').length === 2`))
+	if err != nil || !hidden {
+		t.Errorf("after a page reload the page asks again or shows nothing (%v)", err)
+	}
+	for _, p := range blog.take() {
+		if !strings.Contains(p, "401") {
+			t.Errorf("the page produced: %s", p)
+		}
+	}
+}

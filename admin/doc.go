@@ -10,6 +10,9 @@
 // logic: it reads proxy.Server and pool state through their exported
 // methods and calls pool.Member.SetState.
 //
-// Not here yet: config reload, /api/v1/connections, the dashboard, tether
-// ctl.
+// The dashboard (dashboard.go, ui/) is a page at "/" that reads this API
+// every 2 s; its shell and assets are served without the token, the data
+// never is.
+//
+// Not here yet: config reload, /api/v1/connections, tether ctl.
 package admin

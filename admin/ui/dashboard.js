@@ -208,13 +208,13 @@
     });
     const census = h('div', { class: 'census' },
       h('table', {}, h('thead', {}, h('tr', {}, h('th', { text: 'TCP state' }), h('th', { text: 'client side' }), h('th', { text: 'server side' }))),
-        h('tbody', {}, ...rows)),
-      h('div', { class: 'muted census-note', 'data-field': 'census-note' }));
+        h('tbody', {}, ...rows)));
     const chartBox = h('div', { class: 'chart' });
     const head = h('div', { class: 'vs-head' }, h('h3', { text: vs.name }),
       h('span', { class: 'muted', 'data-field': 'describe' }));
     const el = h('section', { class: 'card vs', 'data-vs': vs.name, 'data-mode': vs.mode },
-      head, h('div', { class: 'figures' }, ...shown.map((x) => x.el)), h('div', { class: 'vs-body' }, census, chartBox));
+      head, h('div', { class: 'figures' }, ...shown.map((x) => x.el)), h('div', { class: 'vs-body' }, census, chartBox),
+      h('div', { class: 'muted census-note', 'data-field': 'census-note' }));
 
     const series = http
       ? [{ label: 'requests/s', stroke: '#1f4e79', width: 2 }, { label: 'client conns/s', stroke: '#1a7f37' }, { label: 'server conns/s', stroke: '#9a6700' }]
@@ -273,9 +273,12 @@
 
         const s = { t, req, acc: c.Accepted, srv: srvOpened };
         const prev = samples[samples.length - 1];
-        samples.push(s);
+        // A refresh right after an action comes early: a rate over a
+        // fraction of a second is noise, so it waits for the next one.
+        const sample = !prev || t - prev.t >= 1;
+        if (sample) samples.push(s);
         while (samples.length > 2 && t - samples[0].t > WINDOW_S) samples.shift();
-        if (prev) {
+        if (prev && sample) {
           const rates = http ? [rate(prev, s, 'req'), rate(prev, s, 'acc'), rate(prev, s, 'srv')]
             : [rate(prev, s, 'acc'), rate(prev, s, 'srv')];
           data[0].push(t);
