@@ -37,6 +37,7 @@ func (a *Admin) routes() *http.ServeMux {
 		mux.Handle("GET /metrics", a.opts.Metrics)
 		mux.HandleFunc("/metrics", methodNotAllowed("GET"))
 	}
+	a.dashboardRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -125,6 +126,10 @@ type vsBody struct {
 	ClientProfile  profileBody `json:"client_profile"`
 	ServerProfile  profileBody `json:"server_profile"`
 	Connections    proxy.Stats `json:"connections"`
+	// Sockets, Requests, PoolReuse: see vsfields.go.
+	Sockets   *socketsBody  `json:"sockets"`
+	Requests  *requestsBody `json:"requests,omitempty"`
+	PoolReuse *reuseBody    `json:"pool_reuse,omitempty"`
 }
 
 type profileBody struct {
@@ -134,7 +139,9 @@ type profileBody struct {
 
 func (a *Admin) virtualServers(w http.ResponseWriter, _ *http.Request) {
 	out := []vsBody{}
-	for _, vs := range a.opts.Server.VirtualServers() {
+	vss := a.opts.Server.VirtualServers()
+	census, censusOK := takeCensus(a.opts.Server, vss)
+	for i, vs := range vss {
 		c := vs.Config()
 		client, server := vs.Profiles()
 		b := vsBody{
@@ -147,6 +154,10 @@ func (a *Admin) virtualServers(w http.ResponseWriter, _ *http.Request) {
 		if addr := vs.Addr(); addr != nil {
 			b.Addr = addr.String()
 		}
+		if censusOK {
+			b.Sockets = census[i].body()
+		}
+		b.Requests, b.PoolReuse = vsCounters(vs)
 		out = append(out, b)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"virtual_servers": out})

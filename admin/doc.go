@@ -12,4 +12,8 @@
 //
 // Reloader re-reads the config file and puts it in force (SIGHUP and POST
 // /api/v1/reload).
+//
+// The dashboard (dashboard.go, ui/) is a page at "/" that reads this API
+// every 2 s; its shell and assets are served without the token, the data
+// never is.
 package admin

@@ -1,10 +1,7 @@
 package admin
 
 import (
-	"context"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -22,9 +19,6 @@ import (
 // ReloadStatus reports the last config reload: whether it succeeded and
 // when the last successful one (or the start) was.
 type ReloadStatus func() (ok bool, at time.Time)
-
-// censusTimeout bounds the sock_diag census of one scrape.
-const censusTimeout = time.Second
 
 // MetricsHandler serves s's metrics in the Prometheus text format from a
 // registry of its own (the Go and process collectors, and tether's). Every
@@ -244,99 +238,17 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// endpoint matches a socket address: port and, unless any, the address.
-type endpoint struct {
-	addr netip.Addr
-	port uint16
-	any  bool
-}
-
-func (e endpoint) matches(ap netip.AddrPort) bool {
-	return ap.Port() == e.port && (e.any || ap.Addr() == e.addr)
-}
-
-// parseEndpoint reads a member or listen address; a host that is not an IP
-// (or is unspecified) matches any address on the port.
-func parseEndpoint(s string) (endpoint, bool) {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return endpoint{}, false
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return endpoint{}, false
-	}
-	e := endpoint{port: uint16(n)}
-	a, err := netip.ParseAddr(host)
-	e.addr, e.any = a.Unmap(), err != nil || a.IsUnspecified()
-	return e, true
-}
-
-// census runs sockopt.Sockets within censusTimeout. The dump cannot be
-// cancelled: on timeout its goroutine ends on its own (the channel is
-// buffered).
-func census() ([]sockopt.Socket, bool) {
-	type result struct {
-		socks []sockopt.Socket
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		socks, err := sockopt.Sockets()
-		done <- result{socks, err}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), censusTimeout)
-	defer cancel()
-	select {
-	case r := <-done:
-		return r.socks, r.err == nil
-	case <-ctx.Done():
-		return nil, false
-	}
-}
-
 func (c *collector) collectSockets(ch chan<- prometheus.Metric, vss []*proxy.VirtualServer) {
-	socks, ok := census()
+	counts, ok := takeCensus(c.srv, vss)
 	if !ok {
 		c.censusErrors.Add(1)
 		return
 	}
 	states := sockopt.States()
-	for _, vs := range vss {
-		var client, server [16]int
-		if a := vs.Addr(); a != nil {
-			if e, ok := parseEndpoint(a.String()); ok {
-				countSockets(&client, socks, func(s sockopt.Socket) bool { return e.matches(s.Local) })
-			}
-		}
-		var members []endpoint
-		if p := c.srv.Pool(vs.PoolName()); p != nil {
-			for _, m := range p.Members() {
-				if e, ok := parseEndpoint(m.Address()); ok {
-					members = append(members, e)
-				}
-			}
-		}
-		countSockets(&server, socks, func(s sockopt.Socket) bool {
-			for _, e := range members {
-				if e.matches(s.Remote) {
-					return true
-				}
-			}
-			return false
-		})
+	for i, vs := range vss {
 		for _, st := range states {
-			ch <- prometheus.MustNewConstMetric(descTCPSockets, prometheus.GaugeValue, float64(client[st]), vs.Name(), "client", st.String())
-			ch <- prometheus.MustNewConstMetric(descTCPSockets, prometheus.GaugeValue, float64(server[st]), vs.Name(), "server", st.String())
-		}
-	}
-}
-
-// countSockets counts the sockets that match by state into n.
-func countSockets(n *[16]int, socks []sockopt.Socket, match func(sockopt.Socket) bool) {
-	for _, s := range socks {
-		if int(s.State) < len(n) && match(s) {
-			n[s.State]++
+			ch <- prometheus.MustNewConstMetric(descTCPSockets, prometheus.GaugeValue, float64(counts[i].Client[st]), vs.Name(), "client", st.String())
+			ch <- prometheus.MustNewConstMetric(descTCPSockets, prometheus.GaugeValue, float64(counts[i].Server[st]), vs.Name(), "server", st.String())
 		}
 	}
 }
