@@ -92,12 +92,12 @@ func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
 }
 
 type statusBody struct {
-	Version       string     `json:"version"`
-	Started       time.Time  `json:"started"`
-	UptimeSeconds float64    `json:"uptime_seconds"`
-	ConfigPath    string     `json:"config_path"`
-	ConfigSHA256  string     `json:"config_sha256"`
-	LastReload    Result     `json:"last_reload"`
+	Version       string    `json:"version"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	ConfigPath    string    `json:"config_path"`
+	ConfigSHA256  string    `json:"config_sha256"`
+	LastReload    Result    `json:"last_reload"`
 }
 
 func (a *Admin) status(w http.ResponseWriter, _ *http.Request) {
