@@ -141,6 +141,11 @@ type Pool struct {
 	// ConnectRetries is how many further members are tried after a failed
 	// connect (each member at most once per client connection). 0 = no retry.
 	ConnectRetries int `toml:"connect_retries"`
+	// DrainTimeout bounds a draining member (drained at run time, or
+	// removed by a reload): its idle pooled conns wait this long for the
+	// member to close them (the member closes first), its tcp relays may
+	// go on this long; then tether closes what is left. Default 60 s; > 0.
+	DrainTimeout time.Duration `toml:"drain_timeout"`
 	// Preconnect keeps this many established, idle server-side connections
 	// ready per server profile that uses the pool, spread over the members
 	// that are up. Each is used once. 0 = off.

@@ -46,6 +46,7 @@ const (
 	DefaultMethod         = MethodRoundRobin
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultConnectRetries = 2 // after a failed connect, up to 2 more members are tried
+	DefaultDrainTimeout   = 60 * time.Second
 	DefaultWeight         = 1
 )
 

@@ -96,6 +96,7 @@ type rawPool struct {
 	Method          *string     `toml:"method"`
 	ConnectTimeout  *duration   `toml:"connect_timeout"`
 	ConnectRetries  *int        `toml:"connect_retries"`
+	DrainTimeout    *duration   `toml:"drain_timeout"`
 	Preconnect      *int        `toml:"preconnect"`
 	Members         []rawMember `toml:"members"`
 	Health          rawHealth   `toml:"health"`
@@ -801,6 +802,7 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 		Method:         strOr(rp.Method, DefaultMethod),
 		ConnectTimeout: durOr(rp.ConnectTimeout, DefaultConnectTimeout),
 		ConnectRetries: intOr(rp.ConnectRetries, DefaultConnectRetries),
+		DrainTimeout:   durOr(rp.DrainTimeout, DefaultDrainTimeout),
 		Preconnect:     intOr(rp.Preconnect, 0),
 		Health: Health{
 			Type:     strOr(rp.Health.Type, dh.Type),
@@ -821,6 +823,9 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 	}
 	if p.ConnectRetries < 0 {
 		v.add(path, "connect_retries", "must be >= 0")
+	}
+	if p.DrainTimeout <= 0 {
+		v.add(path, "drain_timeout", "must be > 0")
 	}
 	if p.Preconnect < 0 {
 		v.add(path, "preconnect", "must be >= 0 (0 = off)")

@@ -109,6 +109,12 @@ type Member struct {
 	stopMon chan struct{}
 	byAdmin atomic.Bool
 
+	// drainUntil (unix ns, 0 = not draining) is when a draining member's
+	// drain_timeout ends; drainTimer then closes what is left. Set with
+	// the admin state, under smu.
+	drainUntil atomic.Int64
+	drainTimer *time.Timer
+
 	// admin is the AdminState; enabled mirrors admin == AdminEnabled for the
 	// hot paths. smu serialises SetState so that the two agree.
 	smu     sync.Mutex
@@ -233,6 +239,7 @@ func (m *Member) setState(s AdminState) AdminState {
 	if old == s {
 		return old
 	}
+	m.setDrainLocked(s == AdminDraining)
 	on := s == AdminEnabled
 	if m.enabled.Swap(on) != on && m.pool != nil {
 		m.pool.memberChanged(m, on, "admin")

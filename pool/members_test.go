@@ -12,8 +12,9 @@ import (
 // the state set at run time; the new one gets traffic; the removed one gets
 // none, drains its idle conn, and comes back as itself when named again.
 func TestSetMembersKeepsStayingMembersAndDrainsRemovedOnes(t *testing.T) {
-	a, b, c := newLineBackend(t, 0), newLineBackend(t, 0), newLineBackend(t, 0)
-	p, r := reusePool(t, config.Reuse{Mode: config.ReuseShared, MaxIdle: 8}, 0, config.CloseReset, a.addr, b.addr)
+	// b closes idle conns after 300 ms: its drain ends with its own close.
+	a, b, c := newLineBackend(t, 0), newLineBackend(t, 300*time.Millisecond), newLineBackend(t, 0)
+	p, r := reusePool(t, config.Reuse{Mode: config.ReuseShared, MaxIdle: 8, PeekInterval: 20 * time.Millisecond}, 0, config.CloseReset, a.addr, b.addr)
 	ma, mb := p.Members()[0], p.Members()[1]
 
 	// One idle conn on each member, and a's weight set at run time.
@@ -42,7 +43,7 @@ func TestSetMembersKeepsStayingMembersAndDrainsRemovedOnes(t *testing.T) {
 	if mb.AdminState() != AdminDraining {
 		t.Errorf("removed b: %v, want draining", mb.AdminState())
 	}
-	socktest.WaitFor(t, 5*time.Second, "the removed member's idle conn to be closed", func() bool { return mb.Active() == 0 })
+	socktest.WaitFor(t, 5*time.Second, "the removed member to close its idle conn", func() bool { return mb.Active() == 0 })
 	if r.Idle(ma) != 1 {
 		t.Errorf("a lost its idle conn over the reload: idle %d", r.Idle(ma))
 	}

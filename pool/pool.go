@@ -57,6 +57,8 @@ type Pool struct {
 
 	mu      sync.Mutex
 	dialers map[string]*Dialer // by server profile name
+	// onDrainEnd ends the relays to a member whose drain is over (OnDrainEnd).
+	onDrainEnd func(*Member)
 	order   []*Dialer          // dialers in creation order
 	started bool
 	closed  bool

@@ -62,7 +62,7 @@ func (p *ConnPool) putBack(c *ServerConn, reusable bool) {
 	now := time.Now()
 	limit, _ := p.idleLimit(c, now)
 	if !reusable || p.cfg.MaxIdle == 0 || limit == 0 || (c.maxReq > 0 && c.Requests >= c.maxReq) ||
-		c.expired(now) || !c.Member.eligible() {
+		c.expired(now) || !(c.Member.eligible() || c.Member.drainsIdle()) {
 		if limit == 0 && reusable {
 			p.mc(c.Member.index).counters.expiredIdle.Add(1)
 		}
@@ -82,7 +82,7 @@ func (p *ConnPool) putBack(c *ServerConn, reusable bool) {
 // it on top of its member's idle stack, evicting the oldest when MaxIdle is
 // reached. p.mu is held and not closed; parkLocked unlocks it.
 func (p *ConnPool) parkLocked(c *ServerConn, now time.Time) {
-	if p.handOffLocked(c) {
+	if c.Member.eligible() && p.handOffLocked(c) { // a draining member's conn waits for its close
 		p.mu.Unlock()
 		return
 	}

@@ -73,11 +73,15 @@ func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time
 	for i, m := range p.pool.all() {
 		mc := p.mc(i)
 		learnt := p.memberLimit(m, now)
+		drains := !m.eligible() && m.drainsIdle()
 		keep := mc.idle[:0]
 		for _, c := range mc.idle {
 			at := c.idleDeadline(learnt)
+			if drains {
+				at = m.drainDeadline() // wait for the member's close, up to drain_timeout
+			}
 			switch {
-			case !m.eligible():
+			case !m.eligible() && !drains:
 				dropped = append(dropped, c)
 			case !at.IsZero() && !now.Before(at):
 				expired = append(expired, c)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/sockopt"
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
@@ -84,7 +85,12 @@ func TestDrainingMemberRetiresItsPooledConns(t *testing.T) {
 	if m.State() != Draining {
 		t.Fatalf("state %v, want draining", m.State())
 	}
-	socktest.WaitFor(t, 5*time.Second, "the draining member's idle conn dropped", func() bool { return r.Idle(m) == 0 })
+	// Its idle conn waits for the member's close (drain_timeout is 60 s):
+	// it is kept, never lent.
+	time.Sleep(100 * time.Millisecond) // five peeks
+	if r.Idle(m) != 1 {
+		t.Fatalf("the draining member's idle conns: %d, want its 1 kept until the member closes it", r.Idle(m))
+	}
 	if !c.Retire() {
 		t.Fatal("Retire = false on a draining member's conn")
 	}
@@ -99,5 +105,61 @@ func TestDrainingMemberRetiresItsPooledConns(t *testing.T) {
 	defer cancel()
 	if _, err := r.Get(ctx, nil); err == nil {
 		t.Error("Get with the only member draining succeeded")
+	}
+}
+
+// A draining member's idle pooled conn is never lent and waits for the
+// member to close it: the member closes first, no TIME_WAIT on tether.
+func TestDrainingMembersIdleConnWaitsForTheMembersClose(t *testing.T) {
+	b := newLineBackend(t, 300*time.Millisecond) // the member closes idle conns after 300 ms
+	p, r := reusePool(t, config.Reuse{MaxIdle: 2, PeekInterval: 20 * time.Millisecond}, 0, config.CloseGraceful, b.addr)
+	c := get(t, r)
+	mustExchange(t, c, "hi")
+	tetherSide, memberSide := addrPort(c.TCP.LocalAddr()), addrPort(c.TCP.RemoteAddr())
+	r.Put(c, true)
+	m := p.Members()[0]
+	m.SetState(AdminDraining)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := r.Get(ctx, nil); err == nil {
+		t.Fatal("Get lent a draining member's conn")
+	}
+	socktest.WaitFor(t, 5*time.Second, "the member to close the idle conn", func() bool { return r.Idle(m) == 0 && m.Active() == 0 })
+	if s := stats(r, 0); s.StaleOnPeek != 1 || s.ExpiredIdle != 0 {
+		t.Errorf("stats %+v: want the conn found closed by the member (stale on peek), none expired by tether", s)
+	}
+	if hasSocket(t, tetherSide, memberSide, sockopt.StateTimeWait) {
+		t.Errorf("tether's side %s -> %s is in TIME_WAIT", tetherSide, memberSide)
+	}
+}
+
+// A member that never closes its idle conns ends its drain at
+// drain_timeout: tether closes what is left.
+func TestDrainTimeoutBoundsADrain(t *testing.T) {
+	b := newLineBackend(t, 0)
+	cfg := testPool(config.MethodRoundRobin, b.addr)
+	cfg.DrainTimeout = 200 * time.Millisecond
+	p := startPool(t, cfg)
+	r := NewReusePool(p.Dialer(config.DefaultProfile()), settings(config.Reuse{MaxIdle: 2}))
+	t.Cleanup(r.Close)
+	c := get(t, r)
+	mustExchange(t, c, "hi")
+	r.Put(c, true)
+	m := p.Members()[0]
+	ended := make(chan *Member, 1)
+	p.OnDrainEnd(func(m *Member) { ended <- m })
+	start := time.Now()
+	m.SetState(AdminDraining)
+	socktest.WaitFor(t, 5*time.Second, "the drain to close the idle conn", func() bool { return m.Active() == 0 })
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("idle conn closed after %v, before drain_timeout (200ms)", took)
+	}
+	select {
+	case got := <-ended:
+		if got != m {
+			t.Errorf("OnDrainEnd for %v", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("OnDrainEnd did not run")
 	}
 }

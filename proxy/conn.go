@@ -88,6 +88,7 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 	vs.n.serverOpened.Add(1)
 	vs.n.serverActive.Add(1)
 	r := newRelay(c, tc, sc.TCP, sc.TLS, vs.idle, vs.halfClose, vs.parker)
+	r.member = sc.Member
 	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
 	// conn); one that starts after the cut aborts itself.
 	vs.relays.add(r)

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/sockopt"
 )
 
@@ -103,6 +104,7 @@ type relay struct {
 	toServer, toClient atomic.Int64 // bytes copied each way
 	running            atomic.Int32 // directions still running (parked ones too)
 
+	member *pool.Member                // tcp mode: the member relayed to (a drain's end cuts it)
 	parker *parker                     // nil: directions never park
 	done   func(first, end closeEvent) // start's
 	dirs   [2]*direction               // toClient, toServer

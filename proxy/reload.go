@@ -335,6 +335,26 @@ func (s *Server) release(o *VirtualServer) {
 	}
 }
 
+// cutRelaysTo ends the tcp relays to m, a member whose drain_timeout is
+// up, in every virtual server (replaced ones included).
+func (s *Server) cutRelaysTo(m *pool.Member) {
+	s.mu.Lock()
+	all := append(slices.Clone(s.vss), s.retired...)
+	s.mu.Unlock()
+	n := 0
+	for _, vs := range all {
+		vs.relays.each(func(r *relay) {
+			if r.member == m {
+				r.abort(closeEvent{SideTether, HowShutdown})
+				n++
+			}
+		})
+	}
+	if n > 0 {
+		s.logger.Info("drain over: relays to the member closed", zap.String("member", m.Address()), zap.Int("relays", n))
+	}
+}
+
 // handOver ends o's accept loop without closing its listener and returns
 // the listener for the virtual server that replaces o. Connections that
 // arrive meanwhile wait in the backlog: none is refused.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproxy/tether/config"
+	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
@@ -372,5 +373,42 @@ pool = "p"
 	}
 	if took := time.Since(start); took < 400*time.Millisecond || took > 5*time.Second {
 		t.Errorf("cut after %v, want about shutdown_timeout (500ms)", took)
+	}
+}
+
+// A drained member's tcp relays go on until the pool's drain_timeout, then
+// tether closes them; new connections go to the other member.
+func TestDrainedMembersRelaysEndAtDrainTimeout(t *testing.T) {
+	one := socktest.Start(t, socktest.Echo)
+	two := socktest.Start(t, socktest.Echo)
+	p := startProxy(t, tcpConfig("", "", "drain_timeout = \"400ms\"", one.Addr(), two.Addr()))
+	c := p.dial(t, "vs")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	echoOnce := func(msg string) error {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(c, buf)
+		return err
+	}
+	if err := echoOnce("a"); err != nil {
+		t.Fatal(err)
+	}
+	m := p.srv.Pool("p").Members()[0]
+	if one.Accepted() == 0 {
+		m = p.srv.Pool("p").Members()[1]
+	}
+	start := time.Now()
+	m.SetState(pool.AdminDraining)
+	if err := echoOnce("b"); err != nil {
+		t.Fatalf("the relay ended at once: %v", err)
+	}
+	buf := make([]byte, 1)
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("read data after the drain; want the relay closed")
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("relay closed after %v, want about drain_timeout (400ms)", took)
 	}
 }

@@ -119,6 +119,7 @@ func (s *Server) buildPool(cfg *config.Config, pc config.Pool) (*pool.Pool, erro
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pc.Name, err)
 	}
+	p.OnDrainEnd(s.cutRelaysTo)
 	if pc.TLS != nil {
 		if err := s.poolTLS(cfg, p, pc); err != nil {
 			p.Close()
