@@ -1,6 +1,7 @@
 // Package admin serves tether's admin API: status, virtual servers, pools
-// and their members, member state changes (enable, disable, drain),
-// liveness and readiness, and the metrics handler it is given.
+// and their members, member state changes (enable, disable, drain), each
+// virtual server's live connections, liveness and readiness, and the
+// metrics handler it is given.
 //
 // It owns the admin listener and its access rules: changes only by POST,
 // every POST carries "X-Tether: 1" (a cross-site form cannot send it), and
@@ -10,6 +11,5 @@
 // logic: it reads proxy.Server and pool state through their exported
 // methods and calls pool.Member.SetState.
 //
-// Not here yet: config reload, /api/v1/connections, the dashboard, tether
-// ctl.
+// Not here yet: config reload, the dashboard, tether ctl.
 package admin
