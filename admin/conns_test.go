@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // dialRaw opens a conn to the tcp virtual server "raw" (an echo member)
@@ -49,10 +51,24 @@ func TestConnectionsEndpointShape(t *testing.T) {
 		clients = append(clients, dialRaw(t, e, "hello"))
 	}
 
+	// The clients have their echo; the ACKs of it may reach tether a
+	// moment later.
 	var body map[string]any
-	if code := e.call(t, "GET", "/api/v1/connections?virtual_server=raw", &body); code != 200 {
-		t.Fatalf("GET connections of raw: %d %v", code, body)
-	}
+	socktest.WaitFor(t, 5*time.Second, "every conn's echo acknowledged both sides", func() bool {
+		body = nil
+		if code := e.call(t, "GET", "/api/v1/connections?virtual_server=raw", &body); code != 200 {
+			t.Fatalf("GET connections of raw: %d %v", code, body)
+		}
+		conns, _ := body["connections"].([]any)
+		for _, x := range conns {
+			for _, side := range []string{"client", "server"} {
+				if s, ok := x.(map[string]any)[side].(map[string]any); !ok || s["bytes_out"].(float64) < 5 {
+					return false
+				}
+			}
+		}
+		return len(conns) == 3
+	})
 	if got, want := keys(body), []string{"connections", "count", "truncated", "virtual_server"}; !slices.Equal(got, want) {
 		t.Errorf("top-level keys %v, want %v", got, want)
 	}
@@ -85,19 +101,25 @@ func TestConnectionsEndpointShape(t *testing.T) {
 	}
 
 	// http: an idle keepalive client under shared reuse holds no member conn.
+	// The client has its response a moment before tether gives the member
+	// conn back: wait for that.
 	cl := dialWeb(t, e)
 	cl.get(t)
-	var web map[string]any
-	if code := e.call(t, "GET", "/api/v1/connections?virtual_server=web", &web); code != 200 {
-		t.Fatalf("GET connections of web: %d %v", code, web)
-	}
-	wc, _ := web["connections"].([]any)
-	if web["count"] != float64(1) || len(wc) != 1 {
-		t.Fatalf("web: %v", web)
-	}
-	c := wc[0].(map[string]any)
-	if s, ok := c["server"]; !ok || s != nil {
-		t.Errorf("idle shared-reuse client: server = %v (present %v), want null", s, ok)
+	var c map[string]any
+	socktest.WaitFor(t, 5*time.Second, "the idle client's member conn to go back to the pool", func() bool {
+		var web map[string]any
+		if code := e.call(t, "GET", "/api/v1/connections?virtual_server=web", &web); code != 200 {
+			t.Fatalf("GET connections of web: %d %v", code, web)
+		}
+		wc, _ := web["connections"].([]any)
+		if web["count"] != float64(1) || len(wc) != 1 {
+			t.Fatalf("web: %v", web)
+		}
+		c = wc[0].(map[string]any)
+		return c["server"] == nil
+	})
+	if _, ok := c["server"]; !ok {
+		t.Errorf("idle shared-reuse client: no server key, want null")
 	}
 	if c["client"].(map[string]any)["remote"] != cl.c.LocalAddr().String() {
 		t.Errorf("web client side: %v", c["client"])

@@ -81,6 +81,17 @@ func TestConnectionsListEveryTCPRelayWithBothFourTuples(t *testing.T) {
 		echoOnce(t, c, "hello") // the relay runs: its member conn is up
 		clients = append(clients, c)
 	}
+	// The clients have their echo; the ACKs of it may reach tether a
+	// moment later.
+	socktest.WaitFor(t, 5*time.Second, "both sides of every conn to have the echo acknowledged", func() bool {
+		_, conns := vs.Connections(0)
+		for _, ci := range conns {
+			if ci.Client.BytesAcked < 5 || ci.Server == nil || ci.Server.BytesAcked < 5 {
+				return false
+			}
+		}
+		return len(conns) == n
+	})
 	total, conns := vs.Connections(0)
 	if total != n || len(conns) != n {
 		t.Fatalf("Connections: total %d, %d listed; want %d", total, len(conns), n)
