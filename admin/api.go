@@ -21,6 +21,7 @@ func (a *Admin) routes() *http.ServeMux {
 		"/api/v1/status":          a.status,
 		"/api/v1/virtual-servers": a.virtualServers,
 		"/api/v1/pools":           a.pools,
+		"/api/v1/connections":     a.connections,
 	}
 	for path, h := range get {
 		mux.HandleFunc("GET "+path, h)

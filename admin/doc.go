@@ -1,6 +1,7 @@
 // Package admin serves tether's admin API: status, virtual servers, pools
-// and their members, member state changes (enable, disable, drain),
-// liveness and readiness, and the metrics handler it is given.
+// and their members, member state changes (enable, disable, drain), each
+// virtual server's live connections, liveness and readiness, and the
+// metrics handler it is given.
 //
 // It owns the admin listener and its access rules: changes only by POST,
 // every POST carries "X-Tether: 1" (a cross-site form cannot send it), and
@@ -16,4 +17,7 @@
 // The dashboard (dashboard.go, ui/) is a page at "/" that reads this API
 // every 2 s; its shell and assets are served without the token, the data
 // never is.
+//
+// GET /api/v1/connections lists a virtual server's proxied connections,
+// both sides, with TCP_INFO (conns.go).
 package admin

@@ -59,9 +59,9 @@ type Pool struct {
 	dialers map[string]*Dialer // by server profile name
 	// onDrainEnd ends the relays to a member whose drain is over (OnDrainEnd).
 	onDrainEnd func(*Member)
-	order   []*Dialer          // dialers in creation order
-	started bool
-	closed  bool
+	order      []*Dialer // dialers in creation order
+	started    bool
+	closed     bool
 }
 
 // New builds a pool from a validated config. logger may be nil (no logs).

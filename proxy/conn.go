@@ -92,11 +92,13 @@ func (vs *VirtualServer) relayTCP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo, sta
 	// Shutdown's cut aborts every tracked relay (no context.AfterFunc per
 	// conn); one that starts after the cut aborts itself.
 	vs.relays.add(r)
+	vs.live.add(r, start)
 	if vs.cutCtx.Err() != nil {
 		r.abort(closeEvent{SideTether, HowShutdown})
 	}
 	r.start(func(first, end closeEvent) {
 		vs.relays.remove(r)
+		vs.live.remove(r)
 		vs.finish(c, sc, r, ti, start, first, end)
 	})
 }

@@ -68,6 +68,8 @@ type httpConn struct {
 	reqStart time.Time   // the current request's first byte
 	waiting  atomic.Bool // between requests: shutdown may wake it
 
+	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
+
 	bufs       *httpBufs      // borrowed while busy: clientBuf, memberBuf and body are its; nil while idle
 	body       []byte         // the body buffer, taken at first use (bodyBuf)
 	bodyPooled *[]byte        // body's bodyBufPool entry
@@ -174,6 +176,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 	// tracks (httpSide.shutdown) and the parker on the parked ones; one
 	// that starts after the cut cuts itself.
 	vs.http.conns.add(h)
+	h.track()
 	if vs.cutCtx.Err() != nil {
 		_ = c.SetDeadline(time.Unix(1, 0))
 	}
@@ -213,6 +216,7 @@ func (h *httpConn) live(entry connEntry) {
 	}
 	vs := h.vs
 	vs.http.conns.remove(h)
+	h.untrack()
 	if h.heldMember != nil { // the member conn this client kept
 		h.reuser.Put(h.heldMember, h.hs.mode == config.ReusePerClient)
 		h.heldMember = nil

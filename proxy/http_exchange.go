@@ -101,6 +101,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			return h.failRequest(start, status, &rec)
 		}
 		rec.member, rec.connID, rec.reused, rec.connReqs = sc.Member.Address(), sc.ID, sc.Reused, sc.Requests
+		h.member.Store(sc.TCP) // cleared by release (shared) and drop
 		rec.idleLimit, rec.idleSource = sc.IdleLimit()
 		retire := sc.Retire()
 		streamed, out := h.sendRequest(sc, &rec, start, retire, &smallKept)
@@ -258,11 +259,13 @@ func (h *httpConn) release(sc *pool.ServerConn, reusable, retired bool) {
 		h.heldMember = sc // kept by this client; serverConn counts the exchange
 		return
 	}
+	h.member.Store(nil)
 	h.reuser.Put(sc, reusable)
 }
 
 // drop gives up a member conn after a failure.
 func (h *httpConn) drop(sc *pool.ServerConn, why pool.DiscardReason) {
+	h.member.Store(nil)
 	h.reuser.Discard(sc, why)
 }
 

@@ -30,6 +30,7 @@ type VirtualServer struct {
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // the running relays (tcp mode, http upgrade tunnels), for shutdown
+	live      liveConns       // every proxied client conn, for Connections (inspect_conns.go)
 	logger    *zap.Logger
 
 	ln    *net.TCPListener

@@ -23,6 +23,7 @@ type Info struct {
 	// unacknowledged, sent or not.
 	Unacked       uint32
 	NotSentBytes  uint32
+	Cwnd          uint32 // congestion window, in segments (tcpi_snd_cwnd)
 	BytesAcked    uint64 // bytes sent and acknowledged
 	BytesReceived uint64 // bytes received
 	// LastAckRecv is the time since the last ACK-bearing segment came in
@@ -52,6 +53,7 @@ func GetInfo(c *net.TCPConn) (Info, error) {
 			TotalRetrans:  ti.Total_retrans,
 			Unacked:       ti.Unacked,
 			NotSentBytes:  ti.Notsent_bytes,
+			Cwnd:          ti.Snd_cwnd,
 			BytesAcked:    ti.Bytes_acked,
 			BytesReceived: ti.Bytes_received,
 			LastAckRecv:   time.Duration(ti.Last_ack_recv) * time.Millisecond,

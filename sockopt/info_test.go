@@ -45,6 +45,9 @@ func TestGetInfoOnEstablishedConn(t *testing.T) {
 	if info.BytesAcked < 10001 {
 		t.Errorf("BytesAcked = %d, want >= 10001", info.BytesAcked)
 	}
+	if info.Cwnd == 0 {
+		t.Errorf("Cwnd = 0 on an established conn, want the congestion window in segments")
+	}
 	if info.Retransmits != 0 || info.TotalRetrans != 0 {
 		t.Errorf("retransmissions on loopback: %d / %d", info.Retransmits, info.TotalRetrans)
 	}
