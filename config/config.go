@@ -145,7 +145,7 @@ type Pool struct {
 	// removed by a reload): its idle pooled conns wait this long for the
 	// member to close them (the member closes first), its tcp relays may
 	// go on this long; then tether closes what is left. Default 60 s; > 0.
-	DrainTimeout time.Duration `toml:"drain_timeout"`
+	DrainTimeout time.Duration `toml:"member_drain_timeout"`
 	// Preconnect keeps this many established, idle server-side connections
 	// ready per server profile that uses the pool, spread over the members
 	// that are up. Each is used once. 0 = off.

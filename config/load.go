@@ -96,7 +96,7 @@ type rawPool struct {
 	Method          *string     `toml:"method"`
 	ConnectTimeout  *duration   `toml:"connect_timeout"`
 	ConnectRetries  *int        `toml:"connect_retries"`
-	DrainTimeout    *duration   `toml:"drain_timeout"`
+	DrainTimeout    *duration   `toml:"member_drain_timeout"`
 	Preconnect      *int        `toml:"preconnect"`
 	Members         []rawMember `toml:"members"`
 	Health          rawHealth   `toml:"health"`
@@ -825,7 +825,7 @@ func buildPool(name string, rp rawPool, dir string, v *validator) Pool {
 		v.add(path, "connect_retries", "must be >= 0")
 	}
 	if p.DrainTimeout <= 0 {
-		v.add(path, "drain_timeout", "must be > 0")
+		v.add(path, "member_drain_timeout", "must be > 0")
 	}
 	if p.Preconnect < 0 {
 		v.add(path, "preconnect", "must be >= 0 (0 = off)")

@@ -9,9 +9,9 @@ import (
 //
 //   - its idle pooled conns are kept, never lent, until the member closes
 //     them (a peek sees it: the member closed first, TIME_WAIT is
-//     there), for at most the pool's drain_timeout; a conn in use that
+//     there), for at most the pool's member_drain_timeout; a conn in use that
 //     comes back joins them;
-//   - its tcp relays go on for drain_timeout;
+//   - its tcp relays go on for member_drain_timeout;
 //   - then tether closes what is left: idle conns with the server
 //     profile's close mode, relays through the callback the proxy set
 //     with OnDrainEnd.
@@ -71,7 +71,7 @@ func (m *Member) drainEnded() {
 	}
 }
 
-// OnDrainEnd sets what runs when a draining member's drain_timeout is up:
+// OnDrainEnd sets what runs when a draining member's member_drain_timeout is up:
 // the proxy ends the tcp relays to it. Set it before Start.
 func (p *Pool) OnDrainEnd(f func(*Member)) {
 	p.mu.Lock()

@@ -110,7 +110,7 @@ type Member struct {
 	byAdmin atomic.Bool
 
 	// drainUntil (unix ns, 0 = not draining) is when a draining member's
-	// drain_timeout ends; drainTimer then closes what is left. Set with
+	// member_drain_timeout ends; drainTimer then closes what is left. Set with
 	// the admin state, under smu.
 	drainUntil atomic.Int64
 	drainTimer *time.Timer

@@ -78,7 +78,7 @@ func (p *ConnPool) sweep(now time.Time, peek bool, nextPeek time.Time) time.Time
 		for _, c := range mc.idle {
 			at := c.idleDeadline(learnt)
 			if drains {
-				at = m.drainDeadline() // wait for the member's close, up to drain_timeout
+				at = m.drainDeadline() // wait for the member's close, up to member_drain_timeout
 			}
 			switch {
 			case !m.eligible() && !drains:

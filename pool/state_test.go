@@ -85,7 +85,7 @@ func TestDrainingMemberRetiresItsPooledConns(t *testing.T) {
 	if m.State() != Draining {
 		t.Fatalf("state %v, want draining", m.State())
 	}
-	// Its idle conn waits for the member's close (drain_timeout is 60 s):
+	// Its idle conn waits for the member's close (member_drain_timeout is 60 s):
 	// it is kept, never lent.
 	time.Sleep(100 * time.Millisecond) // five peeks
 	if r.Idle(m) != 1 {
@@ -134,7 +134,7 @@ func TestDrainingMembersIdleConnWaitsForTheMembersClose(t *testing.T) {
 }
 
 // A member that never closes its idle conns ends its drain at
-// drain_timeout: tether closes what is left.
+// member_drain_timeout: tether closes what is left.
 func TestDrainTimeoutBoundsADrain(t *testing.T) {
 	b := newLineBackend(t, 0)
 	cfg := testPool(config.MethodRoundRobin, b.addr)
@@ -152,7 +152,7 @@ func TestDrainTimeoutBoundsADrain(t *testing.T) {
 	m.SetState(AdminDraining)
 	socktest.WaitFor(t, 5*time.Second, "the drain to close the idle conn", func() bool { return m.Active() == 0 })
 	if took := time.Since(start); took < 150*time.Millisecond {
-		t.Errorf("idle conn closed after %v, before drain_timeout (200ms)", took)
+		t.Errorf("idle conn closed after %v, before member_drain_timeout (200ms)", took)
 	}
 	select {
 	case got := <-ended:

@@ -376,12 +376,12 @@ pool = "p"
 	}
 }
 
-// A drained member's tcp relays go on until the pool's drain_timeout, then
+// A drained member's tcp relays go on until the pool's member_drain_timeout, then
 // tether closes them; new connections go to the other member.
 func TestDrainedMembersRelaysEndAtDrainTimeout(t *testing.T) {
 	one := socktest.Start(t, socktest.Echo)
 	two := socktest.Start(t, socktest.Echo)
-	p := startProxy(t, tcpConfig("", "", "drain_timeout = \"400ms\"", one.Addr(), two.Addr()))
+	p := startProxy(t, tcpConfig("", "", "member_drain_timeout = \"400ms\"", one.Addr(), two.Addr()))
 	c := p.dial(t, "vs")
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	echoOnce := func(msg string) error {
@@ -409,6 +409,6 @@ func TestDrainedMembersRelaysEndAtDrainTimeout(t *testing.T) {
 		t.Fatal("read data after the drain; want the relay closed")
 	}
 	if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
-		t.Errorf("relay closed after %v, want about drain_timeout (400ms)", took)
+		t.Errorf("relay closed after %v, want about member_drain_timeout (400ms)", took)
 	}
 }
