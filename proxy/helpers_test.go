@@ -138,12 +138,20 @@ func isExecutable(path string) bool {
 }
 
 // fieldString returns a string field of a log entry.
+//
+// It encodes that field alone: ContextMap would read every field, and the
+// method and path fields alias the request buffer, which the pool hands to
+// the next request (the production encoder copies them at Write; the
+// observer keeps the fields as they are).
 func fieldString(e observer.LoggedEntry, key string) string {
-	v, ok := e.ContextMap()[key]
-	if !ok {
-		return ""
+	for _, f := range e.Context {
+		if f.Key == key {
+			enc := zapcore.NewMapObjectEncoder()
+			f.AddTo(enc)
+			return fmt.Sprint(enc.Fields[key])
+		}
 	}
-	return fmt.Sprint(v)
+	return ""
 }
 
 // socketFD finds, among this process's own file descriptors, the TCP socket

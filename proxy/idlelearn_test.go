@@ -202,7 +202,7 @@ func checkRaceVariant(t *testing.T, v raceVariant, p *proxyUnderTest, member *id
 	// A line is written just after its response went out.
 	lines := p.waitAccess(t, sent)
 	e := lines[len(lines)-1]
-	if src, lim := fieldString(e, "server_conn_idle_source"), e.ContextMap()["server_conn_idle_limit"]; src != "learnt" || lim == nil {
+	if src, lim := fieldString(e, "server_conn_idle_source"), fieldString(e, "server_conn_idle_limit"); src != "learnt" || lim == "" {
 		t.Errorf("%s: last access line says idle source %q limit %v; want learnt, ~270ms", v.name, src, lim)
 	}
 }
