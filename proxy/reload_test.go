@@ -249,6 +249,12 @@ pool = %q
 	if n := p.srv.VirtualServer("web").Stats().Accepted; n != 1 {
 		t.Errorf("client conns accepted: %d, want 1 (the same keepalive conn)", n)
 	}
+	// The conn the replaced virtual server still serves is listed under the
+	// name, with the member conn of the new pool while a request runs (none
+	// now: shared reuse).
+	if total, conns := p.srv.VirtualServer("web").Connections(0); total != 1 || len(conns) != 1 {
+		t.Errorf("connections listed after the reload: %d, want the keepalive conn", total)
+	}
 }
 
 func getWith(t *testing.T, c *http.Client, url string) string {

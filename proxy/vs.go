@@ -30,7 +30,7 @@ type VirtualServer struct {
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // the running relays (tcp mode, http upgrade tunnels), for shutdown
-	live      liveConns       // every proxied client conn, for Connections (inspect_conns.go)
+	live      *liveConns      // every proxied client conn, for Connections (inspect_conns.go); shared with the virtual server a reload puts in its place
 	logger    *zap.Logger
 
 	ln    *net.TCPListener
@@ -99,10 +99,11 @@ func buildVirtualServer(vc config.VirtualServer, client, server config.TCPProfil
 		limitLog:  logLimit{interval: time.Second},
 		errorLog:  logLimit{interval: time.Second},
 		n:         &vsCounters{},
+		live:      &liveConns{},
 		yield:     make(chan struct{}),
 	}
 	if prev != nil {
-		vs.n = prev.n
+		vs.n, vs.live = prev.n, prev.live // the conns it still serves stay listed
 		if vc.MaxConnections == prev.cfg.MaxConnections {
 			vs.slots = prev.slots
 		}
