@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
 	"github.com/tetherproxy/tether/proxy"
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
 // reloadEnv is a proxy run from a config file, with its admin API and
@@ -61,16 +61,6 @@ func (e *reloadEnv) write(t *testing.T, toml string) {
 	}
 }
 
-func freeListen(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func twoMemberTOML(listen string, members ...string) string {
 	ms := make([]string, len(members))
 	for i, m := range members {
@@ -95,7 +85,7 @@ pool = "p"
 // failed; a state set at run time survives a reload that keeps the member.
 func TestReloadEndpoint(t *testing.T) {
 	a, b := newHTTPBackend(t, "a"), newHTTPBackend(t, "b")
-	listen := freeListen(t)
+	listen := socktest.FreeAddr(t)
 	e := startReloadEnv(t, twoMemberTOML(listen, a.Addr()))
 
 	// Drain a at run time; the reload adds b and keeps a, still draining.
@@ -162,7 +152,7 @@ func TestReloadEndpoint(t *testing.T) {
 // The reload endpoint is a change: POST only, with X-Tether.
 func TestReloadNeedsPostWithXTether(t *testing.T) {
 	a := newHTTPBackend(t, "a")
-	e := startReloadEnv(t, twoMemberTOML(freeListen(t), a.Addr()))
+	e := startReloadEnv(t, twoMemberTOML(socktest.FreeAddr(t), a.Addr()))
 	if code := e.call(t, "GET", "/api/v1/reload", nil); code != 405 {
 		t.Errorf("GET /api/v1/reload: %d, want 405", code)
 	}

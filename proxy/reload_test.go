@@ -17,17 +17,6 @@ import (
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
-// freePort returns a loopback address whose port was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func mustParse(t *testing.T, toml string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse([]byte(toml))
@@ -84,7 +73,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	m1 := startHTTPBackend(t, answer(&m1Reqs, "m1"), nil)
 	m2 := startHTTPBackend(t, answer(&m2Reqs, "m2"), nil)
 	m3 := startHTTPBackend(t, answer(&m3Reqs, "m3"), nil)
-	web, extra, side := freePort(t), freePort(t), freePort(t)
+	web, extra, side := socktest.FreeAddr(t), socktest.FreeAddr(t), socktest.FreeAddr(t)
 	cfgA, cfgB := reloadConfigs(web, extra, side, m1.Addr(), m2.Addr(), m3.Addr())
 	p := startProxy(t, cfgA)
 
@@ -216,7 +205,7 @@ func getBody(t *testing.T, url string) string {
 func TestReloadSendsAKeepaliveClientsNextRequestToTheNewPool(t *testing.T) {
 	one := startHTTPBackend(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "one") }, nil)
 	two := startHTTPBackend(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "two") }, nil)
-	web := freePort(t)
+	web := socktest.FreeAddr(t)
 	conf := func(poolName string) string {
 		return fmt.Sprintf(`
 [pool.one]
@@ -273,7 +262,7 @@ func getWith(t *testing.T, c *http.Client, url string) string {
 // gone (their port is free again).
 func TestFailedReloadKeepsTheOldConfig(t *testing.T) {
 	member := startHTTPBackend(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
-	web, fresh := freePort(t), freePort(t)
+	web, fresh := socktest.FreeAddr(t), socktest.FreeAddr(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +315,7 @@ pool = "p"
 // tcp relay in progress is cut when the time is up.
 func TestReloadRemovingAVirtualServerDrainsItsConnections(t *testing.T) {
 	echo := socktest.Start(t, socktest.Echo)
-	web, gone := freePort(t), freePort(t)
+	web, gone := socktest.FreeAddr(t), socktest.FreeAddr(t)
 	conf := func(withGone bool) string {
 		s := fmt.Sprintf(`
 [global]

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -14,17 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/tetherproxy/tether/sockopt/socktest"
+)
 
 // The real binary serves the admin API of its config: /healthz, the pools,
 // and a drain that takes the member out of rotation.
@@ -36,7 +27,7 @@ func TestBinaryServesTheAdminAPI(t *testing.T) {
 	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	defer member.Close()
 	memberAddr := strings.TrimPrefix(member.URL, "http://")
-	listen, adminAddr := freeAddr(t), freeAddr(t)
+	listen, adminAddr := socktest.FreeAddr(t), socktest.FreeAddr(t)
 	cfg := fmt.Sprintf(`
 [admin]
 listen = %q

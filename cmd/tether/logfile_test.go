@@ -174,7 +174,7 @@ func startLoggingTether(t *testing.T) *loggingTether {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	member := socktest.Start(t, socktest.Echo)
-	lt := &loggingTether{listen: freeAddr(t), stderr: &syncBuffer{}}
+	lt := &loggingTether{listen: socktest.FreeAddr(t), stderr: &syncBuffer{}}
 	dir := t.TempDir()
 	lt.logPath = filepath.Join(dir, "tether.log")
 	cfg := fmt.Sprintf(`

@@ -41,7 +41,7 @@ func TestBinaryReloadsItsConfigUnderLoad(t *testing.T) {
 	}
 	ma, mb := member(&hitsA, "a"), member(&hitsB, "b")
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
-	listen, adminAddr := freeAddr(t), freeAddr(t)
+	listen, adminAddr := socktest.FreeAddr(t), socktest.FreeAddr(t)
 	conf := func(members ...string) string {
 		var ms []string
 		for _, m := range members {

@@ -176,6 +176,14 @@ func Echo(c *net.TCPConn) {
 // is refused.
 func DeadAddr(t testing.TB) string {
 	t.Helper()
+	return FreeAddr(t)
+}
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago:
+// one to configure a listener on when the test must know it beforehand
+// (a reload that keeps it, a binary's config).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
