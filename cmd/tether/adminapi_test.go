@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +16,6 @@ import (
 // The real binary serves the admin API of its config: /healthz, the pools,
 // and a drain that takes the member out of rotation.
 func TestBinaryServesTheAdminAPI(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	defer member.Close()
 	memberAddr := strings.TrimPrefix(member.URL, "http://")
@@ -41,27 +33,8 @@ pool = "p"
 [global]
 shutdown_timeout = "2s"
 `, adminAddr, memberAddr, listen)
-	cmd := exec.Command(bin, "run", "-c", writeConfig(t, cfg))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("exit: %v\n%s", err, stderr.String())
-			}
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Error("tether did not exit after SIGTERM")
-		}
-	}()
+	proc := startBinary(t, writeConfig(t, cfg))
+	stderr := proc.stderr
 
 	api := "http://" + adminAddr
 	hc := &http.Client{Timeout: 5 * time.Second}

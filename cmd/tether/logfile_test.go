@@ -160,21 +160,16 @@ func TestLogFileReopenUnderConcurrentWritesLosesNoLine(t *testing.T) {
 // loggingTether is the real binary running with [log] file set, a tcp
 // virtual server in front of an echo member and no admin API.
 type loggingTether struct {
-	cmd     *exec.Cmd
+	proc    *binaryProcess
 	listen  string
 	logPath string
 	stderr  *syncBuffer
-	stop    func() // SIGTERM and wait; idempotent
 }
 
 func startLoggingTether(t *testing.T) *loggingTether {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	member := socktest.Start(t, socktest.Echo)
-	lt := &loggingTether{listen: socktest.FreeAddr(t), stderr: &syncBuffer{}}
+	lt := &loggingTether{listen: socktest.FreeAddr(t)}
 	dir := t.TempDir()
 	lt.logPath = filepath.Join(dir, "tether.log")
 	cfg := fmt.Sprintf(`
@@ -195,32 +190,8 @@ shutdown_timeout = "2s"
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lt.cmd = exec.Command(bin, "run", "-c", cfgPath)
-	lt.cmd.Stderr = lt.stderr
-	if err := lt.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- lt.cmd.Wait() }()
-	stopped := false
-	lt.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = lt.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("exit: %v\n%s", err, lt.stderr.String())
-			}
-		case <-time.After(10 * time.Second):
-			_ = lt.cmd.Process.Kill()
-			<-done
-			t.Error("tether did not exit after SIGTERM")
-		}
-	}
-	t.Cleanup(lt.stop)
+	lt.proc = startBinary(t, cfgPath)
+	lt.stderr = lt.proc.stderr
 	socktest.WaitFor(t, 10*time.Second, "the started line in log.file", fileHas(lt.logPath, `"msg":"started"`))
 	return lt
 }
@@ -255,7 +226,7 @@ func (lt *loggingTether) echoOnce(t *testing.T) {
 // and nothing went to stderr.
 func (lt *loggingTether) checkRotated(t *testing.T, rotated string) {
 	t.Helper()
-	lt.stop()
+	lt.proc.stop()
 	old, now := readFile(t, rotated), readFile(t, lt.logPath)
 	if !strings.Contains(old, `"msg":"started"`) || strings.Contains(old, `"log":"access"`) || strings.Contains(old, "reopened") {
 		t.Errorf("the rotated file has lines of after the reopen:\n%s", old)
@@ -286,7 +257,7 @@ func TestBinaryReopensTheLogFileOnSIGUSR1(t *testing.T) {
 	if err := os.Rename(lt.logPath, lt.logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := lt.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+	if err := lt.proc.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	socktest.WaitFor(t, 10*time.Second, "the reopened line in a new log.file", fileHas(lt.logPath, "log file reopened"))
@@ -312,7 +283,7 @@ func TestLogrotateExampleRotatesTheRunningBinary(t *testing.T) {
 		}
 	}
 	conf := filepath.Join(t.TempDir(), "tether.logrotate")
-	local := strings.NewReplacer(path, lt.logPath+" {", signal, fmt.Sprintf("kill -USR1 %d", lt.cmd.Process.Pid)).Replace(string(text))
+	local := strings.NewReplacer(path, lt.logPath+" {", signal, fmt.Sprintf("kill -USR1 %d", lt.proc.cmd.Process.Pid)).Replace(string(text))
 	if err := os.WriteFile(conf, []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,9 +12,18 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherproxy/tether/sockopt/socktest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tether-test-bin")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+}
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
@@ -174,57 +182,25 @@ func TestUsageErrors(t *testing.T) {
 // The real binary: SIGTERM stops accepting, drains and exits 0; SIGHUP does
 // not kill it.
 func TestBinaryStopsOnSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	member, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer member.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := ln.Addr().String()
-	_ = ln.Close()
+	listen := socktest.FreeAddr(t)
 	cfg := strings.NewReplacer("127.0.0.1:6379", member.Addr().String(), "127.0.0.1:0", listen).Replace(goodConfig) +
 		"[global]\nshutdown_timeout = \"2s\"\n"
-	cmd := exec.Command(bin, "run", "-c", writeConfig(t, cfg))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	proc := startBinary(t, writeConfig(t, cfg))
+	socktest.WaitFor(t, 10*time.Second, "tether listening", func() bool {
 		c, err := net.Dial("tcp", listen)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			t.Fatalf("tether never listened: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = cmd.Process.Signal(syscall.SIGHUP)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatal("tether did not exit after SIGTERM")
-	}
+		return err == nil
+	})
+	proc.signal(syscall.SIGHUP)
+	proc.stop() // wants exit 0
+	stderr := proc.stderr
 	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
 		t.Errorf("no stopped line in the log:\n%s", stderr.String())
 	}

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,10 +24,6 @@ import (
 // file is refused with its problems (the process keeps the old config and
 // exits 0 at the end), and no request fails.
 func TestBinaryReloadsItsConfigUnderLoad(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	var hitsA, hitsB atomic.Int64
 	member := func(n *atomic.Int64, name string) *httptest.Server {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -72,33 +66,7 @@ shutdown_timeout = "2s"
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(bin, "run", "-c", path)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("exit: %v\n%s", err, stderr.String())
-			}
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Error("tether did not exit after SIGTERM")
-		}
-	}
-	defer stop()
+	proc := startBinary(t, path)
 	api := "http://" + adminAddr
 	hc := &http.Client{Timeout: 5 * time.Second}
 	socktest.WaitFor(t, 10*time.Second, "tether ready", func() bool {
@@ -165,8 +133,8 @@ shutdown_timeout = "2s"
 	waitRequests(100)
 	// 1. SIGHUP adds member b.
 	rewrite(conf(addr(ma), addr(mb)))
-	_ = cmd.Process.Signal(syscall.SIGHUP)
-	socktest.WaitFor(t, 5*time.Second, "the SIGHUP reload logged", func() bool { return strings.Contains(stderr.String(), `"config reloaded"`) })
+	proc.signal(syscall.SIGHUP)
+	socktest.WaitFor(t, 5*time.Second, "the SIGHUP reload logged", func() bool { return strings.Contains(proc.stderr.String(), `"config reloaded"`) })
 	socktest.WaitFor(t, 5*time.Second, "requests on the added member", func() bool { return hitsB.Load() > 10 })
 
 	// 2. The API refuses a bad file, naming the key; the old config serves on.
@@ -202,7 +170,7 @@ shutdown_timeout = "2s"
 
 	close(quit)
 	wg.Wait()
-	stop()
+	proc.stop()
 	t.Logf("%d requests, %d failed; member a %d, b %d", ok.Load(), failed.Load(), hitsA.Load(), hitsB.Load())
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed; first: %s", failed.Load(), *firstErr.Load())

@@ -81,10 +81,7 @@ func TestSystemdUnitExample(t *testing.T) {
 
 	analyze := socktest.Need(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := tetherBinary(t)
 	cfg, err := filepath.Abs("../../examples/redis.toml")
 	if err != nil {
 		t.Fatal(err)

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,41 +14,15 @@ import (
 )
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The real binary reloads its certificate files on SIGHUP: the next
 // handshake gets the new certificate, a TLS connection opened before keeps
 // relaying, and the process keeps running.
 func TestBinaryReloadsCertificatesOnSIGHUP(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tether")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	ca := testpki.New(t)
 	first := ca.Issue(t, "site", "site.test", testpki.Options{})
 
 	member := socktest.Start(t, socktest.Echo)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := ln.Addr().String()
-	_ = ln.Close()
+	listen := socktest.FreeAddr(t)
 	cfg := fmt.Sprintf(`
 [global]
 shutdown_timeout = "1s"
@@ -67,23 +36,8 @@ pool = "p"
 certificates = [ { cert = %q, key = %q } ]
 watch_interval = "0s"
 `, member.Addr(), listen, first.CertFile, first.KeyFile)
-	cmd := exec.Command(bin, "run", "-c", writeConfig(t, cfg))
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
+	proc := startBinary(t, writeConfig(t, cfg))
+	stderr := proc.stderr
 
 	dial := func() *tls.Conn {
 		t.Helper()
@@ -118,7 +72,7 @@ watch_interval = "0s"
 	}
 
 	second := ca.Issue(t, "site", "site.test", testpki.Options{RSA: true}) // the same files, rewritten
-	_ = cmd.Process.Signal(syscall.SIGHUP)
+	proc.signal(syscall.SIGHUP)
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(stderr.String(), "config reloaded") {
 		if time.Now().After(deadline) {
