@@ -26,6 +26,16 @@ func mustParse(t *testing.T, toml string) *config.Config {
 	return cfg
 }
 
+// poolTOML is pool name's table: members, no health checks (members see
+// only the proxied traffic).
+func poolTOML(name string, members ...string) string {
+	ms := make([]string, len(members))
+	for i, m := range members {
+		ms[i] = fmt.Sprintf("{ address = %q }", m)
+	}
+	return fmt.Sprintf("[pool.%s]\nmembers = [%s]\n[pool.%s.health]\ntype = \"none\"\n", name, strings.Join(ms, ", "), name)
+}
+
 // reloadConfigs are the two configs TestReloadUnderLoad alternates: B
 // changes web's client profile, replaces member two by member three, and
 // has virtual server "side" where A has "extra".
@@ -40,18 +50,11 @@ keepalive_idle = "30s"
 idle_timeout = "50s"
 keepalive_idle = "20s"
 `
-	pool := func(members ...string) string {
-		var ms []string
-		for _, m := range members {
-			ms = append(ms, fmt.Sprintf("{ address = %q }", m))
-		}
-		return fmt.Sprintf("[pool.p]\nmembers = [%s]\n[pool.p.health]\ntype = \"none\"\n", strings.Join(ms, ", "))
-	}
 	vs := func(name, listen, mode, client string) string {
 		return fmt.Sprintf("[[virtual_server]]\nname = %q\nlisten = %q\nmode = %q\npool = \"p\"\nclient_profile = %q\n", name, listen, mode, client)
 	}
-	a = common + pool(m1, m2) + vs("web", web, "http", "client_a") + vs("extra", extra, "tcp", "client_a")
-	b = common + pool(m1, m3) + vs("web", web, "http", "client_b") + vs("side", side, "http", "client_b")
+	a = common + poolTOML("p", m1, m2) + vs("web", web, "http", "client_a") + vs("extra", extra, "tcp", "client_a")
+	b = common + poolTOML("p", m1, m3) + vs("web", web, "http", "client_b") + vs("side", side, "http", "client_b")
 	return a, b
 }
 
@@ -190,14 +193,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 func getBody(t *testing.T, url string) string {
 	t.Helper()
-	c := proxyClient(false)
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return getWith(t, proxyClient(false), url)
 }
 
 // A keepalive client's next request after a reload goes to the pool the new
@@ -207,21 +203,13 @@ func TestReloadSendsAKeepaliveClientsNextRequestToTheNewPool(t *testing.T) {
 	two := startHTTPBackend(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "two") }, nil)
 	web := socktest.FreeAddr(t)
 	conf := func(poolName string) string {
-		return fmt.Sprintf(`
-[pool.one]
-members = [{ address = %q }]
-[pool.one.health]
-type = "none"
-[pool.two]
-members = [{ address = %q }]
-[pool.two.health]
-type = "none"
+		return poolTOML("one", one.Addr()) + poolTOML("two", two.Addr()) + fmt.Sprintf(`
 [[virtual_server]]
 name = "web"
 listen = %q
 mode = "http"
 pool = %q
-`, one.Addr(), two.Addr(), web, poolName)
+`, web, poolName)
 	}
 	p := startProxy(t, conf("one"))
 	c := proxyClient(true)
@@ -269,17 +257,13 @@ func TestFailedReloadKeepsTheOldConfig(t *testing.T) {
 	}
 	defer busy.Close()
 	conf := func(extra string) string {
-		return fmt.Sprintf(`
-[pool.p]
-members = [{ address = %q }]
-[pool.p.health]
-type = "none"
+		return poolTOML("p", member.Addr()) + fmt.Sprintf(`
 [[virtual_server]]
 name = "web"
 listen = %q
 mode = "http"
 pool = "p"
-%s`, member.Addr(), web, extra)
+%s`, web, extra)
 	}
 	p := startProxy(t, conf(""))
 	bad := conf(fmt.Sprintf(`
@@ -317,18 +301,12 @@ func TestReloadRemovingAVirtualServerDrainsItsConnections(t *testing.T) {
 	echo := socktest.Start(t, socktest.Echo)
 	web, gone := socktest.FreeAddr(t), socktest.FreeAddr(t)
 	conf := func(withGone bool) string {
-		s := fmt.Sprintf(`
-[global]
-shutdown_timeout = "500ms"
-[pool.p]
-members = [{ address = %q }]
-[pool.p.health]
-type = "none"
+		s := "[global]\nshutdown_timeout = \"500ms\"\n" + poolTOML("p", echo.Addr()) + fmt.Sprintf(`
 [[virtual_server]]
 name = "web"
 listen = %q
 pool = "p"
-`, echo.Addr(), web)
+`, web)
 		if withGone {
 			s += fmt.Sprintf("[[virtual_server]]\nname = \"gone\"\nlisten = %q\npool = \"p\"\n", gone)
 		}
