@@ -34,25 +34,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
 		return exitError
 	}
-	// [log] file: logs and access lines go there instead of stderr, and
-	// SIGUSR1 reopens it (logfile.go).
-	var logOut io.Writer = stderr
-	var lf *logFile
-	if cfg.Log.File != "" {
-		if lf, err = openLogFile(cfg.Log.File); err != nil {
-			fmt.Fprintf(stderr, "tether: %v\n", err)
-			return exitError
-		}
-		defer lf.Close()
-		logOut = lf
-	}
-	logger, err := newLogger(cfg.Log, logOut)
+	logger, stopLogging, err := startLogging(cfg.Log, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		return exitError
 	}
-	defer func() { _ = logger.Sync() }()
-	defer reopenOnSIGUSR1(lf, logger)()
+	defer stopLogging()
 	for _, w := range cfg.Warnings {
 		logger.Warn("config", zap.String("warning", w))
 	}
@@ -93,26 +80,65 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info("started", zap.String("config", *file), zap.String("version", versionString()))
 
-	for wait := true; wait; {
-		select {
-		case <-hup:
-			// The whole file, as POST /api/v1/reload does; Reload logs
-			// the changes or every problem (the old config stays).
-			rl.Reload(ctx)
-		case <-ctx.Done():
-			wait = false
-		}
-	}
-
-	timeout := srv.Config().Global.ShutdownTimeout // the config in force, reloads included
-	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", timeout))
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))
-	}
+	reloadOnSIGHUP(ctx, hup, rl)
+	drain(srv, logger)
 	logger.Info("stopped")
 	return exitOK
+}
+
+// startLogging builds the logger of lc: to stderr, or with [log] file to
+// that file, which SIGUSR1 then reopens (logfile.go). stop ends the
+// reopener, flushes the logger and closes the file.
+func startLogging(lc config.Log, stderr io.Writer) (logger *zap.Logger, stop func(), err error) {
+	var out io.Writer = stderr
+	var lf *logFile
+	if lc.File != "" {
+		if lf, err = openLogFile(lc.File); err != nil {
+			return nil, nil, err
+		}
+		out = lf
+	}
+	if logger, err = newLogger(lc, out); err != nil {
+		if lf != nil {
+			_ = lf.Close()
+		}
+		return nil, nil, err
+	}
+	stopReopen := reopenOnSIGUSR1(lf, logger)
+	return logger, func() {
+		stopReopen()
+		_ = logger.Sync()
+		if lf != nil {
+			_ = lf.Close()
+		}
+	}, nil
+}
+
+// reloadOnSIGHUP reloads the whole config file on each SIGHUP, as POST
+// /api/v1/reload does (Reload logs the changes, or every problem while the
+// old config stays), until ctx ends.
+func reloadOnSIGHUP(ctx context.Context, hup <-chan os.Signal, rl *admin.Reloader) {
+	for {
+		select {
+		case <-hup:
+			rl.Reload(ctx)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// drain stops srv: no more accepting, open connections get the
+// shutdown_timeout of the config in force (reloads included), then the
+// rest are closed.
+func drain(srv *proxy.Server, logger *zap.Logger) {
+	timeout := srv.Config().Global.ShutdownTimeout
+	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))
+	}
 }
 
 func newLogger(lc config.Log, w io.Writer) (*zap.Logger, error) {
