@@ -409,83 +409,9 @@ func build(raw *rawFile, dir string, lines *keyLines) (*Config, error) {
 		cfg.Pools[name] = buildPool(name, raw.Pools[name], dir, v)
 	}
 
-	seenName := map[string]bool{}
-	var listeners []listener
+	vb := &vsBuilder{raw: raw, dir: dir, cfg: cfg, profiles: r, v: v, names: map[string]bool{}}
 	for i, rvs := range raw.VirtualServers {
-		vs := VirtualServer{
-			Name:           strOr(rvs.Name, ""),
-			Listen:         strOr(rvs.Listen, ""),
-			Mode:           strOr(rvs.Mode, DefaultMode),
-			Pool:           strOr(rvs.Pool, ""),
-			ClientProfile:  strOr(rvs.ClientProfile, RootProfile),
-			ServerProfile:  strOr(rvs.ServerProfile, RootProfile),
-			MaxConnections: intOr(rvs.MaxConnections, DefaultVSMaxConnections),
-		}
-		path := fmt.Sprintf("virtual_server %d", i+1)
-		if vs.Name != "" {
-			path = fmt.Sprintf("virtual_server %q", vs.Name)
-		}
-		v.at(path, "virtual_server", strconv.Itoa(i))
-		v.under(path+": http", path, "http")
-		v.under(path+": tls", path, "tls")
-		v.under(path+": tls: acme", path, "tls", "acme")
-		if vs.Name == "" {
-			v.add(path, "name", "is required")
-		} else {
-			if seenName[vs.Name] {
-				v.add(path, "name", "is used by another virtual_server")
-			}
-			seenName[vs.Name] = true
-		}
-		if vs.Listen == "" {
-			v.add(path, "listen", "is required")
-		} else if err := checkHostPort(vs.Listen, true); err != nil {
-			v.add(path, fmt.Sprintf("listen %q", vs.Listen), err.Error())
-		} else {
-			l := listener{path: path, listen: vs.Listen, bind: parseBind(vs.Listen), reusePort: cfg.Profiles[vs.ClientProfile].ReusePort}
-			checkListeners(v, path, l, listeners)
-			listeners = append(listeners, l)
-		}
-		switch vs.Mode {
-		case ModeTCP:
-			if rvs.HTTP.set() {
-				v.add(path, "http", `applies to mode = "http" only`)
-			}
-		case ModeHTTP:
-			h := buildHTTP(rvs.HTTP)
-			vs.HTTP = &h
-			validateHTTP(v, path+": http", h)
-		default:
-			v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q or %q)", vs.Mode, ModeTCP, ModeHTTP))
-		}
-		if rvs.TLS != nil {
-			vs.TLS = buildTLS(v, path+": tls", dir, vs.Mode, *rvs.TLS)
-		}
-		if vs.Pool == "" {
-			v.add(path, "pool", "is required")
-		} else if _, ok := raw.Pools[vs.Pool]; !ok {
-			v.add(path, fmt.Sprintf("pool %q", vs.Pool), "is not defined (no [pool."+vs.Pool+"])")
-		} else if pt := cfg.Pools[vs.Pool].TLS; pt != nil && vs.Mode == ModeHTTP {
-			for _, proto := range pt.ALPN {
-				if proto != alpnHTTP1 {
-					v.add(fmt.Sprintf("pool %q: tls", vs.Pool), fmt.Sprintf("alpn %q", proto),
-						fmt.Sprintf("virtual_server %q uses this pool in http mode, which speaks %s only", vs.Name, alpnHTTP1))
-				}
-			}
-		}
-		for _, p := range []struct{ key, name string }{{"client_profile", vs.ClientProfile}, {"server_profile", vs.ServerProfile}} {
-			if _, ok := cfg.Profiles[p.name]; !ok && !r.failed[p.name] {
-				v.add(path, fmt.Sprintf("%s %q", p.key, p.name), "is not defined (no [tcp_profile."+p.name+"])")
-			}
-		}
-		if vs.MaxConnections < 0 {
-			v.add(path, "max_connections", "must be >= 0 (0 = no limit)")
-		}
-		if sp, ok := cfg.Profiles[vs.ServerProfile]; ok && (sp.ReusePort || sp.DeferAccept > 0) {
-			cfg.Warnings = append(cfg.Warnings, path+": server_profile "+quote(sp.Name)+
-				": reuse_port and defer_accept apply to listeners only; they have no effect on the server side")
-		}
-		cfg.VirtualServers = append(cfg.VirtualServers, vs)
+		cfg.VirtualServers = append(cfg.VirtualServers, vb.build(i, rvs))
 	}
 	// The root profile's own pair (F5's 1800 s keepalive, 300 s idle timeout)
 	// is deliberate and documented; only profiles the file defines warn.
@@ -1023,4 +949,95 @@ func LoopbackListen(hostport string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// vsBuilder builds the [[virtual_server]] entries of a file one by one,
+// against what build made before them (profiles, pools) and what the
+// entries before took (names, listen addresses).
+type vsBuilder struct {
+	raw       *rawFile
+	dir       string
+	cfg       *Config
+	profiles  *resolver
+	v         *validator
+	names     map[string]bool
+	listeners []listener
+}
+
+// build builds and validates the i-th [[virtual_server]].
+func (b *vsBuilder) build(i int, rvs rawVirtualServer) VirtualServer {
+	vs := VirtualServer{
+		Name:           strOr(rvs.Name, ""),
+		Listen:         strOr(rvs.Listen, ""),
+		Mode:           strOr(rvs.Mode, DefaultMode),
+		Pool:           strOr(rvs.Pool, ""),
+		ClientProfile:  strOr(rvs.ClientProfile, RootProfile),
+		ServerProfile:  strOr(rvs.ServerProfile, RootProfile),
+		MaxConnections: intOr(rvs.MaxConnections, DefaultVSMaxConnections),
+	}
+	path := fmt.Sprintf("virtual_server %d", i+1)
+	if vs.Name != "" {
+		path = fmt.Sprintf("virtual_server %q", vs.Name)
+	}
+	b.v.at(path, "virtual_server", strconv.Itoa(i))
+	b.v.under(path+": http", path, "http")
+	b.v.under(path+": tls", path, "tls")
+	b.v.under(path+": tls: acme", path, "tls", "acme")
+	if vs.Name == "" {
+		b.v.add(path, "name", "is required")
+	} else {
+		if b.names[vs.Name] {
+			b.v.add(path, "name", "is used by another virtual_server")
+		}
+		b.names[vs.Name] = true
+	}
+	if vs.Listen == "" {
+		b.v.add(path, "listen", "is required")
+	} else if err := checkHostPort(vs.Listen, true); err != nil {
+		b.v.add(path, fmt.Sprintf("listen %q", vs.Listen), err.Error())
+	} else {
+		l := listener{path: path, listen: vs.Listen, bind: parseBind(vs.Listen), reusePort: b.cfg.Profiles[vs.ClientProfile].ReusePort}
+		checkListeners(b.v, path, l, b.listeners)
+		b.listeners = append(b.listeners, l)
+	}
+	switch vs.Mode {
+	case ModeTCP:
+		if rvs.HTTP.set() {
+			b.v.add(path, "http", `applies to mode = "http" only`)
+		}
+	case ModeHTTP:
+		h := buildHTTP(rvs.HTTP)
+		vs.HTTP = &h
+		validateHTTP(b.v, path+": http", h)
+	default:
+		b.v.add(path, "mode", fmt.Sprintf("%q is not a mode (want %q or %q)", vs.Mode, ModeTCP, ModeHTTP))
+	}
+	if rvs.TLS != nil {
+		vs.TLS = buildTLS(b.v, path+": tls", b.dir, vs.Mode, *rvs.TLS)
+	}
+	if vs.Pool == "" {
+		b.v.add(path, "pool", "is required")
+	} else if _, ok := b.raw.Pools[vs.Pool]; !ok {
+		b.v.add(path, fmt.Sprintf("pool %q", vs.Pool), "is not defined (no [pool."+vs.Pool+"])")
+	} else if pt := b.cfg.Pools[vs.Pool].TLS; pt != nil && vs.Mode == ModeHTTP {
+		for _, proto := range pt.ALPN {
+			if proto != alpnHTTP1 {
+				b.v.add(fmt.Sprintf("pool %q: tls", vs.Pool), fmt.Sprintf("alpn %q", proto),
+					fmt.Sprintf("virtual_server %q uses this pool in http mode, which speaks %s only", vs.Name, alpnHTTP1))
+			}
+		}
+	}
+	for _, p := range []struct{ key, name string }{{"client_profile", vs.ClientProfile}, {"server_profile", vs.ServerProfile}} {
+		if _, ok := b.cfg.Profiles[p.name]; !ok && !b.profiles.failed[p.name] {
+			b.v.add(path, fmt.Sprintf("%s %q", p.key, p.name), "is not defined (no [tcp_profile."+p.name+"])")
+		}
+	}
+	if vs.MaxConnections < 0 {
+		b.v.add(path, "max_connections", "must be >= 0 (0 = no limit)")
+	}
+	if sp, ok := b.cfg.Profiles[vs.ServerProfile]; ok && (sp.ReusePort || sp.DeferAccept > 0) {
+		b.cfg.Warnings = append(b.cfg.Warnings, path+": server_profile "+quote(sp.Name)+
+			": reuse_port and defer_accept apply to listeners only; they have no effect on the server side")
+	}
+	return vs
 }
