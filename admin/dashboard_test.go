@@ -609,67 +609,70 @@ func TestDashboardInChromiumShowsWhatTheAPIReports(t *testing.T) {
 	})
 
 	t.Run("ReloadButtonShowsTheAPIResult", func(t *testing.T) {
-		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#reload`))); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('#reload-result').dataset.status !== ""`,
-			chromedp.WithPollingTimeout(10*time.Second))); err != nil {
-			t.Fatalf("the page shows no reload result: %v", err)
-		}
 		type shown struct {
 			Status string   `json:"status"`
 			Kind   string   `json:"kind"`
 			Hidden bool     `json:"hidden"`
-			Error  string   `json:"error"`
 			Items  []string `json:"items"`
 			Text   string   `json:"text"`
 		}
-		got, err := chromedp.Run(ctx, chromedp.Evaluate[shown](`(() => {
-			const b = document.querySelector('#reload-result');
-			return {status: b.dataset.status, kind: b.dataset.kind, hidden: b.hidden,
-				error: b.querySelector('[data-field=reload-error]').textContent,
-				items: [...b.querySelectorAll('[data-field=reload-list] li')].map((li) => li.textContent),
-				text: b.innerText};
-		})()`))
+		// click reloads and returns what the page shows once it shows
+		// the answer with the given status.
+		click := func(status int) shown {
+			t.Helper()
+			if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#reload`))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`document.querySelector('#reload-result').dataset.status === "%d"`, status),
+				chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+				t.Fatalf("the page shows no reload result with status %d: %v", status, err)
+			}
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[shown](`(() => {
+				const b = document.querySelector('#reload-result');
+				return {status: b.dataset.status, kind: b.dataset.kind, hidden: b.hidden,
+					items: [...b.querySelectorAll('[data-field=reload-list] li')].map((li) => li.textContent),
+					text: b.innerText};
+			})()`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Items == nil {
+				got.Items = []string{}
+			}
+			return got
+		}
+		lastReload := func() Result {
+			var st statusBody
+			e.call(t, "GET", "/api/v1/status", &st)
+			return st.LastReload
+		}
+
+		// A good file that adds a member: the page lists the changes.
+		c := newHTTPBackend(t, "c")
+		old, err := os.ReadFile(e.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The same POST from here (a reload of an unchanged config answers
-		// the same).
-		var api struct {
-			OK       bool     `json:"ok"`
-			Changes  []string `json:"changes"`
-			Error    string   `json:"error"`
-			Problems []string `json:"problems"`
+		good := strings.Replace(string(old), "members = [", fmt.Sprintf("members = [{ address = %q }, ", c.Addr()), 1)
+		e.write(t, good)
+		got, res := click(200), lastReload()
+		if !res.OK || !slices.ContainsFunc(res.Changes, func(s string) bool { return strings.Contains(s, c.Addr()) }) {
+			t.Fatalf("the reload did not add member c: %+v", res)
 		}
-		code := e.call(t, "POST", "/api/v1/reload", &api)
-		t.Logf("POST /api/v1/reload: %d %+v; the page shows %q", code, api, got.Text)
-		if got.Hidden || got.Status != strconv.Itoa(code) {
-			t.Errorf("page shows status %q (hidden %v), the API answered %d", got.Status, got.Hidden, code)
+		if got.Hidden || got.Kind != "changes" || !slices.Equal(got.Items, res.Changes) {
+			t.Errorf("page shows %s %q (hidden %v), the API's last reload changed %q", got.Kind, got.Items, got.Hidden, res.Changes)
 		}
-		want := api.Problems
-		if code == 200 && api.OK {
-			want = api.Changes
-			if got.Kind != "changes" {
-				t.Errorf("page shows %q, want the changes", got.Kind)
-			}
-		} else {
-			if got.Kind != "problems" || got.Error != api.Error || api.Error == "" {
-				t.Errorf("page shows %s error %q, the API answered %q", got.Kind, got.Error, api.Error)
-			}
-			if !strings.Contains(got.Text, strconv.Itoa(code)) {
-				t.Errorf("page text %q does not give the status %d", got.Text, code)
-			}
+
+		// A bad file: the page lists every problem, with the status.
+		e.write(t, strings.Replace(good, `mode = "http"`, `mode = "gopher"`, 1))
+		got, res = click(400), lastReload()
+		if res.OK || len(res.Problems) == 0 {
+			t.Fatalf("the bad reload: %+v", res)
 		}
-		if want == nil {
-			want = []string{}
+		if got.Kind != "problems" || !slices.Equal(got.Items, res.Problems) || !strings.Contains(got.Text, "400") {
+			t.Errorf("page shows %s %q (%q), the API's last reload failed with %q", got.Kind, got.Items, got.Text, res.Problems)
 		}
-		if got.Items == nil {
-			got.Items = []string{}
-		}
-		if !slices.Equal(got.Items, want) {
-			t.Errorf("page lists %q, the API answered %q", got.Items, want)
-		}
+		e.write(t, good)
 	})
 
 	t.Run("Screenshot", func(t *testing.T) {

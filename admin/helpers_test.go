@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +81,8 @@ type env struct {
 	admin *Admin
 	base  string // http://addr
 	token string
+	path  string    // the config file the proxy runs
+	rl    *Reloader // POST /api/v1/reload re-reads path
 }
 
 const proxyTOML = `
@@ -107,19 +111,45 @@ func startEnv(t *testing.T, token, reuse string, members ...string) *env {
 		ms[i] = fmt.Sprintf("{ address = %q }", m)
 	}
 	echo := socktest.Start(t, socktest.Echo)
-	srv := newProxy(t, fmt.Sprintf(proxyTOML, reuse, strings.Join(ms, ", "), echo.Addr()))
-	a, err := New(Options{Listen: "127.0.0.1:0", Token: token, Server: srv, Version: "test"})
+	return startTOML(t, token, fmt.Sprintf(proxyTOML, reuse, strings.Join(ms, ", "), echo.Addr()))
+}
+
+// startTOML runs the proxy of toml, written to a config file, with its
+// admin API (token "" = none) and a Reloader of that file.
+func startTOML(t *testing.T, token, toml string) *env {
+	t.Helper()
+	e := &env{token: token, path: filepath.Join(t.TempDir(), "tether.toml")}
+	e.write(t, toml)
+	cfg, err := config.LoadFile(e.path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, toml)
+	}
+	if e.srv, err = proxy.New(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(e.srv.Shutdown) })
+	e.rl = NewReloader(e.path, cfg, e.srv, nil)
+	e.admin, err = New(Options{Listen: "127.0.0.1:0", Token: token, Server: e.srv, Version: "test", ConfigPath: e.path, Reloader: e.rl})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Start(context.Background()); err != nil {
+	if err := e.admin.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { shutdown(a.Shutdown) }) // runs before the proxy's
-	if err := srv.Start(context.Background()); err != nil {
+	t.Cleanup(func() { shutdown(e.admin.Shutdown) }) // runs before the proxy's
+	if err := e.srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return &env{srv: srv, admin: a, base: "http://" + a.Addr().String(), token: token}
+	e.base = "http://" + e.admin.Addr().String()
+	return e
+}
+
+// write replaces the config file's content (for a reload).
+func (e *env) write(t *testing.T, toml string) {
+	t.Helper()
+	if err := os.WriteFile(e.path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newProxy builds (not starts) a proxy.Server from a TOML config and shuts

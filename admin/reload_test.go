@@ -1,65 +1,14 @@
 package admin
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
-	"github.com/tetherproxy/tether/proxy"
 	"github.com/tetherproxy/tether/sockopt/socktest"
 )
-
-// reloadEnv is a proxy run from a config file, with its admin API and
-// Reloader.
-type reloadEnv struct {
-	*env
-	path string
-	rl   *Reloader
-}
-
-func startReloadEnv(t *testing.T, toml string) *reloadEnv {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tether.toml")
-	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.LoadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shutdown(srv.Shutdown) })
-	rl := NewReloader(path, cfg, srv, nil)
-	a, err := New(Options{Listen: "127.0.0.1:0", Server: srv, Version: "test", ConfigPath: path,
-		Reloader: rl, Metrics: MetricsHandler(srv, rl.Status)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shutdown(a.Shutdown) })
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return &reloadEnv{env: &env{srv: srv, admin: a, base: "http://" + a.Addr().String()}, path: path, rl: rl}
-}
-
-func (e *reloadEnv) write(t *testing.T, toml string) {
-	t.Helper()
-	if err := os.WriteFile(e.path, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func twoMemberTOML(listen string, members ...string) string {
 	ms := make([]string, len(members))
@@ -86,7 +35,7 @@ pool = "p"
 func TestReloadEndpoint(t *testing.T) {
 	a, b := newHTTPBackend(t, "a"), newHTTPBackend(t, "b")
 	listen := socktest.FreeAddr(t)
-	e := startReloadEnv(t, twoMemberTOML(listen, a.Addr()))
+	e := startTOML(t, "", twoMemberTOML(listen, a.Addr()))
 
 	// Drain a at run time; the reload adds b and keeps a, still draining.
 	if code := e.call(t, "POST", "/api/v1/pools/p/members/"+a.Addr()+"/drain", nil); code != 200 {
@@ -100,7 +49,7 @@ func TestReloadEndpoint(t *testing.T) {
 	if !slicesContain(res.Changes, "member "+b.Addr()+" added") {
 		t.Errorf("changes %q do not name the added member", res.Changes)
 	}
-	pools := getPools(t, e.env)
+	pools := getPools(t, e)
 	states := map[string]string{}
 	for _, m := range pools[0].Members {
 		states[m.Address] = m.State
@@ -108,7 +57,7 @@ func TestReloadEndpoint(t *testing.T) {
 	if states[a.Addr()] != "draining" || states[b.Addr()] != "up" {
 		t.Fatalf("member states after the reload: %v, want a draining (set at run time), b up", states)
 	}
-	c := dialWeb(t, e.env)
+	c := dialWeb(t, e)
 	if got := c.get(t); got != "b" {
 		t.Fatalf("request went to %q, want b (a drains)", got)
 	}
@@ -131,7 +80,7 @@ func TestReloadEndpoint(t *testing.T) {
 	if st.LastReload.OK || len(st.LastReload.Problems) != 2 {
 		t.Errorf("status last_reload %+v, want failed with 2 problems", st.LastReload)
 	}
-	fams := scrape(t, e.admin.opts.Metrics)
+	fams := scrape(t, MetricsHandler(e.srv, e.rl.Status))
 	mustValue(t, fams, 0, "tether_config_last_reload_successful")
 
 	// Fixed: in force again, and the metric says so.
@@ -139,7 +88,7 @@ func TestReloadEndpoint(t *testing.T) {
 	if code := e.call(t, "POST", "/api/v1/reload", &res); code != 200 {
 		t.Fatalf("reload: %d", code)
 	}
-	mustValue(t, scrape(t, e.admin.opts.Metrics), 1, "tether_config_last_reload_successful")
+	mustValue(t, scrape(t, MetricsHandler(e.srv, e.rl.Status)), 1, "tether_config_last_reload_successful")
 	e.call(t, "GET", "/api/v1/status", &st)
 	if !st.LastReload.OK || st.ConfigSHA256 == "" {
 		t.Errorf("status after a good reload: %+v", st)
@@ -152,7 +101,7 @@ func TestReloadEndpoint(t *testing.T) {
 // The reload endpoint is a change: POST only, with X-Tether.
 func TestReloadNeedsPostWithXTether(t *testing.T) {
 	a := newHTTPBackend(t, "a")
-	e := startReloadEnv(t, twoMemberTOML(socktest.FreeAddr(t), a.Addr()))
+	e := startTOML(t, "", twoMemberTOML(socktest.FreeAddr(t), a.Addr()))
 	if code := e.call(t, "GET", "/api/v1/reload", nil); code != 405 {
 		t.Errorf("GET /api/v1/reload: %d, want 405", code)
 	}
