@@ -140,7 +140,7 @@ func (d *Dialer) dial(ctx context.Context, m *Member) (dialed, error) {
 		return dialed{}, err
 	}
 	c := nc.(*net.TCPConn)
-	if err := sockopt.Apply(c, d.profile); err != nil {
+	if err := sockopt.Finish(c, &d.profile); err != nil {
 		_ = sockopt.Close(c, config.CloseReset, 0)
 		return dialed{}, profileError{fmt.Errorf("member %s: profile %q: %w", m.addr, d.profile.Name, err)}
 	}

@@ -50,9 +50,11 @@ func (vs *VirtualServer) terminateTLS(c *net.TCPConn) (*tls.Conn, *tlsInfo, bool
 	return tc, &info, true
 }
 
-// applyClient sets the client profile's options on an accepted conn.
+// applyClient finishes the client profile on an accepted conn: it inherited
+// every option from the listener, which Listen or a reload's Reapply set,
+// but Go forced TCP_NODELAY on.
 func (vs *VirtualServer) applyClient(c *net.TCPConn) {
-	if err := sockopt.Apply(c, vs.client); err != nil {
+	if err := sockopt.Finish(c, &vs.client); err != nil {
 		// The listener took the same options at Start, so a failure here
 		// means this socket already died (reset right after connecting).
 		if ce := vs.logger.Check(zapcore.DebugLevel, "client socket options not applied"); ce != nil {

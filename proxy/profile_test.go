@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -87,4 +89,68 @@ server_profile = "srv"`, "", be.Addr()))
 			t.Errorf("%s = %d, want %d", tc.name, got, tc.want)
 		}
 	}
+}
+
+// A reload that changes the client profile of a listener it keeps puts the
+// new options on the listener (Reapply), and conns accepted afterwards
+// inherit them: tether no longer sets them on each accepted socket.
+func TestReloadedClientProfileHoldsOnConnsAcceptedAfterIt(t *testing.T) {
+	be := socktest.Start(t, socktest.Echo)
+	listen := socktest.FreeAddr(t)
+	conf := func(idle, probes int, nodelay bool) string {
+		return fmt.Sprintf(`
+[tcp_profile.cli]
+keepalive_idle = "%ds"
+keepalive_probes = %d
+user_timeout = "%ds"
+nodelay = %t
+`, idle, probes, idle, nodelay) + poolTOML("p", be.Addr()) + fmt.Sprintf(`
+[[virtual_server]]
+name = "vs"
+listen = %q
+mode = "tcp"
+pool = "p"
+client_profile = "cli"
+`, listen)
+	}
+	check := func(p *proxyUnderTest, idle, probes int, nodelay bool) {
+		t.Helper()
+		c := p.dial(t, "vs")
+		_, _ = c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		fd := socketFD(t, listen, c.LocalAddr().String())
+		for _, o := range []struct {
+			name       string
+			level, opt int
+			want       int
+		}{
+			{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, idle},
+			{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, probes},
+			{"TCP_USER_TIMEOUT", unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, idle * 1000},
+			{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, map[bool]int{false: 0, true: 1}[nodelay]},
+		} {
+			got, err := unix.GetsockoptInt(fd, o.level, o.opt)
+			if err != nil {
+				t.Fatalf("%s: %v", o.name, err)
+			}
+			if o.name == "TCP_NODELAY" {
+				got = min(got, 1)
+			}
+			if got != o.want {
+				t.Errorf("%s = %d, want %d", o.name, got, o.want)
+			}
+		}
+	}
+	p := startProxy(t, conf(17, 4, false))
+	check(p, 17, 4, false)
+	if _, err := p.srv.Reload(context.Background(), mustParse(t, conf(29, 6, true))); err != nil {
+		t.Fatal(err)
+	}
+	check(p, 29, 6, true)
+	if _, err := p.srv.Reload(context.Background(), mustParse(t, conf(13, 3, false))); err != nil {
+		t.Fatal(err)
+	}
+	check(p, 13, 3, false)
 }

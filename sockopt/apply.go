@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tetherproxy/tether/config"
 )
 
@@ -13,8 +15,8 @@ import (
 // TCP_USER_TIMEOUT (0 = kernel default) and TCP_LINGER2 (0 = kernel default,
 // net.ipv4.tcp_fin_timeout).
 //
-// Call it after every accept and dial: Go turns TCP_NODELAY on for every new
-// conn, so only a call after Go has finished sets the profile's value. Buffer
+// A conn from a listener or dialer of the same profile needs only [Finish];
+// Apply is for a conn whose options must be set anew. Buffer
 // sizes are not set here: accepted sockets inherit them from the listener and
 // Dialer sets them before connect, which is when they matter (window scale).
 //
@@ -32,6 +34,37 @@ func Apply(c *net.TCPConn, p config.TCPProfile) error {
 	// runs on every accept.
 	var opErr error
 	if err := raw.Control(func(fd uintptr) { opErr = setConnOptions(int(fd), &p) }); err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	return opErr
+}
+
+// Finish completes p on a conn accepted from a [Listen] listener or dialed
+// with a [Dialer] of the same profile, with the one option Go overrides:
+// Go turns TCP_NODELAY on for every new conn, so a profile with nodelay off
+// costs one setsockopt here, and a profile with it on costs nothing.
+//
+// Everything else is already in place: Dialer's Control set it before
+// connect, and an accepted socket starts as a copy of its listener, which
+// Listen (or [Reapply]) gave every per-connection option of p (SO_KEEPALIVE,
+// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, TCP_LINGER2,
+// the buffers; read back on accepted sockets by this package's tests).
+// Setting them again per conn was five wasted syscalls on every accept.
+func Finish(c *net.TCPConn, p *config.TCPProfile) error {
+	if p.NoDelay {
+		return nil
+	}
+	if c == nil {
+		return ErrNilConn
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sockopt: %w", err)
+	}
+	var opErr error
+	if err := raw.Control(func(fd uintptr) {
+		opErr = setInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", 0)
+	}); err != nil {
 		return fmt.Errorf("sockopt: %w", err)
 	}
 	return opErr

@@ -101,6 +101,17 @@ func TestProfileOptionsReadBackOnListenerAcceptedAndDialed(t *testing.T) {
 			checkOpts(t, "accepted before Apply", accepted, beforeApply)
 			checkOpts(t, "dialed before Apply", dialed, beforeApply)
 
+			// Finish is all an accepted or dialed conn needs: afterwards
+			// every option reads back as the profile says.
+			for _, c := range []*net.TCPConn{accepted, dialed} {
+				if err := Finish(c, &p); err != nil {
+					t.Fatalf("Finish: %v", err)
+				}
+			}
+			checkOpts(t, "accepted after Finish", accepted, want)
+			checkOpts(t, "dialed after Finish", dialed, append(want,
+				opt{"TCP_FASTOPEN_CONNECT", unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1}))
+
 			for _, c := range []*net.TCPConn{accepted, dialed} {
 				if err := Apply(c, p); err != nil {
 					t.Fatalf("Apply: %v", err)
