@@ -63,10 +63,13 @@ type httpConn struct {
 	// reuser is the ConnPool of the last exchange's member conn (and so of
 	// heldMember): vs's, or after a reload that of the virtual server in
 	// force under vs's name (serverConn).
-	reuser   *pool.ConnPool
-	served   int
-	reqStart time.Time   // the current request's first byte
-	waiting  atomic.Bool // between requests: shutdown may wake it
+	reuser *pool.ConnPool
+	served int
+	// doneClean: the last request said Connection: close, was served whole
+	// and nothing followed it in the buffer: the close needs no lingering.
+	doneClean bool
+	reqStart  time.Time   // the current request's first byte
+	waiting   atomic.Bool // between requests: shutdown may wake it
 
 	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
 
@@ -222,14 +225,22 @@ func (h *httpConn) live(entry connEntry) {
 		h.heldMember = nil
 	}
 	h.giveBack()
-	c, tc := h.clientTCP, h.clientTLS
+	c, tc, doneClean := h.clientTCP, h.clientTLS, h.doneClean
+	h.doneClean = false
 	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo, h.clientRead.c, h.memberRead.c, h.rawConn = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	h.reuser = nil
 	httpConns.Put(h)
 	if tc != nil {
 		_ = tc.CloseWrite() // close_notify before the FIN
 	}
-	if out == loopBusyEnd && vs.cutCtx.Err() == nil { // after shutdown's cut, no lingering
+	// After shutdown's cut, no lingering; nor after a plain-TCP client's
+	// Connection: close request served whole with nothing behind it: that
+	// client sends nothing more (RFC 9112 §9.6), so there is nothing to
+	// drain, and the FIN and TIME_WAIT land on tether all the same (nginx's
+	// lingering_close "on" lingers only when more may come, too). That
+	// saves the shutdown, a read and a wait for the client's FIN per
+	// short connection. A TLS client may still send close_notify.
+	if out == loopBusyEnd && vs.cutCtx.Err() == nil && (tc != nil || !doneClean) {
 		lingeringClose(c)
 	}
 	_ = sockopt.Close(c, vs.client.Close, vs.client.DrainTimeout)

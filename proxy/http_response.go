@@ -122,6 +122,9 @@ func (h *httpConn) streamResponse(sc *pool.ServerConn, rec *requestRecord, retir
 	}
 	h.release(sc, reusable, retire)
 	if closeClient {
+		// Served whole: if the client asked for the close and sent
+		// nothing behind its request, it sends nothing more.
+		h.doneClean = !h.req.KeepAlive && h.clientBuf.Buffered() == 0
 		return h.resp.Status, exEnd
 	}
 	return h.resp.Status, exNext
