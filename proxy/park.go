@@ -58,6 +58,7 @@ type parker struct {
 	parks atomic.Uint64 // parks since start
 
 	logger   *zap.Logger
+	workers  *workers      // runs each owner's unparked
 	failures atomic.Uint64 // epoll_ctl failures (the socket then keeps its goroutine)
 	failLog  logLimit      // the warning about one: once a minute
 }
@@ -89,7 +90,7 @@ type parkOwner interface {
 	unparked(ready bool)
 }
 
-func newParker(logger *zap.Logger) (*parker, error) {
+func newParker(logger *zap.Logger, w *workers) (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -105,7 +106,7 @@ func newParker(logger *zap.Logger) (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger,
+	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger, workers: w,
 		failLog: logLimit{interval: time.Minute}}
 	p.timer = time.AfterFunc(time.Hour, p.expire)
 	p.timer.Stop()
@@ -212,7 +213,7 @@ func (p *parker) wake(id uint64) {
 	}
 	p.mu.Unlock()
 	if ok {
-		go e.owner.unparked(true)
+		p.workers.run(workerJob{owner: e.owner, ready: true})
 	}
 }
 
@@ -226,7 +227,7 @@ func (p *parker) unpark(e *parkEntry) {
 	}
 	p.mu.Unlock()
 	if ok {
-		go e.owner.unparked(false)
+		p.workers.run(workerJob{owner: e.owner})
 	}
 }
 
@@ -248,7 +249,7 @@ func (p *parker) expire() {
 	}
 	p.mu.Unlock()
 	for _, e := range over {
-		go e.owner.unparked(false)
+		p.workers.run(workerJob{owner: e.owner})
 	}
 }
 
@@ -276,7 +277,7 @@ func (p *parker) stop() {
 	_ = p.file.Close() // ends run's wait
 	<-p.done
 	for _, e := range over {
-		go e.owner.unparked(false)
+		p.workers.run(workerJob{owner: e.owner})
 	}
 }
 

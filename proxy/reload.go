@@ -120,6 +120,7 @@ func (s *Server) prepare(ctx context.Context, old reloadState, cfg *config.Confi
 		if err != nil {
 			return p, fmt.Errorf("virtual_server %q: %w", vc.Name, err)
 		}
+		vs.workers = s.workers
 		p.vss = append(p.vss, vs)
 		if prev != nil {
 			p.prev[vs] = prev

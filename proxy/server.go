@@ -25,8 +25,9 @@ type Server struct {
 	cfg    *config.Config
 	logger *zap.Logger
 
-	pools map[string]*pool.Pool
-	vss   []*VirtualServer
+	pools   map[string]*pool.Pool
+	vss     []*VirtualServer
+	workers *workers // run every virtual server's conns; stopped by Shutdown
 
 	mu       sync.Mutex
 	started  bool
@@ -46,7 +47,7 @@ func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	s := &Server{cfg: cfg, logger: logger, pools: map[string]*pool.Pool{}}
+	s := &Server{cfg: cfg, logger: logger, pools: map[string]*pool.Pool{}, workers: newWorkers()}
 	for _, pc := range cfg.Pools {
 		p, err := s.buildPool(cfg, pc)
 		if err != nil {
@@ -62,6 +63,7 @@ func New(cfg *config.Config, logger *zap.Logger) (*Server, error) {
 			s.closePools()
 			return nil, fmt.Errorf("virtual_server %q: %w", vc.Name, err)
 		}
+		vs.workers = s.workers
 		s.vss = append(s.vss, vs)
 	}
 	return s, nil
@@ -202,6 +204,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.bg.Wait() // retired virtual servers released, unused pools closed
 	s.closeVirtualServers()
 	s.closePools()
+	s.workers.stop()
 	return cut
 }
 

@@ -28,6 +28,7 @@ type VirtualServer struct {
 	dialer    *pool.Dialer
 	http      *httpSide       // nil in tcp mode
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
+	workers   *workers        // the Server's: runs accepted conns and parked sockets taken up
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // the running relays (tcp mode, http upgrade tunnels), for shutdown
 	live      *liveConns      // every proxied client conn, for Connections (inspect_conns.go); shared with the virtual server a reload puts in its place
@@ -197,7 +198,7 @@ func (vs *VirtualServer) adopt(ln *net.TCPListener) {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
-	if p, err := newParker(vs.logger); err != nil {
+	if p, err := newParker(vs.logger, vs.workers); err != nil {
 		// Idle conns then keep their goroutines while they wait.
 		vs.logger.Warn("idle connections will not be parked", zap.Error(err))
 	} else {
@@ -303,7 +304,7 @@ func (vs *VirtualServer) acceptLoop() {
 		vs.n.accepted.Add(1)
 		vs.n.active.Add(1)
 		vs.conns.Add(1)
-		go vs.handle(c)
+		vs.workers.run(workerJob{vs: vs, c: c})
 	}
 }
 
