@@ -131,26 +131,37 @@ func (vs *VirtualServer) connDone() {
 
 // closeBoth closes each side with its profile's close mode; end is what cut
 // the connection (zero after FIN both ways). A side that reset is simply
-// closed; after a timeout, a profile with reset_on_timeout resets. Both
-// closes run at once so that two drain-reset waits do not add up.
+// closed; after a timeout, a profile with reset_on_timeout resets. When
+// both sides drain before their reset, the two closes run at once so that
+// the waits do not add up; otherwise neither close waits, and they run in
+// turn without a goroutine.
 func (vs *VirtualServer) closeBoth(client, server *net.TCPConn, ev closeEvent) {
-	closeSide := func(c *net.TCPConn, p config.TCPProfile, side Side) {
-		mode := p.Close
-		switch {
-		case ev.How == HowRST && ev.Side == side:
-			mode = config.CloseGraceful // already reset by the peer: nothing to send
-		case (ev.How == HowIdleTimeout || ev.How == HowHalfCloseTimeout) && p.ResetOnTimeout:
-			mode = config.CloseReset
-		}
-		_ = sockopt.Close(c, mode, p.DrainTimeout)
+	cm, sm := closeMode(&vs.client, SideClient, ev), closeMode(&vs.server, SideServer, ev)
+	if cm != config.CloseDrainReset || sm != config.CloseDrainReset {
+		_ = sockopt.Close(server, sm, vs.server.DrainTimeout)
+		_ = sockopt.Close(client, cm, vs.client.DrainTimeout)
+		return
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		closeSide(server, vs.server, SideServer)
+		_ = sockopt.Close(server, sm, vs.server.DrainTimeout)
 	}()
-	closeSide(client, vs.client, SideClient)
+	_ = sockopt.Close(client, cm, vs.client.DrainTimeout)
 	<-done
+}
+
+// closeMode is how side closes after ev: its profile's mode, except that a
+// side the peer reset is simply closed, and a timeout resets when the
+// profile has reset_on_timeout.
+func closeMode(p *config.TCPProfile, side Side, ev closeEvent) config.CloseMode {
+	switch {
+	case ev.How == HowRST && ev.Side == side:
+		return config.CloseGraceful // already reset by the peer: nothing to send
+	case (ev.How == HowIdleTimeout || ev.How == HowHalfCloseTimeout) && p.ResetOnTimeout:
+		return config.CloseReset
+	}
+	return p.Close
 }
 
 func (vs *VirtualServer) logAccess(client net.Addr, sc *pool.Conn, r *relay, ti *tlsInfo, start time.Time, first, end closeEvent, ci, si sockopt.Info, err error) {
