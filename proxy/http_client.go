@@ -67,6 +67,7 @@ type httpConn struct {
 	served   int
 	reqStart time.Time   // the current request's first byte
 	waiting  atomic.Bool // between requests: shutdown may wake it
+	liveAt   int32       // index in the virtual server's liveConns (inspect_conns.go)
 
 	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
 
