@@ -63,13 +63,14 @@ type httpConn struct {
 	// reuser is the ConnPool of the last exchange's member conn (and so of
 	// heldMember): vs's, or after a reload that of the virtual server in
 	// force under vs's name (serverConn).
-	reuser *pool.ConnPool
-	served int
+	reuser   *pool.ConnPool
+	served   int
+	reqStart time.Time   // the current request's first byte
+	waiting  atomic.Bool // between requests: shutdown may wake it
+	liveAt   int32       // index in the virtual server's liveConns (inspect_conns.go)
 	// doneClean: the last request said Connection: close, was served whole
 	// and nothing followed it in the buffer: the close needs no lingering.
 	doneClean bool
-	reqStart  time.Time   // the current request's first byte
-	waiting   atomic.Bool // between requests: shutdown may wake it
 
 	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
 

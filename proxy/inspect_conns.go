@@ -117,10 +117,16 @@ func addrPort(a net.Addr) netip.AddrPort {
 // member conn until they end, http-mode client conns from the moment they
 // are taken up until live ends them (parked, busy or tunneled alike:
 // httpSide.conns leaves out the parked ones).
+//
+// It is a slice, not a map: each conn keeps its slot's index (liveSlot),
+// so add and remove are O(1) (remove moves the last entry into the hole),
+// and an idle conn costs its 32-byte entry instead of a map slot (~90
+// bytes with a map's load factor and growth). The slice shrinks again
+// when a burst of conns has ended.
 type liveConns struct {
-	mu   sync.Mutex
-	next uint64
-	m    map[connSockets]liveEntry
+	mu    sync.Mutex
+	next  uint64
+	conns []liveEntry
 }
 
 // connSockets is what liveConns holds: a relay or an httpConn.
@@ -129,11 +135,15 @@ type connSockets interface {
 	// now (nil: none). It is called under liveConns' lock, and is valid
 	// from add to remove.
 	sockets() (client, server *net.TCPConn)
+	// liveSlot is where the conn's index in liveConns is kept, under
+	// liveConns' lock, from add to remove.
+	liveSlot() *int32
 }
 
 type liveEntry struct {
+	c     connSockets
 	id    uint64
-	since time.Time
+	since int64 // Unix ns
 }
 
 // liveConn is one entry of a snapshot.
@@ -145,17 +155,28 @@ type liveConn struct {
 
 func (l *liveConns) add(c connSockets, since time.Time) {
 	l.mu.Lock()
-	if l.m == nil {
-		l.m = make(map[connSockets]liveEntry)
-	}
 	l.next++
-	l.m[c] = liveEntry{id: l.next, since: since}
+	*c.liveSlot() = int32(len(l.conns))
+	l.conns = append(l.conns, liveEntry{c: c, id: l.next, since: since.UnixNano()})
 	l.mu.Unlock()
 }
 
 func (l *liveConns) remove(c connSockets) {
 	l.mu.Lock()
-	delete(l.m, c)
+	i := int(*c.liveSlot())
+	if i < len(l.conns) && l.conns[i].c == c {
+		last := len(l.conns) - 1
+		if i != last {
+			l.conns[i] = l.conns[last]
+			*l.conns[i].c.liveSlot() = int32(i)
+		}
+		l.conns[last] = liveEntry{}
+		l.conns = l.conns[:last]
+		// Give back what a burst of conns grew, once most have ended.
+		if c := cap(l.conns); c > 256 && len(l.conns) < c/4 {
+			l.conns = append(make([]liveEntry, 0, c/2), l.conns...)
+		}
+	}
 	l.mu.Unlock()
 }
 
@@ -163,16 +184,22 @@ func (l *liveConns) remove(c connSockets) {
 func (l *liveConns) snapshot() []liveConn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]liveConn, 0, len(l.m))
-	for c, e := range l.m {
-		client, server := c.sockets()
-		out = append(out, liveConn{id: e.id, since: e.since, client: client, server: server})
+	out := make([]liveConn, 0, len(l.conns))
+	for _, e := range l.conns {
+		client, server := e.c.sockets()
+		out = append(out, liveConn{id: e.id, since: time.Unix(0, e.since), client: client, server: server})
 	}
 	return out
 }
 
 // sockets is connSockets': a relay's sockets never change.
 func (r *relay) sockets() (client, server *net.TCPConn) { return r.client, r.server }
+
+// liveSlot is connSockets'.
+func (r *relay) liveSlot() *int32 { return &r.liveAt }
+
+// liveSlot is connSockets'.
+func (h *httpConn) liveSlot() *int32 { return &h.liveAt }
 
 // sockets is connSockets': clientTCP is set before the conn is added and
 // cleared after it is removed (live), so reading it under liveConns' lock

@@ -38,9 +38,11 @@ import (
 // disarms the registration until the next park re-arms it (EPOLL_CTL_MOD).
 // A closed socket leaves the set by itself. The parker waits for the set's
 // readiness through Go's own netpoller (the epoll fd is pollable), so no OS
-// thread blocks in epoll_wait. Every park gets a fresh id, carried in the
-// event: a late report for a connection already woken, expired or closed
-// finds no id and is dropped.
+// thread blocks in epoll_wait. A parked entry has a slot in the parker's
+// table and every park a fresh id; the event carries both: a late report
+// for a connection already woken, expired or closed finds its slot empty
+// or holding another park, and is dropped. (A table, not a map by id: an
+// idle socket costs 8 bytes there, not a map slot.)
 type parker struct {
 	epfd int
 	file *os.File // epfd, for the netpoller
@@ -48,15 +50,17 @@ type parker struct {
 
 	mu      sync.Mutex
 	closed  bool
-	parked  map[uint64]*parkEntry
-	byTime  parkHeap // the parked entries by deadline, for the timer
-	nextID  uint64
+	slots   []*parkEntry // the parked entries by slot; nil: a free slot
+	free    []uint32     // free slots
+	byTime  parkHeap     // the parked entries by deadline, for the timer
+	nextID  uint32
 	timer   *time.Timer // fires at byTime[0].deadline
 	timerAt time.Time   // zero when the timer is stopped
 
-	count atomic.Int64  // len(parked), for Stats without the lock
+	count atomic.Int64  // parked entries, for Stats without the lock
 	parks atomic.Uint64 // parks since start
 
+	trim     *memTrimmer // told of every park and wake (&memTrim)
 	logger   *zap.Logger
 	workers  *workers      // runs each owner's unparked
 	failures atomic.Uint64 // epoll_ctl failures (the socket then keeps its goroutine)
@@ -71,11 +75,12 @@ const parkEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 // for a first park; an owner keeps one per socket for the socket's life.
 type parkEntry struct {
 	owner    parkOwner
-	inEpoll  bool // registered (armed or not) in the parker's set
-	parked   bool
-	id       uint64 // this park's id, carried by its epoll events
 	deadline time.Time
-	index    int // in the deadline heap
+	id       uint32 // this park's id, carried by its epoll events with slot
+	slot     uint32 // in the parker's table, while parked
+	index    int32  // in the deadline heap, while parked
+	inEpoll  bool   // registered (armed or not) in the parker's set
+	parked   bool
 }
 
 // parkOwner is what a parked socket belongs to.
@@ -106,8 +111,8 @@ func newParker(logger *zap.Logger, w *workers) (*parker, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), parked: map[uint64]*parkEntry{}, logger: logger, workers: w,
-		failLog: logLimit{interval: time.Minute}}
+	p := &parker{epfd: epfd, file: f, done: make(chan struct{}), logger: logger, workers: w,
+		trim: &memTrim, failLog: logLimit{interval: time.Minute}}
 	p.timer = time.AfterFunc(time.Hour, p.expire)
 	p.timer.Stop()
 	go p.run(rc)
@@ -128,7 +133,7 @@ func (p *parker) run(rc syscall.RawConn) {
 				return true // the set is closed: stop
 			}
 			for i := range events[:n] {
-				p.wake(uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32)
+				p.wake(uint32(events[i].Fd), uint32(events[i].Pad))
 			}
 			if n < len(events) {
 				return false // drained: wait for the set to be ready again
@@ -155,7 +160,13 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 	}
 	p.nextID++
 	id := p.nextID
-	ev := unix.EpollEvent{Events: parkEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	var slot uint32
+	if n := len(p.free); n > 0 {
+		slot = p.free[n-1]
+	} else {
+		slot = uint32(len(p.slots))
+	}
+	ev := unix.EpollEvent{Events: parkEvents, Fd: int32(slot), Pad: int32(id)}
 	op := unix.EPOLL_CTL_ADD
 	if e.inEpoll {
 		op = unix.EPOLL_CTL_MOD // re-arm the one-shot registration
@@ -172,14 +183,20 @@ func (p *parker) park(e *parkEntry, raw syscall.RawConn, owner parkOwner) bool {
 	}
 	e.inEpoll, e.parked = true, true
 	p.parks.Add(1)
-	e.id, e.deadline = id, deadline
-	p.parked[id] = e
+	e.id, e.slot, e.deadline = id, slot, deadline
+	if n := len(p.free); n > 0 {
+		p.free = p.free[:n-1]
+		p.slots[slot] = e
+	} else {
+		p.slots = append(p.slots, e)
+	}
 	heap.Push(&p.byTime, e)
-	p.count.Store(int64(len(p.parked)))
+	p.count.Add(1)
 	if p.timerAt.IsZero() || deadline.Before(p.timerAt) {
 		p.timerAt = deadline
 		p.timer.Reset(time.Until(deadline))
 	}
+	p.trim.noteParked(p.logger)
 	return true
 }
 
@@ -198,16 +215,35 @@ func (p *parker) failed(err error) {
 
 // take removes a parked entry (p.mu held).
 func (p *parker) take(e *parkEntry) {
-	delete(p.parked, e.id)
-	heap.Remove(&p.byTime, e.index)
+	p.slots[e.slot] = nil
+	p.free = append(p.free, e.slot)
+	heap.Remove(&p.byTime, int(e.index))
 	e.parked = false
-	p.count.Store(int64(len(p.parked)))
+	p.count.Add(-1)
+	p.trim.noteWoken()
+	if len(p.byTime) == 0 {
+		p.shrink()
+	}
 }
 
-// wake takes up the entry parked under id: its socket is ready.
-func (p *parker) wake(id uint64) {
+// shrink gives back the table of a burst of parked sockets once none is
+// parked any more.
+func (p *parker) shrink() {
+	if cap(p.slots) > 1024 {
+		p.slots, p.free, p.byTime = nil, nil, nil
+		return
+	}
+	p.slots, p.free = p.slots[:0], p.free[:0]
+}
+
+// wake takes up the entry parked in slot under id: its socket is ready.
+func (p *parker) wake(slot, id uint32) {
 	p.mu.Lock()
-	e, ok := p.parked[id]
+	var e *parkEntry
+	if int(slot) < len(p.slots) {
+		e = p.slots[slot]
+	}
+	ok := e != nil && e.id == id
 	if ok {
 		p.take(e)
 	}
@@ -265,13 +301,13 @@ func (p *parker) stop() {
 	}
 	p.closed = true
 	p.timer.Stop()
-	over := make([]*parkEntry, 0, len(p.parked))
-	for _, e := range p.parked {
+	over := make([]*parkEntry, 0, len(p.byTime))
+	for _, e := range p.byTime {
 		e.parked = false
 		over = append(over, e)
+		p.trim.noteWoken()
 	}
-	clear(p.parked)
-	p.byTime = p.byTime[:0]
+	p.slots, p.free, p.byTime = nil, nil, nil
 	p.count.Store(0)
 	p.mu.Unlock()
 	_ = p.file.Close() // ends run's wait
@@ -291,11 +327,11 @@ func (q parkHeap) Len() int           { return len(q) }
 func (q parkHeap) Less(i, j int) bool { return q[i].deadline.Before(q[j].deadline) }
 func (q parkHeap) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
+	q[i].index, q[j].index = int32(i), int32(j)
 }
 func (q *parkHeap) Push(x any) {
 	e := x.(*parkEntry)
-	e.index = len(*q)
+	e.index = int32(len(*q))
 	*q = append(*q, e)
 }
 func (q *parkHeap) Pop() any {

@@ -103,6 +103,7 @@ type relay struct {
 
 	toServer, toClient atomic.Int64 // bytes copied each way
 	running            atomic.Int32 // directions still running (parked ones too)
+	liveAt             int32        // index in the virtual server's liveConns
 
 	member *pool.Member                // tcp mode: the member relayed to (a drain's end cuts it)
 	parker *parker                     // nil: directions never park
