@@ -91,8 +91,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.dur, "d", 0, "duration of each timed load: wrk, iperf3, tether bench, HTTPS (default 5s, -quick 2s)")
 	fs.IntVar(&o.redisN, "redis-n", 0, "redis-benchmark -n (default 200000, -quick 20000)")
 	fs.IntVar(&o.idleConns, "idle-conns", 0, "idle proxied tcp conns per batch (default 5000, -quick 1000)")
-	fs.IntVar(&o.idleKAConns, "idle-ka-conns", 0, "idle keepalive client conns per batch (default 2000, -quick 500)")
-	fs.DurationVar(&o.idleSettle, "idle-settle", 2*time.Second, "idle time after the last conn of a batch before RSS is read (issue 13 reads tcp conns after 10s)")
+	fs.IntVar(&o.idleKAConns, "idle-ka-conns", 0, "idle keepalive client conns per batch (default 5000, -quick 500)")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 0, "idle time after the last conn of a batch opened before RSS is read (default 10s as issue 13 reads it, -quick 2s)")
 	fs.IntVar(&o.loadgenN, "loadgen-n", 0, "requests per short run of the load generator check (default 20000, -quick 5000)")
 	fs.StringVar(&o.outDir, "out", "bench/results", "directory of the JSON result")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
@@ -135,8 +135,14 @@ func parseFlags(args []string) (*options, error) {
 	}
 	def(&o.redisN, 200000, 20000)
 	def(&o.idleConns, 5000, 1000)
-	def(&o.idleKAConns, 2000, 500)
+	def(&o.idleKAConns, 5000, 500)
 	def(&o.loadgenN, 20000, 5000)
+	if o.idleSettle == 0 {
+		o.idleSettle = 10 * time.Second
+		if o.quick {
+			o.idleSettle = 2 * time.Second
+		}
+	}
 	if o.dur == 0 {
 		o.dur = 5 * time.Second
 		if o.quick {

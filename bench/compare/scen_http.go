@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// HTTP loads (the former bench/compare.sh's values).
+// HTTP loads: issue 13's wrk -t1 -c50.
 const (
 	wrkConns   = 50
-	wrkThreads = 2
+	wrkThreads = 1
 )
 
 // httpScenarios are the two client behaviours of the http table.

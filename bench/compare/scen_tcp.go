@@ -321,8 +321,8 @@ func (e *env) idleBatches(ctx context.Context, t target, r *running, front, back
 // keepalive client conns) report for batches of n conns.
 func idleRSSRows(n int) []row {
 	return []row{
-		{Label: fmt.Sprintf("RSS per conn, first %d", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
-		{Label: "RSS per conn, next batch (marginal)", Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
-		{Label: "RSS per conn, both batches", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
+		{Label: fmt.Sprintf("RSS per conn, whole batch of %d (issue 13)", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
+		{Label: fmt.Sprintf("RSS per conn, a second %d on top (marginal, info)", n), Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
+		{Label: "RSS per conn, both batches (info)", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
 	}
 }
