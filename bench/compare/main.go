@@ -31,11 +31,12 @@ import (
 )
 
 // scenarios, in the order they run.
-var scenarioNames = []string{"iperf3", "redis", "idle", "http", "idle-http", "tbench", "loadgen", "https", "idle-https", "cost"}
+var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "tbench", "loadgen", "https", "idle-https", "cost"}
 
 var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
 	"redis":      "tcp mode: redis-benchmark -c 50 SET/GET, req/s and req per proxy CPU-second",
+	"connect":    "tcp mode: 50 clients connect / write 16 B / read the echo / close: conns/s and conns per proxy CPU-second",
 	"idle":       "tcp mode: RSS and fds per idle proxied conn (N, then N more: marginal)",
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
 	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
@@ -162,8 +163,8 @@ func scenarioSet(list string) (map[string]bool, error) {
 		if s == "" {
 			continue
 		}
-		if s == "tcp" { // iperf3, redis and idle together
-			m["iperf3"], m["redis"], m["idle"] = true, true, true
+		if s == "tcp" { // iperf3, redis, connect and idle together
+			m["iperf3"], m["redis"], m["connect"], m["idle"] = true, true, true, true
 			continue
 		}
 		if !slices.Contains(scenarioNames, s) {
@@ -175,6 +176,9 @@ func scenarioSet(list string) (map[string]bool, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == echoFlag {
+		os.Exit(echoMain(os.Args[2]))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err == flag.ErrHelp {
 		os.Exit(0)
@@ -253,6 +257,8 @@ func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
 		return one(e.runIperf(ctx))
 	case "redis":
 		return one(e.runRedis(ctx))
+	case "connect":
+		return one(e.runConnect(ctx))
 	case "idle":
 		return one(e.runIdleTCP(ctx))
 	case "http":

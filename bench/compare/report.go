@@ -148,7 +148,7 @@ func fmtValue(v *float64, unit string) string {
 		return "n/a"
 	}
 	switch unit {
-	case "req/s", "req/CPU-s", "hs/s", "hs/CPU-s", "conns", "count", "sockets", "ports", "bytes/conn":
+	case "req/s", "req/CPU-s", "hs/s", "hs/CPU-s", "conns/s", "conns/CPU-s", "conns", "count", "sockets", "ports", "bytes/conn":
 		return thousands(*v)
 	case "KiB":
 		return fmt.Sprintf("%.1f", *v)
