@@ -21,7 +21,12 @@ var httpScenarios = []struct{ key, name string }{
 
 // wrkArgv is wrk against url, on the load CPU.
 func (e *env) wrkArgv(conns, threads int, closeEach bool, url string) []string {
-	argv := e.loadArgv("wrk", "-c", strconv.Itoa(conns), "-t", strconv.Itoa(threads), "-d", fmt.Sprintf("%.0fs", e.o.dur.Seconds()), "--latency")
+	return e.wrkArgvFor(conns, threads, e.o.dur, closeEach, url)
+}
+
+// wrkArgvFor is wrkArgv for d.
+func (e *env) wrkArgvFor(conns, threads int, d time.Duration, closeEach bool, url string) []string {
+	argv := e.loadArgv("wrk", "-c", strconv.Itoa(conns), "-t", strconv.Itoa(threads), "-d", secsFlag(d), "--latency")
 	if closeEach {
 		argv = append(argv, "-H", "Connection: close")
 	}
