@@ -266,14 +266,22 @@ func names(ts []target) []string {
 	return out
 }
 
-// peerRatios: tether over each peer present, and B over A.
+// peerRatios: tether over each peer present, over the better of HAProxy
+// and nginx when both are, and B over A.
 func (e *env) peerRatios(ts []target) []ratio {
 	a := e.tethers[0].name
 	var rs []ratio
+	peers := 0
 	for _, t := range ts {
 		if t.kind == haproxy || t.kind == nginx || t.kind == direct {
 			rs = append(rs, ratio{Name: a + "/" + t.name, Num: a, Den: t.name})
 		}
+		if t.kind == haproxy || t.kind == nginx {
+			peers++
+		}
+	}
+	if peers == 2 {
+		rs = append(rs, ratio{Name: a + "/" + betterPeerCol, Num: a, Den: betterPeerCol})
 	}
 	if len(e.tethers) > 1 {
 		b := e.tethers[1].name

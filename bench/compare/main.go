@@ -31,7 +31,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
+var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
 
 var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
@@ -40,6 +40,7 @@ var scenarioHelp = map[string]string{
 	"idle":       "tcp mode: RSS and fds per idle proxied conn (N, then N more: marginal)",
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
 	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
+	"allcores":   "nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers; wrk -t 2 and the backend beside): http keepalive and close req/s",
 	"syscalls":   "strace -c -f on each proxy during short separate loads (http keepalive, http close, tcp connect): syscalls per request by kind, EAGAIN",
 	"tbench":     "tether bench --compare (short vs long) through tether and direct",
 	"loadgen":    "load generator check: tether bench against wrk (long) and ab (short)",
@@ -266,6 +267,8 @@ func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
 		return e.runHTTP(ctx)
 	case "idle-http":
 		return one(e.runIdleKeepalive(ctx, "http"))
+	case "allcores":
+		return one(e.runAllCores(ctx))
 	case "syscalls":
 		return one(e.runSyscalls(ctx))
 	case "tbench":

@@ -30,10 +30,27 @@ type section struct {
 	Warn    []string                        `json:"warnings,omitempty"`
 }
 
-// ratio is a column of Num's value over Den's, as "1.05x".
+// ratio is a column of Num's value over Den's, as "1.05x". Den may be
+// betterPeerCol: the better of the haproxy and nginx values of each row.
 type ratio struct {
 	Name     string `json:"name"`
 	Num, Den string `json:"-"`
+}
+
+// betterPeerCol, as a ratio's Den, is the better of HAProxy and nginx on
+// each row: the higher value, or the lower on a lower-is-better row
+// (issue 13's "tether ÷ better peer").
+const betterPeerCol = "better peer"
+
+// better returns the better of the present values (nil when none is).
+func better(lower bool, vs ...*float64) *float64 {
+	var best *float64
+	for _, p := range vs {
+		if p != nil && (best == nil || (lower && *p < *best) || (!lower && *p > *best)) {
+			best = p
+		}
+	}
+	return best
 }
 
 // row is one metric. Goal, when set, judges the row's values (an issue's
@@ -119,6 +136,9 @@ func (s *section) finish() {
 		r.RatioVals = map[string]*float64{}
 		for _, q := range s.Ratios {
 			a, b := r.Values[q.Num], r.Values[q.Den]
+			if q.Den == betterPeerCol {
+				b = better(r.Lower, r.Values["haproxy"], r.Values["nginx"])
+			}
 			if a != nil && b != nil && *b != 0 {
 				v := *a / *b
 				r.RatioVals[q.Name] = &v

@@ -71,15 +71,9 @@ func betterPeer(col string, lower bool) *goal {
 		text = col + " <= better peer"
 	}
 	return &goal{Text: text, Check: func(v map[string]*float64) (bool, bool) {
-		t, h, n := v[col], v["haproxy"], v["nginx"]
-		if t == nil || (h == nil && n == nil) {
+		t, best := v[col], better(lower, v["haproxy"], v["nginx"])
+		if t == nil || best == nil {
 			return false, false
-		}
-		var best *float64
-		for _, p := range []*float64{h, n} {
-			if p != nil && (best == nil || (lower && *p < *best) || (!lower && *p > *best)) {
-				best = p
-			}
 		}
 		if lower {
 			return *t <= *best, true
