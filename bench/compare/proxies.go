@@ -58,8 +58,8 @@ type proxyConfig struct {
 	// Unpinned runs the proxy on every CPU (no taskset) and tether with
 	// its default GOMAXPROCS (the allcores scenario); not in a template.
 	Unpinned bool
-	MaxConn int // HAProxy maxconn
-	Splice  bool
+	MaxConn  int // HAProxy maxconn
+	Splice   bool
 
 	Dir            string // nginx's prefix: pid, logs, temp paths
 	WorkerConns    int
