@@ -31,7 +31,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
+var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "latency", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
 
 var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
@@ -41,6 +41,7 @@ var scenarioHelp = map[string]string{
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
 	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
 	"allcores":   "nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers; wrk -t 2 and the backend beside): http keepalive and close req/s",
+	"latency":    "open loop: HAProxy's closed-loop keepalive peak, then 70% of it offered to each (tether bench --rate): p50/p99, tether p99 / HAProxy's",
 	"syscalls":   "strace -c -f on each proxy during short separate loads (http keepalive, http close, tcp connect): syscalls per request by kind, EAGAIN",
 	"tbench":     "tether bench --compare (short vs long) through tether and direct",
 	"loadgen":    "load generator check: tether bench against wrk (long) and ab (short)",
@@ -269,6 +270,8 @@ func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
 		return one(e.runIdleKeepalive(ctx, "http"))
 	case "allcores":
 		return one(e.runAllCores(ctx))
+	case "latency":
+		return one(e.runLatency(ctx))
 	case "syscalls":
 		return one(e.runSyscalls(ctx))
 	case "tbench":
