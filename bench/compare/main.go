@@ -239,6 +239,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) int {
 		s.finish()
 		s.print(stdout, o.rounds)
 	}
+	printTargets(stdout, sections)
 	wall := time.Since(t0)
 	path, err := e.writeResults(sections, wall)
 	if err != nil {

@@ -79,6 +79,8 @@ func betterPeer(col string, lower bool) *goal {
 			return *t <= *best, true
 		}
 		return *t >= *best, true
+	}, Says: func(v map[string]*float64, unit string) string {
+		return versus(v, col, betterPeerCol, better(lower, v["haproxy"], v["nginx"]), unit)
 	}}
 }
 
@@ -242,7 +244,11 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 			return err
 		})
 	})
-	s.Rows = append(idleRSSRows(n),
+	var g *goal
+	if proto == "http" { // issue 13: at most HAProxy's figure (1.2 KiB in its run)
+		g = colGoal(e.tethers[0].name, "haproxy", true)
+	}
+	s.Rows = append(idleRSSRows(n, g),
 		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
 		row{Label: "backend conns held", Unit: "conns", Metric: "backend_conns"},
 		row{Label: "conns closed before the reading", Unit: "conns", Metric: "closed", Lower: true},

@@ -101,7 +101,7 @@ func (e *env) runIperf(ctx context.Context) (*section, error) {
 		})
 	})
 	s.Rows = []row{
-		{Label: "throughput", Unit: "Gbit/s", Metric: "gbps"},
+		{Label: "throughput", Unit: "Gbit/s", Metric: "gbps", Goal: ratioGoal(e.tethers[0].name+"/direct", 0.9, false)},
 		{Label: "Gbit per proxy CPU-s", Unit: "Gbit/CPU-s", Metric: "gbit_per_cpu_s"},
 		{Label: fmt.Sprintf("Gbit per CPU-%d busy s", e.o.proxyCPU), Unit: "Gbit/CPU-s", Metric: "gbit_per_busy_s"},
 		{Label: "proxy CPU share (own)", Unit: "CPU", Metric: "proxy_cpu_share"},
@@ -158,7 +158,7 @@ func (e *env) runRedis(ctx context.Context) (*section, error) {
 	s.Rows = []row{
 		{Label: "SET", Unit: "req/s", Metric: "set_rps"},
 		{Label: "GET", Unit: "req/s", Metric: "get_rps"},
-		{Label: "req per proxy CPU-s", Unit: "req/CPU-s", Metric: "req_per_cpu_s"},
+		{Label: "req per proxy CPU-s", Unit: "req/CPU-s", Metric: "req_per_cpu_s", Goal: betterPeer(e.tethers[0].name, false)},
 		{Label: fmt.Sprintf("req per CPU-%d busy s", e.o.proxyCPU), Unit: "req/CPU-s", Metric: "req_per_busy_s"},
 	}
 	return s, nil
@@ -226,7 +226,8 @@ func (e *env) runIdleTCP(ctx context.Context) (*section, error) {
 			return err
 		})
 	})
-	s.Rows = append(idleRSSRows(n),
+	// Issue 13: at most 8 KiB per idle proxied tcp conn over the whole batch.
+	s.Rows = append(idleRSSRows(n, boundGoal(e.tethers[0].name, 8, "KiB", true)),
 		row{Label: "kernel memory per conn (system-wide, noisy)", Unit: "KiB", Metric: "kernel_kib_per_conn", Lower: true},
 		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
 	)
@@ -318,10 +319,11 @@ func (e *env) idleBatches(ctx context.Context, t target, r *running, front, back
 }
 
 // idleRSSRows are the memory rows both idle-conn scenarios (tcp relays,
-// keepalive client conns) report for batches of n conns.
-func idleRSSRows(n int) []row {
+// keepalive client conns) report for batches of n conns; g (may be nil)
+// judges the whole batch's figure.
+func idleRSSRows(n int, g *goal) []row {
 	return []row{
-		{Label: fmt.Sprintf("RSS per conn, whole batch of %d (issue 13)", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true},
+		{Label: fmt.Sprintf("RSS per conn, whole batch of %d (issue 13)", n), Unit: "KiB", Metric: "kib_per_conn", Lower: true, Goal: g},
 		{Label: fmt.Sprintf("RSS per conn, a second %d on top (marginal, info)", n), Unit: "KiB", Metric: "marginal_kib_per_conn", Lower: true},
 		{Label: "RSS per conn, both batches (info)", Unit: "KiB", Metric: "both_kib_per_conn", Lower: true},
 	}
