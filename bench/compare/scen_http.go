@@ -204,6 +204,7 @@ func (e *env) wrkThrough(ctx context.Context, s *section, t target, r *running, 
 func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, error) {
 	ts := e.peers(false, true)
 	n := e.o.idleKAConns
+	n2 := e.secondBatch(n, 1)
 	back := map[string]int{}
 	var all []int
 	for r := 1; r <= e.o.rounds; r++ {
@@ -218,7 +219,7 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 		return nil, err
 	}
 	defer e.ps.stop(be.proc)
-	s := newSection("idle-"+proto, fmt.Sprintf("idle keepalive client conns, %s — %d through a fresh proxy, each after one GET /, then %d more", proto, n, n), names(ts)...)
+	s := newSection("idle-"+proto, fmt.Sprintf("idle keepalive client conns, %s — %d through a fresh proxy, each after one GET /, then %d more", proto, n, n2), names(ts)...)
 	s.Ratios = e.peerRatios(ts)
 	s.Setup = []string{fmt.Sprintf("RSS read %v after each batch; proxy alone on CPU %d, bench/idleconns and the backend on CPU %d", e.o.idleSettle, e.o.proxyCPU, e.o.loadCPU)}
 	if proto == "https" {
@@ -231,7 +232,7 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 	e.eachRound(ctx, ts, func(round int, t target) error {
 		b := back[fmt.Sprintf("%s.%d", t.name, round)]
 		return e.throughOne(ctx, t, fmt.Sprintf("idle-%s-%s-%d", proto, t.name, round), proto, b, func(front int, r *running) error {
-			figs, argv, neg, err := e.idleBatches(ctx, t, r, front, b, n, extra, nil)
+			figs, argv, neg, err := e.idleBatches(ctx, t, r, front, b, n, n2, extra, nil)
 			if neg != "" {
 				s.Text["negotiated "+t.name] = neg
 			}
@@ -248,7 +249,7 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 	if proto == "http" { // issue 13: at most HAProxy's figure (1.2 KiB in its run)
 		g = colGoal(e.tethers[0].name, "haproxy", true)
 	}
-	s.Rows = append(idleRSSRows(n, g),
+	s.Rows = append(idleRSSRows(n, n2, g),
 		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
 		row{Label: "backend conns held", Unit: "conns", Metric: "backend_conns"},
 		row{Label: "conns closed before the reading", Unit: "conns", Metric: "closed", Lower: true},
