@@ -1,19 +1,35 @@
 // Command compare measures tether against HAProxy, nginx and no proxy at
 // all on 127.0.0.1, the same loads through each, in one run, and prints
-// tables of the figures and their ratios (JSON in bench/results/).
+// tables of the figures and their ratios (JSON in bench/results/), then
+// one table of every target (issue 13's) with its verdict: met or MISSED.
 //
-// The "same run" rule: every ratio compares figures measured in the same
-// invocation, with the proxy alone on one CPU (tether GOMAXPROCS=1, HAProxy
-// nbthread 1, nginx 1 worker), the load generators and backends on another
-// (taskset), no access log anywhere, client keepalive unlimited, and each
-// peer at its best pooling (HAProxy http-reuse always, nginx upstream
-// keepalive with HTTP/1.1 and an empty Connection header).
+// The "same run" rule, issue 13's method: every ratio compares figures
+// measured in the same invocation, with the proxy alone on one CPU (tether
+// GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker), the load generators
+// and backends on another (taskset), no access log anywhere, client
+// keepalive unlimited, and each peer at its best pooling (HAProxy
+// http-reuse always, nginx upstream keepalive 64 with HTTP/1.1, an empty
+// Connection header and no retirement, so that each keeps a member conn
+// per concurrent client). HTTP loads are wrk -t1 -c50.
 //
-//	go run ./bench/compare                      # everything, about 5 minutes (-quick 2.5)
-//	go run ./bench/compare -quick -only http    # a smoke run of one scenario
+//	go run ./bench/compare -tether /tmp/tb/tether -rounds 3  # everything, medians of 3
+//	go run ./bench/compare -quick -only http                 # a smoke run of one scenario
+//	go run ./bench/compare -only connect,syscalls            # some scenarios
 //	go run ./bench/compare -tether old/tether -tether-b new/tether -rounds 3
 //
-// Run with -h for the flags and the scenarios.
+// The scenarios (-only, -skip):
+//   - iperf3, redis: tcp throughput (÷ direct), redis req per proxy CPU-s.
+//   - connect: tcp connect rate (50 clients connect / write 16 B / read / close), conns per proxy CPU-s.
+//   - idle, idle-http: RSS per idle conn over a whole batch of 5,000, read 10 s after it opened.
+//   - http: keepalive and Connection: close req per proxy CPU-s, member conns opened.
+//   - allcores: nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers): req/s.
+//   - latency: open-loop p50/p99 at 70% of HAProxy's closed-loop peak (tether bench --rate).
+//   - syscalls: strace -c -f on each proxy during separate short loads: syscalls per request, EAGAIN.
+//   - tbench, loadgen: tether bench as the load generator, against wrk and ab.
+//   - https, idle-https, cost: TLS termination, and issue 7's A/B of the warm pool.
+//
+// The connect scenario's echo backend is this program, re-executed with
+// -serve-echo ADDR on the load CPU. Run with -h for the flags.
 package main
 
 import (
@@ -37,9 +53,9 @@ var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
 	"redis":      "tcp mode: redis-benchmark -c 50 SET/GET, req/s and req per proxy CPU-second",
 	"connect":    "tcp mode: 50 clients connect / write 16 B / read the echo / close: conns/s and conns per proxy CPU-second",
-	"idle":       "tcp mode: RSS and fds per idle proxied conn (N, then N more: marginal)",
+	"idle":       "tcp mode: RSS per idle proxied conn over the whole batch of N (5,000), read 10 s after; a second batch on top: marginal (info)",
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
-	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
+	"idle-http":  "RSS per idle keepalive client conn over the whole batch of N (5,000; one GET each, then idle)",
 	"allcores":   "nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers; wrk -t 2 and the backend beside): http keepalive and close req/s",
 	"latency":    "open loop: HAProxy's closed-loop keepalive peak, then 70% of it offered to each (tether bench --rate): p50/p99, tether p99 / HAProxy's",
 	"syscalls":   "strace -c -f on each proxy during short separate loads (http keepalive, http close, tcp connect): syscalls per request by kind, EAGAIN",
@@ -85,7 +101,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	only := fs.String("only", "", "run only these scenarios, comma-separated (see below)")
 	skip := fs.String("skip", "", "skip these scenarios, comma-separated")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: 2 s loads, 1 s iperf3, fewer requests and conns")
+	fs.BoolVar(&o.quick, "quick", false, "development run: 2 s loads, 1 s iperf3 and strace loads, 2 s idle settle, fewer requests and conns")
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of every load; each figure is the median (targets alternate order between rounds)")
 	fs.StringVar(&o.tetherA, "tether", "", "tether `binary` to measure (default: build ./cmd/tether into the temp dir)")
 	fs.StringVar(&o.tetherB, "tether-b", "", "a second tether `binary`, measured in the same run beside -tether (column tether-b, ratio b/a)")
@@ -111,7 +127,9 @@ func parseFlags(args []string) (*options, error) {
 		for _, s := range scenarioNames {
 			fmt.Fprintf(w, "  %-11s %s\n", s, scenarioHelp[s])
 		}
-		fmt.Fprintf(w, "\nbefore/after: go run ./bench/compare -tether /tmp/before/tether -tether-b /tmp/after/tether -rounds 3\n")
+		fmt.Fprintf(w, "  (tcp = iperf3,redis,connect,idle)\n")
+		fmt.Fprintf(w, "\nissue 13's table: go run ./bench/compare -tether /tmp/tb/tether -rounds 3\n")
+		fmt.Fprintf(w, "before/after: go run ./bench/compare -tether /tmp/before/tether -tether-b /tmp/after/tether -rounds 3\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
