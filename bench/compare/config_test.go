@@ -107,7 +107,7 @@ func TestNginxConfigsPassNginxTest(t *testing.T) {
 				mustContain(t, text, "stream {", "proxy_pass 127.0.0.1:21002;")
 			default:
 				// its best pooling: upstream keepalive over HTTP/1.1 with no Connection header
-				mustContain(t, text, "keepalive 32;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "access_log off", "worker_processes 1;")
+				mustContain(t, text, "keepalive 64;", "keepalive_requests 1000000;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "access_log off", "worker_processes 1;")
 			}
 			if mode == "https" {
 				mustContain(t, text, "ssl_certificate "+cfg.TLS.Cert, "ssl_protocols TLSv1.3;")

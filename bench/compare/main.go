@@ -1,19 +1,35 @@
 // Command compare measures tether against HAProxy, nginx and no proxy at
 // all on 127.0.0.1, the same loads through each, in one run, and prints
-// tables of the figures and their ratios (JSON in bench/results/).
+// tables of the figures and their ratios (JSON in bench/results/), then
+// one table of every target (issue 13's) with its verdict: met or MISSED.
 //
-// The "same run" rule: every ratio compares figures measured in the same
-// invocation, with the proxy alone on one CPU (tether GOMAXPROCS=1, HAProxy
-// nbthread 1, nginx 1 worker), the load generators and backends on another
-// (taskset), no access log anywhere, client keepalive unlimited, and each
-// peer at its best pooling (HAProxy http-reuse always, nginx upstream
-// keepalive with HTTP/1.1 and an empty Connection header).
+// The "same run" rule, issue 13's method: every ratio compares figures
+// measured in the same invocation, with the proxy alone on one CPU (tether
+// GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker), the load generators
+// and backends on another (taskset), no access log anywhere, client
+// keepalive unlimited, and each peer at its best pooling (HAProxy
+// http-reuse always, nginx upstream keepalive 64 with HTTP/1.1, an empty
+// Connection header and no retirement, so that each keeps a member conn
+// per concurrent client). HTTP loads are wrk -t1 -c50.
 //
-//	go run ./bench/compare                      # everything, about 5 minutes (-quick 2.5)
-//	go run ./bench/compare -quick -only http    # a smoke run of one scenario
+//	go run ./bench/compare -tether /tmp/tb/tether -rounds 3  # everything, medians of 3
+//	go run ./bench/compare -quick -only http                 # a smoke run of one scenario
+//	go run ./bench/compare -only connect,syscalls            # some scenarios
 //	go run ./bench/compare -tether old/tether -tether-b new/tether -rounds 3
 //
-// Run with -h for the flags and the scenarios.
+// The scenarios (-only, -skip):
+//   - iperf3, redis: tcp throughput (÷ direct), redis req per proxy CPU-s.
+//   - connect: tcp connect rate (50 clients connect / write 16 B / read / close), conns per proxy CPU-s.
+//   - idle, idle-http: RSS per idle conn over a whole batch of 5,000, read 10 s after it opened.
+//   - http: keepalive and Connection: close req per proxy CPU-s, member conns opened.
+//   - allcores: nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers): req/s.
+//   - latency: open-loop p50/p99 at 70% of HAProxy's closed-loop peak (tether bench --rate).
+//   - syscalls: strace -c -f on each proxy during separate short loads: syscalls per request, EAGAIN.
+//   - tbench, loadgen: tether bench as the load generator, against wrk and ab.
+//   - https, idle-https, cost: TLS termination, and issue 7's A/B of the warm pool.
+//
+// The connect scenario's echo backend is this program, re-executed with
+// -serve-echo ADDR on the load CPU. Run with -h for the flags.
 package main
 
 import (
@@ -31,14 +47,18 @@ import (
 )
 
 // scenarios, in the order they run.
-var scenarioNames = []string{"iperf3", "redis", "idle", "http", "idle-http", "tbench", "loadgen", "https", "idle-https", "cost"}
+var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "latency", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
 
 var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
 	"redis":      "tcp mode: redis-benchmark -c 50 SET/GET, req/s and req per proxy CPU-second",
-	"idle":       "tcp mode: RSS and fds per idle proxied conn (N, then N more: marginal)",
+	"connect":    "tcp mode: 50 clients connect / write 16 B / read the echo / close: conns/s and conns per proxy CPU-second",
+	"idle":       "tcp mode: RSS per idle proxied conn over the whole batch of N (5,000), read 10 s after; a second batch on top: marginal (info)",
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
-	"idle-http":  "RSS per idle keepalive client conn (one GET each, then idle)",
+	"idle-http":  "RSS per idle keepalive client conn over the whole batch of N (5,000; one GET each, then idle)",
+	"allcores":   "nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers; wrk -t 2 and the backend beside): http keepalive and close req/s",
+	"latency":    "open loop: HAProxy's closed-loop keepalive peak, then 70% of it offered to each (tether bench --rate): p50/p99, tether p99 / HAProxy's",
+	"syscalls":   "strace -c -f on each proxy during short separate loads (http keepalive, http close, tcp connect): syscalls per request by kind, EAGAIN",
 	"tbench":     "tether bench --compare (short vs long) through tether and direct",
 	"loadgen":    "load generator check: tether bench against wrk (long) and ab (short)",
 	"https":      "TLS 1.3 termination: new handshakes and keepalive requests per proxy CPU-s",
@@ -81,7 +101,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	only := fs.String("only", "", "run only these scenarios, comma-separated (see below)")
 	skip := fs.String("skip", "", "skip these scenarios, comma-separated")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: 2 s loads, 1 s iperf3, fewer requests and conns")
+	fs.BoolVar(&o.quick, "quick", false, "development run: 2 s loads, 1 s iperf3 and strace loads, 2 s idle settle, fewer requests and conns")
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of every load; each figure is the median (targets alternate order between rounds)")
 	fs.StringVar(&o.tetherA, "tether", "", "tether `binary` to measure (default: build ./cmd/tether into the temp dir)")
 	fs.StringVar(&o.tetherB, "tether-b", "", "a second tether `binary`, measured in the same run beside -tether (column tether-b, ratio b/a)")
@@ -91,8 +111,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.dur, "d", 0, "duration of each timed load: wrk, iperf3, tether bench, HTTPS (default 5s, -quick 2s)")
 	fs.IntVar(&o.redisN, "redis-n", 0, "redis-benchmark -n (default 200000, -quick 20000)")
 	fs.IntVar(&o.idleConns, "idle-conns", 0, "idle proxied tcp conns per batch (default 5000, -quick 1000)")
-	fs.IntVar(&o.idleKAConns, "idle-ka-conns", 0, "idle keepalive client conns per batch (default 2000, -quick 500)")
-	fs.DurationVar(&o.idleSettle, "idle-settle", 2*time.Second, "idle time after the last conn of a batch before RSS is read (issue 13 reads tcp conns after 10s)")
+	fs.IntVar(&o.idleKAConns, "idle-ka-conns", 0, "idle keepalive client conns per batch (default 5000, -quick 500)")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 0, "idle time after the last conn of a batch opened before RSS is read (default 10s as issue 13 reads it, -quick 2s)")
 	fs.IntVar(&o.loadgenN, "loadgen-n", 0, "requests per short run of the load generator check (default 20000, -quick 5000)")
 	fs.StringVar(&o.outDir, "out", "bench/results", "directory of the JSON result")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
@@ -107,7 +127,9 @@ func parseFlags(args []string) (*options, error) {
 		for _, s := range scenarioNames {
 			fmt.Fprintf(w, "  %-11s %s\n", s, scenarioHelp[s])
 		}
-		fmt.Fprintf(w, "\nbefore/after: go run ./bench/compare -tether /tmp/before/tether -tether-b /tmp/after/tether -rounds 3\n")
+		fmt.Fprintf(w, "  (tcp = iperf3,redis,connect,idle)\n")
+		fmt.Fprintf(w, "\nissue 13's table: go run ./bench/compare -tether /tmp/tb/tether -rounds 3\n")
+		fmt.Fprintf(w, "before/after: go run ./bench/compare -tether /tmp/before/tether -tether-b /tmp/after/tether -rounds 3\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -135,8 +157,14 @@ func parseFlags(args []string) (*options, error) {
 	}
 	def(&o.redisN, 200000, 20000)
 	def(&o.idleConns, 5000, 1000)
-	def(&o.idleKAConns, 2000, 500)
+	def(&o.idleKAConns, 5000, 500)
 	def(&o.loadgenN, 20000, 5000)
+	if o.idleSettle == 0 {
+		o.idleSettle = 10 * time.Second
+		if o.quick {
+			o.idleSettle = 2 * time.Second
+		}
+	}
 	if o.dur == 0 {
 		o.dur = 5 * time.Second
 		if o.quick {
@@ -156,8 +184,8 @@ func scenarioSet(list string) (map[string]bool, error) {
 		if s == "" {
 			continue
 		}
-		if s == "tcp" { // iperf3, redis and idle together
-			m["iperf3"], m["redis"], m["idle"] = true, true, true
+		if s == "tcp" { // iperf3, redis, connect and idle together
+			m["iperf3"], m["redis"], m["connect"], m["idle"] = true, true, true, true
 			continue
 		}
 		if !slices.Contains(scenarioNames, s) {
@@ -169,6 +197,9 @@ func scenarioSet(list string) (map[string]bool, error) {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == echoFlag {
+		os.Exit(echoMain(os.Args[2]))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err == flag.ErrHelp {
 		os.Exit(0)
@@ -226,6 +257,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) int {
 		s.finish()
 		s.print(stdout, o.rounds)
 	}
+	printTargets(stdout, sections)
 	wall := time.Since(t0)
 	path, err := e.writeResults(sections, wall)
 	if err != nil {
@@ -247,12 +279,20 @@ func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
 		return one(e.runIperf(ctx))
 	case "redis":
 		return one(e.runRedis(ctx))
+	case "connect":
+		return one(e.runConnect(ctx))
 	case "idle":
 		return one(e.runIdleTCP(ctx))
 	case "http":
 		return e.runHTTP(ctx)
 	case "idle-http":
 		return one(e.runIdleKeepalive(ctx, "http"))
+	case "allcores":
+		return one(e.runAllCores(ctx))
+	case "latency":
+		return one(e.runLatency(ctx))
+	case "syscalls":
+		return one(e.runSyscalls(ctx))
 	case "tbench":
 		return one(e.runTetherBench(ctx))
 	case "loadgen":

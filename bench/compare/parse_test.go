@@ -13,7 +13,12 @@ import (
 	"github.com/tetherproxy/tether/sockopt"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == echoFlag { // a run's echo backend (os.Executable is this test binary)
+		os.Exit(echoMain(os.Args[2]))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // The testdata files are real output of the tools, captured on this kind
 // of machine (wrk 4.1.0, ab 2.3, redis-benchmark 7.0.15, iperf 3.12,

@@ -54,9 +54,12 @@ type proxyConfig struct {
 	Pairs []pair
 	TLS   *tlsFiles
 
-	Threads int // HAProxy nbthread, nginx worker_processes (tether: GOMAXPROCS)
-	MaxConn int // HAProxy maxconn
-	Splice  bool
+	Threads int // HAProxy nbthread, nginx worker_processes (tether: GOMAXPROCS); the nginx backend: 0 = 1 worker
+	// Unpinned runs the proxy on every CPU (no taskset) and tether with
+	// its default GOMAXPROCS (the allcores scenario); not in a template.
+	Unpinned bool
+	MaxConn  int // HAProxy maxconn
+	Splice   bool
 
 	Dir            string // nginx's prefix: pid, logs, temp paths
 	WorkerConns    int
@@ -171,15 +174,21 @@ func (e *env) startProxy(ctx context.Context, t target, tag string, cfg proxyCon
 	if err != nil {
 		return nil, err
 	}
-	cpu := strconv.Itoa(e.o.proxyCPU)
+	pin := []string{"taskset", "-c", strconv.Itoa(e.o.proxyCPU)}
+	procsEnv := "GOMAXPROCS=" + strconv.Itoa(max(1, cfg.Threads))
+	if cfg.Unpinned {
+		// An empty GOMAXPROCS is the runtime's default (every CPU), even
+		// when this program's environment sets one.
+		pin, procsEnv = nil, "GOMAXPROCS="
+	}
 	var p *proc
 	switch t.kind {
 	case haproxy:
-		p, err = e.ps.start(tag, nil, "taskset", "-c", cpu, "haproxy", "-db", "-f", path)
+		p, err = e.ps.start(tag, nil, append(pin, "haproxy", "-db", "-f", path)...)
 	case nginx:
-		p, err = e.ps.start(tag, nil, "taskset", "-c", cpu, "nginx", "-p", filepath.Dir(path), "-c", path, "-g", "daemon off;")
+		p, err = e.ps.start(tag, nil, append(pin, "nginx", "-p", filepath.Dir(path), "-c", path, "-g", "daemon off;")...)
 	case tether:
-		p, err = e.ps.start(tag, []string{"GOMAXPROCS=" + strconv.Itoa(max(1, cfg.Threads))}, "taskset", "-c", cpu, t.bin, "run", "-c", path)
+		p, err = e.ps.start(tag, []string{procsEnv}, append(pin, t.bin, "run", "-c", path)...)
 	}
 	if err != nil {
 		return nil, err
@@ -213,14 +222,21 @@ type backend struct {
 	stubPort int
 }
 
-// startBackend starts an nginx backend on the load CPU listening on ports.
+// startBackend starts an nginx backend (1 worker) on the load CPU
+// listening on ports.
 func (e *env) startBackend(ctx context.Context, tag string, ports []int) (*backend, error) {
+	return e.startBackendOn(ctx, tag, ports, true, 1)
+}
+
+// startBackendOn starts an nginx backend with workers worker processes,
+// on the load CPU when pinned, else on every CPU.
+func (e *env) startBackendOn(ctx context.Context, tag string, ports []int, pinned bool, workers int) (*backend, error) {
 	stub := e.ports.pick()
 	dir := filepath.Join(e.tmp, tag)
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	cfg := proxyConfig{Dir: dir, WorkerConns: e.nginxWorkerConns, BackendPorts: ports, StubPort: stub, Body: body64}
+	cfg := proxyConfig{Dir: dir, WorkerConns: e.nginxWorkerConns, BackendPorts: ports, StubPort: stub, Body: body64, Threads: workers}
 	text, err := render("nginx-backend.conf.tmpl", cfg)
 	if err != nil {
 		return nil, err
@@ -232,7 +248,11 @@ func (e *env) startBackend(ctx context.Context, tag string, ports []int) (*backe
 	if err := checkConfig(nginx, "", path); err != nil {
 		return nil, err
 	}
-	p, err := e.ps.start(tag, nil, "taskset", "-c", strconv.Itoa(e.o.loadCPU), "nginx", "-p", dir, "-c", path, "-g", "daemon off;")
+	argv := []string{"nginx", "-p", dir, "-c", path, "-g", "daemon off;"}
+	if pinned {
+		argv = append([]string{"taskset", "-c", strconv.Itoa(e.o.loadCPU)}, argv...)
+	}
+	p, err := e.ps.start(tag, nil, argv...)
 	if err != nil {
 		return nil, err
 	}

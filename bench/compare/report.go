@@ -30,10 +30,27 @@ type section struct {
 	Warn    []string                        `json:"warnings,omitempty"`
 }
 
-// ratio is a column of Num's value over Den's, as "1.05x".
+// ratio is a column of Num's value over Den's, as "1.05x". Den may be
+// betterPeerCol: the better of the haproxy and nginx values of each row.
 type ratio struct {
 	Name     string `json:"name"`
 	Num, Den string `json:"-"`
+}
+
+// betterPeerCol, as a ratio's Den, is the better of HAProxy and nginx on
+// each row: the higher value, or the lower on a lower-is-better row
+// (issue 13's "tether ÷ better peer").
+const betterPeerCol = "better peer"
+
+// better returns the better of the present values (nil when none is).
+func better(lower bool, vs ...*float64) *float64 {
+	var best *float64
+	for _, p := range vs {
+		if p != nil && (best == nil || (lower && *p < *best) || (!lower && *p > *best)) {
+			best = p
+		}
+	}
+	return best
 }
 
 // row is one metric. Goal, when set, judges the row's values (an issue's
@@ -50,12 +67,17 @@ type row struct {
 	Values     map[string]*float64 `json:"values"`
 	RatioVals  map[string]*float64 `json:"ratios"`
 	GoalMet    *bool               `json:"goal_met,omitempty"`
+	GoalSays   string              `json:"goal_figures,omitempty"`
 	Medianized int                 `json:"rounds"`
 }
 
+// goal is a target on a row. Check and Says see the row's values by
+// column and its ratios by name; Says puts the figures the verdict rests
+// on in words, for the summary of targets.
 type goal struct {
-	Text  string                                     `json:"text"`
-	Check func(v map[string]*float64) (met, ok bool) `json:"-"`
+	Text  string                                          `json:"text"`
+	Check func(v map[string]*float64) (met, ok bool)      `json:"-"`
+	Says  func(v map[string]*float64, unit string) string `json:"-"`
 }
 
 func newSection(key, title string, columns ...string) *section {
@@ -119,6 +141,9 @@ func (s *section) finish() {
 		r.RatioVals = map[string]*float64{}
 		for _, q := range s.Ratios {
 			a, b := r.Values[q.Num], r.Values[q.Den]
+			if q.Den == betterPeerCol {
+				b = better(r.Lower, r.Values["haproxy"], r.Values["nginx"])
+			}
 			if a != nil && b != nil && *b != 0 {
 				v := *a / *b
 				r.RatioVals[q.Name] = &v
@@ -137,6 +162,9 @@ func (s *section) finish() {
 			if met, ok := r.Goal.Check(vals); ok {
 				r.GoalMet = &met
 			}
+			if r.Goal.Says != nil {
+				r.GoalSays = r.Goal.Says(vals, r.Unit)
+			}
 		}
 	}
 }
@@ -148,7 +176,7 @@ func fmtValue(v *float64, unit string) string {
 		return "n/a"
 	}
 	switch unit {
-	case "req/s", "req/CPU-s", "hs/s", "hs/CPU-s", "conns", "count", "sockets", "ports", "bytes/conn":
+	case "req/s", "req/CPU-s", "hs/s", "hs/CPU-s", "conns/s", "conns/CPU-s", "conns", "count", "sockets", "ports", "bytes/conn":
 		return thousands(*v)
 	case "KiB":
 		return fmt.Sprintf("%.1f", *v)
@@ -226,15 +254,7 @@ func (s *section) print(w io.Writer, rounds int) {
 		if hasGoal {
 			g := ""
 			if r.Goal != nil {
-				g = r.Goal.Text + ": "
-				switch {
-				case r.GoalMet == nil:
-					g += "n/a"
-				case *r.GoalMet:
-					g += "met"
-				default:
-					g += "MISSED"
-				}
+				g = r.Goal.Text + ": " + verdict(r.GoalMet)
 			}
 			cells = append(cells, g)
 		}
@@ -300,6 +320,48 @@ func writeTable(w io.Writer, hdr []string, body [][]string, left int, lastLeft b
 	}
 }
 
+// verdict is a goal's word: met, MISSED, or n/a when not judged.
+func verdict(met *bool) string {
+	switch {
+	case met == nil:
+		return "n/a"
+	case *met:
+		return "met"
+	}
+	return "MISSED"
+}
+
+// printTargets writes one table of every row with a goal, across the
+// sections: the run's answer to "which targets are met".
+func printTargets(w io.Writer, sections []*section) {
+	var body [][]string
+	met, missed := 0, 0
+	for _, s := range sections {
+		for _, r := range s.Rows {
+			if r.Goal == nil {
+				continue
+			}
+			label := r.Label
+			if r.Group != "" {
+				label = r.Group + ": " + label
+			}
+			body = append(body, []string{s.Key, label, r.Goal.Text, verdict(r.GoalMet), r.GoalSays})
+			switch {
+			case r.GoalMet == nil:
+			case *r.GoalMet:
+				met++
+			default:
+				missed++
+			}
+		}
+	}
+	if len(body) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nTargets (issue 13's, and the older ones of the https, loadgen and cost tables): %d met, %d MISSED, %d not judged\n", met, missed, len(body)-met-missed)
+	writeTable(w, []string{"scenario", "row", "target", "verdict", "figures"}, body, 5, false)
+}
+
 // ratioGoal is a goal on a ratio column: at least (or, lower, at most) bound.
 func ratioGoal(name string, bound float64, atMost bool) *goal {
 	op := ">="
@@ -308,6 +370,7 @@ func ratioGoal(name string, bound float64, atMost bool) *goal {
 	}
 	return &goal{
 		Text: fmt.Sprintf("%s %s %.2fx", name, op, bound),
+		Says: func(v map[string]*float64, _ string) string { return name + " " + fmtRatio(v[name]) },
 		Check: func(v map[string]*float64) (bool, bool) {
 			r := v[name]
 			if r == nil {
@@ -326,4 +389,64 @@ func writeJSON(w io.Writer, doc any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// colGoal is a goal of one column against another: col at most ref's
+// value (or, !atMost, at least).
+func colGoal(col, ref string, atMost bool) *goal {
+	op := ">="
+	if atMost {
+		op = "<="
+	}
+	return &goal{
+		Text: fmt.Sprintf("%s %s %s", col, op, ref),
+		Check: func(v map[string]*float64) (bool, bool) {
+			a, b := v[col], v[ref]
+			if a == nil || b == nil {
+				return false, false
+			}
+			if atMost {
+				return *a <= *b, true
+			}
+			return *a >= *b, true
+		},
+		Says: func(v map[string]*float64, unit string) string { return versus(v, col, ref, v[ref], unit) },
+	}
+}
+
+// boundGoal is a goal of a column against a fixed figure: at most bound
+// (or, !atMost, at least) in the row's unit.
+func boundGoal(col string, bound float64, unit string, atMost bool) *goal {
+	op := ">="
+	if atMost {
+		op = "<="
+	}
+	b := bound
+	return &goal{
+		Text: fmt.Sprintf("%s %s %s %s", col, op, fmtValue(&b, unit), unit),
+		Check: func(v map[string]*float64) (bool, bool) {
+			a := v[col]
+			if a == nil {
+				return false, false
+			}
+			if atMost {
+				return *a <= bound, true
+			}
+			return *a >= bound, true
+		},
+		Says: func(v map[string]*float64, unit string) string {
+			return col + " " + fmtValue(v[col], unit) + " " + unit
+		},
+	}
+}
+
+// versus says "tether 5.1 vs haproxy 4.0 (1.27x)".
+func versus(v map[string]*float64, col, refName string, ref *float64, unit string) string {
+	a := v[col]
+	out := fmt.Sprintf("%s %s vs %s %s", col, fmtValue(a, unit), refName, fmtValue(ref, unit))
+	if a != nil && ref != nil && *ref != 0 {
+		q := *a / *ref
+		out += " (" + fmtRatio(&q) + ")"
+	}
+	return out
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// HTTP loads (the former bench/compare.sh's values).
+// HTTP loads: issue 13's wrk -t1 -c50.
 const (
 	wrkConns   = 50
-	wrkThreads = 2
+	wrkThreads = 1
 )
 
 // httpScenarios are the two client behaviours of the http table.
@@ -21,7 +21,12 @@ var httpScenarios = []struct{ key, name string }{
 
 // wrkArgv is wrk against url, on the load CPU.
 func (e *env) wrkArgv(conns, threads int, closeEach bool, url string) []string {
-	argv := e.loadArgv("wrk", "-c", strconv.Itoa(conns), "-t", strconv.Itoa(threads), "-d", fmt.Sprintf("%.0fs", e.o.dur.Seconds()), "--latency")
+	return e.wrkArgvFor(conns, threads, e.o.dur, closeEach, url)
+}
+
+// wrkArgvFor is wrkArgv for d.
+func (e *env) wrkArgvFor(conns, threads int, d time.Duration, closeEach bool, url string) []string {
+	argv := e.loadArgv("wrk", "-c", strconv.Itoa(conns), "-t", strconv.Itoa(threads), "-d", secsFlag(d), "--latency")
 	if closeEach {
 		argv = append(argv, "-H", "Connection: close")
 	}
@@ -66,20 +71,16 @@ func betterPeer(col string, lower bool) *goal {
 		text = col + " <= better peer"
 	}
 	return &goal{Text: text, Check: func(v map[string]*float64) (bool, bool) {
-		t, h, n := v[col], v["haproxy"], v["nginx"]
-		if t == nil || (h == nil && n == nil) {
+		t, best := v[col], better(lower, v["haproxy"], v["nginx"])
+		if t == nil || best == nil {
 			return false, false
-		}
-		var best *float64
-		for _, p := range []*float64{h, n} {
-			if p != nil && (best == nil || (lower && *p < *best) || (!lower && *p > *best)) {
-				best = p
-			}
 		}
 		if lower {
 			return *t <= *best, true
 		}
 		return *t >= *best, true
+	}, Says: func(v map[string]*float64, unit string) string {
+		return versus(v, col, betterPeerCol, better(lower, v["haproxy"], v["nginx"]), unit)
 	}}
 }
 
@@ -203,6 +204,7 @@ func (e *env) wrkThrough(ctx context.Context, s *section, t target, r *running, 
 func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, error) {
 	ts := e.peers(false, true)
 	n := e.o.idleKAConns
+	n2 := e.secondBatch(n, 1)
 	back := map[string]int{}
 	var all []int
 	for r := 1; r <= e.o.rounds; r++ {
@@ -217,7 +219,7 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 		return nil, err
 	}
 	defer e.ps.stop(be.proc)
-	s := newSection("idle-"+proto, fmt.Sprintf("idle keepalive client conns, %s — %d through a fresh proxy, each after one GET /, then %d more", proto, n, n), names(ts)...)
+	s := newSection("idle-"+proto, fmt.Sprintf("idle keepalive client conns, %s — %d through a fresh proxy, each after one GET /, then %d more", proto, n, n2), names(ts)...)
 	s.Ratios = e.peerRatios(ts)
 	s.Setup = []string{fmt.Sprintf("RSS read %v after each batch; proxy alone on CPU %d, bench/idleconns and the backend on CPU %d", e.o.idleSettle, e.o.proxyCPU, e.o.loadCPU)}
 	if proto == "https" {
@@ -230,7 +232,7 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 	e.eachRound(ctx, ts, func(round int, t target) error {
 		b := back[fmt.Sprintf("%s.%d", t.name, round)]
 		return e.throughOne(ctx, t, fmt.Sprintf("idle-%s-%s-%d", proto, t.name, round), proto, b, func(front int, r *running) error {
-			figs, argv, neg, err := e.idleBatches(ctx, t, r, front, b, n, extra, nil)
+			figs, argv, neg, err := e.idleBatches(ctx, t, r, front, b, n, n2, extra, nil)
 			if neg != "" {
 				s.Text["negotiated "+t.name] = neg
 			}
@@ -243,7 +245,11 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 			return err
 		})
 	})
-	s.Rows = append(idleRSSRows(n),
+	var g *goal
+	if proto == "http" { // issue 13: at most HAProxy's figure (1.2 KiB in its run)
+		g = colGoal(e.tethers[0].name, "haproxy", true)
+	}
+	s.Rows = append(idleRSSRows(n, n2, g),
 		row{Label: "fds per conn", Unit: "fds", Metric: "fds_per_conn", Lower: true},
 		row{Label: "backend conns held", Unit: "conns", Metric: "backend_conns"},
 		row{Label: "conns closed before the reading", Unit: "conns", Metric: "closed", Lower: true},
