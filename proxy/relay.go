@@ -172,6 +172,11 @@ func (r *relay) abort(e closeEvent) {
 func (r *relay) start(done func(first, end closeEvent)) {
 	r.done = done
 	r.running.Store(2)
+	if r.parker != nil { // on the Server's workers, as parked directions wake
+		r.parker.workers.run(workerJob{dir: r.dirs[0]})
+		r.parker.workers.run(workerJob{dir: r.dirs[1]})
+		return
+	}
 	go r.runDirection(r.dirs[0])
 	go r.runDirection(r.dirs[1])
 }

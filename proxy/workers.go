@@ -31,21 +31,26 @@ const (
 	workersIdle    = 5 * time.Second
 )
 
-// workerJob is one piece of work: handle conn c of vs, or take up a parked
-// socket's owner (ready as the parker reported it).
+// workerJob is one piece of work: handle conn c of vs, run a relay
+// direction, or take up a parked socket's owner (ready as the parker
+// reported it).
 type workerJob struct {
 	vs    *VirtualServer
 	c     *net.TCPConn
+	dir   *direction
 	owner parkOwner
 	ready bool
 }
 
 func (j *workerJob) run() {
-	if j.c != nil {
+	switch {
+	case j.c != nil:
 		j.vs.handle(j.c)
-		return
+	case j.dir != nil:
+		j.dir.r.runDirection(j.dir)
+	default:
+		j.owner.unparked(j.ready)
 	}
-	j.owner.unparked(j.ready)
 }
 
 func newWorkers() *workers {
