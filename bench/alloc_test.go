@@ -51,10 +51,7 @@ func newTestWorker(t testing.TB, o Options) *worker {
 		}
 	}
 	p := newPhase(o, tg, ct)
-	w := &worker{p: p, quota: -1, lat: newHist(), connect: newHist()}
-	if ct != nil {
-		w.hs = newHist()
-	}
+	w := p.newWorker(0)
 	p.workers = []*worker{w}
 	t.Cleanup(func() { w.closeConn(false) })
 	return w
@@ -82,6 +79,30 @@ func TestPlainHTTPRequestAllocatesNothing(t *testing.T) {
 func BenchmarkRequestHTTPLong(b *testing.B) {
 	s := (&testServer{serve: serveFixed}).start(b)
 	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1}))
+}
+
+// BenchmarkRequestHTTPShort is one request on a new connection, closed by
+// the client after the response (--conn short, the default --close client).
+func BenchmarkRequestHTTPShort(b *testing.B) {
+	s := (&testServer{serve: serveFixed}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Concurrency: 1}))
+}
+
+// BenchmarkRequestHTTPShortServerCloses is --conn short --close server: the
+// request asks Connection: close and the client waits for the server's FIN.
+func BenchmarkRequestHTTPShortServerCloses(b *testing.B) {
+	s := (&testServer{}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Close: CloseServer, Concurrency: 1}))
+}
+
+func BenchmarkRequestTCPLong(b *testing.B) {
+	s := (&testServer{serve: serveEcho}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.addr(), Conn: ConnLong, Concurrency: 1}))
+}
+
+func BenchmarkRequestTCPShort(b *testing.B) {
+	s := (&testServer{serve: serveEcho}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.addr(), Conn: ConnShort, Concurrency: 1}))
 }
 
 func BenchmarkRequestHTTPSLong(b *testing.B) {

@@ -117,13 +117,7 @@ func (p *phase) run(ctx context.Context) {
 	n := p.o.Concurrency
 	p.workers = make([]*worker, n)
 	for i := range p.workers {
-		w := &worker{p: p, id: i, quota: -1, lat: newHist(), connect: newHist()}
-		if p.o.Protocol == ProtocolTCP {
-			w.buf = make([]byte, p.o.Size)
-		}
-		if p.tls != nil {
-			w.hs = newHist()
-		}
+		w := p.newWorker(i)
 		if p.o.Requests > 0 && p.o.Rate == 0 {
 			// Closed loop with a request count: shared out up front, so
 			// the conns a long run opens do not depend on scheduling.
@@ -154,6 +148,18 @@ func (p *phase) run(ctx context.Context) {
 	p.elapsed = time.Since(p.start)
 	p.cpu = processCPU() - cpu0
 	stopBar()
+}
+
+// newWorker returns worker i of the phase, with no conn and no quota.
+func (p *phase) newWorker(i int) *worker {
+	w := &worker{p: p, id: i, quota: -1, lat: newHist(), connect: newHist()}
+	if p.o.Protocol == ProtocolTCP {
+		w.buf = make([]byte, p.o.Size)
+	}
+	if p.tls != nil {
+		w.hs = newHist()
+	}
+	return w
 }
 
 // processCPU is the user+system CPU time this process used so far; 0 when
