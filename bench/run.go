@@ -20,6 +20,8 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/schollz/progressbar/v3"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tetherproxy/tether/sockopt"
 )
 
@@ -88,7 +90,8 @@ type phase struct {
 	done     atomic.Int64                  // finished requests, for the progress bar
 	ports    [1024]atomic.Uint64           // local ports used, a bit each
 	local    atomic.Pointer[netip.Addr]    // local address of the conns
-	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel
+	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel (net.Dialer conns)
+	files    []atomic.Pointer[os.File]     // the same for rawDial conns
 	workers  []*worker
 	elapsed  time.Duration
 	cpu      time.Duration // the process's CPU time over the run
@@ -109,6 +112,7 @@ func newPhase(o Options, t target, ct *clientTLS) *phase {
 		p.interval = time.Duration(float64(time.Second) / o.Rate)
 	}
 	p.conns = make([]atomic.Pointer[net.TCPConn], o.Concurrency)
+	p.files = make([]atomic.Pointer[os.File], o.Concurrency)
 	return p
 }
 
@@ -178,6 +182,9 @@ func (p *phase) cutConns() {
 		if c := p.conns[i].Load(); c != nil {
 			_ = c.SetDeadline(time.Unix(1, 0))
 		}
+		if f := p.files[i].Load(); f != nil {
+			_ = f.SetDeadline(time.Unix(1, 0))
+		}
 	}
 }
 
@@ -234,8 +241,11 @@ type worker struct {
 	id    int
 	quota int // requests left (closed loop with a count); -1 = no count
 
-	conn     *net.TCPConn
-	tc       *tls.Conn // https: the TLS layer over conn; nil otherwise
+	c        wire         // the open conn: conn or file; nil when none
+	conn     *net.TCPConn // c when it came from net.Dialer
+	file     *os.File     // c when it came from rawDial
+	fd       int          // file's descriptor
+	tc       *tls.Conn    // https: the TLS layer over conn; nil otherwise
 	br       *bufio.Reader
 	uses     int
 	deadline time.Time
@@ -251,6 +261,11 @@ type worker struct {
 	okSeries, errSer []int64
 	sent, received   int64
 	waitEOF          [1]byte
+
+	// rawDial's target address and getsockname buffer
+	family int
+	sa     unix.Sockaddr
+	name   unix.RawSockaddrAny
 
 	// https only
 	hs                  *hdrhistogram.Histogram // handshake times
@@ -345,12 +360,18 @@ func (w *worker) sleepUntil(ctx context.Context, due time.Time) bool {
 // the worker has none. It returns kindOK or the error kind.
 func (w *worker) once(ctx context.Context) int {
 	p := w.p
-	if w.conn == nil {
-		if k := w.dial(ctx); k != kindOK {
+	if w.c == nil {
+		k := kindOK
+		if p.useRaw() {
+			k = w.rawDial(ctx, time.Now())
+		} else {
+			k = w.dial(ctx)
+		}
+		if k != kindOK {
 			return k
 		}
 	}
-	c := w.conn
+	c := w.c
 	// Coarse deadline: refreshed when less than half the timeout is left.
 	if now := time.Now(); w.deadline.Sub(now) < p.o.Timeout/2 {
 		w.deadline = now.Add(p.o.Timeout)
@@ -387,7 +408,7 @@ func (w *worker) once(ctx context.Context) int {
 }
 
 // echo is one tcp round trip: the payload out, the same bytes back.
-func (w *worker) echo(c *net.TCPConn) int {
+func (w *worker) echo(c wire) int {
 	p := w.p
 	if _, err := c.Write(p.payload); err != nil {
 		return w.fail(err)
@@ -432,7 +453,7 @@ func (w *worker) dial(ctx context.Context) int {
 			}
 		}
 	}
-	w.conn, w.uses, w.deadline = c, 0, time.Time{}
+	w.c, w.conn, w.uses, w.deadline = c, c, 0, time.Time{}
 	p.conns[w.id].Store(c)
 	var r io.Reader = c
 	if p.tls != nil {
@@ -457,7 +478,7 @@ func (w *worker) dial(ctx context.Context) int {
 	}
 	if p.o.Protocol == ProtocolHTTP {
 		if w.br == nil {
-			w.br = bufio.NewReaderSize(r, maxLine)
+			w.br = newBufReader(r)
 		} else {
 			w.br.Reset(r)
 		}
@@ -467,7 +488,7 @@ func (w *worker) dial(ctx context.Context) int {
 
 // fail drops the conn after an I/O error and classifies the error.
 func (w *worker) fail(err error) int {
-	if w.conn != nil {
+	if w.c != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 			w.byServer++
 		} else {
@@ -486,7 +507,7 @@ func (w *worker) fail(err error) int {
 // sends nothing (an alert written to a closed peer would draw a reset,
 // which would take the TIME_WAIT away from the server).
 func (w *worker) closeConn(serverCloses bool) {
-	c := w.conn
+	c := w.c
 	if c == nil {
 		return
 	}
@@ -505,7 +526,7 @@ func (w *worker) closeConn(serverCloses bool) {
 		w.drop(true)
 		return
 	}
-	if err := sockopt.Alive(c); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+	if w.peerClosed() {
 		w.byServer++
 		w.drop(false)
 		return
@@ -514,17 +535,41 @@ func (w *worker) closeConn(serverCloses bool) {
 	w.drop(true)
 }
 
+// peerClosed reports whether the target has already closed (EOF) or
+// reset the worker's conn, without consuming anything.
+func (w *worker) peerClosed() bool {
+	if w.file != nil {
+		return peerClosed(w.fd)
+	}
+	err := sockopt.Alive(w.conn)
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // drop closes the worker's conn; notify sends a TLS close_notify first
 // (https).
 func (w *worker) drop(notify bool) {
 	if notify && w.tc != nil {
 		_ = w.tc.Close() // closes w.conn too
 	} else {
-		_ = w.conn.Close()
+		_ = w.c.Close()
 	}
-	w.conn, w.tc = nil, nil
-	w.p.conns[w.id].Store(nil)
+	if w.file != nil {
+		w.p.files[w.id].Store(nil)
+	} else {
+		w.p.conns[w.id].Store(nil)
+	}
+	w.c, w.conn, w.file, w.tc = nil, nil, nil, nil
 }
+
+// wire is what a worker's requests go over: a *net.TCPConn or, on the
+// raw path, an *os.File.
+type wire interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+}
+
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, maxLine) }
 
 // classify maps an error to its kind.
 func classify(err error) int {
