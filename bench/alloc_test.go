@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
@@ -63,11 +64,11 @@ func TestPlainHTTPRequestAllocatesNothing(t *testing.T) {
 	s := (&testServer{serve: serveFixed}).start(t)
 	w := newTestWorker(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1})
 	ctx := context.Background()
-	if k := w.once(ctx); k != kindOK {
+	if k := w.once(ctx, time.Now()); k != kindOK {
 		t.Fatalf("first request: kind %d", k)
 	}
 	allocs := testing.AllocsPerRun(500, func() {
-		if k := w.once(ctx); k != kindOK {
+		if k := w.once(ctx, time.Now()); k != kindOK {
 			t.Fatalf("kind %d", k)
 		}
 	})
@@ -123,7 +124,7 @@ func benchOnce(b *testing.B, w *worker) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if k := w.once(ctx); k != kindOK {
+		if k := w.once(ctx, time.Now()); k != kindOK {
 			b.Fatalf("kind %d", k)
 		}
 	}

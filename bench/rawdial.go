@@ -91,7 +91,7 @@ func (w *worker) rawDial(ctx context.Context, t0 time.Time) int {
 	w.opened++
 	w.notePort(fd)
 	w.c, w.file, w.fd = f, f, fd
-	w.uses, w.deadline = 0, time.Time{}
+	w.uses, w.deadline, w.connAt = 0, time.Time{}, t1
 	if w.br == nil {
 		w.br = newBufReader(f)
 	} else {

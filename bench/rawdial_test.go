@@ -84,7 +84,7 @@ func TestShortConnectThatWaitsSucceeds(t *testing.T) {
 	l := newFullListener(t)
 	w := newTestWorker(t, Options{Target: "http://" + l.addr.String() + "/", Conn: ConnShort, Concurrency: 1, Timeout: 10 * time.Second})
 	done := make(chan int, 1)
-	go func() { done <- w.once(context.Background()) }()
+	go func() { done <- w.once(context.Background(), time.Now()) }()
 	// The worker's SYN is dropped (on loopback within its connect call):
 	// once its socket is in SYN_SENT, free the queue so that the retry is
 	// accepted, then answer on the accepted conn.

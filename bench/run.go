@@ -249,6 +249,7 @@ type worker struct {
 	br       *bufio.Reader
 	uses     int
 	deadline time.Time
+	connAt   time.Time // when the conn (and its TLS handshake) was ready
 	buf      []byte // tcp echo
 	timer    *time.Timer
 
@@ -279,7 +280,7 @@ func (w *worker) loop(ctx context.Context) {
 	p := w.p
 	defer w.closeConn(false)
 	for ctx.Err() == nil {
-		var start time.Time
+		var start, now time.Time // due time; now (closed loop: the same)
 		if p.interval > 0 {
 			i := p.ticket.Add(1) - 1
 			if p.o.Requests > 0 && i >= int64(p.o.Requests) {
@@ -292,6 +293,7 @@ func (w *worker) loop(ctx context.Context) {
 			if !w.sleepUntil(ctx, start) {
 				return
 			}
+			now = time.Now()
 		} else {
 			if w.quota == 0 {
 				return
@@ -303,8 +305,9 @@ func (w *worker) loop(ctx context.Context) {
 			if !p.end.IsZero() && !start.Before(p.end) {
 				return
 			}
+			now = start
 		}
-		kind := w.once(ctx)
+		kind := w.once(ctx, now)
 		if kind != kindOK && ctx.Err() != nil {
 			return // cut by the cancel, not by the target
 		}
@@ -357,23 +360,25 @@ func (w *worker) sleepUntil(ctx context.Context, due time.Time) bool {
 }
 
 // once sends one request and reads its answer, opening a conn first when
-// the worker has none. It returns kindOK or the error kind.
-func (w *worker) once(ctx context.Context) int {
+// the worker has none; now is the time the attempt starts. It returns
+// kindOK or the error kind.
+func (w *worker) once(ctx context.Context, now time.Time) int {
 	p := w.p
 	if w.c == nil {
 		k := kindOK
 		if p.useRaw() {
-			k = w.rawDial(ctx, time.Now())
+			k = w.rawDial(ctx, now)
 		} else {
-			k = w.dial(ctx)
+			k = w.dial(ctx, now)
 		}
 		if k != kindOK {
 			return k
 		}
+		now = w.connAt
 	}
 	c := w.c
 	// Coarse deadline: refreshed when less than half the timeout is left.
-	if now := time.Now(); w.deadline.Sub(now) < p.o.Timeout/2 {
+	if w.deadline.Sub(now) < p.o.Timeout/2 {
 		w.deadline = now.Add(p.o.Timeout)
 		_ = c.SetDeadline(w.deadline)
 		if ctx.Err() != nil { // cutConns may have run before this deadline
@@ -430,11 +435,10 @@ func (w *worker) echo(c wire) int {
 	return kindOK
 }
 
-// dial opens the worker's conn and records it; for https it also runs
-// the TLS handshake, timed on its own.
-func (w *worker) dial(ctx context.Context) int {
+// dial opens the worker's conn and records it, the attempt having started
+// at t0; for https it also runs the TLS handshake, timed on its own.
+func (w *worker) dial(ctx context.Context, t0 time.Time) int {
 	p := w.p
-	t0 := time.Now()
 	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return classify(err)
@@ -453,7 +457,7 @@ func (w *worker) dial(ctx context.Context) int {
 			}
 		}
 	}
-	w.c, w.conn, w.uses, w.deadline = c, c, 0, time.Time{}
+	w.c, w.conn, w.uses, w.deadline, w.connAt = c, c, 0, time.Time{}, t1
 	p.conns[w.id].Store(c)
 	var r io.Reader = c
 	if p.tls != nil {
@@ -471,7 +475,8 @@ func (w *worker) dial(ctx context.Context) int {
 			w.fail(err)
 			return kind
 		}
-		recordDur(w.hs, time.Since(t1))
+		w.connAt = time.Now()
+		recordDur(w.hs, w.connAt.Sub(t1))
 		st := tc.ConnectionState()
 		w.noteHandshake(&st)
 		w.tc, r = tc, tc
