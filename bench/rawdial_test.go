@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -141,5 +142,20 @@ func TestShortModeLargeRequestUsesTheDialer(t *testing.T) {
 	}
 	if p := newTestWorker(t, Options{Target: s.url(), Conn: ConnShort}).p; !p.useRaw() {
 		t.Error("a plain GET does not use the raw path")
+	}
+}
+
+// The raw path speaks IPv6 too: conns counted, ports and the local
+// address noted (TIME_WAIT is counted against them).
+func TestShortModeOverIPv6(t *testing.T) {
+	s := &testServer{}
+	s.b = socktest.StartAt(t, "[::1]:0", func(c *net.TCPConn) { serveHTTP(s, c) })
+	r := run(t, Options{Target: "http://" + s.addr() + "/", Conn: ConnShort, Concurrency: 2, Requests: 40})
+	noErrors(t, r)
+	if r.OK != 40 || s.requests.Load() != 40 || r.ConnsOpened != 40 || r.PortsUsed != 40 {
+		t.Errorf("ok %d (server %d) conns %d ports %d; want 40 each", r.OK, s.requests.Load(), r.ConnsOpened, r.PortsUsed)
+	}
+	if r.ClosedByClient != 40 || r.TimeWaitClient != 40 {
+		t.Errorf("closed by client %d, TIME_WAIT client %d; want 40, 40", r.ClosedByClient, r.TimeWaitClient)
 	}
 }
