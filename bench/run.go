@@ -92,7 +92,7 @@ type phase struct {
 	ports    [1024]atomic.Uint64           // local ports used, a bit each
 	local    atomic.Pointer[netip.Addr]    // local address of the conns
 	conns    []atomic.Pointer[net.TCPConn] // per worker, to cut on cancel (net.Dialer conns)
-	files    []atomic.Pointer[os.File]     // the same for rawDial conns
+	files    []atomic.Pointer[os.File]     // the same for rawConns in the poller
 	workers  []*worker
 	elapsed  time.Duration
 	cpu      time.Duration // the process's CPU time over the run
@@ -242,10 +242,9 @@ type worker struct {
 	id    int
 	quota int // requests left (closed loop with a count); -1 = no count
 
-	c        wire         // the open conn: conn or file; nil when none
+	c        wire         // the open conn: conn or &raw; nil when none
 	conn     *net.TCPConn // c when it came from net.Dialer
-	file     *os.File     // c when it came from rawDial
-	fd       int          // file's descriptor
+	raw      rawConn      // c when it came from rawDial
 	tc       *tls.Conn    // https: the TLS layer over conn; nil otherwise
 	br       *bufio.Reader
 	uses     int
@@ -561,8 +560,8 @@ func (w *worker) closeConn(serverCloses bool) {
 // peerClosed reports whether the target has already closed (EOF) or
 // reset the worker's conn, without consuming anything.
 func (w *worker) peerClosed() bool {
-	if w.file != nil {
-		return peerClosed(w.fd)
+	if w.conn == nil {
+		return peerClosed(w.raw.fd)
 	}
 	err := sockopt.Alive(w.conn)
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
@@ -576,16 +575,14 @@ func (w *worker) drop(notify bool) {
 	} else {
 		_ = w.c.Close()
 	}
-	if w.file != nil {
-		w.p.files[w.id].Store(nil)
-	} else {
+	if w.conn != nil {
 		w.p.conns[w.id].Store(nil)
 	}
-	w.c, w.conn, w.file, w.tc = nil, nil, nil, nil
+	w.c, w.conn, w.tc = nil, nil, nil
 }
 
 // wire is what a worker's requests go over: a *net.TCPConn or, on the
-// raw path, an *os.File.
+// raw path, a *rawConn.
 type wire interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
