@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
@@ -51,10 +52,7 @@ func newTestWorker(t testing.TB, o Options) *worker {
 		}
 	}
 	p := newPhase(o, tg, ct)
-	w := &worker{p: p, quota: -1, lat: newHist(), connect: newHist()}
-	if ct != nil {
-		w.hs = newHist()
-	}
+	w := p.newWorker(0)
 	p.workers = []*worker{w}
 	t.Cleanup(func() { w.closeConn(false) })
 	return w
@@ -66,11 +64,11 @@ func TestPlainHTTPRequestAllocatesNothing(t *testing.T) {
 	s := (&testServer{serve: serveFixed}).start(t)
 	w := newTestWorker(t, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1})
 	ctx := context.Background()
-	if k := w.once(ctx); k != kindOK {
+	if k := w.once(ctx, time.Now()); k != kindOK {
 		t.Fatalf("first request: kind %d", k)
 	}
 	allocs := testing.AllocsPerRun(500, func() {
-		if k := w.once(ctx); k != kindOK {
+		if k := w.once(ctx, time.Now()); k != kindOK {
 			t.Fatalf("kind %d", k)
 		}
 	})
@@ -82,6 +80,30 @@ func TestPlainHTTPRequestAllocatesNothing(t *testing.T) {
 func BenchmarkRequestHTTPLong(b *testing.B) {
 	s := (&testServer{serve: serveFixed}).start(b)
 	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnLong, Concurrency: 1}))
+}
+
+// BenchmarkRequestHTTPShort is one request on a new connection, closed by
+// the client after the response (--conn short, the default --close client).
+func BenchmarkRequestHTTPShort(b *testing.B) {
+	s := (&testServer{serve: serveFixed}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Concurrency: 1}))
+}
+
+// BenchmarkRequestHTTPShortServerCloses is --conn short --close server: the
+// request asks Connection: close and the client waits for the server's FIN.
+func BenchmarkRequestHTTPShortServerCloses(b *testing.B) {
+	s := (&testServer{}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.url(), Conn: ConnShort, Close: CloseServer, Concurrency: 1}))
+}
+
+func BenchmarkRequestTCPLong(b *testing.B) {
+	s := (&testServer{serve: serveEcho}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.addr(), Conn: ConnLong, Concurrency: 1}))
+}
+
+func BenchmarkRequestTCPShort(b *testing.B) {
+	s := (&testServer{serve: serveEcho}).start(b)
+	benchOnce(b, newTestWorker(b, Options{Target: s.addr(), Conn: ConnShort, Concurrency: 1}))
 }
 
 func BenchmarkRequestHTTPSLong(b *testing.B) {
@@ -102,7 +124,7 @@ func benchOnce(b *testing.B, w *worker) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if k := w.once(ctx); k != kindOK {
+		if k := w.once(ctx, time.Now()); k != kindOK {
 			b.Fatalf("kind %d", k)
 		}
 	}

@@ -4,7 +4,9 @@
 //
 // It owns:
 //   - two protocols: a minimal HTTP/1.1 client of its own on raw
-//     *net.TCPConn (net/http's Transport would hide the connections it opens),
+//     *net.TCPConn (net/http's Transport would hide the connections it opens)
+//     or, for short plain connections, on a raw non-blocking socket that
+//     costs what ab's do (rawdial.go),
 //     over crypto/tls for an https:// target (one handshake per connection,
 //     timed on its own, full unless Options.TLSResume), and a tcp echo round
 //     trip (write N bytes, read N bytes back);

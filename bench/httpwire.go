@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 )
 
 // The minimal HTTP/1.1 client: one prebuilt request written as is, and a
@@ -119,21 +118,33 @@ func readHead(br *bufio.Reader) (respHead, error) {
 		if len(line) == 0 {
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
 			return h, fmt.Errorf("%w: header line %q", errProtocol, truncate(line))
 		}
-		value = bytes.TrimSpace(value)
-		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			n, err := strconv.ParseInt(string(value), 10, 64) // does not allocate: the conversion does not escape
-			if err != nil || n < 0 {
+		// The three fields bench reads have distinct lengths: compare
+		// names of those lengths only (most lines are none of them).
+		name := line[:i]
+		switch len(name) {
+		case len("Content-Length"):
+			if !bytes.EqualFold(name, []byte("Content-Length")) {
+				continue
+			}
+			value := bytes.TrimSpace(line[i+1:])
+			n, err := parseLength(value)
+			if err != nil {
 				return h, fmt.Errorf("%w: Content-Length %q", errProtocol, truncate(value))
 			}
 			h.length = n
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			h.chunked = hasSuffixFold(value, "chunked")
-		case bytes.EqualFold(name, []byte("Connection")):
+		case len("Transfer-Encoding"):
+			if bytes.EqualFold(name, []byte("Transfer-Encoding")) {
+				h.chunked = hasSuffixFold(bytes.TrimSpace(line[i+1:]), "chunked")
+			}
+		case len("Connection"):
+			if !bytes.EqualFold(name, []byte("Connection")) {
+				continue
+			}
+			value := bytes.TrimSpace(line[i+1:])
 			if containsFold(value, "close") {
 				h.closing = true
 			}
@@ -146,6 +157,23 @@ func readHead(br *bufio.Reader) (respHead, error) {
 		h.closing = true
 	}
 	return h, nil
+}
+
+// parseLength parses a Content-Length value: 1*DIGIT (RFC 9110), at most
+// 18 digits so that it cannot overflow. No allocation, unlike going
+// through a string for strconv.
+func parseLength(v []byte) (int64, error) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, errProtocol
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, errProtocol
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, nil
 }
 
 // readLine returns one line without its CRLF (or LF). The slice is valid
