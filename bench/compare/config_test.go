@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/sockopt/socktest"
@@ -132,6 +133,46 @@ func TestTetherConfigsLoad(t *testing.T) {
 			mustContain(t, text, "access = false")
 			if mode != "tcp" {
 				mustContain(t, text, `reuse = "shared"`, "max_idle = 64", "min_idle = 8", "max_requests = 0", "forwarded_headers = false")
+			}
+		})
+	}
+}
+
+// -defer-accept: every proxy's http and https listeners take a conn only
+// once its first bytes came, each in its own words, and each program
+// accepts its config.
+func TestDeferAcceptConfigs(t *testing.T) {
+	haproxy := socktest.Need(t, "haproxy", "haproxy")
+	nginx := socktest.Need(t, "nginx", "nginx")
+	for _, mode := range []string{"http", "https"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig(t, mode)
+			cfg.DeferAccept = true
+
+			path := filepath.Join(cfg.Dir, "haproxy.cfg")
+			text := renderTo(t, "haproxy.cfg.tmpl", path, cfg)
+			if out, err := exec.Command(haproxy, "-c", "-q", "-f", path).CombinedOutput(); err != nil {
+				t.Fatalf("haproxy -c: %v: %s\n%s", err, out, text)
+			}
+			mustContain(t, text, " defer-accept")
+
+			path = filepath.Join(cfg.Dir, "nginx.conf")
+			text = renderTo(t, "nginx-proxy.conf.tmpl", path, cfg)
+			if out, err := exec.Command(nginx, "-t", "-q", "-p", cfg.Dir, "-c", path).CombinedOutput(); err != nil {
+				t.Fatalf("nginx -t: %v: %s\n%s", err, out, text)
+			}
+			mustContain(t, text, " deferred backlog=4096;")
+
+			path = filepath.Join(cfg.Dir, "tether.toml")
+			text = renderTo(t, "tether.toml.tmpl", path, cfg)
+			c, err := config.LoadFile(path)
+			if err != nil {
+				t.Fatalf("config.LoadFile: %v\n%s", err, text)
+			}
+			for _, vs := range c.VirtualServers {
+				if got := c.Client(vs).DeferAccept; got != time.Second {
+					t.Errorf("%s: client profile defer_accept %v, want 1s", vs.Name, got)
+				}
 			}
 		})
 	}

@@ -87,6 +87,7 @@ type options struct {
 	proxyCPU    int
 	loadCPU     int
 	splice      bool
+	deferAccept bool
 }
 
 func (o *options) wants(s string) bool {
@@ -119,6 +120,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.proxyCPU, "proxy-cpu", 0, "CPU the proxy runs alone on")
 	fs.IntVar(&o.loadCPU, "load-cpu", 1, "CPU of the load generators and backends")
 	fs.BoolVar(&o.splice, "haproxy-splice", false, "add option splice-auto to HAProxy's tcp mode")
+	fs.BoolVar(&o.deferAccept, "defer-accept", false, "http and https modes: every proxy accepts a conn only once its first bytes came (TCP_DEFER_ACCEPT: HAProxy bind defer-accept, nginx listen deferred, tether defer_accept = \"1s\"); off in issue 13's method")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "usage: go run ./bench/compare [flags]\n\nflags:\n")

@@ -60,6 +60,9 @@ type proxyConfig struct {
 	Unpinned bool
 	MaxConn  int // HAProxy maxconn
 	Splice   bool
+	// DeferAccept: http and https listeners take a conn only once its
+	// first bytes came (-defer-accept), on every proxy alike.
+	DeferAccept bool
 
 	Dir            string // nginx's prefix: pid, logs, temp paths
 	WorkerConns    int
@@ -156,7 +159,7 @@ func (e *env) writeConfig(t target, tag string, cfg proxyConfig) (string, error)
 func (e *env) proxyConfigFor(mode string, pairs ...pair) proxyConfig {
 	return proxyConfig{
 		Mode: mode, Pairs: pairs, TLS: e.tls,
-		Threads: 1, MaxConn: e.haMaxConn, Splice: e.o.splice,
+		Threads: 1, MaxConn: e.haMaxConn, Splice: e.o.splice, DeferAccept: e.o.deferAccept && mode != "tcp",
 		WorkerConns: e.nginxWorkerConns, NoFile: e.fdLimit, NginxKeepalive: nginxKeepalive,
 		StreamModule: e.streamModule,
 		LogLevel:     "warn", PoolMax: tetherPoolMax,
