@@ -266,6 +266,7 @@ type direction struct {
 	from       Side
 	count      *atomic.Int64
 	readFn     func(fd uintptr) bool
+	ended      bool      // the read callback's forward ended the direction
 	deadline   time.Time // src's read deadline as last set
 
 	buf *[]byte // filled by read
@@ -291,6 +292,14 @@ func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int6
 
 // read is the RawConn.Read callback: one non-blocking read(2) into a pooled
 // buffer. On EAGAIN it hands the buffer back and asks to wait for data.
+//
+// Bytes that came short of the buffer (a request, an answer: the socket
+// is very likely drained) are written to dst right here, and the callback
+// asks to wait without reading again: within one RawConn.Read the poller
+// keeps the readiness that came meanwhile, so the wait returns at once if
+// more came, and otherwise no read(2) is spent to find nothing (EAGAIN: a
+// third of a request-response relay's syscalls). EOF, an error, a full
+// buffer (a splice burst may follow) and a TLS destination return to pipe.
 func (d *direction) read(fd uintptr) bool {
 	b := copyBuffers.Get().(*[]byte)
 	for {
@@ -303,7 +312,15 @@ func (d *direction) read(fd uintptr) bool {
 			return false
 		}
 		d.buf, d.n, d.rerr = b, max(n, 0), err
-		return true
+		if err != nil || n <= 0 || n == len(*b) || d.tdst != nil {
+			return true
+		}
+		if !d.r.forward(d) {
+			d.ended = true
+			return true
+		}
+		d.armDeadline()
+		return false
 	}
 }
 
@@ -405,6 +422,10 @@ func (d *direction) armDeadline() {
 // direction when its source has been quiet for a tick.
 func (r *relay) readPlain(d *direction) pipeStep {
 	err := d.rc.Read(d.readFn)
+	if d.ended { // the read callback forwarded, and that ended the direction
+		d.ended = false
+		return stepEnded
+	}
 	if err == nil {
 		return stepRead
 	}
