@@ -95,6 +95,8 @@ type relay struct {
 
 	mu         sync.Mutex
 	lastSum    uint64
+	haveSum    bool         // lastSum was read: not at the start, only once the first limit passed
+	read       atomic.Int64 // bytes read from either source, counted as they are read
 	lastChange time.Time
 
 	first   atomic.Pointer[closeEvent] // what began the end
@@ -122,9 +124,6 @@ func newRelay(client *net.TCPConn, clientTLS *tls.Conn, server *net.TCPConn, ser
 	r := &relay{client: client, server: server, clientTLS: clientTLS, serverTLS: serverTLS,
 		halfClose: halfClose, lastChange: time.Now(), parker: p}
 	r.limit.Store(int64(idle))
-	if idle > 0 {
-		r.lastSum = r.counters()
-	}
 	// The directions exist before the relay is shared (abort reads them).
 	toClient := newDirection(r, r.client, r.server, SideServer, &r.toClient)
 	toClient.setTLS(r.clientTLS, r.serverTLS)
@@ -312,6 +311,9 @@ func (d *direction) read(fd uintptr) bool {
 			return false
 		}
 		d.buf, d.n, d.rerr = b, max(n, 0), err
+		if n > 0 {
+			d.r.read.Add(int64(n))
+		}
 		if err != nil || n <= 0 || n == len(*b) || d.tdst != nil {
 			return true
 		}
@@ -452,6 +454,9 @@ func (r *relay) readTLS(d *direction) pipeStep {
 	}
 	d.n, d.rerr = d.tsrc.Read(*d.buf)
 	d.burst = d.n == len(*d.buf)
+	if d.n > 0 {
+		r.read.Add(int64(d.n))
+	}
 	switch {
 	case d.n > 0:
 		d.rerr = nil // a lasting error comes back on the next read
@@ -516,6 +521,7 @@ func (r *relay) forward(d *direction) bool {
 	d.lr = io.LimitedReader{R: d.src, N: spliceBurst}
 	m, err := d.dst.ReadFrom(&d.lr)
 	d.count.Add(m)
+	r.read.Add(m)
 	switch {
 	case err == nil && d.lr.N > 0: // src sent FIN during the burst
 		r.finished(d)
@@ -546,7 +552,7 @@ func (r *relay) finished(d *direction) {
 	}
 	sum := r.counters()
 	r.mu.Lock()
-	r.lastSum, r.lastChange = sum, time.Now() // the FIN itself is activity
+	r.lastSum, r.haveSum, r.lastChange = sum, true, time.Now() // the FIN itself is activity
 	r.mu.Unlock()
 	r.limit.Store(int64(r.halfClose))
 	// Wake the surviving direction (reading from dst) within one new tick;
@@ -606,7 +612,18 @@ func (r *relay) stillActive() bool {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if sum != r.lastSum {
+	switch {
+	case !r.haveSum:
+		// The first check, a limit after the start: the counters were not
+		// read at the start (two getsockopt calls that a short relay
+		// never needs). Any byte read since means activity in the window;
+		// none read means none received (a waiting or parked direction
+		// reads what comes) and none sent, so none acknowledged either.
+		r.lastSum, r.haveSum = sum, true
+		if r.read.Load() > 0 {
+			r.lastChange = now
+		}
+	case sum != r.lastSum:
 		r.lastSum = sum
 		r.lastChange = now
 	}

@@ -87,8 +87,18 @@ func setBuffers(fd int, p config.TCPProfile) error {
 // setConnOptions sets the per-connection options of p on fd: keepalive (with
 // its three timers, or SO_KEEPALIVE 0), TCP_NODELAY, TCP_USER_TIMEOUT and
 // TCP_LINGER2. Zero user timeout / linger2 leave the kernel's value. It is
-// used on listeners (accepted sockets inherit), before connect and by Apply.
+// used on listeners (accepted sockets inherit) and by Apply; a dial sets all
+// but TCP_NODELAY (setKeepaliveAndTimeouts).
 func setConnOptions(fd int, p *config.TCPProfile) error {
+	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", boolInt(p.NoDelay)); err != nil {
+		return err
+	}
+	return setKeepaliveAndTimeouts(fd, p)
+}
+
+// setKeepaliveAndTimeouts is setConnOptions without TCP_NODELAY: a dial
+// leaves that to Go, which turns it on after connect, and to [Finish].
+func setKeepaliveAndTimeouts(fd int, p *config.TCPProfile) error {
 	if p.Keepalive {
 		// Timers first, so keepalive is never armed with the kernel's 7200 s.
 		if p.KeepaliveIdle > 0 {
@@ -108,9 +118,6 @@ func setConnOptions(fd int, p *config.TCPProfile) error {
 		}
 	}
 	if err := setInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", boolInt(p.Keepalive)); err != nil {
-		return err
-	}
-	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", boolInt(p.NoDelay)); err != nil {
 		return err
 	}
 	if p.UserTimeout > 0 {

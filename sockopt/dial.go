@@ -17,9 +17,10 @@ import (
 // so the profile's keepalive holds, and MPTCP is off. Its Control sets,
 // before connect: SO_SNDBUF / SO_RCVBUF (> 0; before connect so the window
 // scale fits them), TCP_FASTOPEN_CONNECT (p.FastOpen > 0), keepalive,
-// TCP_USER_TIMEOUT and TCP_LINGER2.
+// TCP_USER_TIMEOUT and TCP_LINGER2; not TCP_NODELAY, which Go turns on
+// after connect whatever was set before.
 //
-// Callers must still call [Apply] on the dialed conn: Go forces TCP_NODELAY
+// Callers must still call [Finish] on the dialed conn: Go forces TCP_NODELAY
 // on after connect.
 //
 // With TCP_FASTOPEN_CONNECT, once the kernel holds a Fast Open cookie for the
@@ -50,5 +51,5 @@ func setDialOptions(fd int, p config.TCPProfile) error {
 			return err
 		}
 	}
-	return setConnOptions(fd, &p)
+	return setKeepaliveAndTimeouts(fd, &p)
 }
