@@ -71,6 +71,13 @@ type httpConn struct {
 	// doneClean: the last request said Connection: close, was served whole
 	// and nothing followed it in the buffer: the close needs no lingering.
 	doneClean bool
+	// out is a small answer (in head) not written yet: waitFirstByte
+	// writes it together with the wait for the next request
+	// (writeThenWait); outFn, outWrote and outErr are that write's.
+	out      []byte
+	outFn    func(fd uintptr) bool
+	outWrote bool
+	outErr   error
 
 	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
 
@@ -219,6 +226,7 @@ func (h *httpConn) live(entry connEntry) {
 		return // h belongs to the parker or the tunnel: not touched again here
 	}
 	vs := h.vs
+	_ = h.flushOut() // an answer kept for the next wait, if the loop ended before it
 	vs.http.conns.remove(h)
 	h.untrack()
 	if h.heldMember != nil { // the member conn this client kept
@@ -348,7 +356,13 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	// Shutdown cancels acceptCtx, then sets a past read deadline on every
 	// waiting conn: checked after the deadline is set, it is never missed.
 	if h.vs.acceptCtx.Err() != nil {
+		_ = h.flushOut()
 		return errStopping
+	}
+	if h.out != nil {
+		if err := h.writeThenWait(); err != nil {
+			return err
+		}
 	}
 	if _, err := h.clientBuf.Peek(1); err != nil {
 		return err
@@ -357,6 +371,64 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 		return errStopping
 	}
 	return nil
+}
+
+// writeThenWait writes the answer kept in h.out (see streamResponse) and
+// waits for the client's next bytes, both in one RawConn.Read of the
+// client socket. The next request cannot come before its answer went out,
+// so the read that usually follows a write finds nothing (EAGAIN) and
+// only then waits; within one RawConn.Read the poller keeps the readiness
+// that comes after the write, so the wait needs no read first and loses
+// no wakeup. The read comes after, through clientBuf, and finds bytes. It
+// returns the write's error, else the wait's (the deadline, shutdown's
+// past deadline, a closed socket).
+func (h *httpConn) writeThenWait() error {
+	if h.rawConn == nil {
+		rc, err := h.clientTCP.SyscallConn()
+		if err != nil {
+			return h.flushOut()
+		}
+		h.rawConn = rc
+	}
+	if h.outFn == nil {
+		h.outFn = h.writeOut // once per pooled httpConn: no allocation per request
+	}
+	h.outWrote, h.outErr = false, nil
+	err := h.rawConn.Read(h.outFn)
+	if !h.outWrote { // the wait ended before the callback ran (a past deadline)
+		if werr := h.flushOut(); werr != nil {
+			return werr
+		}
+		return err
+	}
+	h.out = nil
+	if h.outErr != nil {
+		return h.outErr
+	}
+	return err
+}
+
+// writeOut is writeThenWait's RawConn.Read callback: the first call
+// writes the answer (Write may wait for room in the socket: the read lock
+// held here does not stop it) and asks to wait; the next, after the
+// poller reported the socket readable, ends the wait without reading.
+func (h *httpConn) writeOut(uintptr) bool {
+	if h.outWrote {
+		return true
+	}
+	h.outWrote = true
+	_, h.outErr = h.clientTCP.Write(h.out)
+	return h.outErr != nil
+}
+
+// flushOut writes an answer still kept in h.out, and forgets it.
+func (h *httpConn) flushOut() error {
+	if h.out == nil {
+		return nil
+	}
+	_, err := h.clientTCP.Write(h.out)
+	h.out = nil
+	return err
 }
 
 // parkable reports whether the conn can be parked: the virtual server has

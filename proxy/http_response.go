@@ -99,7 +99,13 @@ func (h *httpConn) streamResponse(sc *pool.ServerConn, rec *requestRecord, retir
 	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
 	var small bool
 	h.head, small = appendSmallBody(h.head, h.respParser.Body(), h.resp.Framing, h.resp.ContentLength, h.memberBuf.Buffered())
-	if _, err := h.client.Write(h.head); err != nil {
+	if small && !closeClient && h.clientTLS == nil && h.clientBuf.Buffered() == 0 {
+		// The whole answer is in head and the client's next request is
+		// not buffered: it goes out with the wait for that request
+		// (waitFirstByte, writeThenWait), which then needs no read that
+		// finds nothing.
+		h.out = h.head
+	} else if _, err := h.client.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
 		rec.err = err
 		return h.resp.Status, exEnd
