@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,19 +39,20 @@ type ServerConn struct {
 	Created time.Time
 
 	p         *ConnPool
-	dialTook  time.Duration // how long the dial (and TLS handshake) took
-	expires   time.Time     // retire from then on (jittered MaxAge); zero = never
-	maxReq    int           // total requests allowed (MaxRequests, learnt max); 0 = no limit
-	idleLimit time.Duration // longest idle period; < 0 = no limit
-	kaTimeout time.Duration // learnt Keep-Alive timeout; 0 = none learnt
-	idleSrc   IdleSource    // where idleLimit comes from
-	idleSince time.Time     // when it last went idle
-	takenIdle time.Duration // how long it had idled when Get took it off its stack; 0 = not taken from idle
-	takenAt   time.Time     // when Get took it off its stack
-	idleUntil time.Time     // when idle: expiry; zero = never
-	retiring  bool          // Retire returned true: the member was told to close
-	memberEnd bool          // ExpectMemberClose: the member said it closes
-	out       bool          // lent out: between Get and Put/Discard
+	raw       syscall.RawConn // TCP's, once asked for (RawConn)
+	dialTook  time.Duration   // how long the dial (and TLS handshake) took
+	expires   time.Time       // retire from then on (jittered MaxAge); zero = never
+	maxReq    int             // total requests allowed (MaxRequests, learnt max); 0 = no limit
+	idleLimit time.Duration   // longest idle period; < 0 = no limit
+	kaTimeout time.Duration   // learnt Keep-Alive timeout; 0 = none learnt
+	idleSrc   IdleSource      // where idleLimit comes from
+	idleSince time.Time       // when it last went idle
+	takenIdle time.Duration   // how long it had idled when Get took it off its stack; 0 = not taken from idle
+	takenAt   time.Time       // when Get took it off its stack
+	idleUntil time.Time       // when idle: expiry; zero = never
+	retiring  bool            // Retire returned true: the member was told to close
+	memberEnd bool            // ExpectMemberClose: the member said it closes
+	out       bool            // lent out: between Get and Put/Discard
 }
 
 // newConn wraps a fresh conn to m dialed at now, lent out, with the
@@ -207,6 +209,19 @@ func (c *ServerConn) idleDeadline(learnt time.Duration) time.Time {
 		}
 	}
 	return at
+}
+
+// RawConn is TCP's syscall.RawConn, made once per conn (each SyscallConn
+// call allocates one).
+func (c *ServerConn) RawConn() (syscall.RawConn, error) {
+	if c.raw == nil {
+		rc, err := c.TCP.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		c.raw = rc
+	}
+	return c.raw, nil
 }
 
 // Alive is the stale check of a conn the caller holds (lent out or kept

@@ -78,6 +78,14 @@ type httpConn struct {
 	outFn    func(fd uintptr) bool
 	outWrote bool
 	outErr   error
+	// The member side's write-and-wait (writeAndAwait): awaited says the
+	// answer was awaited after the request went out.
+	memberOut   net.Conn
+	memberFn    func(fd uintptr) bool
+	memberN     int
+	memberErr   error
+	memberWrote bool
+	awaited     bool
 
 	member atomic.Pointer[net.TCPConn] // the member socket attached now, for Connections (inspect_conns.go)
 

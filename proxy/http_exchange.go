@@ -153,7 +153,14 @@ func (h *httpConn) sendRequest(sc *pool.ServerConn, rec *requestRecord, start ti
 	if testHookMemberConn != nil {
 		testHookMemberConn(sc)
 	}
-	if n, err := sc.Conn.Write(h.head); err != nil {
+	var n int
+	var err error
+	if (small || *smallKept > 0 || h.req.Framing == http1.FramingNone) && sc.TLS == nil {
+		n, err = h.writeAndAwait(sc) // the whole request: its answer is awaited in the same call
+	} else {
+		n, err = sc.Conn.Write(h.head)
+	}
+	if err != nil {
 		// The member never got the whole head (the kernel took fewer
 		// bytes): it cannot have acted on the request, so a replay is
 		// safe whatever the method.
@@ -176,8 +183,8 @@ func (h *httpConn) sendRequest(sc *pool.ServerConn, rec *requestRecord, start ti
 	if h.req.Framing == http1.FramingNone {
 		return false, exNext
 	}
-	n, err := h.reqParser.Body().Forward(sc.Conn, h.bodyBuf(), h.req.Framing == http1.FramingChunked)
-	rec.bytesIn += n
+	sent, err := h.reqParser.Body().Forward(sc.Conn, h.bodyBuf(), h.req.Framing == http1.FramingChunked)
+	rec.bytesIn += sent
 	if err != nil {
 		h.drop(sc, pool.DiscardFailed)
 		rec.err = err
@@ -190,6 +197,46 @@ func (h *httpConn) sendRequest(sc *pool.ServerConn, rec *requestRecord, start ti
 		return true, h.failRequest(start, status, rec)
 	}
 	return true, exNext
+}
+
+// writeAndAwait writes the whole request in h.head to the plain member
+// conn sc and waits for its answer's first bytes, both in one RawConn.Read
+// of the member socket: the answer cannot come before the request went
+// out, so the read that usually follows the write finds nothing (EAGAIN)
+// and only then waits; within one RawConn.Read the poller keeps the
+// readiness that comes after the write, so the wait needs no read first
+// and loses no wakeup. It returns the write's count and error; the wait's
+// own end (the response deadline, a closed socket) is left to the read of
+// the answer, which meets it again. h.awaited says the wait ran.
+func (h *httpConn) writeAndAwait(sc *pool.ServerConn) (int, error) {
+	rc, err := sc.RawConn()
+	if err != nil {
+		return sc.Conn.Write(h.head)
+	}
+	if h.memberFn == nil {
+		h.memberFn = h.writeMember // once per pooled httpConn: no allocation per request
+	}
+	h.memberOut, h.memberWrote, h.memberN, h.memberErr = sc.Conn, false, 0, nil
+	_ = rc.Read(h.memberFn)
+	h.memberOut = nil
+	if !h.memberWrote { // the wait ended before the callback ran (a past deadline, closed)
+		return sc.Conn.Write(h.head)
+	}
+	h.awaited = h.memberErr == nil
+	return h.memberN, h.memberErr
+}
+
+// writeMember is writeAndAwait's RawConn.Read callback: the first call
+// writes the request (Write may wait for room: the read lock held here
+// does not stop it) and asks to wait; the next, once the socket is
+// readable, ends the wait without reading.
+func (h *httpConn) writeMember(uintptr) bool {
+	if h.memberWrote {
+		return true
+	}
+	h.memberWrote = true
+	h.memberN, h.memberErr = h.memberOut.Write(h.head)
+	return h.memberErr != nil
 }
 
 // failRequest answers the client with an error response, writes the
