@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"strings"
@@ -15,25 +14,7 @@ import (
 // "Connection: close" and ab measure): accept, parse, a pooled member
 // exchange, close. allocs/op counts the whole process per request.
 func BenchmarkHTTPShortConnection(b *testing.B) {
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + strings.Repeat("x", 64))
-	be := socktest.Start(b, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			for {
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(line) == 2 {
-					break
-				}
-			}
-			if _, err := c.Write(resp); err != nil {
-				return
-			}
-		}
-	})
+	be := answer64Member(b)
 	p := startProxy(b, strings.Replace(httpConfig("", "", be.Addr()),
 		"level = \"debug\"", "level = \"debug\"\naccess = false", 1))
 	addr := p.addr("vs")

@@ -86,26 +86,7 @@ server_profile = "rst"`, "", be.Addr()))
 // a member answering 64 bytes from a fixed buffer; roundTrip does one
 // request.
 func keepaliveRig(tb testing.TB) (roundTrip func()) {
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + strings.Repeat("x", 64))
-	be := socktest.Start(tb, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			// Requests are small and arrive whole: read to the empty line.
-			for {
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(line) == 2 {
-					break
-				}
-			}
-			if _, err := c.Write(resp); err != nil {
-				return
-			}
-		}
-	})
+	be := answer64Member(tb)
 	p := startProxy(tb, strings.Replace(httpConfig("[virtual_server.http]\nmax_requests = 0", "", be.Addr()),
 		"level = \"debug\"", "level = \"debug\"\naccess = false", 1))
 	c, err := net.Dial("tcp", p.addr("vs"))
@@ -133,6 +114,31 @@ func keepaliveRig(tb testing.TB) (roundTrip func()) {
 			tb.Fatal(err)
 		}
 	}
+}
+
+// answer64Member is a keepalive member that answers every request (small,
+// arriving whole: read to the empty line) with 200 and 64 bytes from a
+// fixed buffer.
+func answer64Member(tb testing.TB) *socktest.Backend {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + strings.Repeat("x", 64))
+	return socktest.Start(tb, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) == 2 {
+					break
+				}
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkHTTPKeepalive: GET with a 64-byte answer on a keepalive client

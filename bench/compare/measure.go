@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tetherproxy/tether/bench"
 	"github.com/tetherproxy/tether/sockopt"
 )
 
@@ -280,4 +282,26 @@ func establishedTo(port int) int {
 		}
 	}
 	return n
+}
+
+// tetherBench runs a tether bench load (argv) through target t while
+// metering t's processes r, notes the command and any foreign CPU in s, and
+// returns the bench's figures with the meter's, its result and the usage.
+func (e *env) tetherBench(ctx context.Context, s *section, t target, r *running, argv []string) (figures, bench.Result, usage, error) {
+	m := startMeter(r.pids, e.o.proxyCPU, e.o.loadCPU)
+	run, err := runLoad(ctx, e.o.dur+time.Minute, nil, argv...)
+	u := m.stop()
+	if err != nil {
+		return nil, bench.Result{}, u, err
+	}
+	res, err := parseTetherBench(run.out)
+	if err != nil {
+		return nil, bench.Result{}, u, err
+	}
+	s.command(t.name, argv)
+	e.foreign(s, t, u)
+	figs := figures{}
+	putTetherBench(figs, "", res[0])
+	u.put(figs, "")
+	return figs, res[0], u, nil
 }

@@ -364,21 +364,10 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 			}
 			argv := e.tbenchArgv("--conn", "short", "-c", strconv.Itoa(hsConns), "-d", secsFlag(e.o.dur),
 				"--tls-min", "1.3", "--tls-groups", "x25519", "--cacert", e.tls.Cert, url)
-			m := startMeter(r.pids, e.o.proxyCPU, e.o.loadCPU)
-			run, err := runLoad(ctx, e.o.dur+time.Minute, nil, argv...)
-			u := m.stop()
+			hs, res, u, err := e.tetherBench(ctx, s, t, r, argv)
 			if err != nil {
 				return fmt.Errorf("handshakes: %w", err)
 			}
-			res, err := parseTetherBench(run.out)
-			if err != nil {
-				return err
-			}
-			s.command(t.name, argv)
-			e.foreign(s, t, u)
-			hs := figures{}
-			putTetherBench(hs, "", res[0])
-			u.put(hs, "")
 			if u.ProxyCPU > 0 {
 				hs["per_cpu_s"] = hs["handshakes"] / u.ProxyCPU.Seconds()
 				hs["proxy_cpu_share"] = u.ProxyCPU.Seconds() / hs["secs"]
@@ -386,9 +375,9 @@ func (e *env) runHTTPS(ctx context.Context) (*section, error) {
 			if u.ProxyBusy > 0 {
 				hs["per_busy_s"] = hs["handshakes"] / u.ProxyBusy.Seconds()
 			}
-			s.Text["negotiated by tether bench "+t.name] = negotiated(res[0])
+			s.Text["negotiated by tether bench "+t.name] = negotiated(res)
 			s.add(t.name, prefixed("hs.", hs))
-			e.logf("handshakes %s: %.0f/s, %.0f per proxy CPU-s, %s", t.name, hs["hs_per_s"], hs["per_cpu_s"], negotiated(res[0]))
+			e.logf("handshakes %s: %.0f/s, %.0f per proxy CPU-s, %s", t.name, hs["hs_per_s"], hs["per_cpu_s"], negotiated(res))
 			_ = sleep(ctx, 500*time.Millisecond)
 
 			wargv := e.loadArgv("wrk", "-c", strconv.Itoa(wrkConns), "-t", strconv.Itoa(wrkThreads), "-d", secsFlag(e.o.dur), "--latency", url)

@@ -116,21 +116,10 @@ func (e *env) runConnect(ctx context.Context) (*section, error) {
 	e.eachRound(ctx, ts, func(round int, t target) error {
 		return e.throughOne(ctx, t, fmt.Sprintf("connect-%s-%d", t.name, round), "tcp", port, func(front int, r *running) error {
 			argv := e.connectArgv(front, e.o.dur)
-			m := startMeter(r.pids, e.o.proxyCPU, e.o.loadCPU)
-			run, err := runLoad(ctx, e.o.dur+time.Minute, nil, argv...)
-			u := m.stop()
+			figs, _, u, err := e.tetherBench(ctx, s, t, r, argv)
 			if err != nil {
 				return err
 			}
-			res, err := parseTetherBench(run.out)
-			if err != nil {
-				return err
-			}
-			s.command(t.name, argv)
-			e.foreign(s, t, u)
-			figs := figures{}
-			putTetherBench(figs, "", res[0])
-			u.put(figs, "")
 			if u.HaveProxies && u.ProxyCPU > 0 {
 				figs["conns_per_cpu_s"] = figs["ok"] / u.ProxyCPU.Seconds()
 				figs["proxy_cpu_share"] = u.ProxyCPU.Seconds() / figs["secs"]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 )
 
 // latencyShare is the share of HAProxy's closed-loop peak offered to every
@@ -40,23 +39,12 @@ func (e *env) runLatency(ctx context.Context) (*section, error) {
 		return e.throughOne(ctx, t, fmt.Sprintf("latency-%s-%d", t.name, round), "http", back[fmt.Sprintf("%s.%d", t.name, round)], func(front int, r *running) error {
 			argv := e.tbenchArgv("--conn", "long", "-c", strconv.Itoa(wrkConns), "--rate", strconv.FormatFloat(rate, 'f', 0, 64),
 				"-d", secsFlag(e.o.dur), "http://127.0.0.1:"+strconv.Itoa(front)+"/")
-			m := startMeter(r.pids, e.o.proxyCPU, e.o.loadCPU)
-			run, err := runLoad(ctx, e.o.dur+time.Minute, nil, argv...)
-			u := m.stop()
+			figs, res, _, err := e.tetherBench(ctx, s, t, r, argv)
 			if err != nil {
 				return err
 			}
-			res, err := parseTetherBench(run.out)
-			if err != nil {
-				return err
-			}
-			s.command(t.name, argv)
-			e.foreign(s, t, u)
-			figs := figures{}
-			putTetherBench(figs, "", res[0])
-			u.put(figs, "")
-			figs["p999_ms"] = ms(res[0].Latency.P999)
-			figs["max_ms"] = ms(res[0].Latency.Max)
+			figs["p999_ms"] = ms(res.Latency.P999)
+			figs["max_ms"] = ms(res.Latency.Max)
 			figs["offered_share"] = figs["rps"] / rate
 			if figs["offered_share"] < 0.95 {
 				s.warn(fmt.Sprintf("%s: %.0f req/s done of %.0f offered: the target or the load generator fell behind (its latency includes the queue)", t.name, figs["rps"], rate))
