@@ -43,15 +43,7 @@ func (e *env) runAllCores(ctx context.Context) (*section, error) {
 		s.warn(fmt.Sprintf("this machine has %d CPUs; HAProxy and nginx still run %d threads / workers", runtime.NumCPU(), allcoresThreads))
 	}
 	e.eachRound(ctx, ts, func(round int, t target) error {
-		var pairs []pair
-		for _, sc := range httpScenarios {
-			b := back[fmt.Sprintf("%s.%s.%d", t.name, sc.key, round)]
-			f := b
-			if t.kind != direct {
-				f = e.ports.pick()
-			}
-			pairs = append(pairs, pair{f, b})
-		}
+		pairs := e.httpPairs(t, round, back)
 		cfg := e.proxyConfigFor("http", pairs...)
 		cfg.Threads, cfg.Unpinned = allcoresThreads, true
 		r, err := e.startProxy(ctx, t, fmt.Sprintf("allcores-%s-%d", t.name, round), cfg)

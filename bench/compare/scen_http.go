@@ -114,15 +114,7 @@ func (e *env) runHTTP(ctx context.Context) ([]*section, error) {
 			nginxKeepalive, tetherPoolMax, tetherPoolMax),
 	}
 	e.eachRound(ctx, ts, func(round int, t target) error {
-		var pairs []pair
-		for _, sc := range httpScenarios {
-			b := back[fmt.Sprintf("%s.%s.%d", t.name, sc.key, round)]
-			f := b
-			if t.kind != direct {
-				f = e.ports.pick()
-			}
-			pairs = append(pairs, pair{f, b})
-		}
+		pairs := e.httpPairs(t, round, back)
 		r, err := e.startProxy(ctx, t, fmt.Sprintf("http-%s-%d", t.name, round), e.proxyConfigFor("http", pairs...))
 		if err != nil {
 			return err
@@ -259,4 +251,20 @@ func (e *env) runIdleKeepalive(ctx context.Context, proto string) (*section, err
 		fmt.Sprintf("backend conns held: the proxy's established conns to its backend port after the first batch (nginx caches %d idle, tether's pool at most %d)", nginxKeepalive, tetherPoolMax),
 	}
 	return s, nil
+}
+
+// httpPairs are t's front/back port pairs for round, one per http
+// scenario, on the backend ports reserved in back: direct uses the backend
+// port itself, a proxy a fresh front port.
+func (e *env) httpPairs(t target, round int, back map[string]int) []pair {
+	var pairs []pair
+	for _, sc := range httpScenarios {
+		b := back[fmt.Sprintf("%s.%s.%d", t.name, sc.key, round)]
+		f := b
+		if t.kind != direct {
+			f = e.ports.pick()
+		}
+		pairs = append(pairs, pair{f, b})
+	}
+	return pairs
 }
