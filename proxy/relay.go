@@ -292,13 +292,14 @@ func newDirection(r *relay, dst, src *net.TCPConn, from Side, count *atomic.Int6
 // read is the RawConn.Read callback: one non-blocking read(2) into a pooled
 // buffer. On EAGAIN it hands the buffer back and asks to wait for data.
 //
-// Bytes that came short of the buffer (a request, an answer: the socket
-// is very likely drained) are written to dst right here, and the callback
-// asks to wait without reading again: within one RawConn.Read the poller
-// keeps the readiness that came meanwhile, so the wait returns at once if
-// more came, and otherwise no read(2) is spent to find nothing (EAGAIN: a
-// third of a request-response relay's syscalls). EOF, an error, a full
-// buffer (a splice burst may follow) and a TLS destination return to pipe.
+// Bytes that came short of the buffer (a request, an answer) are written
+// to dst right here, and the callback reads again before it waits. That
+// read usually finds nothing (EAGAIN), but it cannot be skipped: a FIN that
+// came in the same segment as the data (a sender that wrote and shut down
+// at once) raised no wakeup of its own, so only a read sees it; waiting
+// instead held the half-close until the direction's deadline (1 s, or
+// idle_timeout/10). EOF, an error, a full buffer (a splice burst may
+// follow) and a TLS destination return to pipe.
 func (d *direction) read(fd uintptr) bool {
 	b := copyBuffers.Get().(*[]byte)
 	for {
@@ -322,7 +323,7 @@ func (d *direction) read(fd uintptr) bool {
 			return true
 		}
 		d.armDeadline()
-		return false
+		b = copyBuffers.Get().(*[]byte) // forward handed d.buf back
 	}
 }
 
