@@ -81,8 +81,9 @@ func (s *sgSampler) end() *sgSampler {
 // and get in as others close. Client conns never exceed the limit (the
 // virtual server's Active, sampled every 20 ms, and the members' requests
 // in flight at once), the limit is hit (LimitHits > 0) and reached
-// (Active reaches it), and the last clients in waited for a slot (their
-// first answer came after at least one client's whole session).
+// (Active reaches it), and the clients waited for slots: the http load
+// lasts at least three client sessions (60 sessions of 8 x 25 ms on 20
+// slots).
 //
 // Nothing lost: every request answered 200 (no refused conn, no reset, no
 // error status, no hung client), every relay byte-exact, and tether back
@@ -181,9 +182,9 @@ max_connections = %d
 	if smp.maxActive != tcpLimit || smp.maxServerActive > tcpLimit {
 		t.Errorf("tcp: at most %d client conns and %d member conns at once (%d samples), want the limit %d", smp.maxActive, smp.maxServerActive, smp.samples, tcpLimit)
 	}
-	if took < 3*7*25*time.Millisecond { // each relay has 7 gaps of 25 ms
-		t.Errorf("tcp: %d relays took %s, less than 3 relays' time: they did not wait for slots", relays, took)
-	}
+	// (No lower bound on the time here: a relay waiting in the backlog has
+	// all its bytes and its FIN in tether's socket already, so once in it
+	// ends at once.)
 	t.Logf("tcp: %d relays on %d slots: all byte-exact in %s; most active at once %d client, %d member conns (%d samples), LimitHits %d",
 		relays, tcpLimit, took.Round(time.Millisecond), smp.maxActive, smp.maxServerActive, smp.samples, st.LimitHits)
 
