@@ -282,7 +282,16 @@ func (h *httpConn) serve(entry connEntry) loopOutcome {
 	case entryTunnelEnded:
 		return loopBusyEnd // the tunnel logged its request
 	}
-	return loopIdleEnd // entryExpired
+	// entryExpired. At shutdown the parker lets its conns go this way: one
+	// whose client sent a request meanwhile serves it (waitFirstByte).
+	if h.vs.acceptCtx.Err() != nil {
+		h.hs.conns.add(h)
+		h.borrow()
+		if h.waitFirstByte(h.parking.deadline) == nil {
+			return h.loop(true)
+		}
+	}
+	return loopIdleEnd
 }
 
 // loop serves requests until the client leaves, a limit is reached, an
@@ -355,8 +364,11 @@ var errStopping = errors.New("proxy: shutting down")
 
 // waitFirstByte waits until deadline for the next request's first byte in
 // clientBuf, as a waiting conn shutdown can wake. It returns nil when a
-// byte is buffered, the read's error, or errStopping when shutdown began:
-// a waiting conn takes no new request then.
+// byte is buffered, the read's error, or once shutdown began errStopping:
+// a waiting conn takes no new request then, but one that already reached
+// tether (bytes in clientBuf or the socket) is served, with Connection:
+// close (pendingRequest): closing on it would reset a request the client
+// sent before the shutdown.
 func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	_ = h.client.SetReadDeadline(deadline)
 	h.waiting.Store(true)
@@ -364,21 +376,36 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	// Shutdown cancels acceptCtx, then sets a past read deadline on every
 	// waiting conn: checked after the deadline is set, it is never missed.
 	if h.vs.acceptCtx.Err() != nil {
-		_ = h.flushOut()
-		return errStopping
+		if err := h.flushOut(); err != nil {
+			return err
+		}
+		return h.pendingRequest()
 	}
 	if h.out != nil {
 		if err := h.writeThenWait(); err != nil {
+			if isTimeoutErr(err) && h.vs.acceptCtx.Err() != nil {
+				return h.pendingRequest()
+			}
 			return err
 		}
 	}
 	if _, err := h.clientBuf.Peek(1); err != nil {
+		if isTimeoutErr(err) && h.vs.acceptCtx.Err() != nil {
+			return h.pendingRequest() // bytes may have come with the wake
+		}
 		return err
 	}
-	if h.vs.acceptCtx.Err() != nil {
-		return errStopping
-	}
 	return nil
+}
+
+// pendingRequest is waitFirstByte's answer once shutdown began: nil when a
+// request's first bytes already reached tether (in clientBuf, or waiting
+// in the socket: a non-blocking peek), else errStopping.
+func (h *httpConn) pendingRequest() error {
+	if h.clientBuf.Buffered() > 0 || errors.Is(sockopt.Alive(h.clientTCP), sockopt.ErrStaleData) {
+		return nil
+	}
+	return errStopping
 }
 
 // writeThenWait writes the answer kept in h.out (see streamResponse) and

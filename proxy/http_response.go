@@ -97,7 +97,9 @@ func (h *httpConn) streamResponse(sc *pool.ServerConn, rec *requestRecord, retir
 		// de-chunked and delimit it by closing (trailers are dropped).
 		h.resp.Framing, chunked = http1.FramingUntilClose, false
 	}
-	closeClient := last || h.resp.Framing == http1.FramingUntilClose
+	// Shutdown began while the request was in flight: this response is
+	// the client's last, and says so.
+	closeClient := last || h.resp.Framing == http1.FramingUntilClose || h.vs.acceptCtx.Err() != nil
 	h.resp.Headers = removeFields(h.resp.Headers, h.hs.respRemove)
 	h.head = http1.AppendResponse(h.head[:0], h.resp, &http1.HeadOptions{Close: closeClient, Extra: h.hs.respAdd})
 	var small bool
