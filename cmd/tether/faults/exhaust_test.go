@@ -482,3 +482,194 @@ server_profile = "lbside"
 	u := p.settles(base, 2, 10*time.Second)
 	t.Logf("after: %s (baseline %s)", u, base)
 }
+
+// exSlow is one slowloris conn's fate.
+type exSlow struct {
+	first  time.Time // its first byte sent
+	status int       // the answer's status (0: none)
+	closed time.Time // when it read EOF (or an error)
+	err    error     // how the read ended, when not EOF
+}
+
+// Fault: 10,000 slowloris clients: each opens a conn to an http virtual
+// server (request_header_timeout 2 s, max_connections 12,000), sends a
+// request line and one header field, and one more field a second later,
+// never ending the head.
+//
+// Load: the 10,000 conns opened by 40 openers in parallel, and alongside
+// them 8 legitimate keepalive clients sending GETs (20 ms apart) all the
+// while.
+//
+// Bound: every slowloris conn is answered 408 and closed 2 s after its
+// first byte (±1 s), the trickle notwithstanding; tether's RSS grows by
+// less than 32 KiB per slowloris conn at the peak; the legitimate clients
+// are all answered 200 with p99 under 1 s.
+//
+// Nothing lost: no legitimate request fails or hangs; no slowloris conn
+// stays open; tether's fds and goroutines come back to the baseline.
+func TestFaultSlowloris(t *testing.T) {
+	l := newLab(t, 1)
+	l.startMember(1, memberConfig{HTTP: true})
+	cfg := httpPool(1, "") + fmt.Sprintf(`
+[[virtual_server]]
+name = "web"
+listen = "%s:8080"
+mode = "http"
+pool = "web"
+max_connections = 12000
+[virtual_server.http]
+request_header_timeout = "2s"
+`, lbClientSide)
+	p := l.startTether(cfg, tetherOpts{})
+	warm := startLoad(t, loadSpec{NS: l.CL, Addr: lbClientSide + ":8080", Clients: 8, Requests: 5, Duration: 10 * time.Second})
+	if r := warm.wait(); r.OK() != 40 {
+		t.Fatalf("warm-up: %s", &r)
+	}
+	base, rss0 := p.usage(), exRSS(t, p.pid())
+	const timeout = 2 * time.Second
+
+	// tether's RSS, sampled while the slowloris conns are open.
+	var peak int64
+	stopRSS := make(chan struct{})
+	rssDone := make(chan struct{})
+	go func() {
+		defer close(rssDone)
+		for {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid())); err == nil {
+				for _, line := range strings.Split(string(b), "\n") {
+					if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+						kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+						peak = max(peak, kb<<10)
+					}
+				}
+			}
+			select {
+			case <-stopRSS:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+
+	legit := startLoad(t, loadSpec{NS: l.CL, Addr: lbClientSide + ":8080", Clients: 8, Duration: 30 * time.Second, Pause: 20 * time.Millisecond, Timeout: 5 * time.Second})
+
+	const n, openers = 10000, 40
+	slow := make([]exSlow, n)
+	var readers sync.WaitGroup
+	var openErrs sync.Map
+	var opening sync.WaitGroup
+	openStart := time.Now()
+	for w := 0; w < openers; w++ {
+		opening.Add(1)
+		go func() {
+			defer opening.Done()
+			type pending struct {
+				c     *net.TCPConn
+				first time.Time
+			}
+			trickle := make(chan pending, n/openers)
+			trickled := make(chan struct{})
+			go func() {
+				defer close(trickled)
+				for pc := range trickle {
+					time.Sleep(time.Until(pc.first.Add(time.Second)))
+					_, _ = pc.c.Write([]byte("X-Slow: 1\r\n"))
+				}
+			}()
+			for i := w; i < n; i += openers {
+				c, err := dialTimeout(l.CL, lbClientSide+":8080", 10*time.Second)
+				if err != nil {
+					openErrs.Store(i, err)
+					continue
+				}
+				s := &slow[i]
+				s.first = time.Now()
+				if _, err := fmt.Fprintf(c, "GET /slow HTTP/1.1\r\nHost: faults\r\nX-Req-Id: s%d\r\n", i); err != nil {
+					openErrs.Store(i, err)
+					c.Close()
+					continue
+				}
+				trickle <- pending{c, s.first}
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					defer c.Close()
+					_ = c.SetReadDeadline(s.first.Add(10 * time.Second))
+					br := bufio.NewReaderSize(c, 512)
+					resp, err := http.ReadResponse(br, nil)
+					if err == nil {
+						s.status = resp.StatusCode
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil {
+							_, err = br.ReadByte() // the close
+						}
+					}
+					s.closed = time.Now()
+					if err != io.EOF {
+						s.err = err
+					}
+				}()
+			}
+			close(trickle)
+			<-trickled
+		}()
+	}
+	opening.Wait()
+	t.Logf("%d slowloris conns opened in %s", n, time.Since(openStart).Round(time.Millisecond))
+	openErrs.Range(func(k, v any) bool {
+		t.Errorf("slowloris conn %v: %v", k, v)
+		return false
+	})
+	readers.Wait()
+	close(stopRSS)
+	<-rssDone
+	r := legit.stop()
+
+	// The slowloris conns: 408, closed at the header timeout.
+	var early, late, no408 int
+	var minD, maxD time.Duration = time.Hour, 0
+	for i := range slow {
+		s := &slow[i]
+		if s.first.IsZero() {
+			continue
+		}
+		d := s.closed.Sub(s.first)
+		minD, maxD = min(minD, d), max(maxD, d)
+		if s.status != 408 || s.err != nil {
+			if no408 < 5 {
+				t.Errorf("slowloris conn %d: status %d, %v after %s", i, s.status, s.err, d)
+			}
+			no408++
+		}
+		switch {
+		case d < timeout-time.Second:
+			early++
+		case d > timeout+time.Second:
+			late++
+		}
+	}
+	t.Logf("slowloris conns closed %s to %s after their first byte (request_header_timeout %s)", minD.Round(time.Millisecond), maxD.Round(time.Millisecond), timeout)
+	if no408 > 0 || early > 0 || late > 0 {
+		t.Errorf("of %d slowloris conns: %d without a 408 and a clean close, %d closed early, %d late (bound %s ± 1 s)", n, no408, early, late, timeout)
+	}
+
+	// Memory.
+	perConn := (peak - rss0) / n
+	t.Logf("RSS: %d MiB before, %d MiB at the peak: %d KiB per slowloris conn", rss0>>20, peak>>20, perConn>>10)
+	if perConn > 32<<10 {
+		t.Errorf("tether's RSS grew %d KiB per slowloris conn (bound 32 KiB)", perConn>>10)
+	}
+
+	// The legitimate clients alongside.
+	t.Logf("legitimate clients: %s, p99 %s", &r, r.P99())
+	if r.Sent == 0 || r.OK() != r.Sent || r.Hung > 0 || r.Transport > 0 {
+		t.Errorf("legitimate clients not all served: %s", &r)
+	}
+	if r.P99() > time.Second {
+		t.Errorf("legitimate clients' p99 %s (bound 1 s)", r.P99())
+	}
+
+	u := p.settles(base, 4, 20*time.Second)
+	t.Logf("after: %s (baseline %s); RSS %d MiB", u, base, exRSS(t, p.pid())>>20)
+}
