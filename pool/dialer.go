@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tetherproxy/tether/config"
@@ -119,10 +120,42 @@ type profileError struct{ err error }
 func (e profileError) Error() string { return e.err.Error() }
 func (e profileError) Unwrap() error { return e.err }
 
+// shortageError is a dial that failed because tether ran out of something
+// of its own (file descriptors, local ports, socket memory): the member was
+// never asked, so no health check or passive health counts it against the
+// member. Its text says what ran out in an operator's words.
+type shortageError struct {
+	what string
+	err  error
+}
+
+func (e shortageError) Error() string { return e.what + ": " + e.err.Error() }
+func (e shortageError) Unwrap() error { return e.err }
+
+// shortage wraps a dial error toward addr that is tether's own shortage in
+// a shortageError; other errors are returned as they are.
+func shortage(err error, addr string) error {
+	var what string
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		what = "no local port free toward " + addr + " (every port of net.ipv4.ip_local_port_range is held by an open or TIME_WAIT connection)"
+	case errors.Is(err, syscall.EMFILE):
+		what = "tether is out of file descriptors (RLIMIT_NOFILE)"
+	case errors.Is(err, syscall.ENFILE):
+		what = "the system is out of file descriptors (fs.file-max)"
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		what = "the kernel is out of memory for sockets"
+	default:
+		return err
+	}
+	return shortageError{what, err}
+}
+
 // memberFault reports whether a dial error counts against the member.
 func memberFault(err error) bool {
 	var pe profileError
-	return !errors.As(err, &pe)
+	var se shortageError
+	return !errors.As(err, &pe) && !errors.As(err, &se)
 }
 
 // dial connects to m with the Dialer's profile, then runs the TLS
@@ -134,6 +167,7 @@ func (d *Dialer) dial(ctx context.Context, m *Member) (dialed, error) {
 	start := time.Now()
 	nc, err := d.nd.DialContext(ctx, "tcp", m.addr)
 	if err != nil {
+		err = shortage(err, m.addr)
 		if ctx.Err() == nil {
 			m.connectFailures.Add(1)
 		}

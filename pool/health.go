@@ -25,16 +25,28 @@ func (p *Pool) monitor(m *Member, stop <-chan struct{}) {
 	defer p.wg.Done()
 	t := time.NewTicker(p.cfg.Health.Interval)
 	defer t.Stop()
+	short := false // the last check could not run for tether's own shortage
 	for {
 		err := p.check(m)
 		if p.ctx.Err() != nil {
 			return // the check was cut by Close: not the member's fault
 		}
-		m.checks.Add(1)
-		if err != nil {
-			m.checkFailures.Add(1)
+		var se shortageError
+		switch {
+		case errors.As(err, &se):
+			// The member was never asked: its health stays as it was.
+			if !short {
+				p.log.Warn("health check could not run", zap.String("member", m.addr), zap.Error(err))
+			}
+			short = true
+		default:
+			short = false
+			m.checks.Add(1)
+			if err != nil {
+				m.checkFailures.Add(1)
+			}
+			p.observe(m, err, "health check")
 		}
-		p.observe(m, err, "health check")
 		select {
 		case <-p.ctx.Done():
 			return
@@ -52,7 +64,7 @@ func (p *Pool) check(m *Member) error {
 	defer cancel()
 	c, err := p.probe.DialContext(ctx, "tcp", m.addr)
 	if err != nil {
-		return err
+		return shortage(err, m.addr)
 	}
 	tc := c.(*net.TCPConn)
 	defer sockopt.Close(tc, config.CloseReset, 0) // RST: no TIME_WAIT; the conn is gone either way
