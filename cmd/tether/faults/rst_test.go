@@ -32,7 +32,7 @@ const (
 	rstMaxIndex = 4
 	// rstIdleDelay: an idle reset comes uniformly within this after the
 	// response went out.
-	rstIdleDelay = 30 * time.Millisecond
+	rstIdleDelay = time.Millisecond
 )
 
 // rstMoment is when a planned reset comes.
@@ -360,9 +360,10 @@ type rstOutcome struct {
 }
 
 // rstLoad runs clients keepalive clients, each sending requests requests
-// (every postEvery-th a POST with a 1 KiB body), strict as startLoad's
-// (no retry), and returns every request's outcome.
-func rstLoad(t *testing.T, l *lab, clients, requests, postEvery int, timeout time.Duration) []rstOutcome {
+// (every postEvery-th a POST with a 1 KiB body) pause apart, strict as
+// startLoad's (no retry), and returns every request's outcome. Request
+// IDs are prefix + "c<client>-<n>".
+func rstLoad(t *testing.T, l *lab, prefix string, clients, requests, postEvery int, pause, timeout time.Duration) []rstOutcome {
 	t.Helper()
 	spec := loadSpec{NS: l.CL, Addr: lbClientSide + ":8080", Timeout: timeout, Path: "/"}
 	ex := &load{spec: spec}
@@ -382,7 +383,7 @@ func rstLoad(t *testing.T, l *lab, clients, requests, postEvery int, timeout tim
 				}
 			}()
 			for n := 0; n < requests; n++ {
-				o := rstOutcome{ID: fmt.Sprintf("c%d-%d", cl, n), Post: postEvery > 0 && n%postEvery == postEvery-1}
+				o := rstOutcome{ID: fmt.Sprintf("%sc%d-%d", prefix, cl, n), Post: postEvery > 0 && n%postEvery == postEvery-1}
 				if c == nil {
 					var err error
 					if c, err = dialTimeout(l.CL, spec.Addr, timeout); err != nil {
@@ -416,6 +417,7 @@ func rstLoad(t *testing.T, l *lab, clients, requests, postEvery int, timeout tim
 					c.Close()
 					c = nil
 				}
+				time.Sleep(pause)
 			}
 		}()
 	}
@@ -512,12 +514,53 @@ listen = "%s:8080"
 mode = "http"
 pool = "web"
 `, lbClientSide)
+	// Rounds, each with a fresh tether: its idle-timeout learner soon
+	// takes member 1's resets for an idle timeout of microseconds and stops
+	// reusing its conns, so the resets of reused conns (replays, idle
+	// resets) come in each round's first part.
+	for round := 1; round <= rstRounds; round++ {
+		rstRound(t, l, cfg, m1, m2, st, round)
+	}
+}
+
+const rstRounds = 3
+
+// rstMemberSnap is the member side's counts at one moment.
+type rstMemberSnap struct {
+	resets                                    [rstMoments]int64
+	idleDropped, peerClosed, carried, planned int64
+	req1, req2                                int
+}
+
+func rstSnapOf(st *rstState, m1, m2 *member) rstMemberSnap {
+	return rstMemberSnap{resets: st.counts(), idleDropped: st.idleDropped.Load(), peerClosed: st.peerClosed.Load(),
+		carried: st.carried.Load(), planned: st.planned.Load(), req1: m1.snapshot().Requests, req2: m2.snapshot().Requests}
+}
+
+func (a rstMemberSnap) minus(b rstMemberSnap) rstMemberSnap {
+	for i := range a.resets {
+		a.resets[i] -= b.resets[i]
+	}
+	a.idleDropped -= b.idleDropped
+	a.peerClosed -= b.peerClosed
+	a.carried -= b.carried
+	a.planned -= b.planned
+	a.req1 -= b.req1
+	a.req2 -= b.req2
+	return a
+}
+
+// rstRound is one round of TestFaultRSTStorm: a fresh tether, the load,
+// the accounting, tether back to baseline and stopped (exit code 0).
+func rstRound(t *testing.T, l *lab, cfg string, m1, m2 *member, st *rstState, round int) {
+	prefix := fmt.Sprintf("r%d", round)
 	p := l.startTether(cfg, tetherOpts{})
 	base := p.usage()
+	snap0 := rstSnapOf(st, m1, m2)
 
 	const clients, requests, postEvery = 8, 250, 3
 	start := time.Now()
-	outs := rstLoad(t, l, clients, requests, postEvery, 10*time.Second)
+	outs := rstLoad(t, l, prefix, clients, requests, postEvery, time.Millisecond, 10*time.Second)
 	took := time.Since(start)
 
 	// Every idle reset planned has fired (rstIdleDelay) and the reaper has
@@ -527,13 +570,14 @@ pool = "web"
 	time.Sleep(1500 * time.Millisecond)
 	a1 := lbMemberAddr(1)
 	var mv memberView
-	var peer int64
+	var ms rstMemberSnap
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		before := p.members("web")[a1].Reuse["web"]
-		peer = st.peerClosed.Load()
+		peer := st.peerClosed.Load()
 		time.Sleep(300 * time.Millisecond)
 		mv = p.members("web")[a1]
 		if mv.Reuse["web"] == before && st.peerClosed.Load() == peer {
+			ms = rstSnapOf(st, m1, m2).minus(snap0)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -542,14 +586,19 @@ pool = "web"
 	}
 	r1, r2 := mv.Reuse["web"], p.members("web")[lbMemberAddr(2)].Reuse["web"]
 	s1, s2 := m1.snapshot(), m2.snapshot()
-	resets := st.counts()
-	events := st.eventList()
+	resets := ms.resets
+	var events []rstEvent
+	for _, e := range st.eventList() {
+		if strings.HasPrefix(e.ID, prefix+"c") {
+			events = append(events, e)
+		}
+	}
 	access := rstAccessLog(t, p)
 
-	t.Logf("load: %d requests in %s; member 1 conns %d (carried requests %d, plans %d), resets by moment %v (idle dropped %d), closed by tether first %d",
-		len(outs), took.Round(time.Millisecond), s1.Conns, st.carried.Load(), st.planned.Load(), rstFmt(resets), st.idleDropped.Load(), st.peerClosed.Load())
-	t.Logf("member 1 counters: opened %d reused %d staleOnPeek %d closedEarly %d discarded %d expiredIdle %d overflow %d replays head-unsent %d no-response %d",
-		r1.Opened, r1.Reused, r1.StaleOnPeek, r1.ClosedEarly, r1.Discarded, r1.ExpiredIdle, r1.IdleOverflow, r1.ReplaysHeadUnsent, r1.ReplaysNoResponse)
+	t.Logf("round %d: %d requests in %s; member 1: conns that carried requests %d (plans %d), resets by moment %v (idle plans dropped %d), closed by tether first %d",
+		round, len(outs), took.Round(time.Millisecond), ms.carried, ms.planned, rstFmt(resets), ms.idleDropped, ms.peerClosed)
+	t.Logf("round %d: member 1 counters: opened %d reused %d staleOnPeek %d closedEarly %d discarded %d expiredIdle %d overflow %d replays head-unsent %d no-response %d",
+		round, r1.Opened, r1.Reused, r1.StaleOnPeek, r1.ClosedEarly, r1.Discarded, r1.ExpiredIdle, r1.IdleOverflow, r1.ReplaysHeadUnsent, r1.ReplaysNoResponse)
 
 	// Member 2 never resets: nothing of its own may move.
 	if r2.StaleOnPeek != 0 || r2.ClosedEarly != 0 || r2.Discarded != 0 || r2.ReplaysHeadUnsent != 0 || r2.ReplaysNoResponse != 0 {
@@ -645,9 +694,9 @@ pool = "web"
 	if len(outs) != clients*requests {
 		t.Errorf("%d outcomes, want %d", len(outs), clients*requests)
 	}
-	logged := s1.Requests + s2.Requests
+	logged := ms.req1 + ms.req2
 	x := int(r1.ClosedEarly) - int(resets[rstHead]+resets[rstBody]+resets[rstRespHead])
-	t.Logf("clients: status %v, cut %d; attempts %d, logged by members %d (seen twice %d), retries %d", status, cut, attempts, logged, twice, retries)
+	t.Logf("round %d: clients: status %v, cut %d; attempts %d, logged by members %d (seen twice %d), retries %d", round, status, cut, attempts, logged, twice, retries)
 
 	// The exact accounting.
 	if got, want := int(r1.Discarded-r1.ClosedEarly), int(resets[rstRespBody]); got != want || cut != want {
@@ -657,9 +706,9 @@ pool = "web"
 		t.Errorf("attempts no member logged = %d (attempts %d - logged %d), but ClosedEarly - resets after a head = %d - %d = %d",
 			attempts-logged, attempts, logged, r1.ClosedEarly, resets[rstHead]+resets[rstBody]+resets[rstRespHead], x)
 	}
-	if got, want := int(r1.StaleOnPeek)+x+int(r1.ExpiredIdle+r1.IdleOverflow), int(resets[rstIdle]+peer); got != want {
+	if got, want := int(r1.StaleOnPeek)+x+int(r1.ExpiredIdle+r1.IdleOverflow), int(resets[rstIdle]+ms.peerClosed); got != want {
 		t.Errorf("StaleOnPeek %d + X %d + ExpiredIdle %d + IdleOverflow %d = %d, want idle resets %d + conns tether closed first %d = %d",
-			r1.StaleOnPeek, x, r1.ExpiredIdle, r1.IdleOverflow, got, resets[rstIdle], peer, want)
+			r1.StaleOnPeek, x, r1.ExpiredIdle, r1.IdleOverflow, got, resets[rstIdle], ms.peerClosed, want)
 	}
 	if got := int(r1.ReplaysHeadUnsent + r1.ReplaysNoResponse); got != retries {
 		t.Errorf("member 1 replays %d (head-unsent %d, no-response %d), access log retries %d", got, r1.ReplaysHeadUnsent, r1.ReplaysNoResponse, retries)
@@ -669,21 +718,27 @@ pool = "web"
 	}
 	// Opened conns all ended or are still idle: each conn tether opened to
 	// member 1 carried a request.
-	if int64(r1.Opened) != st.carried.Load() {
-		t.Errorf("tether opened %d conns to member 1, which saw %d carry a request", r1.Opened, st.carried.Load())
+	if int64(r1.Opened) != ms.carried {
+		t.Errorf("tether opened %d conns to member 1, which saw %d carry a request", r1.Opened, ms.carried)
 	}
 	// Every moment fired, but idle ones: tether's idle-timeout learner
 	// soon takes member 1's resets for an idle timeout of microseconds and
 	// closes its conns after each exchange (ExpiredIdle), so most idle
 	// plans find the conn closed by tether first (idleDropped).
 	if resets[rstHead] == 0 || resets[rstRespHead] == 0 || resets[rstBody] == 0 || resets[rstRespBody] == 0 ||
-		resets[rstIdle]+st.idleDropped.Load() == 0 {
-		t.Errorf("the storm missed moments: %v, idle plans dropped %d", rstFmt(resets), st.idleDropped.Load())
+		resets[rstIdle]+ms.idleDropped == 0 {
+		t.Errorf("the storm missed moments: %v, idle plans dropped %d", rstFmt(resets), ms.idleDropped)
 	}
-	for _, ln := range p.logLines("member idle timeout learnt") {
-		t.Logf("learnt: %v", ln)
+	if ln := p.logLines("member idle timeout learnt"); len(ln) > 0 {
+		t.Logf("round %d: tether learnt member 1's idle timeout %v from %v samples", round, ln[0]["idle_timeout"], ln[0]["samples"])
 	}
 	p.settles(base, 2, 10*time.Second)
+	if code := p.stop(10 * time.Second); code != 0 {
+		t.Fatalf("round %d: tether exited %d\n%s", round, code, p.logTail())
+	}
+	// tether's stop resets its idle conns: the member sees them before
+	// the next round's baseline.
+	time.Sleep(200 * time.Millisecond)
 }
 
 // lbMemberAddr is member i's HTTP address as tether's pool names it.
