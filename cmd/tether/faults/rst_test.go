@@ -186,15 +186,30 @@ func (c *rstConn) Close() error {
 }
 
 // idleReset resets the conn if it is still idle: no byte read since the
-// response (gen), nothing waiting in the socket (no request, no FIN).
+// response (gen), nothing waiting in the socket (no request, no FIN), and
+// the response acknowledged by tether's kernel (a reset discards what the
+// send queue still holds: that would be a reset mid-response, not while
+// idle). It waits up to 50 ms for the acknowledgement.
 func (c *rstConn) idleReset(gen int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.reset || c.closed || c.peerEnd || c.readGen != gen || sockopt.Alive(c.tcp) != nil {
-		c.st.idleDropped.Add(1)
-		return
+	for try := 0; ; try++ {
+		c.mu.Lock()
+		if c.reset || c.closed || c.peerEnd || c.readGen != gen || sockopt.Alive(c.tcp) != nil {
+			c.mu.Unlock()
+			c.st.idleDropped.Add(1)
+			return
+		}
+		if q, err := sockopt.OutQueue(c.tcp); err == nil && q == 0 {
+			c.resetLocked(rstIdle)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if try == 250 {
+			c.st.idleDropped.Add(1)
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
 	}
-	c.resetLocked(rstIdle)
 }
 
 // resetLocked resets the conn: SO_LINGER 0, Close. c.mu is held.
@@ -356,6 +371,7 @@ type rstOutcome struct {
 	Err       string // no head: the conn failed or timed out
 	Hung      bool
 	Port      int // the client conn's local port
+	Gen       int // how many conns of the load had that port before this one
 	Nth       int // the request's number on its client conn, from 1
 }
 
@@ -370,13 +386,14 @@ func rstLoad(t *testing.T, l *lab, prefix string, clients, requests, postEvery i
 	var mu sync.Mutex
 	var out []rstOutcome
 	var wg sync.WaitGroup
+	ports := map[int]int{} // local port -> conns dialed with it (the kernel may reuse one)
 	for cl := 0; cl < clients; cl++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var c *net.TCPConn
 			var br *bufio.Reader
-			nth := 0
+			nth, gen := 0, 0
 			defer func() {
 				if c != nil {
 					c.Close()
@@ -395,9 +412,14 @@ func rstLoad(t *testing.T, l *lab, prefix string, clients, requests, postEvery i
 						continue
 					}
 					br, nth = bufio.NewReader(c), 0
+					port := c.LocalAddr().(*net.TCPAddr).Port
+					mu.Lock()
+					gen = ports[port]
+					ports[port]++
+					mu.Unlock()
 				}
 				nth++
-				o.Port, o.Nth = c.LocalAddr().(*net.TCPAddr).Port, nth
+				o.Port, o.Gen, o.Nth = c.LocalAddr().(*net.TCPAddr).Port, gen, nth
 				resp, member, err := ex.exchange(c, br, o.ID, o.Post)
 				switch {
 				case resp != nil:
@@ -433,11 +455,13 @@ type rstAccess struct {
 	Member  string
 }
 
-// rstAccessLog maps each request of the clients (by local port and its
-// number on the conn) to its access line.
-func rstAccessLog(t *testing.T, p *tetherProc) map[[2]int]rstAccess {
-	t.Helper()
-	out := map[[2]int]rstAccess{}
+// rstAccessLog maps each request of the clients to its access line, by
+// local port, then conn (the kernel may give a port to a later conn of the
+// load: its lines come after, numbered from 1 again), then the request's
+// number on the conn.
+func rstAccessLog(p *tetherProc) map[int][]map[int]rstAccess {
+	out := map[int][]map[int]rstAccess{}
+	last := map[int]int{}
 	for _, m := range p.logLines("request") {
 		client, _ := m["client"].(string)
 		_, port, err := net.SplitHostPort(client)
@@ -450,11 +474,11 @@ func rstAccessLog(t *testing.T, p *tetherProc) map[[2]int]rstAccess {
 		retries, _ := m["retries"].(float64)
 		replay, _ := m["replay"].(string)
 		member, _ := m["member"].(string)
-		k := [2]int{pn, int(nth)}
-		if _, dup := out[k]; dup {
-			t.Fatalf("two access lines for client port %d request %d", pn, int(nth))
+		if int(nth) <= last[pn] || len(out[pn]) == 0 {
+			out[pn] = append(out[pn], map[int]rstAccess{})
 		}
-		out[k] = rstAccess{Status: int(status), Retries: int(retries), Replay: replay, Member: member}
+		last[pn] = int(nth)
+		out[pn][len(out[pn])-1][int(nth)] = rstAccess{Status: int(status), Retries: int(retries), Replay: replay, Member: member}
 	}
 	return out
 }
@@ -593,7 +617,7 @@ func rstRound(t *testing.T, l *lab, cfg string, m1, m2 *member, st *rstState, ro
 			events = append(events, e)
 		}
 	}
-	access := rstAccessLog(t, p)
+	access := rstAccessLog(p)
 
 	t.Logf("round %d: %d requests in %s; member 1: conns that carried requests %d (plans %d), resets by moment %v (idle plans dropped %d), closed by tether first %d",
 		round, len(outs), took.Round(time.Millisecond), ms.carried, ms.planned, rstFmt(resets), ms.idleDropped, ms.peerClosed)
@@ -630,9 +654,13 @@ func rstRound(t *testing.T, l *lab, cfg string, m1, m2 *member, st *rstState, ro
 			continue
 		}
 		status[o.Status]++
-		a, ok := access[[2]int{o.Port, o.Nth}]
+		var a rstAccess
+		ok := len(access[o.Port]) > o.Gen
+		if ok {
+			a, ok = access[o.Port][o.Gen][o.Nth]
+		}
 		if !ok {
-			fail("%s: no access line (port %d, request %d)", o.ID, o.Port, o.Nth)
+			fail("%s: no access line (port %d conn %d, request %d)", o.ID, o.Port, o.Gen, o.Nth)
 			continue
 		}
 		if a.Status != o.Status {
