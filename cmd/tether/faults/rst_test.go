@@ -492,8 +492,14 @@ func rstAccessLog(p *tetherProc) map[int][]map[int]rstAccess {
 // can land. The seed is logged (RST_SEED replays a run's plans, though not
 // its timing).
 //
-// Load: 8 keepalive clients x 250 requests, every 3rd a POST with a 1 KiB
-// body; strict clients (no retry), 10 s per request.
+// Load: 3 rounds, each with a fresh tether, of 8 keepalive clients x 250
+// requests 1 ms apart, every 3rd a POST with a 1 KiB body; strict clients
+// (no retry), 10 s per request; the pool retires member conns after 5
+// requests so member 1 gets ~900 conns per round. Fresh tethers because
+// tether's idle-timeout learner takes member 1's resets for an idle
+// timeout of microseconds within a round's first ~100 requests, and from
+// then on closes member 1's conns after each exchange (ExpiredIdle): the
+// reused-conn cases (replays, idle resets) happen before that.
 //
 // Bound: every request answered within 10 s (no hung client, no failed
 // conn before a response head); tether back to its baseline of fds and
