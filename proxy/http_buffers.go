@@ -61,11 +61,12 @@ var httpBufPool = sync.Pool{New: func() any {
 
 // deadlineReader reads from a conn, re-arming the read deadline before each
 // read when rolling > 0 (body transfers: an idle timeout per read instead
-// of a bound on the whole body).
+// of a bound on the whole body). n counts the bytes read since it was set.
 type deadlineReader struct {
 	c       net.Conn
 	rolling time.Duration
 	cut     <-chan struct{} // closed at shutdown's cut: no more re-arming
+	n       int64
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
@@ -79,7 +80,9 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		}
 		_ = d.c.SetReadDeadline(time.Now().Add(d.rolling))
 	}
-	return d.c.Read(p)
+	n, err := d.c.Read(p)
+	d.n += int64(n)
+	return n, err
 }
 
 // borrow takes the buffers for a request.

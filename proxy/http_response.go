@@ -61,8 +61,11 @@ func (h *httpConn) responseHead(sc *pool.ServerConn, rec *requestRecord, streame
 			h.drop(sc, pool.DiscardClosedEarly)
 			rec.err, rec.memberErr = err, true
 			// Replay once: a reused conn that ended (EOF, reset) before any
-			// response byte, for an idempotent request without a body.
-			if rec.retries == 0 && sc.Reused && h.memberBuf.Buffered() == 0 && noBody && idempotent(h.req.Method) &&
+			// response byte, for an idempotent request without a body. The
+			// parser consumes what it read of a head cut short, so the
+			// bytes read from the member say whether any came, not
+			// memberBuf.
+			if rec.retries == 0 && sc.Reused && h.memberRead.n == 0 && noBody && idempotent(h.req.Method) &&
 				(errors.Is(err, io.EOF) || isReset(err)) {
 				return 0, exReplay
 			}

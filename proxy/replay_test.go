@@ -24,6 +24,7 @@ const (
 	answerIdleEnd                     // 200 without Keep-Alive, then close the conn after 50 ms idle
 	resetOnRead                       // read the head, then reset the conn without answering
 	dieAfterBody                      // read head and body, then close without answering
+	resetMidHead                      // write part of a response head, then reset the conn
 )
 
 // scriptedMember is a test member whose behaviour is chosen per (conn,
@@ -96,6 +97,11 @@ func (m *scriptedMember) serve(c *net.TCPConn) {
 			_ = c.SetLinger(0)
 			return
 		case dieAfterBody:
+			return
+		case resetMidHead:
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-"))
+			time.Sleep(20 * time.Millisecond) // tether reads the bytes before the reset
+			_ = c.SetLinger(0)
 			return
 		}
 	}
@@ -195,6 +201,18 @@ func TestHTTPReplayMatrix(t *testing.T) {
 		script: func(conn, req int) memberAction { return answer },
 		want: want{status: "HTTP/1.1 200 OK", seen: []string{"GET", "POST data"}, retries: "1", replay: "head-unsent",
 			stats: pool.ReuseStats{Opened: 2, Reused: 1, Discarded: 1, ClosedEarly: 1, ReplaysHeadUnsent: 1}},
+	}, {
+		// ... but not once a response byte came: a reused conn reset
+		// after part of the response head gets 502, the GET seen once.
+		name: "b/reset-mid-head/GET", method: "GET",
+		script: func(conn, req int) memberAction {
+			if conn == 0 && req == 1 {
+				return resetMidHead
+			}
+			return answer
+		},
+		want: want{status: "HTTP/1.1 502 Bad Gateway", seen: []string{"GET", "GET"}, retries: "0",
+			stats: pool.ReuseStats{Opened: 1, Reused: 1, Discarded: 1, ClosedEarly: 1}},
 	}, {
 		// (c) the member takes a POST body, then dies before answering:
 		// 502, never replayed, seen exactly once.
