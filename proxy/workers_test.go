@@ -44,8 +44,12 @@ func TestWorkersReuseAWaitingWorker(t *testing.T) {
 		w.run(workerJob{owner: job})
 		<-done
 	}
-	if len(gids) != 1 {
-		t.Fatalf("50 jobs in turn ran on %d goroutines, want 1 reused worker", len(gids))
+	// A worker counts itself idle just before it reaches its receive: a
+	// job that comes in that instant (a loaded machine can stretch it)
+	// starts a goroutine instead, which is correct. Without reuse the 50
+	// jobs would run on 50.
+	if len(gids) > 3 {
+		t.Fatalf("50 jobs in turn ran on %d goroutines, want 1 reused worker (a few at most on a loaded machine)", len(gids))
 	}
 }
 
