@@ -546,4 +546,3 @@ func (sc lcSinkConn) waitClosed(t *testing.T, within time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
