@@ -55,9 +55,13 @@ client_profile = "cl"
 // lcSinkPort is the port of lcSink on member 1.
 const lcSinkPort = 9
 
-// lcBig is the size of the responses that stall: far more than the socket
-// buffers of the way hold.
-const lcBig = 8 << 20
+// lcBig is the size of the responses that stall: more than the socket
+// buffers on the way can hold (the client's, fixed small; on the member
+// link, autotuned up to tcp_rmem's and tcp_wmem's maximum, 32 + 4 MiB
+// here; 4 MiB of tether's send buffer), so the member still has part of
+// the response to send when the client stalls, and tether cannot have
+// read it whole.
+const lcBig = 64 << 20
 
 // lcClientLab is a lab with member 1 (http, and the sink) and tether
 // running lcClientConfig(clientProfile).
@@ -69,17 +73,21 @@ func lcClientLab(t *testing.T, clientProfile string) (*lab, *tetherProc, *lcSink
 	return l, p, s
 }
 
-// Fault 8a, clients that vanish mid-response: a client asks for an 8 MiB
-// response, reads its head and 256 KiB of it, and then is black-holed
-// (every packet on lb-cl dropped, both ways) and reads no more.
+// Fault 8a, clients that vanish mid-response: a client (128 KiB
+// SO_RCVBUF) asks for a 64 MiB response, reads its head and 256 KiB of
+// it, and then is black-holed (every packet on lb-cl dropped, both ways)
+// and reads no more.
 //
-// Load: that one client; then one request on a new conn once the link is
+// Load: that one client; then two requests on a new conn once the link is
 // back.
 //
-// Bound: tether ends the client conn within the client profile's bound,
-// +-1 s: user_timeout (2 s, the kernel's: tether's data stays
-// unacknowledged), or with no user_timeout the idle timeout (3 s: tether's
-// write to the client stalls once the socket buffer is full).
+// Bound: tether gives the response up (its access line, with the error
+// that says which bound fired) within the client profile's bound, +-1 s:
+// user_timeout (2 s, idle 30 s: the kernel gives up on tether's
+// unacknowledged data), or with no user_timeout the idle timeout (3 s:
+// tether's write to the client stalls once the socket buffer is full).
+// The client conn is gone within that bound plus proxy's 2 s lingering
+// close (which only a live socket waits out) plus 1 s.
 //
 // Nothing lost, and the rules: the response was not relayed whole, so its
 // member conn cannot go back to the pool: it is discarded (counted), the
@@ -98,7 +106,7 @@ func TestFaultClientVanishes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l, p, _ := lcClientLab(t, tc.profile)
 			base := p.usage()
-			c, err := dialTimeout(l.CL, lbClientSide+":8080", 5*time.Second)
+			c, err := lcDialSmall(l.CL, lbClientSide+":8080", 128<<10)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +119,7 @@ func TestFaultClientVanishes(t *testing.T) {
 				t.Fatalf("response head: %v %v", resp, err)
 			}
 			got := make([]byte, 256<<10)
-			if _, err := io.ReadFull(resp.Body, got); err != nil || !bytes.Equal(got, patternBody(lcBig)[:len(got)]) {
+			if _, err := io.ReadFull(resp.Body, got); err != nil || !bytes.Equal(got, patternBody(len(got))) {
 				t.Fatalf("first 256 KiB of the body: %v", err)
 			}
 			port := lcMemberConnPort(t, l, 1)
@@ -231,17 +239,20 @@ func TestFaultClientHalfCloses(t *testing.T) {
 
 // Fault 8c, zero-window clients that never read: a client with a 2 KiB
 // SO_RCVBUF (set before connect, so the window it offers stays tiny) asks
-// for an 8 MiB response and never reads. Its kernel answers tether's
+// for a 64 MiB response and never reads. Its kernel answers tether's
 // window probes, so keepalive never fires (data is queued) and the conn
 // looks alive to TCP.
 //
-// Load: that one client; then one request on a new conn.
+// Load: that one client; then two requests on a new conn.
 //
-// Bound: what ends it is the client profile's user_timeout (2 s, idle
-// 30 s: since Linux 5.11 the kernel counts unanswered-window time from the
-// first window probe and gives up at user_timeout) or, with no
-// user_timeout, the idle timeout (3 s), which bounds each write of the
-// response to the client (tether's own deadline); +-1 s.
+// Bound: what gives the response up (its access line, with the error
+// that says which bound fired) is the client profile's user_timeout (2 s,
+// idle 30 s: since Linux 5.11 the kernel counts the time the window stays
+// shut from the first window probe, answered or not, and gives up at
+// user_timeout) or, with no user_timeout, the idle timeout (3 s), which
+// bounds each write of the response to the client (tether's own write
+// deadline); +-1 s. The client conn is gone within that bound plus the
+// 2 s lingering close plus 1 s.
 //
 // Nothing lost, and the rules: the response was not sent whole, so its
 // member conn is discarded (counted), not pooled, and the member sees it
@@ -265,7 +276,7 @@ func TestFaultClientZeroWindow(t *testing.T) {
 			}
 			defer c.Close()
 			fmt.Fprintf(c, "GET /?size=%d HTTP/1.1\r\nHost: faults\r\nX-Req-Id: lc-zero\r\n\r\n", lcBig)
-			start := time.Now()
+			start := lcFirstBytes(t, c) // the response began: the tiny window is full at once
 			port := lcMemberConnPort(t, l, 1)
 			at := lcRequestError(t, p, "lc-zero", tc.errText)
 			lcWithin(t, "tether gave up the response to the zero-window client", at.Sub(start), tc.bound)
@@ -276,9 +287,29 @@ func TestFaultClientZeroWindow(t *testing.T) {
 			lcMemberConnClosed(t, l, 1, port)
 			lcPoolAfterUnfinished(t, p, l)
 			u := p.settles(base, 2, 10*time.Second)
-			t.Logf("bound %s (%s): tether gave up the response %s after the request, the conn was gone after %s; baseline %s, after %s",
+			t.Logf("bound %s (%s): tether gave up the response %s after the response began, the conn was gone after %s; baseline %s, after %s",
 				tc.bound, tc.name, at.Sub(start).Round(time.Millisecond), gone.Round(time.Millisecond), base, u)
 		})
+	}
+}
+
+// lcFirstBytes waits up to 5 s for c's kernel to receive bytes (without
+// reading them) and returns when it saw them.
+func lcFirstBytes(t *testing.T, c *net.TCPConn) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := sockopt.GetInfo(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.BytesReceived > 0 {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no response byte reached the client within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -352,7 +383,7 @@ func (p *tetherProc) lcWaitLog(t *testing.T, msg string, match func(map[string]a
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q log line as expected\n%s", msg, p.logTail())
+			t.Fatalf("no %q log line as expected within 5 s\n%s", msg, p.logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -96,6 +96,14 @@ func TestFaultRandomLoss(t *testing.T) {
 		}
 	}
 	t.Logf("%d relay(s) of 100 MiB each way at 5%% loss: %v, all done in %s", lcLossRelays, took, all)
+	retrans := 0.0
+	for _, m := range p.logLines("connection") {
+		if m["virtual_server"] == "echo" {
+			v, _ := m["server_retransmits"].(float64)
+			retrans += v
+		}
+	}
+	t.Logf("tether's member-side retransmits over the relays: %.0f", retrans)
 	if r.Hung != 0 || r.Transport != 0 || r.OK() != 200 || r.Sent != 200 {
 		t.Fatalf("keepalive load at 5%% loss: %s", &r)
 	}
