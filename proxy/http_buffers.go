@@ -85,6 +85,38 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// deadlineWriter writes to a client conn, re-arming the write deadline
+// before each write when rolling > 0 (the idle timeout): a client that
+// stops reading (a zero window, which the kernel's probes keep alive, or a
+// black hole with no user_timeout) cannot hold a response, its member conn
+// and its buffers past the idle timeout, as a tcp relay cannot.
+type deadlineWriter struct {
+	c       net.Conn
+	rolling time.Duration
+	cut     <-chan struct{} // closed at shutdown's cut: no more re-arming
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.arm(); err != nil {
+		return 0, err
+	}
+	return d.c.Write(p)
+}
+
+// arm moves the write deadline one idle timeout ahead (for a write that
+// follows at once), unless shutdown's cut set a past one.
+func (d *deadlineWriter) arm() error {
+	if d.rolling > 0 {
+		select {
+		case <-d.cut:
+			return os.ErrDeadlineExceeded
+		default:
+		}
+		_ = d.c.SetWriteDeadline(time.Now().Add(d.rolling))
+	}
+	return nil
+}
+
 // borrow takes the buffers for a request.
 func (h *httpConn) borrow() {
 	b := httpBufPool.Get().(*httpBufs)

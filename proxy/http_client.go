@@ -54,6 +54,10 @@ type httpConn struct {
 	req        *http1.Request // the borrowed httpBufs' (as reqParser, resp, respParser)
 	reqParser  *http1.Parser  // requests
 
+	// clientWrite: the response path's writes to the client, bounded by
+	// the idle timeout.
+	clientWrite deadlineWriter
+
 	memberRead deadlineReader
 	memberBuf  *bufio.Reader
 	resp       *http1.Response
@@ -184,6 +188,7 @@ func (vs *VirtualServer) serveHTTP(c *net.TCPConn, tc *tls.Conn, ti *tlsInfo) {
 		h.client = tc
 	}
 	h.clientRead = deadlineReader{c: h.client, cut: vs.cutCtx.Done()}
+	h.clientWrite = deadlineWriter{c: h.client, rolling: vs.idle, cut: vs.cutCtx.Done()}
 	h.served = 0
 	h.rawConn, h.parking = nil, parkEntry{}
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -242,9 +247,13 @@ func (h *httpConn) live(entry connEntry) {
 		h.heldMember = nil
 	}
 	h.giveBack()
+	if h.clientTLS != nil {
+		_ = h.clientWrite.arm() // for close_notify: the last response's deadline may have passed
+	}
 	c, tc, doneClean := h.clientTCP, h.clientTLS, h.doneClean
 	h.doneClean = false
 	h.vs, h.hs, h.client, h.clientTCP, h.clientTLS, h.tlsInfo, h.clientRead.c, h.memberRead.c, h.rawConn = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	h.clientWrite.c = nil
 	h.reuser = nil
 	httpConns.Put(h)
 	if tc != nil {
@@ -552,7 +561,7 @@ func (h *httpConn) answerChallenge(start time.Time, keyAuth string, last bool) b
 	}
 	h.head = append(h.head, "\r\n\r\n"...)
 	h.head = append(h.head, keyAuth...)
-	_, err := h.client.Write(h.head)
+	_, err := h.clientWrite.Write(h.head)
 	h.logRequest(start, 200, requestRecord{member: "acme-challenge", bytesOut: int64(len(keyAuth)), err: err})
 	return err == nil
 }

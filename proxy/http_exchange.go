@@ -83,7 +83,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		// member that ignores Expect cannot then deadlock the exchange. Its
 		// own 100, if it sends one, is passed on too (a client takes any
 		// number of 1xx).
-		if _, err := h.client.Write(continue100); err != nil {
+		if _, err := h.clientWrite.Write(continue100); err != nil {
 			return exEnd
 		}
 	}

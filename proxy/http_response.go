@@ -81,7 +81,7 @@ func (h *httpConn) responseHead(sc *pool.ServerConn, rec *requestRecord, streame
 		}
 		// 1xx (100 Continue, 103 Early Hints ...): pass it on.
 		h.head = http1.AppendResponse(h.head[:0], h.resp, nil)
-		if _, err := h.client.Write(h.head); err != nil {
+		if _, err := h.clientWrite.Write(h.head); err != nil {
 			h.drop(sc, pool.DiscardFailed)
 			rec.err = err
 			return h.resp.Status, exEnd
@@ -113,7 +113,8 @@ func (h *httpConn) streamResponse(sc *pool.ServerConn, rec *requestRecord, retir
 		// (waitFirstByte, writeThenWait), which then needs no read that
 		// finds nothing.
 		h.out = h.head
-	} else if _, err := h.client.Write(h.head); err != nil {
+		_ = h.clientWrite.arm() // writeThenWait writes it next
+	} else if _, err := h.clientWrite.Write(h.head); err != nil {
 		h.drop(sc, pool.DiscardFailed)
 		rec.err = err
 		return h.resp.Status, exEnd
@@ -128,7 +129,7 @@ func (h *httpConn) streamResponse(sc *pool.ServerConn, rec *requestRecord, retir
 	if small {
 		n = h.resp.ContentLength
 	} else {
-		n, err = h.respParser.Body().Forward(h.client, h.bodyBuf(), chunked)
+		n, err = h.respParser.Body().Forward(&h.clientWrite, h.bodyBuf(), chunked)
 	}
 	rec.bytesOut = n
 	if err != nil {
