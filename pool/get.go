@@ -66,6 +66,12 @@ const (
 	// idled less than non_idempotent_safe_idle, else the fallback
 	// (non_idempotent_fallback: dial, or reuse it anyway).
 	NonIdempotent
+	// Replay: a request sent again because a reused conn failed under it
+	// (DESIGN.md: replayed on a fresh conn). It gets a fresh conn, not
+	// another idle one, which may have died with the first (a member that
+	// dies ends all its conns at once, and a request is replayed only
+	// once); an idle one only when the member is at its max_connections.
+	Replay
 )
 
 // Get lends a conn to a member picked by the pool's balancer (clientAddr
@@ -180,6 +186,9 @@ func (p *ConnPool) pickLocked(a *attempt) (t take, limited bool) {
 	defer func() { clear(cands); p.cands = cands[:0] }()
 	for len(cands) > 0 {
 		m := p.pool.bal.pick(cands, a.client)
+		if a.kind == Replay && m.tryAcquire() {
+			return take{m: m}, false
+		}
 		old := p.tooOldLocked(a, m)
 		if !old {
 			if c := p.popIdleLocked(m); c != nil {

@@ -90,7 +90,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 	smallKept := 0 // a small body sent with a failed first head, for the replay
 	for {
 		asked := time.Now()
-		sc, err := h.serverConn()
+		sc, err := h.serverConn(rec.retries > 0)
 		rec.waited += time.Since(asked)
 		if err != nil {
 			status := 502
@@ -252,12 +252,13 @@ func (h *httpConn) failRequest(start time.Time, status int, rec *requestRecord) 
 var testHookMemberConn func(*pool.ServerConn)
 
 // serverConn returns the member conn for the next request: the one this
-// client holds (per-client, never) or one from the reuse ConnPool.
+// client holds (per-client, never) or one from the reuse ConnPool; for a
+// replay, a fresh one (pool.Replay).
 //
 // A reload may have put another virtual server in force under this one's
 // name: the request then goes to its pool; a conn held from the old one
 // goes back to it (which retires it).
-func (h *httpConn) serverConn() (*pool.ServerConn, error) {
+func (h *httpConn) serverConn(replay bool) (*pool.ServerConn, error) {
 	route := h.vs.reuser()
 	if h.heldMember != nil {
 		sc := h.heldMember
@@ -279,11 +280,15 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	h.reuser = route
 	// cutCtx ends a queued wait at shutdown; no per-request context, so
 	// the steady state allocates nothing.
-	sc, err := route.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+	kind := h.requestKind()
+	if replay {
+		kind = pool.Replay
+	}
+	sc, err := route.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), kind)
 	if errors.Is(err, pool.ErrConnPoolClosed) && h.vs.reuser() != route {
 		// A reload closed route while this Get ran: once more on the new one.
 		h.reuser = h.vs.reuser()
-		sc, err = h.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+		sc, err = h.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), kind)
 	}
 	return sc, err
 }

@@ -37,7 +37,7 @@ import (
 func TestFaultMemberRestart(t *testing.T) {
 	l := newLab(t, 2)
 	mp1 := l.startMemberProcess(1, memberConfig{HTTP: true, Echo: true})
-	l.startMemberProcess(2, memberConfig{HTTP: true, Echo: true})
+	mp2 := l.startMemberProcess(2, memberConfig{HTTP: true, Echo: true})
 	const minIdle = 4
 	cfg := httpPool(2, fmt.Sprintf("min_idle = %d\n", minIdle)) + fmt.Sprintf(`
 [pool.echo]
@@ -153,6 +153,11 @@ pool = "echo"
 	if reuse1.Reused == 0 || reuse1.Opened > 100 {
 		t.Errorf("member 1: %d conns opened, %d reuses: want its conns reused (at most 100 opened over 3 restarts)", reuse1.Opened, reuse1.Reused)
 	}
+	// Member 2 never died: it answered every request it got, and the
+	// clients got each of those answers once.
+	if got, answered := mp2.stats().Requests, r.ByMember["m2"]+rs.ByMember["m2"]; got != answered {
+		t.Errorf("member 2 got %d requests, the clients %d answers from it", got, answered)
+	}
 	// No POST replayed once the member could have had it (DESIGN.md): the
 	// only replay a POST may get is the head-unsent one.
 	for _, line := range p.logLines("request") {
@@ -208,6 +213,11 @@ func srDump(t *testing.T, p *tetherProc) {
 	for _, msg := range []string{"member down", "member up", "member idle timeout learnt", "stale idle conn dropped"} {
 		for _, l := range p.logLines(msg) {
 			t.Logf("%s: %v", msg, l)
+		}
+	}
+	for _, l := range p.logLines("request") {
+		if l["status"] != float64(200) || l["replay"] != "" {
+			t.Logf("request: %v", l)
 		}
 	}
 }

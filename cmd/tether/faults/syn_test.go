@@ -32,7 +32,7 @@ import (
 // connect_timeout (± 0.5 s) more than an unaffected one. Member 1's pooled
 // conns still serve GETs (only SYNs drop). Health marks member 1 down
 // within fall × interval + timeout + 0.6 s of the rule; from then on no
-// request takes more than 300 ms (none waits a connect_timeout). The
+// request takes more than connect_timeout / 2 (none waits one). The
 // member's counters show the failed connects and failed checks. Removing
 // the rule, member 1 is up again within interval + 1 s and gets traffic.
 //
@@ -167,7 +167,7 @@ pool = "echo"
 	}
 
 	// Member 1 down: nobody waits a connect_timeout any more.
-	const fastBound = 300 * time.Millisecond
+	const fastBound = connectTimeout / 2
 	ka = startLoad(t, loadSpec{NS: l.CL, Addr: web, Clients: 8, Requests: 15, Path: "/?delay=20", Duration: 20 * time.Second})
 	short = startLoad(t, loadSpec{NS: l.CL, Addr: web, Clients: 2, Requests: 10, Close: true, Path: "/?delay=20", Duration: 20 * time.Second})
 	relays = srEchoBurst(l.CL, echo, 4, 64<<10, 5*time.Second)
