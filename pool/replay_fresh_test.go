@@ -43,3 +43,34 @@ func TestReplayGetsAFreshConn(t *testing.T) {
 		r.Put(c, true)
 	}
 }
+
+// A replay goes to another member than the one whose conn failed when one
+// is eligible (a member being killed may still complete a handshake before
+// its listener is gone: the fault suite's restart test lost a GET so), and
+// to the same one, on a fresh conn, when it is the only one.
+func TestReplayAvoidsTheFailedMember(t *testing.T) {
+	b1, b2 := newLineBackend(t, 0), newLineBackend(t, 0)
+	p, r := reusePool(t, config.Reuse{MaxIdle: 4, IdleTimeout: time.Minute}, 0, config.CloseReset, b1.addr, b2.addr)
+	ms := p.Members()
+	for i := range 4 {
+		failed := ms[i%2]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := r.GetReplay(ctx, nil, failed)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Member == failed || c.Reused {
+			t.Errorf("replay %d after %s failed: went to %s (reused %v)", i, failed.Address(), c.Member.Address(), c.Reused)
+		}
+		r.Put(c, true)
+	}
+	ms[1].SetState(AdminDisabled)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := r.GetReplay(ctx, nil, ms[0])
+	if err != nil || c.Member != ms[0] || c.Reused {
+		t.Fatalf("only the failed member left: %v, %+v", err, c)
+	}
+	r.Put(c, true)
+}
