@@ -28,6 +28,7 @@ type attempt struct {
 	failed   []string  // their addresses, for the error
 	lastErr  error
 	timer    *time.Timer // QueueTimeout, from the first time the Get queued
+	avoid    *Member     // a replay's: not picked while another member can be
 }
 
 // dialFailed records a failed dial to m.
@@ -66,6 +67,12 @@ const (
 	// idled less than non_idempotent_safe_idle, else the fallback
 	// (non_idempotent_fallback: dial, or reuse it anyway).
 	NonIdempotent
+	// Replay: a request sent again because a reused conn failed under it
+	// (DESIGN.md: replayed on a fresh conn). It gets a fresh conn, not
+	// another idle one, which may have died with the first (a member that
+	// dies ends all its conns at once, and a request is replayed only
+	// once); an idle one only when the member is at its max_connections.
+	Replay
 )
 
 // Get lends a conn to a member picked by the pool's balancer (clientAddr
@@ -94,7 +101,18 @@ func (p *ConnPool) Get(ctx context.Context, clientAddr net.Addr) (*ServerConn, e
 // the member's max_connections, in the slot of that old conn, which is
 // closed).
 func (p *ConnPool) GetFor(ctx context.Context, clientAddr net.Addr, kind RequestKind) (*ServerConn, error) {
-	a := attempt{client: addrIP(clientAddr), kind: kind, maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0)}
+	return p.get(ctx, &attempt{client: addrIP(clientAddr), kind: kind, maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0)})
+}
+
+// GetReplay is GetFor with kind Replay for a request whose conn to failed
+// just failed under it: the fresh conn goes to another member when one is
+// eligible, failed only when none is (a member being killed may still
+// complete a handshake or two before its listener is gone).
+func (p *ConnPool) GetReplay(ctx context.Context, clientAddr net.Addr, failed *Member) (*ServerConn, error) {
+	return p.get(ctx, &attempt{client: addrIP(clientAddr), kind: Replay, maxDials: 1 + max(p.pool.cfg.ConnectRetries, 0), avoid: failed})
+}
+
+func (p *ConnPool) get(ctx context.Context, a *attempt) (*ServerConn, error) {
 	defer func() {
 		if a.timer != nil {
 			a.timer.Stop()
@@ -102,20 +120,20 @@ func (p *ConnPool) GetFor(ctx context.Context, clientAddr net.Addr, kind Request
 	}()
 	for a.dials < a.maxDials {
 		if err := ctx.Err(); err != nil {
-			return nil, p.connectError(&a, err)
+			return nil, p.connectError(a, err)
 		}
-		t, err := p.tryTake(&a, nil)
+		t, err := p.tryTake(a, nil)
 		if err == errMustQueue {
-			t, err = p.queueForTurn(ctx, &a)
+			t, err = p.queueForTurn(ctx, a)
 		}
 		if err != nil {
 			return nil, err
 		}
-		if c := p.use(ctx, &a, t); c != nil {
+		if c := p.use(ctx, a, t); c != nil {
 			return c, nil
 		}
 	}
-	return nil, p.connectError(&a, nil)
+	return nil, p.connectError(a, nil)
 }
 
 // tryTake is one look at the pool for a Get (w: its place in the queue,
@@ -177,9 +195,15 @@ func (p *ConnPool) pickLocked(a *attempt) (t take, limited bool) {
 		}
 		cands = append(cands, x)
 	}
+	if i := slices.Index(cands, a.avoid); i >= 0 && len(cands) > 1 {
+		cands = slices.Delete(cands, i, i+1)
+	}
 	defer func() { clear(cands); p.cands = cands[:0] }()
 	for len(cands) > 0 {
 		m := p.pool.bal.pick(cands, a.client)
+		if a.kind == Replay && m.tryAcquire() {
+			return take{m: m}, false
+		}
 		old := p.tooOldLocked(a, m)
 		if !old {
 			if c := p.popIdleLocked(m); c != nil {

@@ -181,6 +181,14 @@ func (p *Pool) observe(m *Member, result error, source string) {
 		return
 	}
 	m.healthTransitions.Add(1)
+	// The idle conns a dying member closed are no idle timeout: health
+	// voids them, from as far back as it may have taken to notice.
+	if now := time.Now(); result == nil {
+		m.learn.revived(now)
+	} else {
+		h := p.cfg.Health
+		m.learn.died(now.Add(-(time.Duration(h.Fall)*h.Interval + h.Timeout)))
+	}
 	if result == nil {
 		p.log.Info("member up",
 			zap.String("member", m.addr),

@@ -37,6 +37,9 @@ type idleSample struct {
 	idle  time.Duration
 	at    time.Time
 	upper bool
+	// before: in the ring, L in force before this event came (died
+	// restores it).
+	before time.Duration
 }
 
 // idleLearner learns a member's idle timeout from the idle conns it closes
@@ -75,6 +78,11 @@ type idleLearner struct {
 	relaxed   bool          // a step was taken since the last close
 	quietFrom time.Time     // the last close or step
 	quiet     time.Duration // the current quiet period; 0 = relaxQuietMin
+
+	// voidFrom, voidTo: closes dated in [voidFrom, voidTo) are no idle
+	// timeout, the member was dying or down (died, revived); voidTo is
+	// zero while it is down, voidFrom zero when it never died.
+	voidFrom, voidTo time.Time
 }
 
 // Timeout returns L at now (0: none learnt), taking the relaxation steps
@@ -93,8 +101,12 @@ func (l *idleLearner) observe(s idleSample, now time.Time) bool {
 	l.samples.Add(1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.addLocked(s)
+	if !l.voidFrom.IsZero() && !s.at.Before(l.voidFrom) && (l.voidTo.IsZero() || s.at.Before(l.voidTo)) {
+		return false // the member died: its closes say nothing of a timeout
+	}
 	old := time.Duration(l.timeout.Load())
+	s.before = old
+	l.addLocked(s)
 	L := old
 	if l.relaxed { // the last step was wrong: undo it, step less often
 		L = l.prev
@@ -121,6 +133,7 @@ func (l *idleLearner) addLocked(s idleSample) {
 			case e.upper && s.upper:
 				e.idle = min(e.idle, s.idle)
 			case e.upper: // s is dated
+				s.before = e.before
 				*e = s
 			case !s.upper:
 				e.idle = max(e.idle, s.idle)
@@ -131,6 +144,50 @@ func (l *idleLearner) addLocked(s idleSample) {
 	l.ring[l.next] = s
 	l.next = (l.next + 1) % learnRing
 	l.n = min(l.n+1, learnRing)
+}
+
+// died records that health marked the member down at a time whose
+// detection window began at from: a member that dies (a crash, a restart)
+// closes all its idle conns at once at whatever idle time each had, and
+// one such event per restart would, from the second restart on, make a
+// timeout of it (of a few ms under load: no conn kept idle any more).
+// The events dated from from on are dropped, L goes back to what it was
+// before the first of them, and the closes dated from from until revived
+// are ignored.
+func (l *idleLearner) died(from time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voidFrom, l.voidTo = from, time.Time{}
+	var kept [learnRing]idleSample
+	k, dropped := 0, false
+	restore := time.Duration(0)
+	oldest := (l.next - l.n + learnRing) % learnRing
+	for i := range l.n {
+		e := l.ring[(oldest+i)%learnRing]
+		if !e.at.Before(from) {
+			if !dropped {
+				restore, dropped = e.before, true
+			}
+			continue
+		}
+		kept[k] = e
+		k++
+	}
+	if !dropped {
+		return
+	}
+	l.ring, l.n, l.next = kept, k, k%learnRing
+	l.setLocked(restore, l.quietFrom)
+}
+
+// revived records that health marked the member up again at now: the
+// closes dated from then on count again.
+func (l *idleLearner) revived(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.voidFrom.IsZero() && l.voidTo.IsZero() {
+		l.voidTo = now
+	}
 }
 
 // secondSmallestLocked returns the second smallest idle time among the

@@ -87,10 +87,11 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 			return exEnd
 		}
 	}
-	smallKept := 0 // a small body sent with a failed first head, for the replay
+	smallKept := 0          // a small body sent with a failed first head, for the replay
+	var failed *pool.Member // the member whose conn failed, for the replay
 	for {
 		asked := time.Now()
-		sc, err := h.serverConn()
+		sc, err := h.serverConn(failed)
 		rec.waited += time.Since(asked)
 		if err != nil {
 			status := 502
@@ -107,6 +108,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		streamed, out := h.sendRequest(sc, &rec, start, retire, &smallKept)
 		switch out {
 		case exReplay:
+			failed = sc.Member
 			continue
 		case exEnd:
 			return exEnd
@@ -116,6 +118,7 @@ func (h *httpConn) exchange(start time.Time, headRead time.Duration, last bool) 
 		case exReplay: // response allows it only once
 			h.reuser.NoteReplay(sc.Member, pool.ReplayNoResponse)
 			rec.retries, rec.replay = rec.retries+1, pool.ReplayNoResponse.String()
+			failed = sc.Member
 			continue
 		case exTunneled:
 			return exTunneled // a tunnel has the conn: h is not touched again here
@@ -252,12 +255,14 @@ func (h *httpConn) failRequest(start time.Time, status int, rec *requestRecord) 
 var testHookMemberConn func(*pool.ServerConn)
 
 // serverConn returns the member conn for the next request: the one this
-// client holds (per-client, never) or one from the reuse ConnPool.
+// client holds (per-client, never) or one from the reuse ConnPool; for a
+// replay (failed: the member whose conn failed), a fresh one, to another
+// member if one is up (pool.GetReplay).
 //
 // A reload may have put another virtual server in force under this one's
 // name: the request then goes to its pool; a conn held from the old one
 // goes back to it (which retires it).
-func (h *httpConn) serverConn() (*pool.ServerConn, error) {
+func (h *httpConn) serverConn(failed *pool.Member) (*pool.ServerConn, error) {
 	route := h.vs.reuser()
 	if h.heldMember != nil {
 		sc := h.heldMember
@@ -279,13 +284,22 @@ func (h *httpConn) serverConn() (*pool.ServerConn, error) {
 	h.reuser = route
 	// cutCtx ends a queued wait at shutdown; no per-request context, so
 	// the steady state allocates nothing.
-	sc, err := route.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+	sc, err := h.getConn(route, failed)
 	if errors.Is(err, pool.ErrConnPoolClosed) && h.vs.reuser() != route {
 		// A reload closed route while this Get ran: once more on the new one.
 		h.reuser = h.vs.reuser()
-		sc, err = h.reuser.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
+		sc, err = h.getConn(h.reuser, failed)
 	}
 	return sc, err
+}
+
+// getConn gets a member conn from r for the request, or for its replay
+// when failed (the member whose conn failed) is not nil.
+func (h *httpConn) getConn(r *pool.ConnPool, failed *pool.Member) (*pool.ServerConn, error) {
+	if failed != nil {
+		return r.GetReplay(h.vs.cutCtx, h.client.RemoteAddr(), failed)
+	}
+	return r.GetFor(h.vs.cutCtx, h.client.RemoteAddr(), h.requestKind())
 }
 
 // requestKind says whether the request may take any idle member conn (an
