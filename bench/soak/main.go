@@ -37,12 +37,15 @@
 // it and their p50/p99/max, the errors, tether's CPU, and the means of
 // tether's RSS (/proc/PID/status VmRSS), fds (/proc/PID/fd), goroutines
 // (go_goroutines of /metrics) and member conns (the admin API's pools),
-// each read every twelfth of a period.
+// each read every twelfth of a period (a reading due while the one before
+// still runs is skipped, and counted in a warning). The requests and errors
+// in the JSON are also split by kind; an error's cause is the status tether
+// answered or what the socket said (reset, closed early, timeout ...).
 //
 // The verdict compares the mean of each row figure over the first -window
 // with its mean over the last one. RSS, fds, goroutines and p99 must not
 // grow by more than 10% of the first window's mean plus a small absolute
-// slack (see slack): a soak looks for leaks and slowdowns, so a figure that
+// slack (see judged: 1 MiB, 10 fds, 20 goroutines, 1 ms): a soak looks for leaks and slowdowns, so a figure that
 // fell is reported ("lower") but passes. The exit code is 0 when every one
 // holds, 1 when one does not (or the run failed), 130 when interrupted.
 package main
