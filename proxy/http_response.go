@@ -60,12 +60,15 @@ func (h *httpConn) responseHead(sc *pool.ServerConn, rec *requestRecord, streame
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
 			rec.err, rec.memberErr = err, true
-			// Replay once: a reused conn that ended (EOF, reset) before any
-			// response byte, for an idempotent request without a body. The
+			// Replay once: a conn that ended (EOF, reset) before any
+			// response byte, for an idempotent request without a body.
+			// Reused or fresh alike: a member killed under load resets its
+			// fresh conns too, and RFC 9110 (9.2.2) lets a client repeat an
+			// idempotent request whose conn failed before the answer. The
 			// parser consumes what it read of a head cut short, so the
 			// bytes read from the member say whether any came, not
 			// memberBuf.
-			if rec.retries == 0 && sc.Reused && h.memberRead.n == 0 && noBody && idempotent(h.req.Method) &&
+			if rec.retries == 0 && h.memberRead.n == 0 && noBody && idempotent(h.req.Method) &&
 				(errors.Is(err, io.EOF) || isReset(err)) {
 				return 0, exReplay
 			}

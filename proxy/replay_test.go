@@ -226,8 +226,9 @@ func TestHTTPReplayMatrix(t *testing.T) {
 		want: want{status: "HTTP/1.1 502 Bad Gateway", seen: []string{"GET", "POST data"}, retries: "0",
 			stats: pool.ReuseStats{Opened: 1, Reused: 1, Discarded: 1, ClosedEarly: 1}},
 	}, {
-		// (c) on a fresh conn: no replay either, even of a GET (only a
-		// reused conn's failure can be the reuse race).
+		// (c) on a fresh conn, a GET is replayed too (a member killed
+		// under load resets its fresh conns as well; RFC 9110 9.2.2), on
+		// another fresh conn.
 		name: "c/die-on-fresh-conn/GET", method: "GET",
 		script: func(conn, req int) memberAction {
 			if conn == 1 {
@@ -236,7 +237,19 @@ func TestHTTPReplayMatrix(t *testing.T) {
 			return answerIdleEnd
 		},
 		idleClose: true,
-		want: want{status: "HTTP/1.1 502 Bad Gateway", seen: []string{"GET", "GET"}, retries: "0",
+		want: want{status: "HTTP/1.1 200 OK", seen: []string{"GET", "GET", "GET"}, retries: "1", replay: "no-response",
+			stats: pool.ReuseStats{Opened: 3, StaleOnPeek: 1, Discarded: 1, ClosedEarly: 1, ReplaysNoResponse: 1}},
+	}, {
+		// (c) on a fresh conn, a POST is not replayed: its body went out.
+		name: "c/die-on-fresh-conn/POST", method: "POST",
+		script: func(conn, req int) memberAction {
+			if conn == 1 {
+				return dieAfterBody
+			}
+			return answerIdleEnd
+		},
+		idleClose: true,
+		want: want{status: "HTTP/1.1 502 Bad Gateway", seen: []string{"GET", "POST data"}, retries: "0",
 			stats: pool.ReuseStats{Opened: 2, StaleOnPeek: 1, Discarded: 1, ClosedEarly: 1}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -311,9 +311,9 @@ func (p *tetherProc) fds() int {
 	return len(ents)
 }
 
-// usage is tether's resource use at one moment. pooled is the member
-// conns its pools hold (idle ones included): they are fds that stay by
-// design, up to the pools' limits.
+// usage is tether's resource use at one moment. pooled is the idle member
+// conns its pools hold (reuse and preconnect stocks): fds that stay by
+// design, up to the pools' limits. A member conn in use is not pooled.
 type usage struct{ fds, pooled, goroutines int }
 
 func (u usage) String() string {
@@ -335,7 +335,7 @@ func (p *tetherProc) usage() usage {
 	pooled := 0
 	for _, pl := range body.Pools {
 		for _, m := range pl.Members {
-			pooled += m.Active
+			pooled += m.Idle
 		}
 	}
 	return usage{fds: p.fds(), pooled: pooled, goroutines: int(p.metric("go_goroutines"))}
