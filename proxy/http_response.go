@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/tetherproxy/tether/pool"
@@ -60,10 +61,13 @@ func (h *httpConn) responseHead(sc *pool.ServerConn, rec *requestRecord, streame
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
 			rec.err, rec.memberErr = err, true
-			// Replay once: a reused conn that ended (EOF, reset) before any
-			// response byte, for an idempotent request without a body.
+			// Replay once: a reused conn that ended (EOF, reset, or the
+			// kernel gave up on it: keepalive or user timeout's ETIMEDOUT,
+			// a member that vanished) before any response byte, for an
+			// idempotent request without a body. Not the response deadline
+			// (504): the member may be at work on it.
 			if rec.retries == 0 && sc.Reused && h.memberBuf.Buffered() == 0 && noBody && idempotent(h.req.Method) &&
-				(errors.Is(err, io.EOF) || isReset(err)) {
+				(errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, syscall.ETIMEDOUT)) {
 				return 0, exReplay
 			}
 			status := 502

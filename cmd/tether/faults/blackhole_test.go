@@ -129,7 +129,7 @@ func bhMemberOf(p *tetherProc, vs string) map[string]string {
 	p.t.Helper()
 	var body struct {
 		Connections []struct {
-			Client struct{ Remote string } `json:"client"`
+			Client struct{ Remote string }  `json:"client"`
 			Server *struct{ Remote string } `json:"server"`
 		} `json:"connections"`
 	}
@@ -545,9 +545,10 @@ type bhAnswer struct {
 	after  error // the client conn's next read, after the answer
 }
 
-// bhRequest sends one request on a new conn through addr and reads its
-// answer (up to d), then what the conn does next.
-func bhRequest(ns, addr, method, target string, body []byte, d time.Duration) bhAnswer {
+// bhRequest sends one request (X-Req-Id id) on a new conn through addr
+// and reads its answer (up to d), then, when the answer closes the conn,
+// what the conn does next.
+func bhRequest(ns, addr, method, target, id string, body []byte, d time.Duration) bhAnswer {
 	start := time.Now()
 	c, err := dialTimeout(ns, addr, d)
 	if err != nil {
@@ -555,7 +556,7 @@ func bhRequest(ns, addr, method, target string, body []byte, d time.Duration) bh
 	}
 	defer c.Close()
 	_ = c.SetDeadline(start.Add(d))
-	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: faults\r\n", method, target)
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: faults\r\nX-Req-Id: %s\r\n", method, target, id)
 	if body != nil {
 		req += fmt.Sprintf("Content-Length: %d\r\n", len(body))
 	}
@@ -575,4 +576,215 @@ func bhRequest(ns, addr, method, target string, body []byte, d time.Duration) bh
 		_, a.after = br.ReadByte()
 	}
 	return a
+}
+
+// bhDelay is how long the members take to answer the requests sent before
+// the black hole.
+const bhDelay = 1500 * time.Millisecond
+
+// bhReq is one request of TestFaultBlackholeHTTPReplay.
+type bhReq struct {
+	vs       bhVS
+	id       string
+	method   string
+	inflight bool // sent after the black hole; else before it, answered after 1.5 s
+	ans      bhAnswer
+}
+
+func (r *bhReq) target() string {
+	if r.inflight {
+		return "/?id=" + r.id
+	}
+	return fmt.Sprintf("/?delay=%d&id=%s", bhDelay.Milliseconds(), r.id)
+}
+
+// TestFaultBlackholeHTTPReplay: fault 1 on http requests in progress. Two
+// http virtual servers share pool "web" (tcp health checks every 500 ms,
+// fall 2): A (server profile bhsrvA: 3 s idle, 2 s in flight; client close
+// "reset") and B (bhsrvB: 5 s idle, 4 s in flight; client close
+// "graceful").
+//
+// Load, per virtual server, each request on a conn of its own: 4 GETs and
+// 4 POSTs (1 KiB body) that the members answer after 1.5 s, all received by
+// the members (about half by member 1) before member 1 is black-holed;
+// then 4 GETs and 2 POSTs sent right after the black hole (those lent a
+// pooled conn to member 1 write into the black hole).
+//
+// Bound: a GET whose member conn died before any response byte is replayed
+// on member 2 and answered 200 within the profile's figure ± 1 s from its
+// send: idleDead (plus the 1.5 s member 2 takes to answer it) when member 1
+// had acknowledged it (keepalive finds the conn), user_timeout when it was
+// in flight. A POST whose body reached
+// member 1 (or was written into the black hole) gets 502 at the same
+// figure, with Connection: close and then the FIN. Everything else is
+// answered 200 by member 2 within connect_timeout + 1 s.
+//
+// Nothing lost: every request is answered (no transport error, no hung
+// client); no GET reaches member 2 twice, no POST reaches any member twice
+// and a POST answered 502 never reaches member 2; the replays are exactly
+// the pool's ReplaysNoResponse for member 1, per virtual server. After the
+// link comes back, member 1 is up again, both virtual servers serve
+// through both members, and tether's fds and goroutines come back to
+// baseline.
+func TestFaultBlackholeHTTPReplay(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 2)
+	mem1 := l.startMember(1, memberConfig{HTTP: true})
+	mem2 := l.startMember(2, memberConfig{HTTP: true})
+	web1, web2 := memberIP(1)+":80", memberIP(2)+":80"
+	hA := bhVS{name: "hA", port: "8081", srv: bhSrvA, clientClose: "reset"}
+	hB := bhVS{name: "hB", port: "8082", srv: bhSrvB, clientClose: "graceful"}
+	const connectTimeout = time.Second
+	cfg := bhProfiles() + httpPool(2, fmt.Sprintf("connect_timeout = %q\nmin_idle = 2\npeek_interval = \"250ms\"\n", connectTimeout)) + "\n" +
+		hA.toml("http", "web") + hB.toml("http", "web")
+	p := l.startTether(cfg, tetherOpts{})
+	warm := func() bool {
+		w := p.members("web")
+		for _, vs := range []string{"hA", "hB"} {
+			if w[web1].Reuse[vs].Idle < 2 || w[web2].Reuse[vs].Idle < 2 {
+				return false
+			}
+		}
+		return true
+	}
+	bhWaitFor(t, 5*time.Second, "warm pools", warm)
+	base := p.usage()
+
+	var reqs []*bhReq
+	for _, vs := range []bhVS{hA, hB} {
+		for i := 0; i < 4; i++ {
+			reqs = append(reqs, &bhReq{vs: vs, id: fmt.Sprintf("%s-delay-get-%d", vs.name, i), method: "GET"},
+				&bhReq{vs: vs, id: fmt.Sprintf("%s-delay-post-%d", vs.name, i), method: "POST"})
+		}
+	}
+	var wg sync.WaitGroup
+	send := func(r *bhReq) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			if r.method == "POST" {
+				body = patternBody(1024)
+			}
+			r.ans = bhRequest(l.CL, r.vs.addr(), r.method, r.target(), r.id, body, 15*time.Second)
+		}()
+	}
+	for _, r := range reqs {
+		send(r)
+	}
+	bhWaitFor(t, 5*time.Second, "the members have every request", func() bool {
+		return mem1.snapshot().Requests+mem2.snapshot().Requests == len(reqs)
+	})
+	time.Sleep(100 * time.Millisecond) // their bodies read and acknowledged
+	bhWaitFor(t, 3*time.Second, "pools warm again", warm)
+	before := p.members("web")
+	restore := l.blackhole(1)
+	for _, vs := range []bhVS{hA, hB} {
+		for i := 0; i < 4; i++ {
+			r := &bhReq{vs: vs, id: fmt.Sprintf("%s-inflight-get-%d", vs.name, i), method: "GET", inflight: true}
+			reqs = append(reqs, r)
+			send(r)
+		}
+		for i := 0; i < 2; i++ {
+			r := &bhReq{vs: vs, id: fmt.Sprintf("%s-inflight-post-%d", vs.name, i), method: "POST", inflight: true}
+			reqs = append(reqs, r)
+			send(r)
+		}
+	}
+	wg.Wait()
+
+	s1, s2 := mem1.snapshot(), mem2.snapshot()
+	replayed := map[string]bool{} // ids the access log says were replayed
+	replays := map[string]int{}   // virtual server -> replays
+	for _, line := range p.logLines("request") {
+		if bhStr(line, "replay") == "" {
+			continue
+		}
+		path := bhStr(line, "path")
+		replayed[path[strings.Index(path, "id=")+3:]] = true
+		replays[bhStr(line, "virtual_server")]++
+		if bhStr(line, "replay") != "no-response" || !strings.Contains(bhStr(line, "error"), "timed out") {
+			t.Errorf("replay's access line: %v, want replay no-response after a timeout", line)
+		}
+	}
+	kinds := map[string]int{}
+	for _, r := range reqs {
+		a := r.ans
+		what := fmt.Sprintf("%s %s", r.method, r.id)
+		if a.err != nil {
+			t.Errorf("%s: no answer after %s: %v", what, a.took.Round(time.Millisecond), a.err)
+			continue
+		}
+		atM1 := s1.IDs[r.id] > 0
+		switch {
+		case r.method == "GET" && replayed[r.id]:
+			want := r.vs.srv.inflightDead()
+			if atM1 {
+				want = r.vs.srv.idleDead() + bhDelay // member 2 takes as long to answer the replay
+			}
+			bhWithin(t, what+" replayed and answered", a.took, want)
+			if a.status != 200 || a.member != "m2" || s2.IDs[r.id] != 1 {
+				t.Errorf("%s replayed: status %d from %q, member 2 saw it %d times; want 200 from m2, once", what, a.status, a.member, s2.IDs[r.id])
+			}
+			kinds[fmt.Sprintf("%s GET replayed (at m1 %v)", r.vs.name, atM1)]++
+			t.Logf("%s: at member 1 %v, replayed on member 2, answered after %s (figure %s)", what, atM1, a.took.Round(time.Millisecond), want)
+		case r.method == "GET":
+			if atM1 {
+				t.Errorf("%s reached member 1 and was not replayed: %+v", what, a)
+			}
+		case a.status == 502:
+			want := r.vs.srv.inflightDead()
+			if atM1 {
+				want = r.vs.srv.idleDead()
+			}
+			bhWithin(t, what+" answered 502", a.took, want)
+			if s2.IDs[r.id] != 0 || s1.IDs[r.id] > 1 {
+				t.Errorf("%s answered 502, yet member 1 saw it %d times, member 2 %d times", what, s1.IDs[r.id], s2.IDs[r.id])
+			}
+			if a.after != io.EOF {
+				t.Errorf("%s: after the 502 the client conn gave %v, want EOF", what, a.after)
+			}
+			kinds[fmt.Sprintf("%s POST 502 (at m1 %v)", r.vs.name, atM1)]++
+			t.Logf("%s: at member 1 %v, answered 502 after %s (figure %s)", what, atM1, a.took.Round(time.Millisecond), want)
+		default: // a POST that never went into the black hole
+			if atM1 || s2.IDs[r.id] != 1 {
+				t.Errorf("%s: status %d from %q after %s, member 1 saw it %d times, member 2 %d times", what, a.status, a.member, a.took, s1.IDs[r.id], s2.IDs[r.id])
+			}
+		}
+		if !replayed[r.id] && a.status == 200 && a.took > bhDelay+connectTimeout+bhSlack {
+			t.Errorf("%s answered 200 by %s only after %s", what, a.member, a.took)
+		}
+		if a.status != 200 && a.status != 502 || a.status == 502 && r.method != "POST" {
+			t.Errorf("%s: status %d", what, a.status)
+		}
+	}
+	t.Logf("outcomes: %v", kinds)
+	for _, vs := range []bhVS{hA, hB} {
+		for _, k := range []string{"GET replayed (at m1 true)", "GET replayed (at m1 false)", "POST 502 (at m1 true)"} {
+			if kinds[vs.name+" "+k] == 0 {
+				t.Errorf("%s: no request %s: %v", vs.name, k, kinds)
+			}
+		}
+		after := p.members("web")[web1].Reuse[vs.name]
+		if got := after.ReplaysNoResponse - before[web1].Reuse[vs.name].ReplaysNoResponse; got != uint64(replays[vs.name]) {
+			t.Errorf("%s: ReplaysNoResponse for member 1 %d, access lines %d", vs.name, got, replays[vs.name])
+		}
+	}
+	for id, n := range s2.IDs {
+		if n > 1 {
+			t.Errorf("member 2 saw %s %d times", id, n)
+		}
+	}
+
+	// The link comes back: member 1 is up and serves both virtual servers.
+	restore()
+	bhWaitFor(t, 5*time.Second, "member 1 up again", func() bool { return p.members("web")[web1].Health == "up" })
+	for _, vs := range []bhVS{hA, hB} {
+		r := startLoad(t, loadSpec{NS: l.CL, Addr: vs.addr(), Clients: 2, Requests: 10, PostEvery: 3, Duration: 10 * time.Second}).wait()
+		if r.OK() != 20 || r.ByMember["m1"] == 0 || r.ByMember["m2"] == 0 {
+			t.Errorf("%s after the black hole: %s", vs.name, &r)
+		}
+	}
+	u := p.settles(base, 4, 10*time.Second)
+	t.Logf("baseline %s, after %s", base, u)
 }
