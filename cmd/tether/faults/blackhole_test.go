@@ -604,11 +604,12 @@ func (r *bhReq) target() string {
 // "reset") and B (bhsrvB: 5 s idle, 4 s in flight; client close
 // "graceful").
 //
-// Load, per virtual server, each request on a conn of its own: 4 GETs and
-// 4 POSTs (1 KiB body) that the members answer after 1.5 s, all received by
-// the members (about half by member 1) before member 1 is black-holed;
-// then 4 GETs and 2 POSTs sent right after the black hole (those lent a
-// pooled conn to member 1 write into the black hole).
+// Load, per virtual server, each request on a conn of its own, sent in
+// pairs that the round-robin splits between the members: 4 GETs and 4
+// POSTs (1 KiB body) that the members answer after 1.5 s, all received
+// (2 GETs and 2 POSTs by member 1) before member 1 is black-holed; then 2
+// GETs and 2 POSTs sent right after the black hole (those lent a pooled
+// conn to member 1 write into the black hole).
 //
 // Bound: a GET whose member conn died before any response byte is replayed
 // on member 2 and answered 200 within the profile's figure ± 1 s from its
@@ -652,9 +653,12 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 
 	var reqs []*bhReq
 	for _, vs := range []bhVS{hA, hB} {
-		for i := 0; i < 4; i++ {
-			reqs = append(reqs, &bhReq{vs: vs, id: fmt.Sprintf("%s-delay-get-%d", vs.name, i), method: "GET"},
-				&bhReq{vs: vs, id: fmt.Sprintf("%s-delay-post-%d", vs.name, i), method: "POST"})
+		for i := 0; i < 4; i += 2 {
+			for _, m := range []string{"GET", "POST"} {
+				for j := i; j < i+2; j++ {
+					reqs = append(reqs, &bhReq{vs: vs, id: fmt.Sprintf("%s-delay-%s-%d", vs.name, strings.ToLower(m), j), method: m})
+				}
+			}
 		}
 	}
 	var wg sync.WaitGroup
@@ -669,26 +673,28 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 			r.ans = bhRequest(l.CL, r.vs.addr(), r.method, r.target(), r.id, body, 15*time.Second)
 		}()
 	}
-	for _, r := range reqs {
+	// One at a time, each once the members have the one before: the
+	// round-robin then sends every other one to member 1.
+	for i, r := range reqs {
 		send(r)
+		bhWaitFor(t, 5*time.Second, "the members have the request", func() bool {
+			return mem1.snapshot().Requests+mem2.snapshot().Requests == i+1
+		})
 	}
-	bhWaitFor(t, 5*time.Second, "the members have every request", func() bool {
-		return mem1.snapshot().Requests+mem2.snapshot().Requests == len(reqs)
-	})
-	time.Sleep(100 * time.Millisecond) // their bodies read and acknowledged
+	time.Sleep(100 * time.Millisecond) // the last body read and acknowledged
 	bhWaitFor(t, 3*time.Second, "pools warm again", warm)
 	before := p.members("web")
 	restore := l.blackhole(1)
+	// In pairs too, 20 ms apart (all sent before health checks can mark
+	// member 1 down).
 	for _, vs := range []bhVS{hA, hB} {
-		for i := 0; i < 4; i++ {
-			r := &bhReq{vs: vs, id: fmt.Sprintf("%s-inflight-get-%d", vs.name, i), method: "GET", inflight: true}
-			reqs = append(reqs, r)
-			send(r)
-		}
-		for i := 0; i < 2; i++ {
-			r := &bhReq{vs: vs, id: fmt.Sprintf("%s-inflight-post-%d", vs.name, i), method: "POST", inflight: true}
-			reqs = append(reqs, r)
-			send(r)
+		for _, m := range []string{"GET", "POST"} {
+			for i := 0; i < 2; i++ {
+				r := &bhReq{vs: vs, id: fmt.Sprintf("%s-inflight-%s-%d", vs.name, strings.ToLower(m), i), method: m, inflight: true}
+				reqs = append(reqs, r)
+				send(r)
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 	}
 	wg.Wait()
@@ -760,10 +766,8 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 	}
 	t.Logf("outcomes: %v", kinds)
 	for _, vs := range []bhVS{hA, hB} {
-		for _, k := range []string{"GET replayed (at m1 true)", "GET replayed (at m1 false)", "POST 502 (at m1 true)"} {
-			if kinds[vs.name+" "+k] == 0 {
-				t.Errorf("%s: no request %s: %v", vs.name, k, kinds)
-			}
+		if kinds[vs.name+" GET replayed (at m1 true)"] != 2 || kinds[vs.name+" POST 502 (at m1 true)"] != 2 || kinds[vs.name+" GET replayed (at m1 false)"] == 0 {
+			t.Errorf("%s: want 2 GETs at member 1 replayed, 2 POSTs at member 1 answered 502, and a GET in flight to member 1 replayed: %v", vs.name, kinds)
 		}
 		after := p.members("web")[web1].Reuse[vs.name]
 		if got := after.ReplaysNoResponse - before[web1].Reuse[vs.name].ReplaysNoResponse; got != uint64(replays[vs.name]) {
