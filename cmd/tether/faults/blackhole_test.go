@@ -338,7 +338,7 @@ address = "%s:80"
 			t.Fatal(err)
 		}
 	}
-	restore := l.blackhole(1)
+	restore := bhBlackhole(l, 1)
 	t0 := time.Now()
 	payload := patternBody(4096)
 	for _, r := range relays {
@@ -524,6 +524,17 @@ address = "%s:80"
 	t.Logf("baseline %s, after %s", base, u)
 }
 
+// bhBlackhole is l.blackhole(i) whose restore also runs at the test's end
+// if the test did not run it (before tether stops, so that its closes
+// reach the member, whose conns would otherwise wait for its keepalive).
+func bhBlackhole(l *lab, i int) (restore func()) {
+	var once sync.Once
+	r := l.blackhole(i)
+	restore = func() { once.Do(r) }
+	l.t.Cleanup(restore)
+	return restore
+}
+
 // bhWaitFor polls cond every 50 ms for up to d.
 func bhWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -684,7 +695,7 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the last body read and acknowledged
 	bhWaitFor(t, 3*time.Second, "pools warm again", warm)
 	before := p.members("web")
-	restore := l.blackhole(1)
+	restore := bhBlackhole(l, 1)
 	// In pairs too, 20 ms apart (all sent before health checks can mark
 	// member 1 down).
 	for _, vs := range []bhVS{hA, hB} {
