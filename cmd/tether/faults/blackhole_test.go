@@ -271,36 +271,35 @@ address = "%s:80"
 	})
 	base := p.usage()
 
-	// The relays: each echoes a line first, so its member conn is up.
+	// The relays, one at a time: each echoes a line before the next
+	// connects, so the round-robin alternates them between the members.
+	// Every other relay to each member is an in-flight one.
 	var relays []*bhRelay
+	hello := []byte("hello\n")
 	for _, vs := range []bhVS{tA, tB} {
 		for i := 0; i < 8; i++ {
 			c, err := dialTimeout(l.CL, vs.addr(), 5*time.Second)
 			if err != nil {
 				t.Fatalf("connect to %s: %v", vs.name, err)
 			}
-			r := &bhRelay{vs: vs, c: c, inflight: i%4 >= 2, done: make(chan struct{})}
+			r := &bhRelay{vs: vs, c: c, done: make(chan struct{})}
 			t.Cleanup(func() { c.Close() })
 			go r.read()
 			relays = append(relays, r)
+			if _, err := r.c.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.waitGot(hello, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	hello := []byte("hello\n")
-	for _, r := range relays {
-		if _, err := r.c.Write(hello); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, r := range relays {
-		if err := r.waitGot(hello, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, vs := range []bhVS{tA, tB} {
 		of := bhMemberOf(p, vs.name)
+		n := map[string]int{}
 		for _, r := range relays {
 			if r.vs == vs {
 				r.member = of[r.c.LocalAddr().String()]
+				r.inflight = n[r.member]%2 == 1
+				n[r.member]++
 			}
 		}
 	}
@@ -478,7 +477,7 @@ address = "%s:80"
 		if r.member != echo2 {
 			continue
 		}
-		w := append(append([]byte(nil), want...), []byte{}...)
+		w := append([]byte(nil), want...)
 		if r.inflight {
 			w = append(w, payload...)
 		}
@@ -709,6 +708,8 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// A request's access line is written once its answer went out.
+	bhWaitFor(t, 2*time.Second, "every request's access line", func() bool { return len(p.logLines("request")) >= len(reqs) })
 
 	s1, s2 := mem1.snapshot(), mem2.snapshot()
 	replayed := map[string]bool{} // ids the access log says were replayed
