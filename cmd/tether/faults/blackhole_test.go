@@ -204,11 +204,13 @@ func (r *bhRelay) result() (time.Time, error) {
 // "graceful"). The pools have no health monitor, so only keepalive and the
 // user timeout can find the member.
 //
-// Load: per tcp virtual server 8 relays through an echo member (so about 4
-// to each member), 4 left idle and 4 that write 4 KiB right after the
-// black hole; the tcp pool's preconnect stock (2 idle conns per member per
-// profile); the http pool's min_idle conns (2 per member per virtual
-// server) with no request.
+// Load: per tcp virtual server 8 relays through an echo member, 4 to each
+// member: 2 idle (their last bytes echoed just before the black hole) and
+// 2 that write 4 KiB right after it; the tcp pool's preconnect stock (2
+// idle conns per member per profile); the http pool's min_idle conns (2
+// per member per virtual server) with no request. Then, during the black
+// hole, 2 new relays of 64 KiB per tcp virtual server; after it, 4 per tcp
+// virtual server and 20 requests per http one.
 //
 // Bound: a relay to member 1 ends at its profile's figure ± 1 s (idle:
 // idleDead, bytes in flight: user_timeout), its client gets an RST (A) or
