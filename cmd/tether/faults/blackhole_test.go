@@ -717,6 +717,9 @@ func TestFaultBlackholeHTTPReplay(t *testing.T) {
 	replayed := map[string]bool{} // ids the access log says were replayed
 	replays := map[string]int{}   // virtual server -> replays
 	for _, line := range p.logLines("request") {
+		if st, _ := line["status"].(float64); st == 502 && (!strings.Contains(bhStr(line, "error"), "timed out") || line["member_error"] != true) {
+			t.Errorf("a 502's access line does not say the member conn timed out: %v", line)
+		}
 		if bhStr(line, "replay") == "" {
 			continue
 		}
