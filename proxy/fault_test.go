@@ -106,3 +106,57 @@ idle_timeout = "0s"
 		})
 	}
 }
+
+// A member that vanishes under a request sent on a reused conn, before any
+// response byte, is found by the server profile's user timeout: the read
+// of the response fails with ETIMEDOUT. That conn died before any response
+// byte, so an idempotent request is replayed on the other member (README's
+// replay rule); a POST gets 502 and reaches no member.
+func TestVanishedMemberReplaysIdempotentOnly(t *testing.T) {
+	for _, tc := range []struct{ method, status string }{
+		{"GET", "HTTP/1.1 200 OK"},
+		{"POST", "HTTP/1.1 502 Bad Gateway"},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			always := func(conn, req int) memberAction { return answer }
+			a, b := startScriptedMember(t, always), startScriptedMember(t, always)
+			profile := "[tcp_profile.srv]\nkeepalive_idle = \"3600s\"\nuser_timeout = \"1s\"\nidle_timeout = \"0s\"\n"
+			// fallback "reuse": the POST takes the pooled conn as the GET does.
+			p := startProxy(t, tcpConfig(profile, "mode = \"http\"\nserver_profile = \"srv\"",
+				"connect_timeout = \"1s\"\nnon_idempotent_fallback = \"reuse\"\nnon_idempotent_safe_idle = \"60s\"", a.Addr(), b.Addr()))
+			// The round-robin sends one GET to each member (a first); each
+			// leaves its conn pooled. The next request goes to a again.
+			for i := 0; i < 2; i++ {
+				if got := send(t, p.addr("vs"), "GET"); got != "HTTP/1.1 200 OK" {
+					t.Fatalf("warm-up request: %q", got)
+				}
+			}
+			if len(a.requests()) != 1 || len(b.requests()) != 1 {
+				t.Fatalf("warm-up: a read %q, b read %q", a.requests(), b.requests())
+			}
+			blackhole(t, int(netip.MustParseAddrPort(a.Addr()).Port()))
+			start := time.Now()
+			got := send(t, p.addr("vs"), tc.method)
+			took := time.Since(start)
+			if got != tc.status {
+				t.Fatalf("%s on a reused conn to a vanished member: %q after %s, want %q", tc.method, got, took, tc.status)
+			}
+			if took < 800*time.Millisecond || took > 3*time.Second {
+				t.Errorf("answered after %s, want about the 1 s user timeout", took)
+			}
+			line := p.waitAccess(t, 3)[2]
+			st := p.srv.VirtualServer("vs").http.reuser.Stats()[0]
+			if tc.method == "GET" {
+				if fieldString(line, "replay") != "no-response" || len(b.requests()) != 2 || st.ReplaysNoResponse != 1 {
+					t.Errorf("GET: replay %q, b read %q, ReplaysNoResponse %d; want replayed once on b",
+						fieldString(line, "replay"), b.requests(), st.ReplaysNoResponse)
+				}
+				return
+			}
+			if fieldString(line, "replay") != "" || len(b.requests()) != 1 || st.ReplaysNoResponse != 0 {
+				t.Errorf("POST: replay %q, b read %q, ReplaysNoResponse %d; want no replay",
+					fieldString(line, "replay"), b.requests(), st.ReplaysNoResponse)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/tetherproxy/tether/pool"
@@ -60,16 +61,18 @@ func (h *httpConn) responseHead(sc *pool.ServerConn, rec *requestRecord, streame
 		if err != nil {
 			h.drop(sc, pool.DiscardClosedEarly)
 			rec.err, rec.memberErr = err, true
-			// Replay once: a conn that ended (EOF, reset) before any
-			// response byte, for an idempotent request without a body.
-			// Reused or fresh alike: a member killed under load resets its
-			// fresh conns too, and RFC 9110 (9.2.2) lets a client repeat an
-			// idempotent request whose conn failed before the answer. The
-			// parser consumes what it read of a head cut short, so the
-			// bytes read from the member say whether any came, not
-			// memberBuf.
+			// Replay once: a conn that ended (EOF, reset, or the kernel
+			// gave up on it: keepalive or user timeout's ETIMEDOUT, a
+			// member that vanished) before any response byte, for an
+			// idempotent request without a body. Reused or fresh alike: a
+			// member killed under load resets its fresh conns too, and
+			// RFC 9110 (9.2.2) lets a client repeat an idempotent request
+			// whose conn failed before the answer. Not the response
+			// deadline (504): the member may be at work on it. The parser
+			// consumes what it read of a head cut short, so the bytes read
+			// from the member say whether any came, not memberBuf.
 			if rec.retries == 0 && h.memberRead.n == 0 && noBody && idempotent(h.req.Method) &&
-				(errors.Is(err, io.EOF) || isReset(err)) {
+				(errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, syscall.ETIMEDOUT)) {
 				return 0, exReplay
 			}
 			status := 502
