@@ -245,6 +245,43 @@ server_profile = "bounded"`))
 	}
 }
 
+// With user_timeout set, Linux drops a silent idle peer at the first probe
+// at or after it and counts no probes: a user_timeout longer than the
+// probing makes detection later than the probes say, which check warns of
+// with the figure the kernel will use (the fault suite measured the rule).
+func TestWarnsWhenUserTimeoutOutlastsTheProbes(t *testing.T) {
+	base := "[pool.p]\nmembers = [{ address = \"127.0.0.1:1\" }]\n[[virtual_server]]\nname = \"vs\"\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n"
+	cfg, err := Parse([]byte(`[tcp_profile.late]
+keepalive_idle = "1s"
+keepalive_interval = "2s"
+keepalive_probes = 2
+user_timeout = "8s"
+idle_timeout = "0s"
+[tcp_profile.early]
+keepalive_idle = "2s"
+keepalive_interval = "1s"
+keepalive_probes = 3
+user_timeout = "4s"
+idle_timeout = "0s"
+` + base + `client_profile = "late"
+server_profile = "early"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late, early int
+	for _, w := range cfg.Warnings {
+		if strings.Contains(w, `tcp_profile "late"`) && strings.Contains(w, "user_timeout (8s) is longer") && strings.Contains(w, "(9s), not after 2 probes") {
+			late++
+		}
+		if strings.Contains(w, `tcp_profile "early"`) {
+			early++
+		}
+	}
+	if late != 1 || early != 0 {
+		t.Fatalf("want one warning for late (dropped at 9 s, not 5 s) and none for early, got %q", cfg.Warnings)
+	}
+}
+
 func TestEffectiveRoundTrips(t *testing.T) {
 	cfg, err := Parse([]byte(`[tcp_profile.lan]
 keepalive_idle = "60s"

@@ -453,6 +453,16 @@ func warnProfile(cfg *Config, path string, p TCPProfile) {
 				"set user_timeout below idle_timeout, or shorten the probing",
 			path, probing, p.IdleTimeout))
 	}
+	if p.Keepalive && p.UserTimeout > probing && p.KeepaliveInterval > 0 {
+		// Once TCP_USER_TIMEOUT is set, tcp_keepalive_timer drops a
+		// silent peer at the first probe tick (idle + k x interval, after
+		// at least one probe) at or after it, and no longer counts probes.
+		k := max(1, (p.UserTimeout-p.KeepaliveIdle+p.KeepaliveInterval-1)/p.KeepaliveInterval)
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(
+			"%s: user_timeout (%s) is longer than keepalive_idle + keepalive_probes x keepalive_interval (%s): once user_timeout is set Linux no longer counts probes, "+
+				"so a silent idle peer is dropped only at the first probe at or after user_timeout (%s), not after %d probes",
+			path, p.UserTimeout, probing, p.KeepaliveIdle+k*p.KeepaliveInterval, p.KeepaliveProbes))
+	}
 }
 
 // validator collects every problem (errs) and every valid-but-suspicious

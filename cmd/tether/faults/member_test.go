@@ -62,7 +62,8 @@ type member struct {
 
 	mu    sync.Mutex
 	stats memberStats
-	conns atomic.Int64 // HTTP conns accepted
+	echo  map[net.Conn]bool // echo conns open, closed by close
+	conns atomic.Int64      // HTTP conns accepted
 }
 
 // memberStats counts what a member received. IDs counts each X-Req-Id it
@@ -149,10 +150,21 @@ func (m *member) echoLoop(ln net.Listener) {
 		if err != nil {
 			return
 		}
+		m.mu.Lock()
+		if m.echo == nil {
+			m.echo = map[net.Conn]bool{}
+		}
+		m.echo[c] = true
+		m.mu.Unlock()
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			defer c.Close()
+			defer func() {
+				m.mu.Lock()
+				delete(m.echo, c)
+				m.mu.Unlock()
+				c.Close()
+			}()
 			if _, err := io.Copy(c, c); err == nil {
 				_ = c.(*net.TCPConn).CloseWrite()
 				_, _ = io.Copy(io.Discard, c)
@@ -181,6 +193,11 @@ func (m *member) close() {
 	for _, ln := range m.lns {
 		_ = ln.Close()
 	}
+	m.mu.Lock()
+	for c := range m.echo {
+		_ = c.Close() // a conn whose peer vanished would wait for keepalive
+	}
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
@@ -290,12 +307,6 @@ func (mp *memberProc) kill() {
 	}
 	_ = mp.cmd.Process.Kill()
 	<-mp.done
-}
-
-// restart kills the member and starts it again.
-func (mp *memberProc) restart() {
-	mp.kill()
-	mp.start()
 }
 
 // stats reads the member process's counters from its /_stats, dialed from
