@@ -419,13 +419,22 @@ func (h *httpConn) pendingRequest() error {
 
 // writeThenWait writes the answer kept in h.out (see streamResponse) and
 // waits for the client's next bytes, both in one RawConn.Read of the
-// client socket. The next request cannot come before its answer went out,
-// so the read that usually follows a write finds nothing (EAGAIN) and
-// only then waits; within one RawConn.Read the poller keeps the readiness
-// that comes after the write, so the wait needs no read first and loses
-// no wakeup. The read comes after, through clientBuf, and finds bytes. It
-// returns the write's error, else the wait's (the deadline, shutdown's
-// past deadline, a closed socket).
+// client socket. A client usually sends its next request after the
+// answer, so the read that usually follows a write finds nothing (EAGAIN)
+// and only then waits; within one RawConn.Read the poller keeps the
+// readiness that comes after the write, so the wait needs no read first.
+// The read comes after, through clientBuf, and finds bytes.
+//
+// What came before the wait is another matter: RawConn.Read starts by
+// clearing the poller's readiness, so bytes or a FIN that arrived after
+// the last read of the client (a pipelined request sent while the member
+// answered, a half-close) raise no wakeup here. awaitRequest bounds that
+// wait to httpHoldBuffers (10 ms) and then parks the conn, and the
+// parker's level-triggered registration reports those bytes at once: the
+// rare race costs 10 ms, never the request
+// (TestHTTPRequestSentWhileTheFirstIsServedIsAnswered). It returns the
+// write's error, else the wait's (the deadline, shutdown's past deadline,
+// a closed socket).
 func (h *httpConn) writeThenWait() error {
 	if h.rawConn == nil {
 		rc, err := h.clientTCP.SyscallConn()
