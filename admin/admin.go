@@ -149,11 +149,11 @@ func (a *Admin) Shutdown(ctx context.Context) error {
 
 // guard applies the access rules before any handler: the bearer token when
 // there is one (except for the dashboard's page and assets, which hold no
-// data: see dashboard.go), then X-Tether on POST.
+// data: see dashboard.go, and the probes), then X-Tether on POST.
 func (a *Admin) guard(next http.Handler) http.Handler {
 	want := []byte("Bearer " + a.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.opts.Token != "" && !dashboardShell(r) {
+		if a.opts.Token != "" && !dashboardShell(r) && !probe(r) {
 			got := []byte(r.Header.Get("Authorization"))
 			if subtle.ConstantTimeCompare(got, want) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="tether"`)
@@ -167,4 +167,13 @@ func (a *Admin) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// probe reports whether r is a liveness or readiness probe (GET or HEAD of
+// /healthz or /ready), which the guard serves without the token: a
+// kubelet's probe cannot read a Secret (its headers are plain text in the
+// pod spec), and the answers say only "alive" or "ready" (as the
+// Kubernetes API server serves its own /livez and /readyz to anyone).
+func probe(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.URL.Path == "/healthz" || r.URL.Path == "/ready")
 }

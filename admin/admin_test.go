@@ -138,7 +138,7 @@ pool = "p"
 	}
 }
 
-func TestTokenIsRequiredOnEveryEndpoint(t *testing.T) {
+func TestTokenIsRequiredOnEveryEndpointButTheProbes(t *testing.T) {
 	a := newHTTPBackend(t, "a")
 	e := startEnv(t, "s3cret", "shared", a.Addr())
 	drain := "/api/v1/pools/p/members/" + a.Addr() + "/drain"
@@ -146,7 +146,12 @@ func TestTokenIsRequiredOnEveryEndpoint(t *testing.T) {
 		method, path, auth string
 		want               int
 	}{
-		{"GET", "/healthz", "", 401},
+		{"GET", "/healthz", "", 200}, // probes need no token
+		{"GET", "/ready", "", 200},
+		{"HEAD", "/ready", "", 200},
+		{"POST", "/ready", "", 401},
+		{"GET", "/readyz", "", 401},
+		{"GET", "/healthz/x", "", 401},
 		{"GET", "/api/v1/pools", "", 401},
 		{"GET", "/api/v1/pools", "Bearer wrong", 401},
 		{"GET", "/api/v1/pools", "Bearer s3cret-and-more", 401},

@@ -6,7 +6,8 @@
 // It owns the admin listener and its access rules: changes only by POST,
 // every POST carries "X-Tether: 1" (a cross-site form cannot send it), and
 // with a token every request carries "Authorization: Bearer TOKEN",
-// compared in constant time. It is not reachable off loopback without a
+// compared in constant time, except GET /healthz and /ready (probes, which
+// say only alive or ready). It is not reachable off loopback without a
 // token (config refuses that; New checks it again). It holds no proxy
 // logic: it reads proxy.Server and pool state through their exported
 // methods and calls pool.Member.SetState.
