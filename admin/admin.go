@@ -41,6 +41,12 @@ type Options struct {
 	Reloader *Reloader
 	// Logger; nil = no logs.
 	Logger *zap.Logger
+	// Listener, when not nil, gives Start its listener for Listen (one
+	// received from the process tether replaced, or from systemd); nil =
+	// Start binds Listen itself.
+	Listener func(ctx context.Context, addr string) (net.Listener, error)
+	// Upgrade, when not nil, serves POST /api/v1/upgrade (upgrade.go).
+	Upgrade UpgradeFunc
 }
 
 // Admin is the admin API server. Build with New, then Start and Shutdown.
@@ -102,8 +108,16 @@ func (a *Admin) Start(ctx context.Context) error {
 	if a.ln != nil {
 		return errors.New("admin: already started")
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", a.opts.Listen)
+	var (
+		ln  net.Listener
+		err error
+	)
+	if a.opts.Listener != nil {
+		ln, err = a.opts.Listener(ctx, a.opts.Listen)
+	} else {
+		var lc net.ListenConfig
+		ln, err = lc.Listen(ctx, "tcp", a.opts.Listen)
+	}
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

@@ -34,6 +34,8 @@ func (a *Admin) routes() *http.ServeMux {
 	}
 	mux.HandleFunc("POST /api/v1/reload", a.reload)
 	mux.HandleFunc("/api/v1/reload", methodNotAllowed("POST"))
+	mux.HandleFunc("POST /api/v1/upgrade", a.upgrade)
+	mux.HandleFunc("/api/v1/upgrade", methodNotAllowed("POST"))
 	if a.opts.Metrics != nil {
 		mux.Handle("GET /metrics", a.opts.Metrics)
 		mux.HandleFunc("/metrics", methodNotAllowed("GET"))

@@ -15,6 +15,11 @@
 // Reloader re-reads the config file and puts it in force (SIGHUP and POST
 // /api/v1/reload).
 //
+// POST /api/v1/upgrade runs the hot binary upgrade it is given
+// (Options.Upgrade, upgrade.go) and answers once the new process is ready
+// or failed; Options.Listener lets the admin listener come from the
+// process tether replaced, or from systemd.
+//
 // The dashboard (dashboard.go, ui/) is a page at "/" that reads this API
 // every 2 s; its shell and assets are served without the token, the data
 // never is.

@@ -15,6 +15,10 @@
 // breaking splice (read deadlines checked against kernel byte counters, see
 // relay.go), and closes each side with its own profile's close mode.
 //
+// A Listeners (SetListeners) may give the listening sockets instead: ones a
+// hot upgrade's old process or systemd passed; ShutdownGently is the drain
+// of the old process of an upgrade (listeners.go).
+//
 // proxy defines no socket option itself (package sockopt does) and picks no
 // member itself (package pool does).
 package proxy

@@ -293,7 +293,7 @@ func (h *httpConn) serve(entry connEntry) loopOutcome {
 	}
 	// entryExpired. At shutdown the parker lets its conns go this way: one
 	// whose client sent a request meanwhile serves it (waitFirstByte).
-	if h.vs.acceptCtx.Err() != nil {
+	if h.vs.idleCtx.Err() != nil {
 		h.hs.conns.add(h)
 		h.borrow()
 		if h.waitFirstByte(h.parking.deadline) == nil {
@@ -382,9 +382,11 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	_ = h.client.SetReadDeadline(deadline)
 	h.waiting.Store(true)
 	defer h.waiting.Store(false)
-	// Shutdown cancels acceptCtx, then sets a past read deadline on every
-	// waiting conn: checked after the deadline is set, it is never missed.
-	if h.vs.acceptCtx.Err() != nil {
+	// Shutdown cancels idleCtx (letIdleGo; ShutdownGently after a grace
+	// in which waiting conns take one more request), then sets a past read
+	// deadline on every waiting conn: checked after the deadline is set,
+	// it is never missed.
+	if h.vs.idleCtx.Err() != nil {
 		if err := h.flushOut(); err != nil {
 			return err
 		}
@@ -392,14 +394,14 @@ func (h *httpConn) waitFirstByte(deadline time.Time) error {
 	}
 	if h.out != nil {
 		if err := h.writeThenWait(); err != nil {
-			if isTimeoutErr(err) && h.vs.acceptCtx.Err() != nil {
+			if isTimeoutErr(err) && h.vs.idleCtx.Err() != nil {
 				return h.pendingRequest()
 			}
 			return err
 		}
 	}
 	if _, err := h.clientBuf.Peek(1); err != nil {
-		if isTimeoutErr(err) && h.vs.acceptCtx.Err() != nil {
+		if isTimeoutErr(err) && h.vs.idleCtx.Err() != nil {
 			return h.pendingRequest() // bytes may have come with the wake
 		}
 		return err

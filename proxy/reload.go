@@ -121,6 +121,7 @@ func (s *Server) prepare(ctx context.Context, old reloadState, cfg *config.Confi
 			return p, fmt.Errorf("virtual_server %q: %w", vc.Name, err)
 		}
 		vs.workers = s.workers
+		vs.listeners = s.listeners
 		p.vss = append(p.vss, vs)
 		if prev != nil {
 			p.prev[vs] = prev
@@ -174,7 +175,7 @@ func takenFrom(m map[*VirtualServer]*VirtualServer) []*VirtualServer {
 // sides and pools are closed; nothing old was touched.
 func (p *reloadPlan) abandon() {
 	for _, vs := range p.bound {
-		vs.closeListener()
+		vs.closeListener(true)
 		if vs.parker != nil {
 			vs.parker.stop()
 		}
@@ -287,7 +288,8 @@ func (s *Server) closeUnused(old reloadState, p *reloadPlan) {
 // has) accepting, unless its listener went to a new virtual server on the
 // same address, and gives its connections timeout to end.
 func (s *Server) drainRemoved(o *VirtualServer, timeout time.Duration) {
-	o.closeListener()
+	o.closeListener(true)
+	o.letIdleGo()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -320,6 +322,7 @@ func (s *Server) keepUntilDone(o *VirtualServer) {
 // virtual server in force shares: its parker, TLS side, reuse ConnPool.
 func (s *Server) release(o *VirtualServer) {
 	o.stopAccept()
+	o.letIdleGo()
 	o.cutConns()
 	if o.parker != nil {
 		o.parker.stop()
@@ -374,6 +377,13 @@ func (vs *VirtualServer) handOver() *net.TCPListener {
 func (vs *VirtualServer) stopListening() {
 	vs.yielding.Store(true)
 	close(vs.yield)
+	if vs.listeners != nil {
+		_ = vs.ln.SetDeadline(time.Unix(1, 0)) // wakes a blocked Accept
+		<-vs.acceptDone
+		vs.listeners.Release(vs.cfg.Listen, vs.ln)
+		_ = vs.ln.Close()
+		return
+	}
 	_ = vs.ln.Close()
 	<-vs.acceptDone
 }

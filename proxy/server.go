@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -39,6 +40,8 @@ type Server struct {
 	bg      sync.WaitGroup
 	// reloadMu serialises Reload.
 	reloadMu sync.Mutex
+	// listeners, when not nil, gives the listeners (SetListeners).
+	listeners Listeners
 }
 
 // New builds the pools and virtual servers of cfg. cfg must come from
@@ -79,9 +82,12 @@ func (s *Server) Start(ctx context.Context) error {
 		return errors.New("proxy: server already started")
 	}
 	for i, vs := range s.vss {
+		vs.listeners = s.listeners
 		if err := vs.listen(ctx); err != nil {
+			// Not for good: a received listener goes on serving in the
+			// process that passed it.
 			for _, done := range s.vss[:i] {
-				done.closeListener()
+				done.closeListener(false)
 			}
 			s.closeVirtualServers()
 			s.closePools()
@@ -97,7 +103,7 @@ func (s *Server) Start(ctx context.Context) error {
 		vs.tls.certs.SetListenAddr(vs.ln.Addr())
 		if err := vs.tls.certs.Start(ctx); err != nil {
 			for _, done := range s.vss {
-				done.closeListener()
+				done.closeListener(false)
 			}
 			s.closeVirtualServers()
 			s.closePools()
@@ -185,7 +191,14 @@ func (s *Server) Pool(name string) *pool.Pool {
 // finish until ctx is done, then ends the remaining ones (each side closed
 // with its profile's close mode), stops the pools and returns once every
 // goroutine has exited. It returns ctx.Err() when connections had to be cut.
+// An idle keepalive client conn is closed at once (one whose request
+// already reached tether is served first); see ShutdownGently.
 func (s *Server) Shutdown(ctx context.Context) error {
+	return s.shutdown(ctx, false)
+}
+
+// shutdown is Shutdown, or ShutdownGently with gentle.
+func (s *Server) shutdown(ctx context.Context, gentle bool) error {
 	s.reloadMu.Lock() // no reload under way, none after
 	defer s.reloadMu.Unlock()
 	s.mu.Lock()
@@ -193,13 +206,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	all := append(slices.Clone(s.vss), s.retired...)
 	s.mu.Unlock()
 	for _, vs := range all {
-		vs.closeListener()
+		vs.closeListener(false)
+	}
+	var graces []*time.Timer
+	for _, vs := range all {
+		if !gentle || vs.http == nil || vs.ln == nil {
+			vs.letIdleGo()
+			continue
+		}
+		graces = append(graces, time.AfterFunc(vs.idleGrace(ctx), vs.letIdleGo))
 	}
 	var cut error
 	for _, vs := range all {
 		if err := vs.drain(ctx); err != nil {
 			cut = err
 		}
+	}
+	for _, t := range graces {
+		t.Stop()
+	}
+	for _, vs := range all {
+		vs.letIdleGo() // idempotent; stops what waits on it
 	}
 	s.bg.Wait() // retired virtual servers released, unused pools closed
 	s.closeVirtualServers()

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/tetherproxy/tether/config"
 	"github.com/tetherproxy/tether/pool"
-	"github.com/tetherproxy/tether/sockopt"
 )
 
 // VirtualServer is one listening address in tcp mode.
@@ -29,6 +27,7 @@ type VirtualServer struct {
 	http      *httpSide       // nil in tcp mode
 	parker    *parker         // holds idle sockets (http client conns, relay directions); nil if epoll failed
 	workers   *workers        // the Server's: runs accepted conns and parked sockets taken up
+	listeners Listeners       // the Server's: where listen gets the listener; nil = bind
 	tls       *tlsSide        // nil without TLS termination
 	relays    liveSet[*relay] // the running relays (tcp mode, http upgrade tunnels), for shutdown
 	live      *liveConns      // every proxied client conn, for Connections (inspect_conns.go); shared with the virtual server a reload puts in its place
@@ -37,13 +36,17 @@ type VirtualServer struct {
 	ln    *net.TCPListener
 	slots chan struct{} // nil = no connection limit
 
-	// stop ends the accept loop; cut ends open connections (drain timed out).
-	stopAccept context.CancelFunc
-	acceptCtx  context.Context
-	cutConns   context.CancelFunc
-	cutCtx     context.Context
-	acceptDone chan struct{}
-	conns      sync.WaitGroup
+	// stop ends the accept loop; releaseIdle lets idle keepalive conns go
+	// (at once at Shutdown, after a grace at ShutdownGently); cut ends
+	// open connections (drain timed out).
+	stopAccept  context.CancelFunc
+	acceptCtx   context.Context
+	releaseIdle context.CancelFunc
+	idleCtx     context.Context
+	cutConns    context.CancelFunc
+	cutCtx      context.Context
+	acceptDone  chan struct{}
+	conns       sync.WaitGroup
 
 	// n are the counters, shared with the VirtualServer of the same name
 	// that a reload puts in its place, so that they go on across reloads.
@@ -182,21 +185,13 @@ func (vs *VirtualServer) Stats() Stats {
 	return st
 }
 
-func (vs *VirtualServer) listen(ctx context.Context) error {
-	ln, err := sockopt.Listen(ctx, vs.client, vs.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("virtual_server %q: listen %s: %w", vs.cfg.Name, vs.cfg.Listen, err)
-	}
-	vs.adopt(ln)
-	return nil
-}
-
 // adopt makes ln the virtual server's listener (bound by listen, or taken
 // over from the virtual server it replaces) and sets up what serving needs:
 // the shutdown contexts and the parker.
 func (vs *VirtualServer) adopt(ln *net.TCPListener) {
 	vs.ln = ln
 	vs.acceptCtx, vs.stopAccept = context.WithCancel(context.Background())
+	vs.idleCtx, vs.releaseIdle = context.WithCancel(context.Background())
 	vs.cutCtx, vs.cutConns = context.WithCancel(context.Background())
 	if p, err := newParker(vs.logger, vs.workers); err != nil {
 		// Idle conns then keep their goroutines while they wait.
@@ -206,7 +201,7 @@ func (vs *VirtualServer) adopt(ln *net.TCPListener) {
 	}
 	if vs.http != nil {
 		hs := vs.http
-		context.AfterFunc(vs.acceptCtx, func() {
+		context.AfterFunc(vs.idleCtx, func() {
 			hs.shutdown(false)
 			if vs.parker != nil {
 				vs.parker.stop()
@@ -234,20 +229,6 @@ func (vs *VirtualServer) serve() {
 		zap.Duration("idle_timeout", vs.idle))
 	vs.acceptDone = make(chan struct{})
 	go vs.acceptLoop()
-}
-
-func (vs *VirtualServer) closeListener() {
-	if vs.ln == nil {
-		return
-	}
-	vs.stopAccept()
-	if vs.handedOver {
-		return // the listener is the successor's; the accept loop ended
-	}
-	_ = vs.ln.Close()
-	if vs.acceptDone != nil { // nil when Start failed before serving
-		<-vs.acceptDone
-	}
 }
 
 // drain waits for open connections until ctx is done, then cuts them.

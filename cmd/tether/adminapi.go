@@ -16,10 +16,12 @@ import (
 )
 
 // startAdmin starts the admin API of cfg ([admin]) on srv, or returns nil
-// when it is off. Left at its default address, a port already in use is
+// when it is off. Its listener comes through up (received from the
+// replaced process or systemd, kept for the next one); up serves POST
+// /api/v1/upgrade. Left at its default address, a port already in use is
 // logged and tether runs without it (another tether may hold it); set in
 // the file, every failure is an error.
-func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy.Server, rl *admin.Reloader, logger *zap.Logger) (*admin.Admin, error) {
+func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy.Server, rl *admin.Reloader, up *upgrader, logger *zap.Logger) (*admin.Admin, error) {
 	ac := cfg.Admin
 	if ac.Listen == "" {
 		return nil, nil
@@ -43,6 +45,8 @@ func startAdmin(ctx context.Context, cfg *config.Config, path string, srv *proxy
 		Metrics:    admin.MetricsHandler(srv, rl.Status),
 		Reloader:   rl,
 		Logger:     logger.Named("admin"),
+		Listener:   up.adminListener,
+		Upgrade:    up.upgrade,
 	})
 	if err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ commands:
                                   set a member's admin state
   conns VS [--limit N]            the open connections of a virtual server, both sides
   reload                          reload the config file (the old config keeps running on a problem)
+  upgrade                         hot binary upgrade: start the binary at tether's path anew; the new
+                                  process takes the listeners, the old one drains; a new process that
+                                  fails (bad config ...) leaves the old one serving (exit 1, why)
 flags:
   -c FILE           find the API from the config's [admin] listen and token_file
   --admin URL       the API's address (default http://` + config.DefaultAdminListen + `)
@@ -44,6 +47,10 @@ const (
 	ctlMaxBody  = 32 << 20         // bytes read from a response at most
 	ctlMaxLimit = 1 << 20          // conns --limit at most
 )
+
+// ctlUpgradeTimeout is upgrade's call timeout: the answer comes once the
+// new process is ready or failed (upgradeTimeout at most).
+const ctlUpgradeTimeout = upgradeTimeout + 30*time.Second
 
 // ctlClient is one admin API to talk to.
 type ctlClient struct {
@@ -76,7 +83,7 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("no command")
 	}
 	cmd, rest := pos[0], pos[1:]
-	want := map[string]int{"status": 0, "pools": 0, "members": 1, "enable": 2, "disable": 2, "drain": 2, "conns": 1, "reload": 0}
+	want := map[string]int{"status": 0, "pools": 0, "members": 1, "enable": 2, "disable": 2, "drain": 2, "conns": 1, "reload": 0, "upgrade": 0}
 	n, ok := want[cmd]
 	switch {
 	case !ok:
@@ -91,7 +98,11 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("--limit is for conns only")
 	}
 
-	c, err := newCtlClient(*file, *adminURL, *tokenFile)
+	timeout := ctlTimeout
+	if cmd == "upgrade" {
+		timeout = ctlUpgradeTimeout
+	}
+	c, err := newCtlClient(*file, *adminURL, *tokenFile, timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether ctl: %v\n", err)
 		if errors.Is(err, errUsage) {
@@ -99,7 +110,7 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitError
 	}
-	ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err = c.run(ctx, cmd, rest, *limit, *asJSON, stdout)
 	if err != nil {
@@ -135,8 +146,8 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // newCtlClient finds the API: --admin, or the config's [admin], or the
 // default address; the token from --token-file, else the config's
-// token_file.
-func newCtlClient(file, adminURL, tokenFile string) (*ctlClient, error) {
+// token_file. timeout bounds each call.
+func newCtlClient(file, adminURL, tokenFile string, timeout time.Duration) (*ctlClient, error) {
 	base := "http://" + config.DefaultAdminListen
 	switch {
 	case adminURL != "":
@@ -165,12 +176,12 @@ func newCtlClient(file, adminURL, tokenFile string) (*ctlClient, error) {
 	c := &ctlClient{
 		base: base,
 		hc: &http.Client{
-			Timeout: ctlTimeout,
+			Timeout: timeout,
 			// One request per run: no idle conns (or their goroutines) left.
 			Transport: &http.Transport{
 				DialContext:           (&net.Dialer{Timeout: ctlTimeout}).DialContext,
 				DisableKeepAlives:     true,
-				ResponseHeaderTimeout: ctlTimeout,
+				ResponseHeaderTimeout: timeout,
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -303,6 +314,8 @@ func (c *ctlClient) run(ctx context.Context, cmd string, args []string, limit in
 		}
 	case "reload":
 		method, path, render = http.MethodPost, "/api/v1/reload", renderReload
+	case "upgrade":
+		method, path, render = http.MethodPost, "/api/v1/upgrade", renderUpgrade
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
@@ -531,4 +544,25 @@ func renderReload(body []byte, out io.Writer) error {
 		fmt.Fprintf(out, "  %s\n", c)
 	}
 	return nil
+}
+
+func renderUpgrade(body []byte, out io.Writer) error {
+	var r struct {
+		OK     bool      `json:"ok"`
+		At     time.Time `json:"at"`
+		OldPID int       `json:"old_pid"`
+		NewPID int       `json:"new_pid"`
+	}
+	if err := decode(body, &r); err != nil {
+		return err
+	}
+	if !r.OK {
+		return errors.New(`upgrade answered 200 without "ok": true`)
+	}
+	newPID := "?"
+	if r.NewPID > 0 {
+		newPID = strconv.Itoa(r.NewPID)
+	}
+	_, err := fmt.Fprintf(out, "upgraded at %s: pid %s serves; pid %d stopped accepting and drains\n", r.At.Format(time.RFC3339), newPID, r.OldPID)
+	return err
 }

@@ -2,7 +2,7 @@
 //
 //	tether demo                 see short vs long connections and pooling, on a built-in setup
 //	tether bench TARGET         load generator (short vs long connections, TIME_WAIT by side)
-//	tether run -c FILE          serve the configuration until SIGTERM/SIGINT
+//	tether run -c FILE          serve the configuration until SIGTERM/SIGINT (SIGUSR2: hot upgrade)
 //	tether check -c FILE        validate a configuration (exit 0 valid, 1 invalid)
 //	tether check -c FILE --print        ... and print it with every default and profile resolved
 //	tether check --print-defaults       print the built-in defaults
@@ -41,14 +41,16 @@ commands:
                                 pooled vs unpooled member connections, in one table
   bench [flags] TARGET          load generator: --conn short|long, --compare, -c, -d, -n,
                                 --rate, --json, --html FILE (tether bench -h for all)
-  run -c FILE                   run the proxy (SIGTERM/SIGINT: stop accepting, drain, exit)
+  run -c FILE [--pid-file F]    run the proxy (SIGTERM/SIGINT: stop accepting, drain, exit;
+                                SIGHUP: reload the config; SIGUSR2: hot binary upgrade)
   check -c FILE [--print]       validate a config; --print shows it with every default and profile resolved
   check --print-defaults        show the built-in defaults
   conns -c FILE | --port [HOST:]PORT...  [--json] [--watch [--interval 1s] [--count N]]
                                 live census of the eleven TCP states per side (sock_diag)
   ctl [-c FILE | --admin URL] [--token-file F] [--json] COMMAND
                                 the admin API's client: status | pools | members POOL |
-                                enable|disable|drain POOL ADDRESS | conns VS [--limit N] | reload
+                                enable|disable|drain POOL ADDRESS | conns VS [--limit N] | reload |
+                                upgrade
   version                       print the version
 `
 

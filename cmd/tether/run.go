@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,24 +20,41 @@ import (
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// Started by an upgrade: how the start went goes to the process that
+	// started this one too (upgrade.go).
+	report := takeStartReport()
+	// SIGHUP reloads the config file, SIGUSR2 upgrades (both would kill
+	// the process by default). Registered first: a signal that comes
+	// while the process starts waits for the loop (serve).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "", "config `FILE`")
+	pidFile := fs.String("pid-file", "", "write the PID to `FILE` once serving; a hot upgrade's new process rewrites it (systemd's PIDFile=)")
 	if err := fs.Parse(args); err != nil {
+		report.failed("usage: " + err.Error())
 		return exitUsage
 	}
 	if *file == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: tether run -c FILE")
+		fmt.Fprintln(stderr, "usage: tether run -c FILE [--pid-file FILE]")
+		report.failed("usage: tether run -c FILE [--pid-file FILE]")
 		return exitUsage
 	}
 	cfg, err := config.LoadFile(*file)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
+		report.failed("invalid configuration:\n" + err.Error())
 		return exitError
 	}
 	logger, stopLogging, err := startLogging(cfg.Log, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
 		return exitError
 	}
 	defer stopLogging()
@@ -44,46 +62,120 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Warn("config", zap.String("warning", w))
 	}
 
-	// SIGHUP reloads the config file (it would kill the process by
-	// default). Registered before listening.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The listeners come from the replaced process or systemd when they
+	// passed them, and are kept for the next process.
+	up := newUpgrader(*pidFile, logger)
+	defer up.stop()
 
 	srv, err := proxy.New(cfg, logger)
 	if err != nil {
 		logger.Error("cannot build", zap.Error(err))
+		report.failed(err.Error())
 		return exitError
 	}
+	srv.SetListeners(up)
 	// The admin API first: /healthz answers while the listeners bind,
 	// /ready once they are.
 	rl := admin.NewReloader(*file, cfg, srv, logger)
-	adm, err := startAdmin(ctx, cfg, *file, srv, rl, logger)
+	adm, err := startAdmin(ctx, cfg, *file, srv, rl, up, logger)
 	if err != nil {
 		logger.Error("cannot start the admin API", zap.Error(err))
 		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
 		_ = srv.Shutdown(context.Background()) // nothing bound: frees the pools
 		return exitError
 	}
-	if adm != nil {
-		defer func() {
-			// After the proxy's drain, so that it can be watched.
-			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = adm.Shutdown(actx)
-		}()
+	shutdownAdmin := func() {
+		if adm == nil {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = adm.Shutdown(actx)
 	}
+	defer shutdownAdmin() // after the proxy's drain, so that it can be watched
 	if err := srv.Start(ctx); err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
 		return exitError
 	}
-	logger.Info("started", zap.String("config", *file), zap.String("version", versionString()))
+	if err := up.ready(report); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
+		drain(srv, logger)
+		return exitError
+	}
+	logger.Info("started", zap.String("config", *file), zap.String("version", versionString()), zap.Int("pid", os.Getpid()))
 
-	reloadOnSIGHUP(ctx, hup, rl)
+	var bg sync.WaitGroup
+	pctx, cancelParent := context.WithCancel(context.Background())
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		up.waitForParent(pctx)
+	}()
+	defer func() {
+		cancelParent()
+		bg.Wait()
+	}()
+
+	if serve(ctx, hup, usr2, rl, up) {
+		// The new process serves, the admin API too (same socket).
+		shutdownAdmin()
+		drainAfterUpgrade(srv, logger)
+		logger.Info("stopped: the new process serves")
+		return exitOK
+	}
+	up.stop() // the listeners' copies closed: closing them now refuses, as before upgrades
 	drain(srv, logger)
+	removePIDFile(*pidFile)
 	logger.Info("stopped")
 	return exitOK
+}
+
+// serve handles signals until SIGTERM/SIGINT (ctx; false) or until a hot
+// upgrade succeeded (true): SIGHUP reloads the whole config file, as POST
+// /api/v1/reload does (Reload logs the changes, or every problem while the
+// old config stays); SIGUSR2 upgrades, as POST /api/v1/upgrade does (the
+// upgrader logs how it went).
+func serve(ctx context.Context, hup, usr2 <-chan os.Signal, rl *admin.Reloader, up *upgrader) bool {
+	var upgrades sync.WaitGroup
+	defer upgrades.Wait()
+	for {
+		select {
+		case <-hup:
+			rl.Reload(ctx)
+		case <-usr2:
+			upgrades.Add(1)
+			go func() {
+				defer upgrades.Done()
+				_, _, _ = up.upgrade(ctx)
+			}()
+		case <-up.upgraded():
+			return true
+		case <-ctx.Done():
+			up.stop() // an upgrade under way ends: its new process is killed
+			return false
+		}
+	}
+}
+
+// drainAfterUpgrade stops srv once a new process took its listeners: no
+// more accepting here; open connections get the shutdown_timeout of the
+// config in force; an idle keepalive client conn is not closed at once (it
+// would race the client's next request) but answers its next request with
+// Connection: close (ShutdownGently).
+func drainAfterUpgrade(srv *proxy.Server, logger *zap.Logger) {
+	timeout := srv.Config().Global.ShutdownTimeout
+	logger.Info("upgraded: not accepting here; draining open connections (idle keepalive ones get one more request, answered with Connection: close)",
+		zap.Duration("shutdown_timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.ShutdownGently(ctx); err != nil {
+		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))
+	}
 }
 
 // startLogging builds the logger of lc: to stderr, or with [log] file to
@@ -112,20 +204,6 @@ func startLogging(lc config.Log, stderr io.Writer) (logger *zap.Logger, stop fun
 			_ = lf.Close()
 		}
 	}, nil
-}
-
-// reloadOnSIGHUP reloads the whole config file on each SIGHUP, as POST
-// /api/v1/reload does (Reload logs the changes, or every problem while the
-// old config stays), until ctx ends.
-func reloadOnSIGHUP(ctx context.Context, hup <-chan os.Signal, rl *admin.Reloader) {
-	for {
-		select {
-		case <-hup:
-			rl.Reload(ctx)
-		case <-ctx.Done():
-			return
-		}
-	}
 }
 
 // drain stops srv: no more accepting, open connections get the

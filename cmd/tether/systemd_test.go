@@ -51,15 +51,20 @@ func unitService(t *testing.T, path string) map[string]string {
 // examples/tether.service checks the config before it starts the proxy,
 // with the same binary and file, checks it again before a reload's SIGHUP,
 // can write its log file under /var/log/tether, gives the drain its
-// time, and passes systemd-analyze verify with the binary path pointed at
-// a build (its ExecStartPre line, run as is, accepts the example config).
+// time, follows the new main PID of a hot upgrade (PIDFile= is the file
+// run --pid-file writes, in its RuntimeDirectory), and passes
+// systemd-analyze verify with the binary path pointed at a build (its
+// ExecStartPre line, run as is, accepts the example config).
 func TestSystemdUnitExample(t *testing.T) {
 	const unit = "../../examples/tether.service"
 	keys := unitService(t, unit)
 	start := strings.Fields(keys["ExecStart"])
 	pre := strings.Fields(keys["ExecStartPre"])
-	if len(start) != 4 || start[1] != "run" || start[2] != "-c" {
-		t.Fatalf("ExecStart = %q, want BIN run -c FILE", keys["ExecStart"])
+	if len(start) != 6 || start[1] != "run" || start[2] != "-c" || start[4] != "--pid-file" {
+		t.Fatalf("ExecStart = %q, want BIN run -c FILE --pid-file PIDFILE", keys["ExecStart"])
+	}
+	if keys["PIDFile"] != start[5] || filepath.Dir(start[5]) != "/run/"+keys["RuntimeDirectory"] {
+		t.Errorf("PIDFile = %q, RuntimeDirectory = %q: want the --pid-file %q, in /run/RuntimeDirectory", keys["PIDFile"], keys["RuntimeDirectory"], start[5])
 	}
 	if len(pre) != 4 || pre[0] != start[0] || pre[1] != "check" || pre[2] != "-c" || pre[3] != start[3] {
 		t.Fatalf("ExecStartPre = %q, want %s check -c %s", keys["ExecStartPre"], start[0], start[3])
