@@ -88,3 +88,50 @@ func TestShutdownGentlyAnswersIdleConnsNextRequestWithClose(t *testing.T) {
 		t.Errorf("ShutdownGently = %v, want nil (every conn ended within the drain)", err)
 	}
 }
+
+// ShutdownGentlyFor (SIGTERM's drain) keeps idle client conns only for the
+// grace: a conn accepted just before the stop whose first request comes a
+// moment later is answered with Connection: close (closed at once, its
+// client would see EOF for a request it already sent), and a conn that
+// stays silent is closed at the grace, well before keepalive_timeout.
+func TestShutdownGentlyForServesAFirstRequestOnItsWayAndClosesTheSilentAtTheGrace(t *testing.T) {
+	be := startHTTPBackend(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	p := startProxy(t, httpConfig("[virtual_server.http]\nkeepalive_timeout = \"30s\"\n", "", be.Addr()))
+	fresh, silent := p.dial(t, "vs"), p.dial(t, "vs")
+	for _, c := range []*net.TCPConn{fresh, silent} {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	vs := p.srv.VirtualServer("vs")
+	socktest.WaitFor(t, 2*time.Second, "both conns accepted", func() bool { return vs.Stats().Active == 2 })
+	const grace = 800 * time.Millisecond
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- p.srv.ShutdownGentlyFor(ctx, grace)
+	}()
+	time.Sleep(200 * time.Millisecond) // the first request is on its way
+	if _, err := io.WriteString(fresh, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(fresh)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("a first request sent 200 ms into the drain: %v; want an answer", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("status %d, Connection: close %v; want 200 with close", resp.StatusCode, resp.Close)
+	}
+	if _, err := io.ReadAll(silent); err != nil {
+		t.Fatalf("the silent conn: %v, want EOF", err)
+	}
+	if took := time.Since(start); took < grace-100*time.Millisecond || took > grace+time.Second {
+		t.Errorf("the silent conn closed after %s, want about the grace (%s), not keepalive_timeout", took, grace)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("ShutdownGentlyFor: %v", err)
+	}
+}

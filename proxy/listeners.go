@@ -123,7 +123,19 @@ func (vs *VirtualServer) letIdleGo() {
 // after the virtual server's keepalive_timeout, or when ctx is done if
 // that comes first, are closed as Shutdown closes them.
 func (s *Server) ShutdownGently(ctx context.Context) error {
-	return s.shutdown(ctx, true)
+	return s.shutdown(ctx, true, 0)
+}
+
+// ShutdownGentlyFor is ShutdownGently with idle keepalive client conns
+// kept at most grace: for a process that stops with no successor on its
+// port (SIGTERM), where only the requests already on their way are worth
+// waiting for. A conn accepted a moment before the stop whose first request
+// is still in flight (a client behind a SO_REUSEPORT sibling, a rolling
+// update's last connections), or a keepalive client's next request sent
+// as the stop began, is answered with Connection: close instead of meeting
+// a close it would report as a failure.
+func (s *Server) ShutdownGentlyFor(ctx context.Context, grace time.Duration) error {
+	return s.shutdown(ctx, true, grace)
 }
 
 // idleGrace is how long ShutdownGently lets vs's idle keepalive conns

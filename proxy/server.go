@@ -194,11 +194,12 @@ func (s *Server) Pool(name string) *pool.Pool {
 // An idle keepalive client conn is closed at once (one whose request
 // already reached tether is served first); see ShutdownGently.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.shutdown(ctx, false)
+	return s.shutdown(ctx, false, 0)
 }
 
-// shutdown is Shutdown, or ShutdownGently with gentle.
-func (s *Server) shutdown(ctx context.Context, gentle bool) error {
+// shutdown is Shutdown, or ShutdownGently with gentle (idle conns kept at
+// most maxGrace when it is > 0).
+func (s *Server) shutdown(ctx context.Context, gentle bool, maxGrace time.Duration) error {
 	s.reloadMu.Lock() // no reload under way, none after
 	defer s.reloadMu.Unlock()
 	s.mu.Lock()
@@ -214,7 +215,11 @@ func (s *Server) shutdown(ctx context.Context, gentle bool) error {
 			vs.letIdleGo()
 			continue
 		}
-		graces = append(graces, time.AfterFunc(vs.idleGrace(ctx), vs.letIdleGo))
+		grace := vs.idleGrace(ctx)
+		if maxGrace > 0 {
+			grace = min(grace, maxGrace)
+		}
+		graces = append(graces, time.AfterFunc(grace, vs.letIdleGo))
 	}
 	var cut error
 	for _, vs := range all {

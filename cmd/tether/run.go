@@ -214,10 +214,17 @@ func drain(srv *proxy.Server, logger *zap.Logger) {
 	logger.Info("stopping: not accepting; draining open connections", zap.Duration("shutdown_timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := srv.ShutdownGentlyFor(ctx, sigtermIdleGrace); err != nil {
 		logger.Warn("shutdown timeout reached; remaining connections were closed", zap.Error(err))
 	}
 }
+
+// sigtermIdleGrace is how long SIGTERM's drain keeps idle http client conns
+// for a request already on its way (a fresh conn's first one, a keepalive
+// client's next), answered with Connection: close; then they are closed.
+// One second covers a round trip and a busy client's gap between requests,
+// and keeps the exit prompt when clients just hold idle conns.
+const sigtermIdleGrace = time.Second
 
 func newLogger(lc config.Log, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(lc.Level)
