@@ -15,10 +15,11 @@ import (
 // table. The ratio of each GOMAXPROCS over the first is how tether scales.
 //
 // On a 2-core machine the proxy's CPUs include the load CPU: a second P
-// can only use what wrk and the backend leave of it, so the ratio there is
-// a floor for what a second free core gives (the section warns, and its
-// "machine busy" row shows how much of both CPUs was in use). On a bigger
-// machine give the proxy CPUs of its own: -scaling-cpus 0,1 -load-cpu 2.
+// can only take CPU time from wrk and the backend, so the ratio there
+// measures that contention, not what a free core would give (the section
+// warns; its "load CPU busy" and "machine busy" rows show whether the
+// machine set the ceiling). On a bigger machine give the proxy CPUs of its
+// own: -scaling-cpus 0,1 -load-cpu 2.
 func (e *env) runScaling(ctx context.Context) (*section, error) {
 	cpus := e.o.scalingCPUs
 	if cpus == "" {
@@ -54,7 +55,7 @@ func (e *env) runScaling(ctx context.Context) (*section, error) {
 		"each round starts a fresh tether per GOMAXPROCS; the order alternates between rounds",
 	}
 	if cpuListHas(cpus, e.o.loadCPU) {
-		s.warn(fmt.Sprintf("the proxy's CPUs (%s) include the load CPU %d (%d CPUs here): above GOMAXPROCS 1 the proxy competes with wrk and the backend, so the ratio is a floor for what another free core gives",
+		s.warn(fmt.Sprintf("the proxy's CPUs (%s) include the load CPU %d (%d CPUs here): above GOMAXPROCS 1 the proxy's second thread can only take CPU from wrk and the backend: the ratio measures that contention, not what a free core would give (give the proxy CPUs of its own on a bigger machine: -scaling-cpus 0,1 -load-cpu 2)",
 			cpus, e.o.loadCPU, runtime.NumCPU()))
 	}
 	e.eachRound(ctx, ts, func(round int, t target) error {
