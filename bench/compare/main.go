@@ -23,6 +23,7 @@
 //   - idle, idle-http: RSS per idle conn over a whole batch of 5,000, read 10 s after it opened.
 //   - http: keepalive and Connection: close req per proxy CPU-s, member conns opened.
 //   - allcores: nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers): req/s.
+//   - scaling: one tether at GOMAXPROCS 1 and 2, the load pinned as in http: req/s and their ratio.
 //   - latency: open-loop p50/p99 at 70% of HAProxy's closed-loop peak (tether bench --rate).
 //   - syscalls: strace -c -f on each proxy during separate short loads: syscalls per request, EAGAIN.
 //   - tbench, loadgen: tether bench as the load generator, against wrk and ab.
@@ -47,7 +48,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "latency", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
+var scenarioNames = []string{"iperf3", "redis", "connect", "idle", "http", "idle-http", "allcores", "scaling", "latency", "syscalls", "tbench", "loadgen", "https", "idle-https", "cost"}
 
 var scenarioHelp = map[string]string{
 	"iperf3":     "tcp mode: iperf3 one stream, Gbit/s and Gbit per proxy CPU-second",
@@ -57,6 +58,7 @@ var scenarioHelp = map[string]string{
 	"http":       "wrk keepalive and Connection: close clients (pooled member): req/s, p99, req per proxy CPU-s, member conns, TIME_WAIT by side",
 	"idle-http":  "RSS per idle keepalive client conn over the whole batch of N (5,000; one GET each, then idle)",
 	"allcores":   "nothing pinned (tether default GOMAXPROCS, HAProxy nbthread 2, nginx 2 workers; wrk -t 2 and the backend beside): http keepalive and close req/s",
+	"scaling":    "one tether at GOMAXPROCS 1 and 2 (-scaling-procs) on the same CPUs (-scaling-cpus, default all), wrk and the backend pinned on the load CPU: http keepalive and close req/s and the ratio",
 	"latency":    "open loop: HAProxy's closed-loop keepalive peak, then 70% of it offered to each (tether bench --rate): p50/p99, tether p99 / HAProxy's",
 	"syscalls":   "strace -c -f on each proxy during short separate loads (http keepalive, http close, tcp connect): syscalls per request by kind, EAGAIN",
 	"tbench":     "tether bench --compare (short vs long) through tether and direct",
@@ -88,6 +90,9 @@ type options struct {
 	loadCPU     int
 	splice      bool
 	deferAccept bool
+
+	scalingProcs []int  // GOMAXPROCS values of the scaling scenario
+	scalingCPUs  string // taskset CPU list of tether there ("" = every CPU)
 }
 
 func (o *options) wants(s string) bool {
@@ -121,6 +126,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.loadCPU, "load-cpu", 1, "CPU of the load generators and backends")
 	fs.BoolVar(&o.splice, "haproxy-splice", false, "add option splice-auto to HAProxy's tcp mode")
 	fs.BoolVar(&o.deferAccept, "defer-accept", false, "http and https modes: every proxy accepts a conn only once its first bytes came (TCP_DEFER_ACCEPT: HAProxy bind defer-accept, nginx listen deferred, tether defer_accept = \"1s\"); off in issue 13's method")
+	procsList := fs.String("scaling-procs", "1,2", "scaling scenario: GOMAXPROCS values, comma-separated; each is a column, ratios over the first")
+	fs.StringVar(&o.scalingCPUs, "scaling-cpus", "", "scaling scenario: taskset CPU `list` tether runs on at every GOMAXPROCS (default every CPU; give it CPUs apart from -load-cpu on a bigger machine, e.g. 0,1 with -load-cpu 2)")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "usage: go run ./bench/compare [flags]\n\nflags:\n")
@@ -144,6 +151,9 @@ func parseFlags(args []string) (*options, error) {
 		return nil, err
 	}
 	if o.skip, err = scenarioSet(*skip); err != nil {
+		return nil, err
+	}
+	if o.scalingProcs, err = parseProcsList(*procsList); err != nil {
 		return nil, err
 	}
 	if o.rounds < 1 {
@@ -291,6 +301,8 @@ func (e *env) scenario(ctx context.Context, name string) ([]*section, error) {
 		return one(e.runIdleKeepalive(ctx, "http"))
 	case "allcores":
 		return one(e.runAllCores(ctx))
+	case "scaling":
+		return one(e.runScaling(ctx))
 	case "latency":
 		return one(e.runLatency(ctx))
 	case "syscalls":

@@ -77,6 +77,10 @@ type proxyConfig struct {
 	BackendPorts []int // nginx backend
 	StubPort     int
 	Body         string
+
+	// CPUs, when set, is the taskset CPU list tether runs on, with
+	// GOMAXPROCS=Threads (the scaling scenario); not in a template.
+	CPUs string
 }
 
 // body64 is the backend's answer, exactly 64 bytes.
@@ -179,6 +183,9 @@ func (e *env) startProxy(ctx context.Context, t target, tag string, cfg proxyCon
 	}
 	pin := []string{"taskset", "-c", strconv.Itoa(e.o.proxyCPU)}
 	procsEnv := "GOMAXPROCS=" + strconv.Itoa(max(1, cfg.Threads))
+	if cfg.CPUs != "" {
+		pin = []string{"taskset", "-c", cfg.CPUs}
+	}
 	if cfg.Unpinned {
 		// An empty GOMAXPROCS is the runtime's default (every CPU), even
 		// when this program's environment sets one.
