@@ -58,14 +58,10 @@ import (
 // conn; the races are counted and logged, and a retry that fails is a
 // failed request.
 //
-// Fresh conns closed by the drain: tether's drain also closes a conn it
-// accepted just before SIGTERM whose first request had not arrived yet (it
-// waits for a request like an idle keepalive conn, proxy/http.go
-// shutdown): the client, which sent its GET, reads EOF with no answer and,
-// the conn being new, does not retry. That is a failed request; it is
-// counted apart (closedFresh) and fails the test only when
-// drainServesFirstRequests is true, which it must become once the drain
-// waits for the first request of a new conn.
+// Fresh conns: SIGTERM's drain keeps a conn accepted just before it for a
+// second (proxy.Server.ShutdownGentlyFor), so a first request on its way is
+// answered with Connection: close; a fresh conn closed before its first
+// request is answered (closedFresh) fails the test.
 func TestReusePortProcessesShareAPortAndOneDrainsWithoutRefusals(t *testing.T) {
 	needNetns(t)
 	bin := tetherBinary(t)
@@ -80,7 +76,7 @@ func TestReusePortProcessesShareAPortAndOneDrainsWithoutRefusals(t *testing.T) {
 			if n := r.refused + r.failed(); n != 0 {
 				t.Errorf("with tcp_migrate_req=1 the drains under load cost %d refused connections and %d failed requests", r.refused, r.failed())
 			}
-			if drainServesFirstRequests && r.closedFresh != 0 {
+			if r.closedFresh != 0 {
 				t.Errorf("the drains closed %d new conns before answering their first request", r.closedFresh)
 			}
 			if q.ok != q.sent {
@@ -89,11 +85,6 @@ func TestReusePortProcessesShareAPortAndOneDrainsWithoutRefusals(t *testing.T) {
 		})
 	}
 }
-
-// drainServesFirstRequests: whether tether's drain answers the first
-// request of a conn it accepted just before SIGTERM (false: it closes such
-// a conn as idle, see the test's doc).
-const drainServesFirstRequests = false
 
 // Settings of the reuse_port test.
 const (
