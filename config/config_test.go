@@ -375,6 +375,7 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 		{"### `[virtual_server.tls]`", "", rawTLS{}},
 		{"### `[virtual_server.tls]`", "", rawCertificate{}},
 		{"### `[virtual_server.tls]`", "acme.", rawACME{}},
+		{"### `[virtual_server.tls]`", "hsts.", rawHSTS{}},
 		{"### `[pool.NAME.tls]`", "", rawPoolTLS{}},
 	} {
 		i := strings.Index(ref, sec.heading+"\n")

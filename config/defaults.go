@@ -131,6 +131,7 @@ func DefaultTLS(mode string) TLS {
 		TicketKeyRotation: 12 * time.Hour, // a ticket stays resumable for 2 rotations
 		HandshakeTimeout:  10 * time.Second,
 		WatchInterval:     5 * time.Second,
+		OCSPStapling:      true,
 	}
 	if mode == ModeHTTP {
 		t.ALPN = []string{"http/1.1"}

@@ -161,6 +161,15 @@ type rawTLS struct {
 	TicketKeyRotation *duration        `toml:"ticket_key_rotation"`
 	HandshakeTimeout  *duration        `toml:"handshake_timeout"`
 	WatchInterval     *duration        `toml:"watch_interval"`
+	OCSPStapling      *bool            `toml:"ocsp_stapling"`
+	HSTS              *rawHSTS         `toml:"hsts"`
+}
+
+// rawHSTS is [virtual_server.tls.hsts].
+type rawHSTS struct {
+	MaxAge            *duration `toml:"max_age"`
+	IncludeSubdomains *bool     `toml:"include_subdomains"`
+	Preload           *bool     `toml:"preload"`
 }
 
 type rawCertificate struct {
@@ -313,6 +322,8 @@ func knownKeys(k toml.Key) []string {
 	switch {
 	case len(k) >= 4 && k[0] == "virtual_server" && k[1] == "tls" && k[2] == "acme":
 		return tagNames(rawACME{})
+	case len(k) >= 4 && k[0] == "virtual_server" && k[1] == "tls" && k[2] == "hsts":
+		return tagNames(rawHSTS{})
 	case len(k) >= 4 && k[0] == "virtual_server" && k[1] == "tls" && k[2] == "certificates":
 		return tagNames(rawCertificate{})
 	case len(k) >= 3 && k[0] == "virtual_server" && k[1] == "tls":
@@ -993,6 +1004,7 @@ func (b *vsBuilder) build(i int, rvs rawVirtualServer) VirtualServer {
 	b.v.under(path+": http", path, "http")
 	b.v.under(path+": tls", path, "tls")
 	b.v.under(path+": tls: acme", path, "tls", "acme")
+	b.v.under(path+": tls: hsts", path, "tls", "hsts")
 	if vs.Name == "" {
 		b.v.add(path, "name", "is required")
 	} else {
@@ -1024,6 +1036,13 @@ func (b *vsBuilder) build(i int, rvs rawVirtualServer) VirtualServer {
 	}
 	if rvs.TLS != nil {
 		vs.TLS = buildTLS(b.v, path+": tls", b.dir, vs.Mode, *rvs.TLS)
+		if vs.TLS.HSTS != nil && vs.HTTP != nil {
+			for name := range vs.HTTP.AddResponseHeaders {
+				if strings.EqualFold(name, HSTSHeader) {
+					b.v.add(path+": http", "add_response_headers", fmt.Sprintf("%q is also set by [tls.hsts]; keep one of them", name))
+				}
+			}
+		}
 	}
 	if vs.Pool == "" {
 		b.v.add(path, "pool", "is required")

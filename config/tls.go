@@ -62,6 +62,58 @@ type TLS struct {
 	// (mtime, size); a change reloads them as SIGHUP does. Default 5 s;
 	// 0 = only on SIGHUP.
 	WatchInterval time.Duration `toml:"watch_interval"`
+	// OCSPStapling staples the CA's OCSP response to the certificate when
+	// its Authority Information Access names a responder (certmagic does
+	// it: fetched at load, refreshed by the cache's maintenance, kept only
+	// when the status is Good). Default true; false sends no staple and
+	// never contacts the responder.
+	OCSPStapling bool `toml:"ocsp_stapling"`
+	// HSTS adds a Strict-Transport-Security header to every response in
+	// http mode; nil (no [virtual_server.tls.hsts] table) = off.
+	HSTS *HSTS `toml:"hsts,omitempty"`
+}
+
+// HSTS is [virtual_server.tls.hsts]: the Strict-Transport-Security header
+// (RFC 6797) tether sets on every response of an http-mode TLS virtual
+// server, its own error responses included. A member's own
+// Strict-Transport-Security field is replaced, not kept beside it: a
+// browser reads only the first one (RFC 6797 8.1), so a second would make
+// this config silently lose or win by field order.
+type HSTS struct {
+	// MaxAge is how long a browser keeps the host as HTTPS-only, sent as
+	// whole seconds. Default 730 days (63072000 s, Mozilla's and
+	// hstspreload.org's recommendation); 0 tells browsers to forget the
+	// host (RFC 6797 6.1.1), the way to back HSTS out.
+	MaxAge time.Duration `toml:"max_age"`
+	// IncludeSubdomains adds includeSubDomains: every subdomain is
+	// HTTPS-only too. Default false.
+	IncludeSubdomains bool `toml:"include_subdomains"`
+	// Preload adds preload: consent to browsers' built-in HSTS lists
+	// (hstspreload.org), which need max_age >= 1 year and
+	// include_subdomains. Default false.
+	Preload bool `toml:"preload"`
+}
+
+// DefaultHSTSMaxAge is max_age when the hsts table leaves it out.
+const DefaultHSTSMaxAge = 730 * 24 * time.Hour
+
+// HSTSPreloadMinAge is the shortest max_age hstspreload.org accepts.
+const HSTSPreloadMinAge = 365 * 24 * time.Hour
+
+// HSTSHeader is the name of the HSTS response field.
+const HSTSHeader = "Strict-Transport-Security"
+
+// Value is the header's value: "max-age=N" with N whole seconds, then the
+// includeSubDomains and preload directives when set.
+func (h HSTS) Value() string {
+	s := "max-age=" + strconv.FormatInt(int64(h.MaxAge/time.Second), 10)
+	if h.IncludeSubdomains {
+		s += "; includeSubDomains"
+	}
+	if h.Preload {
+		s += "; preload"
+	}
+	return s
 }
 
 // Certificate is one certificate/key PEM file pair.
@@ -162,6 +214,10 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 	setDur(&t.TicketKeyRotation, rt.TicketKeyRotation)
 	setDur(&t.HandshakeTimeout, rt.HandshakeTimeout)
 	setDur(&t.WatchInterval, rt.WatchInterval)
+	setBool(&t.OCSPStapling, rt.OCSPStapling)
+	if rt.HSTS != nil {
+		t.HSTS = buildHSTS(v, path+": hsts", mode, *rt.HSTS)
+	}
 
 	now := time.Now()
 	switch {
@@ -230,6 +286,38 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 		v.add(path, "watch_interval", "must be >= 0 (0 = reload certificate files on SIGHUP only)")
 	}
 	return &t
+}
+
+// buildHSTS resolves [virtual_server.tls.hsts]; path is
+// `virtual_server "NAME": tls: hsts`. The table sits under tls, so a
+// virtual server without TLS cannot have one (browsers ignore the header
+// over plain HTTP: RFC 6797 8.1).
+func buildHSTS(v *validator, path, mode string, rh rawHSTS) *HSTS {
+	h := HSTS{MaxAge: DefaultHSTSMaxAge}
+	setDur(&h.MaxAge, rh.MaxAge)
+	h.IncludeSubdomains = boolOr(rh.IncludeSubdomains, false)
+	h.Preload = boolOr(rh.Preload, false)
+	if mode != ModeHTTP {
+		v.add(path, "", `applies to mode = "http" only: in tcp mode tether does not see the responses`)
+	}
+	switch {
+	case h.MaxAge < 0:
+		v.add(path, "max_age", "must be >= 0 (0 tells browsers to forget the host)")
+	case h.MaxAge%time.Second != 0:
+		v.add(path, fmt.Sprintf("max_age %q", h.MaxAge), "must be whole seconds (the header carries seconds)")
+	}
+	// The preload list refuses a header without these, and drops a listed
+	// domain whose header stops meeting them: preload with either missing
+	// is a contradiction, never what was meant.
+	if h.Preload {
+		if h.MaxAge < HSTSPreloadMinAge {
+			v.add(path, "preload", fmt.Sprintf("needs max_age of at least 1 year (31536000 s; is %d s): the preload list refuses a shorter one", int64(h.MaxAge/time.Second)))
+		}
+		if !h.IncludeSubdomains {
+			v.add(path, "preload", "needs include_subdomains = true: the preload list refuses a header without includeSubDomains")
+		}
+	}
+	return &h
 }
 
 // buildACME resolves the acme table; path is `virtual_server "NAME": tls: acme`.

@@ -297,6 +297,17 @@ func TestTLSBadConfigNamesKeyAndReason(t *testing.T) {
 		{"pool bad server_name", poolTLS(`server_name = "api internal"`), []string{pp + `server_name "api internal": is not a host name`}},
 		{"pool h2 under an http-mode virtual server", poolTLS(`alpn = ["h2"]`) + `mode = "http"`,
 			[]string{pp + `alpn "h2": virtual_server "vs" uses this pool in http mode, which speaks http/1.1 only`}},
+		{"hsts in tcp mode", vsTLS("", static+"[virtual_server.tls.hsts]"), []string{vsp + `hsts: applies to mode = "http" only`}},
+		{"hsts negative max_age", vsTLS(`mode = "http"`, static+"[virtual_server.tls.hsts]\nmax_age = \"-1s\""), []string{vsp + "hsts: max_age: must be >= 0"}},
+		{"hsts max_age not whole seconds", vsTLS(`mode = "http"`, static+"[virtual_server.tls.hsts]\nmax_age = \"1.5s\""), []string{vsp + `hsts: max_age "1.5s": must be whole seconds`}},
+		{"hsts preload without include_subdomains", vsTLS(`mode = "http"`, static+"[virtual_server.tls.hsts]\npreload = true"),
+			[]string{vsp + "hsts: preload: needs include_subdomains = true"}},
+		{"hsts preload with max_age under a year", vsTLS(`mode = "http"`, static+"[virtual_server.tls.hsts]\nmax_age = \"720h\"\ninclude_subdomains = true\npreload = true"),
+			[]string{vsp + "hsts: preload: needs max_age of at least 1 year (31536000 s; is 2592000 s)"}},
+		{"hsts and add_response_headers both set it", tlsPool + tlsVS + "mode = \"http\"\n[virtual_server.http]\nadd_response_headers = { \"strict-transport-security\" = \"max-age=1\" }\n[virtual_server.tls]\n" + static + "[virtual_server.tls.hsts]\n",
+			[]string{`virtual_server "vs": http: add_response_headers: "strict-transport-security" is also set by [tls.hsts]`}},
+		{"unknown hsts key", vsTLS(`mode = "http"`, static+"[virtual_server.tls.hsts]\nmax_agee = \"1s\""), []string{`unknown key "virtual_server.tls.hsts.max_agee" (did you mean "max_age"?)`}},
+		{"ocsp_stapling not a bool", vsTLS("", static+`ocsp_stapling = "off"`), []string{"ocsp_stapling"}},
 		{"unknown tls key", vsTLS("", static+`min_versoin = "1.3"`), []string{`unknown key "virtual_server.tls.min_versoin" (did you mean "min_version"?)`}},
 		{"unknown certificate key", vsTLS("", `certificates = [{ cert = "a.pem", keyy = "a.key" }]`), []string{`unknown key "virtual_server.tls.certificates.keyy" (did you mean "key"?)`}},
 		{"unknown acme key", vsTLS("", `acme = { emial = "ops@example.com", domains = ["x.test"] }`), []string{`unknown key "virtual_server.tls.acme.emial" (did you mean "email"?)`}},
@@ -451,5 +462,55 @@ acme = { domains = ["x.test"], challenges = ["http-01"] }
 	}
 	if a, b := again.Pools["p"].TLS, cfg.Pools["p"].TLS; !reflect.DeepEqual(a, b) {
 		t.Errorf("pool tls differs after round trip:\n%+v\n%+v", a, b)
+	}
+}
+
+func TestHSTSTableSetsHeaderValueWithDefaults(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, testpki.CAOptions{Dir: dir})
+	leaf(t, ca, "a", "x.test", testpki.Options{})
+	base := tlsPool + tlsVS + "mode = \"http\"\n[virtual_server.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n"
+	cases := []struct {
+		name, table string
+		want        string // "" = no hsts
+	}{
+		{"off without the table", "", ""},
+		{"empty table: two years", "[virtual_server.tls.hsts]\n", "max-age=63072000"},
+		{"max_age in hours", "[virtual_server.tls.hsts]\nmax_age = \"8760h\"\n", "max-age=31536000"},
+		{"zero max_age backs HSTS out", "[virtual_server.tls.hsts]\nmax_age = \"0s\"\n", "max-age=0"},
+		{"include_subdomains", "[virtual_server.tls.hsts]\ninclude_subdomains = true\n", "max-age=63072000; includeSubDomains"},
+		{"preload", "[virtual_server.tls.hsts]\ninclude_subdomains = true\npreload = true\n", "max-age=63072000; includeSubDomains; preload"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadText(t, dir, base+tc.table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.VirtualServers[0].TLS
+			if !got.OCSPStapling {
+				t.Errorf("ocsp_stapling must default to true")
+			}
+			switch {
+			case tc.want == "" && got.HSTS != nil:
+				t.Errorf("hsts = %+v, want off", got.HSTS)
+			case tc.want != "" && got.HSTS == nil:
+				t.Errorf("hsts off, want %q", tc.want)
+			case tc.want != "" && got.HSTS.Value() != tc.want:
+				t.Errorf("header value %q, want %q", got.HSTS.Value(), tc.want)
+			}
+			out, err := Effective(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = strings.Replace(out, "[tcp_profile.tcp]", "[tcp_profile.root_copy]", 1)
+			again, err := Parse([]byte(out))
+			if err != nil {
+				t.Fatalf("effective config does not load: %v\n%s", err, out)
+			}
+			if a := again.VirtualServers[0].TLS; !reflect.DeepEqual(a.HSTS, got.HSTS) || a.OCSPStapling != got.OCSPStapling {
+				t.Errorf("hsts differs after round trip: %+v vs %+v", a.HSTS, got.HSTS)
+			}
+		})
 	}
 }
