@@ -25,6 +25,10 @@ type httpSide struct {
 	// An added name is removed first, so adding replaces.
 	reqRemove, respRemove [][]byte
 	reqAdd, respAdd       []http1.Header
+	// hstsLine is the Strict-Transport-Security field line ("Name:
+	// value\r\n") tether's own error responses carry; nil without
+	// [tls.hsts]. Relayed responses get it through respRemove/respAdd.
+	hstsLine []byte
 
 	// busy counts client conns holding request buffers: a request in
 	// progress (idle keepalive conns hold none); reqs counts requests by
@@ -104,5 +108,15 @@ func newHTTPSide(vc config.VirtualServer, pc config.Pool, r *pool.ConnPool, n *v
 	}
 	hs.reqRemove, hs.reqAdd = headerEdits(vc.HTTP.AddRequestHeaders, vc.HTTP.RemoveRequestHeaders)
 	hs.respRemove, hs.respAdd = headerEdits(vc.HTTP.AddResponseHeaders, vc.HTTP.RemoveResponseHeaders)
+	if vc.TLS != nil && vc.TLS.HSTS != nil {
+		// Set, not added: a member's own field is removed first (a browser
+		// reads only the first of several: RFC 6797 8.1). The field is
+		// built once here, so the request path copies bytes and allocates
+		// nothing.
+		name, value := []byte(config.HSTSHeader), []byte(vc.TLS.HSTS.Value())
+		hs.respRemove = append(hs.respRemove, name)
+		hs.respAdd = append(hs.respAdd, http1.Header{Name: name, Value: value})
+		hs.hstsLine = append(append(append(append([]byte(nil), name...), ": "...), value...), "\r\n"...)
+	}
 	return hs
 }
