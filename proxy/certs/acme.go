@@ -63,6 +63,7 @@ func (m *Manager) newACME(a config.ACME) error {
 			OnEvent:            m.onEvent,
 			ShouldEmitFunc:     acmeEvents,
 			Storage:            storage,
+			OCSP:               m.ocspConfig(),
 			Logger:             m.logger.Named("certmagic"),
 		})
 		iss := certmagic.NewACMEIssuer(cfg, certmagic.ACMEIssuer{

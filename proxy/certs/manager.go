@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -145,6 +146,23 @@ func (m *Manager) setClientAuth() error {
 	}
 	m.conf.ClientCAs = pool
 	return nil
+}
+
+// ocspConfig is how certmagic staples OCSP for this virtual server's
+// certificates, files and ACME alike: when a certificate's AIA names a
+// responder, certmagic asks it at load (CacheUnmanagedCertificatePEMBytes,
+// or when an ACME certificate is cached), staples the answer only when it
+// says Good, keeps it in its storage, and refreshes it from the cache's
+// maintenance (hourly, certmagic.DefaultOCSPCheckInterval) from half-way
+// through its validity. A responder that fails costs the staple, never the
+// certificate: certmagic logs "stapling OCSP" at warn and the handshakes
+// go on without one (and it logs nothing for a certificate valid under 7
+// days). HTTPProxy is set, to the environment's proxy as Go's default, only
+// because that is what makes certmagic use a client with a 30 s timeout:
+// with a nil one it uses http.DefaultClient, which has none, and a
+// responder that accepts and never answers would hang New and Reload.
+func (m *Manager) ocspConfig() certmagic.OCSPConfig {
+	return certmagic.OCSPConfig{DisableStapling: !m.c.OCSPStapling, HTTPProxy: http.ProxyFromEnvironment}
 }
 
 // configForCert is the cache's GetConfigForCert: the certmagic config that

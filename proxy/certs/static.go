@@ -32,7 +32,7 @@ type staticCert struct {
 }
 
 func (m *Manager) newStatic() error {
-	m.magic = certmagic.New(m.cache, certmagic.Config{Logger: m.logger.Named("certmagic")})
+	m.magic = certmagic.New(m.cache, certmagic.Config{Logger: m.logger.Named("certmagic"), OCSP: m.ocspConfig()})
 	m.conf.GetCertificate = m.getStatic
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()

@@ -86,6 +86,10 @@ func NewCA(t testing.TB, o CAOptions) *CA {
 	return ca
 }
 
+// Signer is the CA's private key, for tests that sign as the CA (an OCSP
+// responder).
+func (ca *CA) Signer() crypto.Signer { return ca.key }
+
 // Leaf is an issued certificate.
 type Leaf struct {
 	CertFile, KeyFile string
@@ -102,6 +106,9 @@ type Options struct {
 	NotAfter  time.Time // zero: in a day
 	Names     []string  // more DNS names or IP addresses beside the first
 	Chain     bool      // the cert file holds the CA certificate after the leaf, as a deployed chain does
+	// OCSPServer is written into the leaf's Authority Information Access
+	// as its OCSP responder URL(s) (what stapling asks).
+	OCSPServer []string
 }
 
 // Issue writes a leaf for name (a DNS name or an IP address; "" = none)
@@ -132,6 +139,7 @@ func (ca *CA) Issue(t testing.TB, base, name string, o Options) Leaf {
 		NotAfter:     o.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		OCSPServer:   o.OCSPServer,
 	}
 	if tmpl.NotBefore.IsZero() {
 		tmpl.NotBefore = time.Now().Add(-time.Hour)
