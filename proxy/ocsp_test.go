@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ocsp"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/tetherproxy/tether/proxy/certs/testpki"
 )
