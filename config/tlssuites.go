@@ -83,12 +83,14 @@ func suiteRefusal(s *tls.CipherSuite) string {
 	switch {
 	case len(s.SupportedVersions) == 1 && s.SupportedVersions[0] == tls.VersionTLS13:
 		return "is a TLS 1.3 suite: Go chooses the TLS 1.3 suites itself (AES-GCM and ChaCha20-Poly1305) and they cannot be configured; list TLS 1.2 suites only"
-	case s.Insecure:
-		return "is insecure (Go lists it in tls.InsecureCipherSuites: RC4, 3DES or CBC with SHA-256)"
-	case strings.Contains(s.Name, "_CBC_"):
-		return "is a CBC suite, refused: MAC-then-encrypt padding oracles (LUCKY13), reported as obsolete by testssl.sh; Mozilla's intermediate profile offers AEAD suites only"
+	case s.Insecure && (strings.Contains(s.Name, "_RC4_") || strings.Contains(s.Name, "_3DES_")):
+		return "is insecure (Go lists it in tls.InsecureCipherSuites: RC4 and 3DES are broken)"
 	case !strings.HasPrefix(s.Name, "TLS_ECDHE_"):
 		return "uses RSA key exchange, refused: no forward secrecy (a stolen key decrypts recorded traffic) and the ROBOT class of attacks"
+	case s.Insecure:
+		return "is insecure (Go lists it in tls.InsecureCipherSuites)"
+	case strings.Contains(s.Name, "_CBC_"):
+		return "is a CBC suite, refused: MAC-then-encrypt padding oracles (LUCKY13), reported as obsolete by testssl.sh; Mozilla's intermediate profile offers AEAD suites only"
 	}
 	return ""
 }
