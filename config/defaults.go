@@ -124,8 +124,13 @@ const (
 // mode.
 func DefaultTLS(mode string) TLS {
 	t := TLS{
+		Profile:           ProfileIntermediate,
 		MinVersion:        "1.2",
 		MinVersionID:      tls.VersionTLS12,
+		CipherSuites:      DefaultCipherSuites(),
+		CipherSuiteIDs:    suiteIDs(DefaultCipherSuites()),
+		Curves:            DefaultCurves(),
+		CurveIDs:          curveIDs(DefaultCurves()),
 		ClientAuth:        ClientAuthNone,
 		SessionTickets:    true,
 		TicketKeyRotation: 12 * time.Hour, // a ticket stays resumable for 2 rotations
@@ -137,6 +142,35 @@ func DefaultTLS(mode string) TLS {
 		t.ALPN = []string{"http/1.1"}
 	}
 	return t
+}
+
+// DefaultCipherSuites are the TLS 1.2 suites of profile "intermediate",
+// on both sides: Mozilla's intermediate list less its DHE suites (Go has
+// none), ECDHE with AES-GCM or ChaCha20-Poly1305 only, no CBC, no RSA key
+// exchange. Go ignores the order (it puts AES-GCM first when the CPU has
+// AES instructions, ChaCha20 otherwise); it is Mozilla's. TLS 1.3 suites
+// are Go's and not configurable.
+func DefaultCipherSuites() []string {
+	return []string{
+		"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+		"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+		"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+		"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+		"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+		"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+	}
+}
+
+// DefaultCurves are the key exchange groups of both profiles, on both
+// sides: Mozilla's X25519, P-256, P-384, with Go's post-quantum hybrid
+// X25519MLKEM768 (TLS 1.3 only) kept first, as Go 1.24+, Chrome, Firefox
+// and OpenSSL 3.5 do. Go picks in its own order (the hybrid, then X25519,
+// P-256, P-384), preferring a group the client sent a key share for, so
+// the hybrid costs no extra round trip. P-521 and Go 1.26's
+// SecP256r1MLKEM768 and SecP384r1MLKEM1024 are left out (opt in with
+// curves).
+func DefaultCurves() []string {
+	return []string{"X25519MLKEM768", "X25519", "P-256", "P-384"}
 }
 
 // DefaultACME is the acme table before the file's keys are applied: Let's
@@ -162,8 +196,13 @@ func DefaultACME() ACME {
 // virtual server uses the pool.
 func DefaultPoolTLS() PoolTLS {
 	return PoolTLS{
+		Profile:           ProfileIntermediate,
 		MinVersion:        "1.2",
 		MinVersionID:      tls.VersionTLS12,
+		CipherSuites:      DefaultCipherSuites(),
+		CipherSuiteIDs:    suiteIDs(DefaultCipherSuites()),
+		Curves:            DefaultCurves(),
+		CurveIDs:          curveIDs(DefaultCurves()),
 		HandshakeTimeout:  5 * time.Second,
 		SessionResumption: true,
 	}

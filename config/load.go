@@ -153,7 +153,10 @@ type rawHTTP struct {
 type rawTLS struct {
 	Certificates      []rawCertificate `toml:"certificates"`
 	ACME              *rawACME         `toml:"acme"`
+	Profile           *string          `toml:"profile"`
 	MinVersion        *string          `toml:"min_version"`
+	CipherSuites      *[]string        `toml:"cipher_suites"`
+	Curves            *[]string        `toml:"curves"`
 	ALPN              *[]string        `toml:"alpn"`
 	ClientAuth        *string          `toml:"client_auth"`
 	ClientCA          *string          `toml:"client_ca"`
@@ -201,7 +204,10 @@ type rawPoolTLS struct {
 	InsecureSkipVerify *bool     `toml:"insecure_skip_verify"`
 	Cert               *string   `toml:"cert"`
 	Key                *string   `toml:"key"`
+	Profile            *string   `toml:"profile"`
 	MinVersion         *string   `toml:"min_version"`
+	CipherSuites       *[]string `toml:"cipher_suites"`
+	Curves             *[]string `toml:"curves"`
 	ALPN               *[]string `toml:"alpn"`
 	HandshakeTimeout   *duration `toml:"handshake_timeout"`
 	SessionResumption  *bool     `toml:"session_resumption"`

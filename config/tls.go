@@ -40,10 +40,25 @@ type TLS struct {
 	Certificates []Certificate `toml:"certificates,omitempty"`
 	// ACME obtains and renews certificates from an ACME CA (certmagic).
 	ACME *ACME `toml:"acme,omitempty"`
-	// MinVersion is "1.2" (default) or "1.3"; MinVersionID is it as a
-	// crypto/tls constant.
+	// Profile is "intermediate" (default: TLS 1.2 and 1.3, AEAD suites
+	// only) or "modern" (TLS 1.3 only), after Mozilla's guidelines.
+	Profile string `toml:"profile"`
+	// MinVersion is "1.2" or "1.3" (default "1.2", "1.3" with profile
+	// modern); MinVersionID is it as a crypto/tls constant.
 	MinVersion   string `toml:"min_version"`
 	MinVersionID uint16 `toml:"-"`
+	// CipherSuites are the TLS 1.2 suites by IANA name (default
+	// DefaultCipherSuites); only ECDHE with AES-GCM or ChaCha20-Poly1305 is
+	// accepted. nil when MinVersion is 1.3: TLS 1.3 suites are Go's.
+	// CipherSuiteIDs is them as crypto/tls IDs (nil = Go's defaults; a
+	// loaded config always sets it when TLS 1.2 is spoken).
+	CipherSuites   []string `toml:"cipher_suites,omitempty"`
+	CipherSuiteIDs []uint16 `toml:"-"`
+	// Curves are the key exchange groups (default DefaultCurves), in
+	// canonical names; CurveIDs is them for crypto/tls (nil = Go's
+	// defaults). Go picks among them in its own order.
+	Curves   []string      `toml:"curves"`
+	CurveIDs []tls.CurveID `toml:"-"`
 	// ALPN protocols offered, in preference order. Default ["http/1.1"] in
 	// http mode, none in tcp mode. Only "http/1.1" makes sense in http mode.
 	ALPN []string `toml:"alpn"`
@@ -176,9 +191,16 @@ type PoolTLS struct {
 	// Cert and Key: a client certificate for members that require one.
 	Cert string `toml:"cert,omitempty"`
 	Key  string `toml:"key,omitempty"`
-	// MinVersion is "1.2" (default) or "1.3".
-	MinVersion   string `toml:"min_version"`
-	MinVersionID uint16 `toml:"-"`
+	// Profile, MinVersion, CipherSuites and Curves: as in TLS, toward the
+	// members (the members' key type is not known before a handshake, so
+	// cipher_suites is not checked against it).
+	Profile        string        `toml:"profile"`
+	MinVersion     string        `toml:"min_version"`
+	MinVersionID   uint16        `toml:"-"`
+	CipherSuites   []string      `toml:"cipher_suites,omitempty"`
+	CipherSuiteIDs []uint16      `toml:"-"`
+	Curves         []string      `toml:"curves"`
+	CurveIDs       []tls.CurveID `toml:"-"`
 	// ALPN offered to members; default ["http/1.1"] when an http-mode
 	// virtual server uses the pool, none otherwise.
 	ALPN []string `toml:"alpn"`
@@ -204,7 +226,9 @@ const alpnHTTP1 = "http/1.1"
 // `virtual_server "NAME": tls`.
 func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 	t := DefaultTLS(mode)
-	t.MinVersion = strOr(rt.MinVersion, t.MinVersion)
+	tc := resolveTLSCrypto(v, path, rt.Profile, rt.MinVersion, rt.CipherSuites, rt.Curves)
+	t.Profile, t.MinVersion, t.MinVersionID = tc.profile, tc.minVersion, tc.minVersionID
+	t.CipherSuites, t.CipherSuiteIDs, t.Curves, t.CurveIDs = tc.suites, tc.suiteIDs, tc.curves, tc.curveIDs
 	if rt.ALPN != nil {
 		t.ALPN = *rt.ALPN
 	}
@@ -227,6 +251,7 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 		v.add(path, "", "one of certificates or acme is required")
 	}
 	defaultAt := 0
+	leaves := make([]*x509.Certificate, len(rt.Certificates))
 	for i, rc := range rt.Certificates {
 		cpath := fmt.Sprintf("%s: certificate %d", path, i+1)
 		v.under(cpath, path, "certificates", strconv.Itoa(i))
@@ -249,7 +274,7 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 			v.add(cpath, "key", "is required")
 		}
 		if c.Cert != "" && c.Key != "" {
-			checkKeyPair(v, cpath, c.Cert, c.Key, true, now)
+			leaves[i] = checkKeyPair(v, cpath, c.Cert, c.Key, true, now)
 		}
 		t.Certificates = append(t.Certificates, c)
 	}
@@ -259,11 +284,8 @@ func buildTLS(v *validator, path, dir, mode string, rt rawTLS) *TLS {
 	if rt.ACME != nil {
 		t.ACME = buildACME(v, path+": acme", dir, *rt.ACME)
 	}
-
-	if id, ok := tlsVersions[t.MinVersion]; ok {
-		t.MinVersionID = id
-	} else {
-		v.add(path, "min_version", fmt.Sprintf("%q is not one of 1.2 | 1.3", t.MinVersion))
+	if rt.CipherSuites != nil {
+		checkSuitesServe(v, path, t.CipherSuites, t.Certificates, leaves, t.ACME != nil)
 	}
 	checkALPN(v, path, t.ALPN, mode == ModeHTTP)
 	v.oneOf(path+": client_auth", t.ClientAuth, ClientAuthNone, ClientAuthRequest, ClientAuthRequire)
@@ -416,7 +438,9 @@ func buildPoolTLS(v *validator, path, dir string, rt rawPoolTLS) *PoolTLS {
 	t.InsecureSkipVerify = boolOr(rt.InsecureSkipVerify, false)
 	t.Cert = filePath(dir, strOr(rt.Cert, ""))
 	t.Key = filePath(dir, strOr(rt.Key, ""))
-	t.MinVersion = strOr(rt.MinVersion, t.MinVersion)
+	tc := resolveTLSCrypto(v, path, rt.Profile, rt.MinVersion, rt.CipherSuites, rt.Curves)
+	t.Profile, t.MinVersion, t.MinVersionID = tc.profile, tc.minVersion, tc.minVersionID
+	t.CipherSuites, t.CipherSuiteIDs, t.Curves, t.CurveIDs = tc.suites, tc.suiteIDs, tc.curves, tc.curveIDs
 	if rt.ALPN != nil {
 		t.ALPN = *rt.ALPN
 	}
@@ -446,11 +470,6 @@ func buildPoolTLS(v *validator, path, dir string, rt rawPoolTLS) *PoolTLS {
 		// subjectAltName: members identify clients by whatever they like
 		// (CN, URI, e-mail), not by a host name.
 		checkKeyPair(v, path, t.Cert, t.Key, false, time.Now())
-	}
-	if id, ok := tlsVersions[t.MinVersion]; ok {
-		t.MinVersionID = id
-	} else {
-		v.add(path, "min_version", fmt.Sprintf("%q is not one of 1.2 | 1.3", t.MinVersion))
 	}
 	checkALPN(v, path, t.ALPN, false)
 	if t.HandshakeTimeout <= 0 {
@@ -498,8 +517,9 @@ func checkALPN(v *validator, path string, protos []string, httpMode bool) {
 // both files readable, PEM that parses, the key matching the first
 // certificate (the leaf), the leaf valid now, and, for a served certificate
 // (server), at least one DNS name or IP address to match. A leaf expiring
-// within CertExpiryWarning is a warning.
-func checkKeyPair(v *validator, path, certFile, keyFile string, server bool, now time.Time) {
+// within CertExpiryWarning is a warning. It returns the leaf when the pair
+// loads (nil otherwise), for checks that depend on its key type.
+func checkKeyPair(v *validator, path, certFile, keyFile string, server bool, now time.Time) *x509.Certificate {
 	certKey, keyKey := "cert "+quote(certFile), "key "+quote(keyFile)
 	certPEM, certs, cerr := readCerts(certFile)
 	if cerr != nil {
@@ -510,9 +530,11 @@ func checkKeyPair(v *validator, path, certFile, keyFile string, server bool, now
 		v.add(path, keyKey, kerr.Error())
 	}
 	if cerr != nil || kerr != nil {
-		return
+		return nil
 	}
+	pairOK := true
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		pairOK = false
 		msg := strings.TrimPrefix(err.Error(), "tls: ")
 		switch {
 		case strings.Contains(msg, "does not match"):
@@ -535,6 +557,10 @@ func checkKeyPair(v *validator, path, certFile, keyFile string, server bool, now
 		days := int(leaf.NotAfter.Sub(now) / (24 * time.Hour))
 		v.warn(path, certKey, fmt.Sprintf("expires on %s (in %d days)", leaf.NotAfter.UTC().Format(time.DateOnly), days))
 	}
+	if !pairOK {
+		return nil
+	}
+	return leaf
 }
 
 // checkCAFile checks a PEM bundle of CA certificates: readable, with at

@@ -104,8 +104,11 @@ min_version = "1.3"
 	}
 
 	pt := cfg.Pools["p"].TLS
-	wantPool := PoolTLS{CA: abs("ca.pem"), Cert: abs("client.pem"), Key: abs("client.key"), MinVersion: "1.2", MinVersionID: tls.VersionTLS12,
-		HandshakeTimeout: 5 * time.Second, SessionResumption: true}
+	wantPool := DefaultPoolTLS()
+	wantPool.CA, wantPool.Cert, wantPool.Key = abs("ca.pem"), abs("client.pem"), abs("client.key")
+	if wantPool.MinVersion != "1.2" || wantPool.HandshakeTimeout != 5*time.Second || !wantPool.SessionResumption {
+		t.Fatalf("DefaultPoolTLS() = %+v", wantPool)
+	}
 	if pt == nil || !reflect.DeepEqual(*pt, wantPool) {
 		t.Fatalf("pool tls =\n%+v\nwant\n%+v", pt, wantPool)
 	}

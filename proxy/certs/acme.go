@@ -93,7 +93,8 @@ func (m *Manager) newACME(a config.ACME) error {
 		// the main config it would make Go refuse every client whose ALPN
 		// list does not overlap (with no ALPN configured, any client that
 		// offers one), and it must not ask the CA for a client certificate.
-		m.challenge = &tls.Config{GetCertificate: serving.GetCertificate, NextProtos: []string{acmeTLS1}}
+		m.challenge = &tls.Config{GetCertificate: serving.GetCertificate, NextProtos: []string{acmeTLS1},
+			CipherSuites: m.conf.CipherSuites, CurvePreferences: m.conf.CurvePreferences}
 		m.conf.GetConfigForClient = m.configForChallenge
 	}
 	return nil

@@ -30,7 +30,10 @@ func acmeListener(t *testing.T) (net.Listener, *acmetest.CA, int) {
 }
 
 func acmeConfig(ca *acmetest.CA, port int, domains ...string) config.TLS {
+	d := config.DefaultTLS(config.ModeTCP)
 	return config.TLS{
+		CipherSuiteIDs: d.CipherSuiteIDs,
+		CurveIDs:       d.CurveIDs,
 		ACME: &config.ACME{
 			Email:       "ops@tether.test",
 			CA:          ca.DirectoryURL,

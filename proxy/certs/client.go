@@ -19,7 +19,9 @@ const memberSessions = 8
 
 // ClientConfig builds the *tls.Config tether uses toward a pool's members:
 // roots from c.CA (system roots when ""), c.ServerName, the client
-// certificate c.Cert/c.Key, c.MinVersionID, ALPN c.ALPN (defaultALPN when
+// certificate c.Cert/c.Key, c.MinVersionID, the TLS 1.2 suites
+// c.CipherSuiteIDs and groups c.CurveIDs (nil: Go's defaults; config fills
+// both), ALPN c.ALPN (defaultALPN when
 // empty) and a session cache when c.SessionResumption. With
 // c.InsecureSkipVerify it logs a warning: member certificates are not
 // verified. Errors name the file and the reason. Dial each member with
@@ -32,6 +34,8 @@ func ClientConfig(c config.PoolTLS, defaultALPN []string, logger *zap.Logger) (*
 		ServerName:         c.ServerName,
 		InsecureSkipVerify: c.InsecureSkipVerify,
 		MinVersion:         c.MinVersionID,
+		CipherSuites:       slices.Clone(c.CipherSuiteIDs),
+		CurvePreferences:   slices.Clone(c.CurveIDs),
 		NextProtos:         slices.Clone(c.ALPN),
 	}
 	if len(conf.NextProtos) == 0 {

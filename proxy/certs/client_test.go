@@ -28,8 +28,11 @@ func member(t *testing.T, ca *testpki.CA, mutate func(*tls.Config)) *tlsServer {
 	return serveTLS(t, conf, echo)
 }
 
+// poolTLS is [pool.NAME.tls] with ca and config's defaults.
 func poolTLS(ca string) config.PoolTLS {
-	return config.PoolTLS{CA: ca, MinVersion: "1.2", MinVersionID: tls.VersionTLS12, SessionResumption: true}
+	c := config.DefaultPoolTLS()
+	c.CA = ca
+	return c
 }
 
 func TestForMemberVerifiesTheMemberHost(t *testing.T) {

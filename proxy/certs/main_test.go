@@ -31,12 +31,18 @@ func files(l testpki.Leaf) config.Certificate {
 }
 
 // staticConfig is a virtual server's TLS with files, as config would hand
-// it over (tickets on, no watcher).
+// it over (tickets on, no watcher, profile intermediate).
 func staticConfig(certs ...config.Certificate) config.TLS {
+	d := config.DefaultTLS(config.ModeTCP)
 	return config.TLS{
 		Certificates:      certs,
+		Profile:           d.Profile,
 		MinVersion:        "1.2",
 		MinVersionID:      tls.VersionTLS12,
+		CipherSuites:      d.CipherSuites,
+		CipherSuiteIDs:    d.CipherSuiteIDs,
+		Curves:            d.Curves,
+		CurveIDs:          d.CurveIDs,
 		ClientAuth:        config.ClientAuthNone,
 		SessionTickets:    true,
 		TicketKeyRotation: time.Hour,

@@ -91,6 +91,8 @@ func New(c config.TLS, logger *zap.Logger) (*Manager, error) {
 	m := &Manager{c: c, logger: logger}
 	m.conf = &tls.Config{
 		MinVersion:             c.MinVersionID,
+		CipherSuites:           slices.Clone(c.CipherSuiteIDs),
+		CurvePreferences:       slices.Clone(c.CurveIDs),
 		NextProtos:             slices.Clone(c.ALPN),
 		SessionTicketsDisabled: !c.SessionTickets,
 	}
@@ -246,7 +248,9 @@ func (m *Manager) Close() {
 // protocol offered, so a client whose ALPN list does not overlap c.ALPN is
 // not refused because of it when c.ALPN is empty.
 //
-// Also set: MinVersion from c.MinVersionID (0: Go's default), ALPN c.ALPN,
+// Also set: MinVersion from c.MinVersionID (0: Go's default), the TLS 1.2
+// suites c.CipherSuiteIDs and the key exchange groups c.CurveIDs (nil:
+// Go's defaults; config fills both), ALPN c.ALPN,
 // client certificates per c.ClientAuth verified against c.ClientCA, and
 // session tickets unless c.SessionTickets is false. Their keys are random
 // and rotated every c.TicketKeyRotation (from Start) with the previous key
