@@ -123,6 +123,11 @@ certificates = [ { cert = %q, key = %q } ]
 		t.Run(vs.mode, func(t *testing.T) {
 			t.Parallel()
 			findings, report := runTestssl(t, testssl, ca.File, vs.addr)
+			for _, f := range findings {
+				if f.ID == "PFS_ECDHE_curves" {
+					t.Logf("curves offered: %s", f.Finding)
+				}
+			}
 			for _, p := range testsslProblems(findings) {
 				t.Error(p)
 			}
