@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,10 +124,17 @@ certificates = [ { cert = %q, key = %q } ]
 		t.Run(vs.mode, func(t *testing.T) {
 			t.Parallel()
 			findings, report := runTestssl(t, testssl, ca.File, vs.addr)
+			curves := ""
 			for _, f := range findings {
 				if f.ID == "PFS_ECDHE_curves" {
+					curves = f.Finding
 					t.Logf("curves offered: %s", f.Finding)
 				}
+			}
+			// Mozilla intermediate's groups (OpenSSL's names; testssl 3.0
+			// does not probe the post-quantum hybrid), and no other.
+			if got := strings.Fields(curves); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"X25519", "prime256v1", "secp384r1"}) {
+				t.Errorf("curves offered: %q, want X25519, prime256v1 and secp384r1 only", curves)
 			}
 			for _, p := range testsslProblems(findings) {
 				t.Error(p)
