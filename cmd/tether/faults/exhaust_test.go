@@ -276,31 +276,8 @@ const exPortRange = "40000 40009"
 func TestFaultEphemeralPorts(t *testing.T) {
 	l := newLab(t, 1)
 	l.startMember(1, memberConfig{HTTP: true, Echo: true})
-	cfg := httpPool(1, `reuse = "never"`) + fmt.Sprintf(`
-[pool.echo]
-[pool.echo.health]
-type = "none"
-[[pool.echo.members]]
-address = "%s:%d"
-
-[tcp_profile.lbside]
-parent = "tcp"
-close = "drain-reset"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-server_profile = "lbside"
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-server_profile = "lbside"
-`, memberIP(1), memberEchoPort, lbClientSide, lbClientSide)
+	cfg := "[tcp_profile.lbside]\nparent = \"tcp\"\nclose = \"drain-reset\"\n\n" +
+		webAndEcho(1, `reuse = "never"`, "[pool.echo.health]\ntype = \"none\"\n", "server_profile = \"lbside\"\n", "server_profile = \"lbside\"\n")
 	p := l.startTether(cfg, tetherOpts{})
 	warm := startLoad(t, loadSpec{NS: l.CL, Addr: lbClientSide + ":8080", Clients: 2, Requests: 5, Duration: 10 * time.Second})
 	if r := warm.wait(); r.OK() != 10 {

@@ -95,27 +95,7 @@ func TestFaultMaxConnections(t *testing.T) {
 	sgInflight.Store(0)
 	sgInflightMax.Store(0)
 	const httpLimit, tcpLimit = 20, 5
-	cfg := httpPool(2, "") + fmt.Sprintf(`
-[pool.echo]
-[[pool.echo.members]]
-address = "%s:7"
-[[pool.echo.members]]
-address = "%s:7"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-max_connections = %d
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-max_connections = %d
-`, memberIP(1), memberIP(2), lbClientSide, httpLimit, lbClientSide, tcpLimit)
+	cfg := webAndEcho(2, "", "", fmt.Sprintf("max_connections = %d\n", httpLimit), fmt.Sprintf("max_connections = %d\n", tcpLimit))
 	p := l.startTether(cfg, tetherOpts{})
 	base := p.usage()
 

@@ -276,3 +276,22 @@ func httpPool(members int, extra string) string {
 	}
 	return b.String()
 }
+
+// webAndEcho is the suite's usual config over the lab's first members
+// members: pool "web" (httpPool, webPool in its table) behind virtual
+// server "web" (http on lbClientSide:8080) and pool "echo" over the
+// members' echo ports behind virtual server "echo" (tcp on
+// lbClientSide:7007). echoPool goes into [pool.echo] (keys, then any
+// [pool.echo.*] table), webVS and echoVS into each virtual server's table
+// (keys, then any subtable such as [virtual_server.http]).
+func webAndEcho(members int, webPool, echoPool, webVS, echoVS string) string {
+	var b strings.Builder
+	b.WriteString(httpPool(members, webPool))
+	fmt.Fprintf(&b, "\n[pool.echo]\n%s\n", echoPool)
+	for i := 1; i <= members; i++ {
+		fmt.Fprintf(&b, "[[pool.echo.members]]\naddress = \"%s:%d\"\n", memberIP(i), memberEchoPort)
+	}
+	fmt.Fprintf(&b, "\n[[virtual_server]]\nname = \"web\"\nlisten = \"%s:8080\"\nmode = \"http\"\npool = \"web\"\n%s\n", lbClientSide, webVS)
+	fmt.Fprintf(&b, "\n[[virtual_server]]\nname = \"echo\"\nlisten = \"%s:7007\"\nmode = \"tcp\"\npool = \"echo\"\n%s\n", lbClientSide, echoVS)
+	return b.String()
+}

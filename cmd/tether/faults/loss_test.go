@@ -13,23 +13,7 @@ import (
 // "web" and tcp virtual server "echo", both on member 1 only, so every
 // byte crosses the lossy link.
 func lcLossConfig() string {
-	return httpPool(1, "") + fmt.Sprintf(`
-[pool.echo]
-[[pool.echo.members]]
-address = "%s:%d"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-`, memberIP(1), memberEchoPort, lbClientSide, lbClientSide)
+	return webAndEcho(1, "", "", "", "")
 }
 
 // lcLoss drops a random share prob of the packets on member i's link,

@@ -39,31 +39,8 @@ func TestFaultMemberRestart(t *testing.T) {
 	mp1 := l.startMemberProcess(1, memberConfig{HTTP: true, Echo: true})
 	mp2 := l.startMemberProcess(2, memberConfig{HTTP: true, Echo: true})
 	const minIdle = 4
-	cfg := httpPool(2, fmt.Sprintf("min_idle = %d\n", minIdle)) + fmt.Sprintf(`
-[pool.echo]
-[pool.echo.health]
-type = "tcp"
-interval = "500ms"
-timeout = "400ms"
-rise = 1
-fall = 2
-[[pool.echo.members]]
-address = "%s:7"
-[[pool.echo.members]]
-address = "%s:7"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-`, memberIP(1), memberIP(2), lbClientSide, lbClientSide)
+	cfg := webAndEcho(2, fmt.Sprintf("min_idle = %d\n", minIdle),
+		"[pool.echo.health]\ntype = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\nrise = 1\nfall = 2\n", "", "")
 	p := l.startTether(cfg, tetherOpts{})
 	base := p.usage()
 	web, echo := lbClientSide+":8080", lbClientSide+":7007"

@@ -45,27 +45,8 @@ func TestFaultSigtermUnderLoad(t *testing.T) {
 	m1 := l.startMember(1, memberConfig{HTTP: true, Echo: true})
 	m2 := l.startMember(2, memberConfig{HTTP: true, Echo: true})
 	const shutdownTimeout = 3 * time.Second
-	cfg := "[global]\nshutdown_timeout = \"3s\"\n\n" + httpPool(2, "") + fmt.Sprintf(`
-[pool.echo]
-[[pool.echo.members]]
-address = "%s:7"
-[[pool.echo.members]]
-address = "%s:7"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-[virtual_server.http]
-max_requests = 0 # no Connection: close but shutdown's
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-`, memberIP(1), memberIP(2), lbClientSide, lbClientSide)
+	cfg := "[global]\nshutdown_timeout = \"3s\"\n\n" + webAndEcho(2, "", "",
+		"[virtual_server.http]\nmax_requests = 0 # no Connection: close but shutdown's\n", "")
 	p := l.startTether(cfg, tetherOpts{})
 	web, echo := lbClientSide+":8080", lbClientSide+":7007"
 

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -13,25 +12,7 @@ func TestFaultNoneBaseline(t *testing.T) {
 	l := newLab(t, 2)
 	m1 := l.startMember(1, memberConfig{HTTP: true, Echo: true})
 	m2 := l.startMember(2, memberConfig{HTTP: true, Echo: true})
-	cfg := httpPool(2, "") + fmt.Sprintf(`
-[pool.echo]
-[[pool.echo.members]]
-address = "%s:7"
-[[pool.echo.members]]
-address = "%s:7"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-`, memberIP(1), memberIP(2), lbClientSide, lbClientSide)
+	cfg := webAndEcho(2, "", "", "", "")
 	p := l.startTether(cfg, tetherOpts{})
 	base := p.usage()
 

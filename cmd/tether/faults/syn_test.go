@@ -45,28 +45,7 @@ func TestFaultSYNDrop(t *testing.T) {
 	l.startMember(2, memberConfig{HTTP: true, Echo: true})
 	const connectTimeout = time.Second
 	health := "[pool.echo.health]\ntype = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\nrise = 1\nfall = 2\n"
-	cfg := httpPool(2, "connect_timeout = \"1s\"\nconnect_retries = 2\n") + fmt.Sprintf(`
-[pool.echo]
-connect_timeout = "1s"
-connect_retries = 2
-%s
-[[pool.echo.members]]
-address = "%s:7"
-[[pool.echo.members]]
-address = "%s:7"
-
-[[virtual_server]]
-name = "web"
-listen = "%s:8080"
-mode = "http"
-pool = "web"
-
-[[virtual_server]]
-name = "echo"
-listen = "%s:7007"
-mode = "tcp"
-pool = "echo"
-`, health, memberIP(1), memberIP(2), lbClientSide, lbClientSide)
+	cfg := webAndEcho(2, "connect_timeout = \"1s\"\nconnect_retries = 2\n", "connect_timeout = \"1s\"\nconnect_retries = 2\n"+health, "", "")
 	p := l.startTether(cfg, tetherOpts{})
 	base := p.usage()
 	web, echo := lbClientSide+":8080", lbClientSide+":7007"
