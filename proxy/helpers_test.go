@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -34,8 +35,22 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 		// certmagic's per-CA rate limiter never stops; caught inside
 		// permit, its top function is not loop.
-		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"))
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+		goleak.Cleanup(certmagicStorageInTemp()))
 	goleak.VerifyTestMain(m, opts...)
+}
+
+// certmagicStorageInTemp points certmagic's default storage, where it keeps
+// the OCSP staples of certificate files, at a temporary directory for the
+// test run (by default it is $XDG_DATA_HOME/certmagic, in the user's
+// home), and returns what removes it.
+func certmagicStorageInTemp() func(int) {
+	dir, err := os.MkdirTemp("", "tether-certmagic")
+	if err != nil {
+		panic(err)
+	}
+	certmagic.Default.Storage = &certmagic.FileStorage{Path: dir}
+	return func(int) { _ = os.RemoveAll(dir) }
 }
 
 // proxyUnderTest is a running Server with its logs captured.
