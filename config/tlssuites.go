@@ -154,7 +154,21 @@ func tls13Only(id tls.CurveID) bool {
 //     modern) they would do nothing, and setting them is an error.
 //   - curves apply to both versions.
 func resolveTLSCrypto(v *validator, path string, profile, minVersion *string, suites, curves *[]string) tlsCrypto {
-	c := tlsCrypto{profile: strOr(profile, ProfileIntermediate)}
+	var c tlsCrypto
+	c.resolveVersion(v, path, profile, minVersion)
+	c.resolveSuites(v, path, suites)
+	c.resolveCurves(v, path, curves)
+	return c
+}
+
+// tls12 reports whether TLS 1.2 is spoken: min_version is not "1.3" (an
+// invalid one, already reported, counts as "1.2").
+func (c *tlsCrypto) tls12() bool { return c.minVersionID != tls.VersionTLS13 }
+
+// resolveVersion sets profile and min_version, whose default the profile
+// decides.
+func (c *tlsCrypto) resolveVersion(v *validator, path string, profile, minVersion *string) {
+	c.profile = strOr(profile, ProfileIntermediate)
 	minDefault := "1.2"
 	switch c.profile {
 	case ProfileIntermediate:
@@ -172,9 +186,13 @@ func resolveTLSCrypto(v *validator, path string, profile, minVersion *string, su
 	} else {
 		v.add(path, "min_version", fmt.Sprintf("%q is not one of 1.2 | 1.3", c.minVersion))
 	}
-	tls12 := c.minVersionID != tls.VersionTLS13
+}
 
-	// cipher_suites
+// resolveSuites sets cipher_suites once the version is known: the listed
+// ones, else the defaults while TLS 1.2 is spoken; none when only TLS 1.3
+// is, where listing any is an error.
+func (c *tlsCrypto) resolveSuites(v *validator, path string, suites *[]string) {
+	tls12 := c.tls12()
 	switch {
 	case suites != nil && !tls12:
 		why := `min_version is "1.3"`
@@ -185,24 +203,7 @@ func resolveTLSCrypto(v *validator, path string, profile, minVersion *string, su
 	case suites != nil && len(*suites) == 0:
 		v.add(path, "cipher_suites", "is empty: no TLS 1.2 client could connect; leave it out for the defaults, or set min_version = \"1.3\"")
 	case suites != nil:
-		seen := map[string]bool{}
-		for _, n := range *suites {
-			key := fmt.Sprintf("cipher_suites %q", n)
-			s := suiteByName(n)
-			switch {
-			case s == nil:
-				msg := "is not a cipher suite Go knows; use IANA names such as TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
-				if iana, ok := opensslSuites[strings.ToUpper(n)]; ok {
-					msg = fmt.Sprintf("is OpenSSL's name; use the IANA name %q", iana)
-				}
-				v.add(path, key, msg)
-			case suiteRefusal(s) != "":
-				v.add(path, key, suiteRefusal(s))
-			case seen[n]:
-				v.add(path, key, "is listed twice")
-			}
-			seen[n] = true
-		}
+		checkSuiteNames(v, path, *suites)
 		c.suites = *suites
 	case tls12:
 		c.suites = DefaultCipherSuites()
@@ -212,35 +213,45 @@ func resolveTLSCrypto(v *validator, path string, profile, minVersion *string, su
 	} else {
 		c.suites = nil
 	}
+}
 
-	// curves
+// checkSuiteNames checks each listed cipher suite: one Go knows, by its
+// IANA name, that tether accepts (suiteRefusal), listed once.
+func checkSuiteNames(v *validator, path string, names []string) {
+	seen := map[string]bool{}
+	for _, n := range names {
+		key := fmt.Sprintf("cipher_suites %q", n)
+		s := suiteByName(n)
+		switch {
+		case s == nil:
+			msg := "is not a cipher suite Go knows; use IANA names such as TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+			if iana, ok := opensslSuites[strings.ToUpper(n)]; ok {
+				msg = fmt.Sprintf("is OpenSSL's name; use the IANA name %q", iana)
+			}
+			v.add(path, key, msg)
+		case suiteRefusal(s) != "":
+			v.add(path, key, suiteRefusal(s))
+		case seen[n]:
+			v.add(path, key, "is listed twice")
+		}
+		seen[n] = true
+	}
+}
+
+// resolveCurves sets curves, for both versions: the listed ones by their
+// canonical names, else the defaults. While TLS 1.2 is spoken, one of them
+// must be a classic ECDHE group.
+func (c *tlsCrypto) resolveCurves(v *validator, path string, curves *[]string) {
 	if curves == nil {
 		c.curves = DefaultCurves()
 	} else {
 		if len(*curves) == 0 {
 			v.add(path, "curves", "is empty; leave it out for the defaults")
 		}
-		seen := map[string]bool{}
-		for _, n := range *curves {
-			key := fmt.Sprintf("curves %q", n)
-			_, canon, ok := canonicalCurve(n)
-			switch {
-			case !ok:
-				known := make([]string, len(curveNames))
-				for i, k := range curveNames {
-					known[i] = k.name
-				}
-				v.add(path, key, "is not a curve (key exchange group) Go knows: "+strings.Join(known, " | "))
-				continue
-			case seen[canon]:
-				v.add(path, key, "is listed twice")
-			}
-			seen[canon] = true
-			c.curves = append(c.curves, canon)
-		}
+		c.curves = canonicalCurves(v, path, *curves)
 	}
 	c.curveIDs = curveIDs(c.curves)
-	if tls12 && len(c.curveIDs) > 0 {
+	if c.tls12() && len(c.curveIDs) > 0 {
 		classic := false
 		for _, id := range c.curveIDs {
 			classic = classic || !tls13Only(id)
@@ -249,7 +260,32 @@ func resolveTLSCrypto(v *validator, path string, profile, minVersion *string, su
 			v.add(path, "curves", "lists only post-quantum hybrids, which are TLS 1.3 only: a TLS 1.2 client would find no ECDHE group; add X25519 or P-256, or set min_version = \"1.3\"")
 		}
 	}
-	return c
+}
+
+// canonicalCurves returns the canonical names of the listed curves, in
+// order; it reports (and leaves out) those Go does not know, and reports
+// those listed twice.
+func canonicalCurves(v *validator, path string, names []string) []string {
+	var canons []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		key := fmt.Sprintf("curves %q", n)
+		_, canon, ok := canonicalCurve(n)
+		switch {
+		case !ok:
+			known := make([]string, len(curveNames))
+			for i, k := range curveNames {
+				known[i] = k.name
+			}
+			v.add(path, key, "is not a curve (key exchange group) Go knows: "+strings.Join(known, " | "))
+			continue
+		case seen[canon]:
+			v.add(path, key, "is listed twice")
+		}
+		seen[canon] = true
+		canons = append(canons, canon)
+	}
+	return canons
 }
 
 // keyKind is the signature algorithm family of a certificate's key, which

@@ -19,6 +19,10 @@ import (
 	"github.com/tetherproxy/tether/proxy"
 )
 
+// cmdRun is `tether run`: parse the flags, load the config and start
+// logging, build the server and the admin API, start them with the
+// upgrader, serve until a signal, then drain. Each failing step has said
+// why (stderr, log, the upgrade's start report) when it returns !ok.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Started by an upgrade: how the start went goes to the process that
 	// started this one too (upgrade.go).
@@ -32,107 +36,159 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("c", "", "config `FILE`")
-	pidFile := fs.String("pid-file", "", "write the PID to `FILE` once serving; a hot upgrade's new process rewrites it (systemd's PIDFile=)")
-	if err := fs.Parse(args); err != nil {
-		report.failed("usage: " + err.Error())
+
+	file, pidFile, ok := parseRunFlags(args, stderr, report)
+	if !ok {
 		return exitUsage
 	}
-	if *file == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: tether run -c FILE [--pid-file FILE]")
-		report.failed("usage: tether run -c FILE [--pid-file FILE]")
-		return exitUsage
-	}
-	cfg, err := config.LoadFile(*file)
-	if err != nil {
-		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
-		report.failed("invalid configuration:\n" + err.Error())
-		return exitError
-	}
-	logger, stopLogging, err := startLogging(cfg.Log, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "tether: %v\n", err)
-		report.failed(err.Error())
+	cfg, logger, stopLogging, ok := loadConfigAndLogging(file, stderr, report)
+	if !ok {
 		return exitError
 	}
 	defer stopLogging()
-	for _, w := range cfg.Warnings {
-		logger.Warn("config", zap.String("warning", w))
-	}
 
 	// The listeners come from the replaced process or systemd when they
 	// passed them, and are kept for the next process.
-	up := newUpgrader(*pidFile, logger)
+	up := newUpgrader(pidFile, logger)
 	defer up.stop()
 
-	srv, err := proxy.New(cfg, logger)
-	if err != nil {
-		logger.Error("cannot build", zap.Error(err))
-		report.failed(err.Error())
+	srv, rl, adm, ok := buildServerAndAdmin(ctx, cfg, file, up, logger, stderr, report)
+	if !ok {
 		return exitError
 	}
-	srv.SetListeners(up)
-	// The admin API first: /healthz answers while the listeners bind,
-	// /ready once they are.
-	rl := admin.NewReloader(*file, cfg, srv, logger)
-	adm, err := startAdmin(ctx, cfg, *file, srv, rl, up, logger)
-	if err != nil {
-		logger.Error("cannot start the admin API", zap.Error(err))
-		fmt.Fprintf(stderr, "tether: %v\n", err)
-		report.failed(err.Error())
-		_ = srv.Shutdown(context.Background()) // nothing bound: frees the pools
+	defer shutdownAdmin(adm) // after the proxy's drain, so that it can be watched
+	if !startListening(ctx, srv, up, logger, stderr, report) {
 		return exitError
 	}
-	shutdownAdmin := func() {
-		if adm == nil {
-			return
-		}
-		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = adm.Shutdown(actx)
-	}
-	defer shutdownAdmin() // after the proxy's drain, so that it can be watched
-	if err := srv.Start(ctx); err != nil {
-		logger.Error("cannot start", zap.Error(err))
-		fmt.Fprintf(stderr, "tether: %v\n", err)
-		report.failed(err.Error())
-		return exitError
-	}
-	if err := up.ready(report); err != nil {
-		logger.Error("cannot start", zap.Error(err))
-		fmt.Fprintf(stderr, "tether: %v\n", err)
-		report.failed(err.Error())
-		drain(srv, logger)
-		return exitError
-	}
-	logger.Info("started", zap.String("config", *file), zap.String("version", versionString()), zap.Int("pid", os.Getpid()))
-
-	var bg sync.WaitGroup
-	pctx, cancelParent := context.WithCancel(context.Background())
-	bg.Add(1)
-	go func() {
-		defer bg.Done()
-		up.waitForParent(pctx)
-	}()
-	defer func() {
-		cancelParent()
-		bg.Wait()
-	}()
+	logger.Info("started", zap.String("config", file), zap.String("version", versionString()), zap.Int("pid", os.Getpid()))
+	stopWatching := watchParent(up)
+	defer stopWatching()
 
 	if serve(ctx, hup, usr2, rl, up) {
 		// The new process serves, the admin API too (same socket).
-		shutdownAdmin()
+		shutdownAdmin(adm)
 		drainAfterUpgrade(srv, logger)
 		logger.Info("stopped: the new process serves")
 		return exitOK
 	}
 	up.stop() // the listeners' copies closed: closing them now refuses, as before upgrades
 	drain(srv, logger)
-	removePIDFile(*pidFile)
+	removePIDFile(pidFile)
 	logger.Info("stopped")
 	return exitOK
+}
+
+// parseRunFlags reads `tether run`'s flags: the config file (required)
+// and the PID file ("" = none).
+func parseRunFlags(args []string, stderr io.Writer, report startReport) (file, pidFile string, ok bool) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fileFlag := fs.String("c", "", "config `FILE`")
+	pidFileFlag := fs.String("pid-file", "", "write the PID to `FILE` once serving; a hot upgrade's new process rewrites it (systemd's PIDFile=)")
+	if err := fs.Parse(args); err != nil {
+		report.failed("usage: " + err.Error())
+		return "", "", false
+	}
+	if *fileFlag == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: tether run -c FILE [--pid-file FILE]")
+		report.failed("usage: tether run -c FILE [--pid-file FILE]")
+		return "", "", false
+	}
+	return *fileFlag, *pidFileFlag, true
+}
+
+// loadConfigAndLogging loads the config file and starts logging as its
+// [log] says, then logs the config's warnings. stopLogging is for the
+// caller to defer.
+func loadConfigAndLogging(file string, stderr io.Writer, report startReport) (cfg *config.Config, logger *zap.Logger, stopLogging func(), ok bool) {
+	cfg, err := config.LoadFile(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "tether: invalid configuration:\n%v\n", err)
+		report.failed("invalid configuration:\n" + err.Error())
+		return nil, nil, nil, false
+	}
+	logger, stopLogging, err = startLogging(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
+		return nil, nil, nil, false
+	}
+	for _, w := range cfg.Warnings {
+		logger.Warn("config", zap.String("warning", w))
+	}
+	return cfg, logger, stopLogging, true
+}
+
+// buildServerAndAdmin builds the proxy on up's listeners and starts the
+// admin API (nil when the config has none) before any listener binds:
+// /healthz answers while they bind, /ready once they are. Nothing is
+// bound when it fails.
+func buildServerAndAdmin(ctx context.Context, cfg *config.Config, file string, up *upgrader, logger *zap.Logger, stderr io.Writer, report startReport) (*proxy.Server, *admin.Reloader, *admin.Admin, bool) {
+	srv, err := proxy.New(cfg, logger)
+	if err != nil {
+		logger.Error("cannot build", zap.Error(err))
+		report.failed(err.Error())
+		return nil, nil, nil, false
+	}
+	srv.SetListeners(up)
+	rl := admin.NewReloader(file, cfg, srv, logger)
+	adm, err := startAdmin(ctx, cfg, file, srv, rl, up, logger)
+	if err != nil {
+		logger.Error("cannot start the admin API", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
+		_ = srv.Shutdown(context.Background()) // nothing bound: frees the pools
+		return nil, nil, nil, false
+	}
+	return srv, rl, adm, true
+}
+
+// shutdownAdmin stops the admin API, if any, waiting up to 5 s for its
+// requests.
+func shutdownAdmin(adm *admin.Admin) {
+	if adm == nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = adm.Shutdown(actx)
+}
+
+// startListening binds srv's listeners, then has up declare this process
+// ready (PID file, start report, the replaced process told); when that
+// fails after binding, srv is drained.
+func startListening(ctx context.Context, srv *proxy.Server, up *upgrader, logger *zap.Logger, stderr io.Writer, report startReport) bool {
+	if err := srv.Start(ctx); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
+		return false
+	}
+	if err := up.ready(report); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		fmt.Fprintf(stderr, "tether: %v\n", err)
+		report.failed(err.Error())
+		drain(srv, logger)
+		return false
+	}
+	return true
+}
+
+// watchParent logs, in its own goroutine, when the process this one
+// replaced exits (upgrader.waitForParent). stop ends the watch and waits
+// for the goroutine.
+func watchParent(up *upgrader) (stop func()) {
+	var bg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		up.waitForParent(ctx)
+	}()
+	return func() {
+		cancel()
+		bg.Wait()
+	}
 }
 
 // serve handles signals until SIGTERM/SIGINT (ctx; false) or until a hot
