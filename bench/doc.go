@@ -22,7 +22,8 @@
 //     first and the TIME_WAIT sockets each side was left with (counted with
 //     sock_diag through [sockopt.Sockets], by port), a throughput series;
 //   - the reports: a text table, JSON and one self-contained HTML page with
-//     inline SVG charts.
+//     inline SVG charts; and the Markdown table that the bench programs
+//     (bench/soak, bench/compare) print their own reports with.
 //
 // It must not depend on proxy internals: it measures any target. The only
 // tether package it imports is sockopt, for the socket census.

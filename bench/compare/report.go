@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/tetherproxy/tether/bench"
 )
 
 // section is one table of the report: columns (targets, or load
@@ -260,7 +262,7 @@ func (s *section) print(w io.Writer, rounds int) {
 		}
 		body = append(body, cells)
 	}
-	writeTable(w, hdr, body, left, hasGoal)
+	bench.WriteMarkdownTable(w, hdr, body, left, hasGoal)
 	if rounds > 1 {
 		fmt.Fprintf(w, "(each figure: the median of %d rounds; every round's value is in the JSON)\n", rounds)
 	}
@@ -283,40 +285,6 @@ func (s *section) print(w io.Writer, rounds int) {
 		for _, c := range s.Commands {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
-	}
-}
-
-// writeTable prints a Markdown table: the first left columns (and a last
-// text column when lastLeft) aligned left, the numbers right.
-func writeTable(w io.Writer, hdr []string, body [][]string, left int, lastLeft bool) {
-	width := make([]int, len(hdr))
-	for _, r := range append([][]string{hdr}, body...) {
-		for i, c := range r {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	line := func(cells []string) {
-		var b strings.Builder
-		b.WriteString("|")
-		for i, c := range cells {
-			pad := strings.Repeat(" ", width[i]-len([]rune(c)))
-			if i < left || (lastLeft && i == len(cells)-1) {
-				b.WriteString(" " + c + pad + " |")
-			} else {
-				b.WriteString(" " + pad + c + " |")
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
-	line(hdr)
-	var sep strings.Builder
-	sep.WriteString("|")
-	for _, n := range width {
-		sep.WriteString(strings.Repeat("-", n+2) + "|")
-	}
-	fmt.Fprintln(w, sep.String())
-	for _, r := range body {
-		line(r)
 	}
 }
 
@@ -359,7 +327,7 @@ func printTargets(w io.Writer, sections []*section) {
 		return
 	}
 	fmt.Fprintf(w, "\nTargets (issue 13's, and the older ones of the https, loadgen and cost tables): %d met, %d MISSED, %d not judged\n", met, missed, len(body)-met-missed)
-	writeTable(w, []string{"scenario", "row", "target", "verdict", "figures"}, body, 5, false)
+	bench.WriteMarkdownTable(w, []string{"scenario", "row", "target", "verdict", "figures"}, body, 5, false)
 }
 
 // ratioGoal is a goal on a ratio column: at least (or, lower, at most) bound.

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,45 +66,13 @@ func TestQuickScalingRunMeasuresBothGOMAXPROCS(t *testing.T) {
 	for _, p := range [][2]string{{"wrk", "wrk"}, {"nginx", "nginx"}, {"taskset", "util-linux"}} {
 		socktest.Need(t, p[0], p[1])
 	}
-	out := t.TempDir()
-	o, err := parseFlags([]string{"-quick", "-only", "scaling", "-d", "1s", "-out", out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var table strings.Builder
-	if code := run(ctx, o, &table); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, table.String())
-	}
-	for _, want := range []string{"gomaxprocs=2/gomaxprocs=1", "| keepalive ", "| Connection: close ", "GOMAXPROCS=2 taskset -c"} {
-		if !strings.Contains(table.String(), want) {
-			t.Errorf("the report lacks %q:\n%s", want, table.String())
-		}
-	}
-	files, _ := filepath.Glob(filepath.Join(out, "compare-*.json"))
-	if len(files) != 1 {
-		t.Fatalf("JSON files in -out: %v", files)
-	}
-	b, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Sections []struct {
-			Key     string                          `json:"key"`
-			Samples map[string]map[string][]float64 `json:"samples"`
-		} `json:"sections"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Sections) != 1 || doc.Sections[0].Key != "scaling" {
-		t.Fatalf("sections: %+v", doc.Sections)
+	sections := runQuick(t, "scaling", 2*time.Minute, "gomaxprocs=2/gomaxprocs=1", "| keepalive ", "| Connection: close ", "GOMAXPROCS=2 taskset -c")
+	if len(sections) != 1 || sections[0].Key != "scaling" {
+		t.Fatalf("sections: %+v", sections)
 	}
 	for _, col := range []string{"gomaxprocs=1", "gomaxprocs=2"} {
 		for _, sc := range []string{"ka", "close"} {
-			v := doc.Sections[0].Samples[col]
+			v := sections[0].Samples[col]
 			if rps := v[sc+".rps"]; len(rps) != 1 || rps[0] <= 0 {
 				t.Errorf("%s %s: req/s %v", col, sc, rps)
 			}

@@ -24,43 +24,11 @@ func TestQuickHTTPRunMeasuresEveryTarget(t *testing.T) {
 	for _, p := range [][2]string{{"wrk", "wrk"}, {"haproxy", "haproxy"}, {"nginx", "nginx"}, {"taskset", "util-linux"}} {
 		socktest.Need(t, p[0], p[1])
 	}
-	out := t.TempDir()
-	o, err := parseFlags([]string{"-quick", "-only", "http", "-d", "1s", "-out", out})
-	if err != nil {
-		t.Fatal(err)
+	sections := runQuick(t, "http", 3*time.Minute, "| keepalive ", "| Connection: close ", "tether/haproxy", "tether/nginx", "produced by:", "wrk -c 50 -t 1 -d 1s")
+	if len(sections) != 2 || sections[0].Key != "http" {
+		t.Fatalf("sections: %+v", sections)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var table strings.Builder
-	if code := run(ctx, o, &table); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, table.String())
-	}
-	for _, want := range []string{"| keepalive ", "| Connection: close ", "tether/haproxy", "tether/nginx", "produced by:", "wrk -c 50 -t 1 -d 1s"} {
-		if !strings.Contains(table.String(), want) {
-			t.Errorf("the report lacks %q:\n%s", want, table.String())
-		}
-	}
-	files, _ := filepath.Glob(filepath.Join(out, "compare-*.json"))
-	if len(files) != 1 {
-		t.Fatalf("JSON files in -out: %v", files)
-	}
-	b, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Sections []struct {
-			Key     string                          `json:"key"`
-			Samples map[string]map[string][]float64 `json:"samples"`
-		} `json:"sections"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Sections) != 2 || doc.Sections[0].Key != "http" {
-		t.Fatalf("sections: %+v", doc.Sections)
-	}
-	figs := doc.Sections[0].Samples
+	figs := sections[0].Samples
 	one := func(target, metric string) float64 {
 		v := figs[target][metric]
 		if len(v) != 1 {
@@ -94,4 +62,49 @@ func TestQuickHTTPRunMeasuresEveryTarget(t *testing.T) {
 	if n, reqs := one("haproxy", "close.backend_conns"), one("haproxy", "close.requests"); n > reqs/10 {
 		t.Errorf("HAProxy opened %v member conns for %v Connection: close requests: not reusing", n, reqs)
 	}
+}
+
+// quickSection is what the tests of quick runs read of a section in the
+// JSON file.
+type quickSection struct {
+	Key     string                          `json:"key"`
+	Samples map[string]map[string][]float64 `json:"samples"`
+}
+
+// runQuick runs the program with -quick -only only -d 1s within timeout,
+// fails t unless it exits 0, writes one JSON file and its table holds each
+// of want, and returns the sections of that file.
+func runQuick(t *testing.T, only string, timeout time.Duration, want ...string) []quickSection {
+	t.Helper()
+	out := t.TempDir()
+	o, err := parseFlags([]string{"-quick", "-only", only, "-d", "1s", "-out", out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var table strings.Builder
+	if code := run(ctx, o, &table); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, table.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(table.String(), w) {
+			t.Errorf("the report lacks %q:\n%s", w, table.String())
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "compare-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("JSON files in -out: %v", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Sections []quickSection `json:"sections"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc.Sections
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/tetherproxy/tether/bench"
 )
 
 // report is the whole run: settings, the peak, one row per period, the
@@ -221,7 +223,7 @@ func (rep *report) print(w io.Writer) {
 			strings.Join(r.Events, "; "),
 		})
 	}
-	writeTable(w, hdr, body, 1, true)
+	bench.WriteMarkdownTable(w, hdr, body, 1, true)
 	if len(rep.Errors) > 0 {
 		fmt.Fprintf(w, "\nerrors over the run: %s\n", rep.Errors)
 	}
@@ -242,7 +244,7 @@ func (rep *report) print(w io.Writer) {
 		}
 		body = append(body, []string{m.Name, m.Unit, fmtFig(m.First), fmtFig(m.Last), fmtChange(m.Change), allowed, m.Word})
 	}
-	writeTable(w, []string{"metric", "unit", "first", "last", "change", "allowed", "verdict"}, body, 2, true)
+	bench.WriteMarkdownTable(w, []string{"metric", "unit", "first", "last", "change", "allowed", "verdict"}, body, 2, true)
 	for _, n := range v.Notes {
 		fmt.Fprintf(w, "(%s)\n", n)
 	}
@@ -288,40 +290,6 @@ func fmtChange(c float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%+.1f%%", c*100)
-}
-
-// writeTable prints a Markdown table: the first left columns (and a last
-// text column when lastLeft) aligned left, the numbers right.
-func writeTable(w io.Writer, hdr []string, body [][]string, left int, lastLeft bool) {
-	width := make([]int, len(hdr))
-	for _, r := range append([][]string{hdr}, body...) {
-		for i, c := range r {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	line := func(cells []string) {
-		var b strings.Builder
-		b.WriteString("|")
-		for i, c := range cells {
-			pad := strings.Repeat(" ", width[i]-len([]rune(c)))
-			if i < left || (lastLeft && i == len(cells)-1) {
-				b.WriteString(" " + c + pad + " |")
-			} else {
-				b.WriteString(" " + pad + c + " |")
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
-	line(hdr)
-	var sep strings.Builder
-	sep.WriteString("|")
-	for _, n := range width {
-		sep.WriteString(strings.Repeat("-", n+2) + "|")
-	}
-	fmt.Fprintln(w, sep.String())
-	for _, r := range body {
-		line(r)
-	}
 }
 
 // writeJSON writes the report to path.

@@ -34,12 +34,9 @@ func soak(ctx context.Context, o *options, logf func(string, ...any)) (rep *repo
 	if err != nil {
 		return nil, err
 	}
-	bin := o.tether
-	if bin == "" {
-		logf("building ./cmd/tether")
-		if bin, err = buildTether(ctx, tmp); err != nil {
-			return nil, err
-		}
+	bin, err := tetherBinary(ctx, o, tmp, logf)
+	if err != nil {
+		return nil, err
 	}
 	rep = newReport(o, bin)
 	var warnMu sync.Mutex // the restarts warn from a goroutine of their own
@@ -67,89 +64,133 @@ func soak(ctx context.Context, o *options, logf func(string, ...any)) (rep *repo
 			warnf("tether's exit: %v: %s", e, tp.tail(5))
 		}
 	}()
-	if !waitUntil(ctx, 10*time.Second, func() bool { n, _ := tp.membersUp(); return n == 4 }) {
-		n, err := tp.membersUp()
-		return nil, fmt.Errorf("tether's health checks see %d of 4 members up after 10s (%v): %s", n, err, tp.tail(5))
+	if err := tp.waitMembersUp(ctx, 10*time.Second); err != nil {
+		return nil, err
 	}
 	logf("tether %d on %s (http) and %s (tcp), admin %s; members %s and %s", tp.pid(), a.web, a.echo, a.admin, a.members[0].HTTP, a.members[1].HTTP)
 
-	cl := &client{a: a}
-	rep.Rate = o.rate
-	if o.rate == 0 {
-		logf("peak: %d workers, each with a keepalive conn, the mix back to back for %s", peakConns, o.peakTime)
-		rps, failed := peak(ctx, cl, o.peakTime)
-		rep.PeakRPS, rep.PeakErrors = math.Round(rps), failed
-		rep.Rate = math.Round(rps * o.load)
-		if failed > 0 {
-			warnf("the peak measurement had %d failed requests", failed)
-		}
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		if rep.Rate < 10 {
-			return rep, fmt.Errorf("peak %.0f req/s: too low to soak at", rps)
-		}
+	s := &soakRun{o: o, rep: rep, tp: tp, members: members, cl: &client{a: a}, logf: logf, warnf: warnf}
+	if err := s.setRate(ctx); err != nil {
+		return rep, err
 	}
 	logf("open loop at %.0f req/s for %s, a member killed every %s (down %s)", rep.Rate, o.duration, o.restartEvery, o.downTime())
+	if err := s.runPeriods(ctx); err != nil {
+		return rep, err
+	}
+	rep.Verdict = judge(rep.Rows, o.windowRows())
+	return rep, nil
+}
 
+// tetherBinary is o.tether, or when that is empty a tether built from
+// ./cmd/tether into dir.
+func tetherBinary(ctx context.Context, o *options, dir string, logf func(string, ...any)) (string, error) {
+	if o.tether != "" {
+		return o.tether, nil
+	}
+	logf("building ./cmd/tether")
+	return buildTether(ctx, dir)
+}
+
+// soakRun is what the steps of a soak share once the members and tether
+// are up: the steps fill rep.
+type soakRun struct {
+	o       *options
+	rep     *report
+	tp      *tetherProc
+	members [2]*memberProc
+	cl      *client
+	logf    func(string, ...any)
+	warnf   func(string, ...any) // also adds to rep.Warnings
+}
+
+// setRate sets the open loop's rate: o.rate, or when that is 0, o.load
+// times the peak measured first. An error means there is no rate to soak at.
+func (s *soakRun) setRate(ctx context.Context) error {
+	s.rep.Rate = s.o.rate
+	if s.o.rate != 0 {
+		return nil
+	}
+	s.logf("peak: %d workers, each with a keepalive conn, the mix back to back for %s", peakConns, s.o.peakTime)
+	rps, failed := peak(ctx, s.cl, s.o.peakTime)
+	s.rep.PeakRPS, s.rep.PeakErrors = math.Round(rps), failed
+	s.rep.Rate = math.Round(rps * s.o.load)
+	if failed > 0 {
+		s.warnf("the peak measurement had %d failed requests", failed)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if s.rep.Rate < 10 {
+		return fmt.Errorf("peak %.0f req/s: too low to soak at", rps)
+	}
+	return nil
+}
+
+// runPeriods runs the open loop at rep.Rate for o.rows() periods, with the
+// members' restarts and tether's probes alongside, and fills rep's rows
+// and errors. Everything it starts has stopped when it returns.
+func (s *soakRun) runPeriods(ctx context.Context) error {
 	// A pause after the peak: its short conns' TIME_WAITs and tether's
 	// pools settle before the first row.
-	if sleepUntil(ctx, time.Now().Add(min(2*time.Second, o.sample/2))) != nil {
-		return rep, ctx.Err()
+	if sleepUntil(ctx, time.Now().Add(min(2*time.Second, s.o.sample/2))) != nil {
+		return ctx.Err()
 	}
-	n := o.rows()
+	n := s.o.rows()
 	start := time.Now()
-	end := start.Add(time.Duration(n) * o.sample)
+	end := start.Add(time.Duration(n) * s.o.sample)
 	rec := newRecorder()
-	lctx, stopLoad := context.WithCancel(ctx)
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		openLoop(lctx, cl, rec, rep.Rate, start, end)
-	}()
-	defer func() { stopLoad(); <-loadDone }()
+	stopLoad, loadDone := background(ctx, func(ctx context.Context) {
+		openLoop(ctx, s.cl, rec, s.rep.Rate, start, end)
+	})
+	defer stopLoad()
+	stopRestarts := s.startRestarts(ctx, start, end)
+	defer stopRestarts()
 
-	var evMu sync.Mutex
-	note := func(what string) {
-		evMu.Lock()
-		rep.Events = append(rep.Events, event{AtS: time.Since(start).Seconds(), What: what})
-		evMu.Unlock()
-		logf("%s", what)
-	}
-	rctx, stopRestarts := context.WithCancel(ctx)
-	restartsDone := make(chan struct{})
-	go func() {
-		defer close(restartsDone)
-		restartMembers(rctx, o, start, end, members, note, warnf)
-	}()
-	// Before the members' kills (defers run last first).
-	defer func() { stopRestarts(); <-restartsDone }()
-
-	first, err := tp.probe()
+	first, err := s.tp.probe()
 	if err != nil {
-		return rep, fmt.Errorf("probe tether: %w", err)
+		return fmt.Errorf("probe tether: %w", err)
 	}
-	// The probes run on their own schedule, so that a slow one (a busy
-	// machine, a slow admin API) never delays a period's end: each is
-	// counted in the period of the time it was due.
-	accs := make([]probeAcc, n)
-	var accMu sync.Mutex
-	pctx, stopProbes := context.WithCancel(ctx)
-	probesDone := make(chan struct{})
-	var failedProbes, missedProbes int
-	go func() {
-		defer close(probesDone)
-		failedProbes, missedProbes = probeEach(pctx, tp, start, o.sample, n, func(k int, pr probe, at time.Time) {
-			accMu.Lock()
-			accs[k].add(pr, at)
-			accMu.Unlock()
-		})
-	}()
-	defer func() { stopProbes(); <-probesDone }()
+	probes := startSampler(ctx, s.tp, start, s.o.sample, n)
+	defer probes.stop()
 
+	stats, err := s.endPeriods(ctx, start, n, rec, loadDone, probes)
+	if err != nil {
+		return err
+	}
+	<-probes.done  // its last probe is at the end
+	stopRestarts() // no more events
+	s.fillRows(probeAt{probe: first, at: start}, stats, probes.accs)
+	if probes.failed > 0 || probes.missed > 0 {
+		s.warnf("%d probes of tether failed, %d were skipped as the one before was late (a busy machine? a slow admin API?)", probes.failed, probes.missed)
+	}
+	return ctx.Err()
+}
+
+// startRestarts runs restartMembers in the background, each kill and
+// restart noted in rep.Events with its time from start; stop ends it and
+// waits.
+func (s *soakRun) startRestarts(ctx context.Context, start, end time.Time) (stop func()) {
+	var mu sync.Mutex
+	note := func(what string) {
+		mu.Lock()
+		s.rep.Events = append(s.rep.Events, event{AtS: time.Since(start).Seconds(), What: what})
+		mu.Unlock()
+		s.logf("%s", what)
+	}
+	stop, _ = background(ctx, func(ctx context.Context) {
+		restartMembers(ctx, s.o, start, end, s.members, note, s.warnf)
+	})
+	return stop
+}
+
+// endPeriods ends each of the n periods from start on time: it takes the
+// period's requests from rec (the last period waits for the load to end,
+// loadDone), checks that tether still runs and logs the period. It returns
+// the periods ended, fewer than n when ctx ended.
+func (s *soakRun) endPeriods(ctx context.Context, start time.Time, n int, rec *recorder, loadDone <-chan struct{}, probes *sampler) ([]*periodStats, error) {
 	stats := make([]*periodStats, 0, n)
 	for k := 1; k <= n; k++ {
-		if sleepUntil(ctx, start.Add(time.Duration(k)*o.sample)) != nil {
+		if sleepUntil(ctx, start.Add(time.Duration(k)*s.o.sample)) != nil {
 			break
 		}
 		st := rec.swap()
@@ -159,22 +200,24 @@ func soak(ctx context.Context, o *options, logf func(string, ...any)) (rep *repo
 			st.merge(rec.swap())
 		}
 		stats = append(stats, st)
-		if !tp.alive() {
-			return rep, fmt.Errorf("tether exited: %s", tp.tail(10))
+		if !s.tp.alive() {
+			return stats, fmt.Errorf("tether exited: %s", s.tp.tail(10))
 		}
-		accMu.Lock()
-		r := accs[k-1].row(k, o.sample, st)
-		accMu.Unlock()
-		logf("period %d/%d: %d requests, %d errors, p99 %s ms, RSS %.1f MiB, %.0f fds, %.0f goroutines", k, n, r.Requests, r.Errors, fmtMs(r.P99Ms), r.RSSMiB, r.FDs, r.Goroutines)
+		r := probes.row(k, s.o.sample, st)
+		s.logf("period %d/%d: %d requests, %d errors, p99 %s ms, RSS %.1f MiB, %.0f fds, %.0f goroutines", k, n, r.Requests, r.Errors, fmtMs(r.P99Ms), r.RSSMiB, r.FDs, r.Goroutines)
 	}
-	<-probesDone // its last probe is at the end
-	stopRestarts()
-	<-restartsDone // no more events
-	prev := probeAt{probe: first, at: start}
+	return stats, nil
+}
+
+// fillRows adds a row to rep for each period's stats and accs, with the
+// requests due in it, tether's CPU use since the last probe before (the
+// first is prev) and the events in it, and adds its errors to rep's.
+func (s *soakRun) fillRows(prev probeAt, stats []*periodStats, accs []probeAcc) {
+	rep, sample := s.rep, s.o.sample
 	for i, st := range stats {
 		acc := &accs[i]
-		r := acc.row(i+1, o.sample, st)
-		r.Due = dueIn(rep.Rate, time.Duration(i)*o.sample, time.Duration(i+1)*o.sample)
+		r := acc.row(i+1, sample, st)
+		r.Due = dueIn(rep.Rate, time.Duration(i)*sample, time.Duration(i+1)*sample)
 		if acc.n > 0 {
 			r.CPUPercent = float64(acc.last.cpuTicks-prev.cpuTicks) / clockTicks / acc.last.at.Sub(prev.at).Seconds() * 100
 			prev = acc.last
@@ -189,14 +232,54 @@ func soak(ctx context.Context, o *options, logf func(string, ...any)) (rep *repo
 		}
 		rep.Rows = append(rep.Rows, r)
 	}
-	if failedProbes > 0 || missedProbes > 0 {
-		warnf("%d probes of tether failed, %d were skipped as the one before was late (a busy machine? a slow admin API?)", failedProbes, missedProbes)
-	}
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
-	rep.Verdict = judge(rep.Rows, o.windowRows())
-	return rep, nil
+}
+
+// sampler probes tether on a schedule of its own, so that a slow probe (a
+// busy machine, a slow admin API) never delays a period's end: each is
+// counted in the period of the time it was due.
+type sampler struct {
+	stop func()          // ends the probes and waits for done
+	done <-chan struct{} // closed when the probes have ended
+
+	mu             sync.Mutex
+	accs           []probeAcc // by period; read without mu once done is closed
+	failed, missed int        // set when done is closed
+}
+
+// startSampler starts probing tether for n periods of sample from start
+// (probeEach).
+func startSampler(ctx context.Context, tp *tetherProc, start time.Time, sample time.Duration, n int) *sampler {
+	s := &sampler{accs: make([]probeAcc, n)}
+	s.stop, s.done = background(ctx, func(ctx context.Context) {
+		s.failed, s.missed = probeEach(ctx, tp, start, sample, n, s.add)
+	})
+	return s
+}
+
+func (s *sampler) add(k int, pr probe, at time.Time) {
+	s.mu.Lock()
+	s.accs[k].add(pr, at)
+	s.mu.Unlock()
+}
+
+// row makes period k's row from its probes so far and st.
+func (s *sampler) row(k int, sample time.Duration, st *periodStats) row {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accs[k-1].row(k, sample, st)
+}
+
+// background runs f in a goroutine of its own, with a context of its own:
+// done is closed when f has returned; stop cancels f's context and waits
+// for done (and may be called again).
+func background(ctx context.Context, f func(context.Context)) (stop func(), done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(ctx)
+	d := make(chan struct{})
+	go func() {
+		defer close(d)
+		f(ctx)
+	}()
+	return func() { cancel(); <-d }, d
 }
 
 // probeEach probes tether probesPerPeriod times a period for n periods

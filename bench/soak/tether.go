@@ -308,6 +308,16 @@ func (p *tetherProc) membersUp() (int, error) {
 	return n, err
 }
 
+// waitMembersUp waits up to within for tether's health checks to see the
+// 4 members (the 2 processes, each in pool web and pool echo) up.
+func (p *tetherProc) waitMembersUp(ctx context.Context, within time.Duration) error {
+	if !waitUntil(ctx, within, func() bool { n, _ := p.membersUp(); return n == 4 }) {
+		n, err := p.membersUp()
+		return fmt.Errorf("tether's health checks see %d of 4 members up after %s (%v): %s", n, within, err, p.tail(5))
+	}
+	return nil
+}
+
 // poolsBody is what the soak reads of /api/v1/pools.
 type poolsBody struct {
 	Pools []struct {
