@@ -38,12 +38,15 @@ func soak(ctx context.Context, o *options, logf func(string, ...any)) (rep *repo
 	if err != nil {
 		return nil, err
 	}
-	rep = newReport(o, bin)
+	// warnf writes to r, not to the named result: a return with an error
+	// sets that to nil before the deferred stops warn.
+	r := newReport(o, bin)
+	rep = r
 	var warnMu sync.Mutex // the restarts warn from a goroutine of their own
 	warnf := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		warnMu.Lock()
-		rep.Warnings = append(rep.Warnings, msg)
+		r.Warnings = append(r.Warnings, msg)
 		warnMu.Unlock()
 		logf("WARNING: %s", msg)
 	}
