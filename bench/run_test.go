@@ -3,9 +3,10 @@ package bench
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,7 +190,7 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 			t.Errorf("closed by server %d, TIME_WAIT target %d client %d; want %d %d 0", r.ClosedByServer, r.TimeWaitTarget, r.TimeWaitClient, n, n)
 		}
 		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
-			client, target := procTimeWait(t, s.port())
+			client, target := procTimeWait(t, netip.MustParseAddrPort(s.addr()))
 			return client == 0 && target == n
 		})
 	})
@@ -201,7 +202,7 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 			t.Errorf("closed by client %d, TIME_WAIT client %d target %d; want %d %d 0", r.ClosedByClient, r.TimeWaitClient, r.TimeWaitTarget, n, n)
 		}
 		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
-			client, target := procTimeWait(t, s.port())
+			client, target := procTimeWait(t, netip.MustParseAddrPort(s.addr()))
 			return client == n && target == 0
 		})
 	})
@@ -213,22 +214,26 @@ func TestTimeWaitLandsOnTheSideThatClosesFirst(t *testing.T) {
 			t.Errorf("closed by server %d, TIME_WAIT target %d client %d; want %d %d 0", r.ClosedByServer, r.TimeWaitTarget, r.TimeWaitClient, n, n)
 		}
 		socktest.WaitFor(t, 5*time.Second, "/proc/net/tcp agrees", func() bool {
-			client, target := procTimeWait(t, s.port())
+			client, target := procTimeWait(t, netip.MustParseAddrPort(s.addr()))
 			return client == 0 && target == n
 		})
 	})
 }
 
 // procTimeWait counts the TIME_WAIT sockets in /proc/net/tcp to (client
-// side) and from (target side) 127.0.0.1:port, each 4-tuple once.
-func procTimeWait(t *testing.T, port uint16) (client, target int) {
+// side) and from (target side) ap (IPv4), each 4-tuple once.
+func procTimeWait(t *testing.T, ap netip.AddrPort) (client, target int) {
 	t.Helper()
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	want := "0100007F:" + strings.ToUpper(strconv.FormatUint(uint64(port)|1<<16, 16)[1:])
+	// /proc/net/tcp prints the address as the hex of its 32 bits in host
+	// (little-endian) order, the port in big-endian hex: 127.0.0.1:80 is
+	// 0100007F:0050.
+	a := ap.Addr().As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], ap.Port())
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

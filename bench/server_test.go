@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -19,7 +20,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testServer is a small raw HTTP/1.1 (or echo) server on 127.0.0.1 that
+// testServer is a small raw HTTP/1.1 (or echo) server on 127/8 that
 // counts what it saw: connections accepted and requests read. It runs on a
 // socktest.Backend, which accepts, counts and, at the test's cleanup, closes
 // every conn and waits for every handler.
@@ -38,38 +39,39 @@ type testServer struct {
 
 func (s *testServer) addr() string    { return s.b.Addr() }
 func (s *testServer) url() string     { return "http://" + s.addr() + "/x" }
-func (s *testServer) port() uint16    { return netip.MustParseAddrPort(s.addr()).Port() }
 func (s *testServer) accepted() int64 { return int64(s.b.Accepted()) }
 
-// start serves until the test ends on a port that no other socket uses (a
-// TIME_WAIT left by an earlier connection can hold the same port number as
-// a new listener), so that counting sockets by this port counts only this
-// test's.
+// start serves until the test ends on an address and port that no other
+// socket uses (a TIME_WAIT left by an earlier connection can hold the same
+// pair as a new listener), so that counting sockets by that pair counts
+// only this test's. The address is a random one of 127/8, not 127.0.0.1,
+// whose ports a busy machine's TIME_WAIT sockets may all hold.
 func (s *testServer) start(t testing.TB) *testServer {
 	t.Helper()
 	if s.serve == nil {
 		s.serve = serveHTTP
 	}
 	for i := 0; i < 20; i++ {
-		s.b = socktest.Start(t, func(c *net.TCPConn) { s.serve(s, c) })
-		if portIsOurs(t, s.port()) {
+		addr := netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(254)), byte(rand.IntN(256)), byte(1 + rand.IntN(254))})
+		s.b = socktest.StartAt(t, netip.AddrPortFrom(addr, 0).String(), func(c *net.TCPConn) { s.serve(s, c) })
+		if addrIsOurs(t, netip.MustParseAddrPort(s.addr())) {
 			return s
 		}
 		s.b.Close()
 	}
-	t.Fatal("no 127.0.0.1 port free of other sockets after 20 tries")
+	t.Fatal("no 127/8 address and port free of other sockets after 20 tries")
 	return nil
 }
 
-// portIsOurs reports whether no socket but a listener uses port.
-func portIsOurs(t testing.TB, port uint16) bool {
+// addrIsOurs reports whether no socket but a listener uses ap.
+func addrIsOurs(t testing.TB, ap netip.AddrPort) bool {
 	t.Helper()
 	socks, err := sockopt.Sockets()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, so := range socks {
-		if so.State != sockopt.StateListen && (so.Local.Port() == port || so.Remote.Port() == port) {
+		if so.State != sockopt.StateListen && (so.Local == ap || so.Remote == ap) {
 			return false
 		}
 	}
