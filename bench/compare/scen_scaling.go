@@ -59,41 +59,54 @@ func (e *env) runScaling(ctx context.Context) (*section, error) {
 			cpus, e.o.loadCPU, runtime.NumCPU()))
 	}
 	e.eachRound(ctx, ts, func(round int, t target) error {
-		pairs := e.httpPairs(t, round, back)
-		cfg := e.proxyConfigFor("http", pairs...)
-		cfg.Threads, cfg.CPUs = procs[t.name], cpus
-		r, err := e.startProxy(ctx, t, fmt.Sprintf("scaling-%d-%d", procs[t.name], round), cfg)
-		if err != nil {
-			return err
-		}
-		defer e.stopProxy(r)
-		for i, sc := range httpScenarios {
-			argv := e.wrkArgv(wrkConns, wrkThreads, sc.key == "close", "http://127.0.0.1:"+strconv.Itoa(pairs[i].Front)+"/")
-			a0, aerr := be.accepts()
-			st0 := readProcStat()
-			figs, u, err := e.runWrk(ctx, argv, r.pids)
-			st1 := readProcStat()
-			if err != nil {
-				return fmt.Errorf("%s: %w", sc.name, err)
-			}
-			if !r.alive() {
-				return fmt.Errorf("%s died during wrk: %s", t.name, r.proc.tail(5))
-			}
-			s.command(t.name, []string{"GOMAXPROCS=" + strconv.Itoa(procs[t.name]), "taskset", "-c", cpus, "tether", "run", "-c", "scaling.toml"})
-			s.command(t.name, argv)
-			if u.HaveProxies && figs["secs"] > 0 {
-				figs["proxy_cpus"] = u.ProxyCPU.Seconds() / figs["secs"]
-			}
-			figs["machine_busy"] = machineBusy(st0, st1)
-			if a1, err := be.accepts(); err == nil && aerr == nil {
-				figs["backend_conns"] = float64(a1 - a0 - 1)
-			}
-			e.logf("scaling %s %s: %.0f req/s, proxy CPUs %.2f, load CPU busy %.0f%%, machine busy %.0f%%",
-				sc.key, t.name, figs["rps"], figs["proxy_cpus"], 100*figs["cpu_load_util"], 100*figs["machine_busy"])
-			s.add(t.name, prefixed(sc.key+".", figs))
-		}
-		return nil
+		return e.scalingRound(ctx, s, t, round, back, be, cpus, procs[t.name])
 	})
+	addScalingRows(s, e.o.scalingProcs[0])
+	return s, nil
+}
+
+// scalingRound runs wrk's keepalive and close loads through a fresh tether
+// t at GOMAXPROCS n on cpus, and adds the figures to s.
+func (e *env) scalingRound(ctx context.Context, s *section, t target, round int, back map[string]int, be *backend, cpus string, n int) error {
+	pairs := e.httpPairs(t, round, back)
+	cfg := e.proxyConfigFor("http", pairs...)
+	cfg.Threads, cfg.CPUs = n, cpus
+	r, err := e.startProxy(ctx, t, fmt.Sprintf("scaling-%d-%d", n, round), cfg)
+	if err != nil {
+		return err
+	}
+	defer e.stopProxy(r)
+	for i, sc := range httpScenarios {
+		argv := e.wrkArgv(wrkConns, wrkThreads, sc.key == "close", "http://127.0.0.1:"+strconv.Itoa(pairs[i].Front)+"/")
+		a0, aerr := be.accepts()
+		st0 := readProcStat()
+		figs, u, err := e.runWrk(ctx, argv, r.pids)
+		st1 := readProcStat()
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		if !r.alive() {
+			return fmt.Errorf("%s died during wrk: %s", t.name, r.proc.tail(5))
+		}
+		s.command(t.name, []string{"GOMAXPROCS=" + strconv.Itoa(n), "taskset", "-c", cpus, "tether", "run", "-c", "scaling.toml"})
+		s.command(t.name, argv)
+		if u.HaveProxies && figs["secs"] > 0 {
+			figs["proxy_cpus"] = u.ProxyCPU.Seconds() / figs["secs"]
+		}
+		figs["machine_busy"] = machineBusy(st0, st1)
+		if a1, err := be.accepts(); err == nil && aerr == nil {
+			figs["backend_conns"] = float64(a1 - a0 - 1)
+		}
+		e.logf("scaling %s %s: %.0f req/s, proxy CPUs %.2f, load CPU busy %.0f%%, machine busy %.0f%%",
+			sc.key, t.name, figs["rps"], figs["proxy_cpus"], 100*figs["cpu_load_util"], 100*figs["machine_busy"])
+		s.add(t.name, prefixed(sc.key+".", figs))
+	}
+	return nil
+}
+
+// addScalingRows lists the scaling section's rows and notes; first is the
+// GOMAXPROCS the ratios divide by.
+func addScalingRows(s *section, first int) {
 	for _, sc := range httpScenarios {
 		k := sc.key + "."
 		s.Rows = append(s.Rows,
@@ -107,10 +120,9 @@ func (e *env) runScaling(ctx context.Context) (*section, error) {
 		)
 	}
 	s.Notes = []string{
-		"the ratio column is requests/s (and each other row) at the higher GOMAXPROCS over GOMAXPROCS " + strconv.Itoa(e.o.scalingProcs[0]) + ", same binary, same run",
+		"the ratio column is requests/s (and each other row) at the higher GOMAXPROCS over GOMAXPROCS " + strconv.Itoa(first) + ", same binary, same run",
 		"machine busy: busy share of every CPU together over the wrk run (/proc/stat); near 1.00 means the machine, not the proxy, set the ceiling",
 	}
-	return s, nil
 }
 
 // machineBusy is the busy share of all CPUs together between two
